@@ -1,0 +1,150 @@
+"""`queuectld`: parse flags -> Settings -> logging -> serve (in the foreground, or detached)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import grp
+import logging
+import os
+import sys
+from pathlib import Path
+
+from queuectl import __version__, paths
+from queuectl.errors import QueuectlError
+from queuectl.transport import parse_address
+from queuectld.settings import Settings
+from queuectld.store.open import default_url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The daemon's flags."""
+    ap = argparse.ArgumentParser(
+        prog="queuectld",
+        description="The queuectl daemon: owns the job store and runs jobs in worker slots.",
+    )
+    ap.add_argument("--state-dir", type=Path, help="database, logs and token (env QUEUECTL_STATE_DIR; "
+                    "default $XDG_STATE_HOME/queuectl or ~/.local/state/queuectl)")
+    ap.add_argument("--db", help="SQLAlchemy URL of the store (default: SQLite file in the state dir)")
+    ap.add_argument("--socket", type=Path, help="Unix socket path (env QUEUECTL_SOCKET; default "
+                    "$XDG_RUNTIME_DIR/queuectl/queuectld.sock, else in the state dir)")
+    ap.add_argument("--workers", type=int, help="worker slots to start with (default: config `workers`)")
+    ap.add_argument("--detach", action="store_true", help="run in the background; return once the socket accepts")
+    ap.add_argument("--log-level", default=os.environ.get("QUEUECTL_LOG_LEVEL", "INFO"),
+                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    ap.add_argument("--log-file", type=Path, help="log here instead of stderr (default with --detach: "
+                    "queuectld.log in the state dir)")
+    ap.add_argument("--sync", choices=["normal", "full"], default="normal",
+                    help="SQLite durability: normal survives a crash of any process; full also a power loss")
+    ap.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP (token required; off by default)")
+    ap.add_argument("--tcp-allow-remote", action="store_true", help="allow --tcp on a non-loopback address")
+    ap.add_argument("--tls-cert", type=Path, help="serve TCP over TLS with this certificate (PEM)")
+    ap.add_argument("--tls-key", type=Path, help="private key for --tls-cert (PEM)")
+    ap.add_argument("--allow-group", action="append", default=[], metavar="GROUP",
+                    help="also serve Unix-socket peers whose primary group is GROUP")
+    ap.add_argument("--lease-seconds", type=float, default=30.0, help=argparse.SUPPRESS)
+    ap.add_argument("--version", action="version", version=f"queuectld {__version__}")
+    return ap
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Resolve flags and environment into Settings; raises QueuectlError on bad values."""
+    from queuectl.errors import InvalidValue
+
+    state_dir = (args.state_dir or paths.state_dir()).expanduser().absolute()
+    socket_path = (args.socket.expanduser() if args.socket else
+                   (paths.socket_path(state_dir) if "QUEUECTL_SOCKET" in os.environ or
+                    "XDG_RUNTIME_DIR" in os.environ else state_dir / paths.SOCKET_NAME)).absolute()
+    if len(str(socket_path).encode()) > 107:
+        raise InvalidValue(key="--socket", detail=f"{socket_path} is longer than a Unix socket path may be (107 bytes)")
+    tcp = None
+    if args.tcp:
+        try:
+            addr = parse_address("tcp://" + args.tcp if not args.tcp.startswith("tcp://") else args.tcp)
+        except ValueError as exc:
+            raise InvalidValue(key="--tcp", detail=str(exc)) from None
+        if addr.host not in ("127.0.0.1", "::1", "localhost") and not args.tcp_allow_remote:
+            raise InvalidValue(key="--tcp", detail=f"{addr.host} is not a loopback address; anyone who can reach it "
+                               "and has the token can run commands as you. Add --tcp-allow-remote (and --tls-cert) "
+                               "if that is what you want")
+        tcp = (addr.host, addr.port)
+    if args.workers is not None and not 1 <= args.workers <= 256:
+        raise InvalidValue(key="--workers", detail="expected an integer from 1 to 256")
+    gids = []
+    for name in args.allow_group:
+        try:
+            gids.append(grp.getgrnam(name).gr_gid)
+        except KeyError:
+            raise InvalidValue(key="--allow-group", detail=f"no group named {name!r}") from None
+    return Settings(
+        state_dir=state_dir,
+        socket_path=socket_path,
+        db_url=args.db or os.environ.get("QUEUECTL_DB") or default_url(state_dir),
+        workers=args.workers,
+        log_level=args.log_level,
+        sync=args.sync,
+        lease_s=args.lease_seconds,
+        tcp=tcp,
+        tcp_allow_remote=args.tcp_allow_remote,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        allow_groups=tuple(gids),
+        detach=args.detach,
+    )
+
+
+def setup_logging(level: str, log_file: Path | None) -> None:
+    """One line per event, with UTC timestamps."""
+    import time
+
+    if log_file is not None:
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        handler: logging.Handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `queuectld` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except QueuectlError as exc:
+        print(f"queuectld: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    # Everything the daemon creates is private, whatever umask it was started with; jobs get
+    # the original umask back.
+    umask = os.umask(0o077)
+    if settings.detach:
+        from queuectld.detach import detach
+
+        detach(settings, lambda ready: _run(settings, umask, args.log_file or settings.daemon_log, ready))
+        return
+    _run(settings, umask, args.log_file, lambda: None)
+
+
+def _run(settings: Settings, umask: int, log_file: Path | None, on_ready: object) -> None:
+    from queuectld.app import serve
+
+    try:
+        if log_file is not None:
+            settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        setup_logging(settings.log_level, log_file)
+        asyncio.run(serve(settings, on_ready, umask))  # type: ignore[arg-type]
+    except QueuectlError as exc:
+        logging.getLogger("queuectld").error("%s", exc.message)
+        print(f"queuectld: {exc.message}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Wiring: claim the state dir, open the store, recover, serve, and stop in order."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import secrets
+import signal
+import socket
+import ssl
+import stat
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from queuectl.errors import DaemonAlreadyRunning, UnsafePath
+from queuectld import runner
+from queuectld.handlers import Context
+from queuectld.scheduler import Scheduler
+from queuectld.server import Server
+from queuectld.settings import Settings
+from queuectld.store import open_store
+from queuectld.store.base import DaemonInfo
+from queuectld.store_threads import StoreThreads
+
+log = logging.getLogger("queuectld")
+
+
+def private_dir(path: Path, what: str) -> None:
+    """Create `path` 0700, or check that an existing one is ours and closed to others."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafePath(path=str(path), detail=f"the {what} is not a directory")
+    if st.st_uid != os.getuid():
+        raise UnsafePath(path=str(path), detail=f"the {what} belongs to uid {st.st_uid}, not to you")
+    if st.st_mode & 0o077:
+        raise UnsafePath(
+            path=str(path),
+            detail=f"the {what} has mode {stat.S_IMODE(st.st_mode):04o}; other users could reach it. "
+            f"Run `chmod 700 {path}`",
+        )
+
+
+def acquire_lock(settings: Settings) -> int:
+    """Hold an exclusive lock on the state dir for the daemon's life: one daemon per state dir."""
+    fd = os.open(settings.lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise DaemonAlreadyRunning(pid=pid, where=f"state dir {settings.state_dir}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def claim_socket_path(path: Path) -> None:
+    """Remove a stale socket left by a crashed daemon; refuse anything else at that path."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
+        raise UnsafePath(path=str(path), detail="it exists and is not a socket of yours; remove it or pick --socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        log.info("removing stale socket %s", path)
+        path.unlink(missing_ok=True)
+        return
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    pid = "?"
+    pidfile = path.parent / "queuectld.pid"
+    if pidfile.exists():
+        pid = pidfile.read_text().strip() or "?"
+    raise DaemonAlreadyRunning(pid=pid, where=str(path))
+
+
+def load_token(settings: Settings) -> str:
+    """The TCP token: created 0600 on first start, refused if others can read it."""
+    path = settings.token_file
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+    st = path.stat()
+    if st.st_mode & 0o077:
+        raise UnsafePath(path=str(path), detail=f"the token file has mode {stat.S_IMODE(st.st_mode):04o}; "
+                         f"run `chmod 600 {path}`")
+    return path.read_text().strip()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a small file 0600 (pidfile)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about readiness or stopping; a no-op elsewhere."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify failed: %s", exc)
+
+
+async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) -> None:
+    """Run the daemon until SIGTERM/SIGINT or `daemon.stop`; drain, then close in order."""
+    _reap_children_with_pidfds()
+    private_dir(settings.state_dir, "state dir")
+    private_dir(settings.logs_dir, "logs dir")
+    lock_fd = acquire_lock(settings)
+    settings.socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    claim_socket_path(settings.socket_path)
+    token = load_token(settings) if settings.tcp else None
+
+    store = await asyncio.to_thread(open_store, settings.db_url, sync=settings.sync)
+    db = StoreThreads(store)
+    config = await db.read(store.config_all)
+    owner = f"{settings.host}:{os.getpid()}:{secrets.token_hex(4)}"
+    now = time.time()
+    scheduler = Scheduler(db, settings, owner, config, umask)
+    await db.write(store.register_daemon, DaemonInfo(owner, settings.host, os.getpid(),
+                                                      runner.process_start_time(os.getpid()), now, now,
+                                                      scheduler.slots, 0))
+    recovered = await scheduler.recover(now)
+    if recovered:
+        log.warning("recovered %d job(s) from a daemon that stopped mid-attempt (counted as failed attempts)",
+                    recovered)
+
+    loop = asyncio.get_running_loop()
+    stop_event = asyncio.Event()
+    signals_seen = 0
+
+    def request_stop() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            log.info("stopping: no new jobs are claimed; waiting for %d running job(s)", scheduler.active)
+        else:
+            log.warning("second stop request: killing running jobs and returning them to pending")
+        scheduler.request_stop(force=signals_seen > 1)
+        stop_event.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_stop)
+
+    ctx = Context(db=db, scheduler=scheduler, settings=settings, config=config, stop=request_stop)
+    server = Server(ctx, token=token, allow_gids=settings.allow_groups)
+    await server.start_unix(settings.socket_path)
+    if settings.tcp:
+        await server.start_tcp(settings.tcp[0], settings.tcp[1], _tls_context(settings))
+        log.info("listening on tcp://%s:%d (token required%s)", *settings.tcp,
+                 ", TLS" if settings.tls_cert else "")
+    write_private(settings.pidfile, f"{os.getpid()}\n")
+    log.info("queuectld %s ready on %s (pid %d, %d slot(s), store %s)", _version(), settings.socket_path,
+             os.getpid(), scheduler.slots, _redact(settings.db_url))
+    sd_notify("READY=1")
+    on_ready()
+
+    sched_task = loop.create_task(scheduler.run(), name="scheduler")
+    try:
+        stopper = loop.create_task(stop_event.wait(), name="stop")
+        done, _ = await asyncio.wait({sched_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if sched_task in done:
+            sched_task.result()  # the scheduler only returns when draining; re-raise a crash
+        sd_notify("STOPPING=1")
+        await sched_task
+    finally:
+        await server.close()
+        for path in (settings.socket_path, settings.pidfile):
+            path.unlink(missing_ok=True)
+        try:
+            await db.write(store.forget_daemons, [owner])
+        finally:
+            db.shutdown()
+            store.close()
+            os.close(lock_fd)
+        log.info("queuectld stopped")
+
+
+def _reap_children_with_pidfds() -> None:
+    """On 3.11 asyncio reaps each child from a thread of its own; pidfds need no threads (3.12+ default)."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(settings.tls_cert), str(settings.tls_key) if settings.tls_key else None)
+    return ctx
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+def _version() -> str:
+    from queuectl import __version__
+
+    return __version__
+

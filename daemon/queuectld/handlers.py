@@ -1,0 +1,299 @@
+"""One function per RPC method: the only place where requests meet the domain.
+
+Handlers get validated params and return result models; only the server touches the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from queuectl import __version__
+from queuectl import protocol as p
+from queuectl.errors import InvalidValue, JobNotFound, ProtocolMismatch
+from queuectld import config as config_keys
+from queuectld import runner
+from queuectld.jobs import TERMINAL_STATES, Job, JobState
+from queuectld.scheduler import Scheduler
+from queuectld.settings import Settings
+from queuectld.store.base import AttemptRecord, NewJob
+from queuectld.store_threads import StoreThreads
+
+
+@dataclass
+class Context:
+    """What handlers share: the store, the scheduler, the config, and the stop switch."""
+
+    db: StoreThreads
+    scheduler: Scheduler
+    settings: Settings
+    config: dict[str, Any]
+    stop: Callable[[], None]
+    started_at: float = field(default_factory=time.time)
+
+
+Handler = Callable[[Context, Any], Awaitable[p.Result]]
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def job_view(job: Job, attempts: list[AttemptRecord] | None = None) -> p.JobView:
+    """The wire shape of a job."""
+    return p.JobView(
+        id=job.id, command=job.command, state=job.state, attempts=job.attempts, max_retries=job.max_retries,
+        priority=job.priority, timeout_s=job.timeout_s, next_run_at=_ts(job.next_run_at),
+        created_at=_ts(job.created_at), updated_at=_ts(job.updated_at), started_at=_ts(job.started_at),
+        finished_at=_ts(job.finished_at), exit_code=job.exit_code, last_error=job.last_error, owner=job.owner,
+        lease_expires_at=_ts(job.lease_expires_at),
+        output_tail=job.output_tail if attempts is not None else None,
+        attempt_history=None if attempts is None else [
+            p.AttemptView(attempt=a.attempt, started_at=_ts(a.started_at), finished_at=_ts(a.finished_at),
+                          exit_code=a.exit_code, reason=a.error or a.reason, owner=a.owner)
+            for a in attempts
+        ],
+    )
+
+
+def new_job_id(now: float) -> str:
+    """Time-ordered, collision-safe, and short enough to type."""
+    return f"{int(now * 1000):x}-{secrets.token_hex(4)}"
+
+
+def _new_job(ctx: Context, spec: p.JobSpec, now: float) -> NewJob:
+    return NewJob(
+        id=spec.id or new_job_id(now),
+        command=spec.command,
+        max_retries=spec.max_retries if spec.max_retries is not None else int(ctx.config["max-retries"]),
+        priority=spec.priority,
+        timeout_s=spec.timeout_s,
+        next_run_at=now + spec.delay_s,
+    )
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+async def enqueue(ctx: Context, params: p.EnqueueParams) -> p.JobView:
+    """job.enqueue"""
+    now = time.time()
+    new = _new_job(ctx, params, now)
+    await ctx.db.write(ctx.db.store.enqueue, [new], replace=params.replace, now=now)
+    ctx.scheduler.notify()
+    return job_view(await ctx.db.read(ctx.db.store.get, new.id))
+
+
+async def enqueue_batch(ctx: Context, params: p.EnqueueBatchParams) -> p.IdsResult:
+    """job.enqueue_batch"""
+    now = time.time()
+    new = [_new_job(ctx, spec, now) for spec in params.jobs]
+    ids = await ctx.db.write(ctx.db.store.enqueue, new, replace=params.replace, now=now)
+    ctx.scheduler.notify()
+    return p.IdsResult(ids=ids)
+
+
+async def get_job(ctx: Context, params: p.JobRef) -> p.JobView:
+    """job.get"""
+    job = await ctx.db.read(ctx.db.store.get, params.id)
+    return job_view(job, await ctx.db.read(ctx.db.store.attempts_of, params.id))
+
+
+async def list_jobs(ctx: Context, params: p.ListParams) -> p.JobsResult:
+    """job.list"""
+    jobs = await ctx.db.read(ctx.db.store.list_jobs, params.state, params.limit)
+    return p.JobsResult(jobs=[job_view(j) for j in jobs])
+
+
+async def cancel(ctx: Context, params: p.JobRef) -> p.JobView:
+    """job.cancel"""
+    job, before = await ctx.db.write(ctx.db.store.cancel, params.id, time.time())
+    if before is JobState.PROCESSING:
+        ctx.scheduler.kill_local(params.id, "canceled")
+    return job_view(job)
+
+
+async def delete_job(ctx: Context, params: p.JobRef) -> p.JobView:
+    """job.delete"""
+    job = await ctx.db.write(ctx.db.store.delete, params.id)
+    for run in range(1, job.run + 1):
+        try:
+            os.unlink(runner.log_path(ctx.settings.logs_dir, job.id, run))
+        except FileNotFoundError:
+            pass
+    return job_view(job)
+
+
+async def wait(ctx: Context, params: p.WaitParams) -> p.WaitResult:
+    """job.wait: returns when all are terminal, or with done=false after timeout_s."""
+    deadline = time.monotonic() + params.timeout_s
+    ids = list(dict.fromkeys(params.ids))
+    while True:
+        changed = ctx.scheduler.changed()
+        states = await ctx.db.read(ctx.db.store.states_of, ids)
+        missing = [i for i in ids if i not in states]
+        if missing:
+            raise JobNotFound(job_id=missing[0])
+        done = all(s in TERMINAL_STATES for s in states.values())
+        left = deadline - time.monotonic()
+        if done or left <= 0:
+            return p.WaitResult(done=done, states=states)
+        # Another host may finish a job too: look again at least every second.
+        try:
+            await asyncio.wait_for(changed.wait(), min(left, 1.0))
+        except asyncio.TimeoutError:
+            pass
+
+
+async def logs(ctx: Context, params: p.LogsParams) -> p.LogsResult:
+    """job.logs"""
+    deadline = time.monotonic() + (1.0 if params.follow else 0.0)
+    while True:
+        job = await ctx.db.read(ctx.db.store.get, params.id)
+        attempt = params.attempt or max(job.run, 1)
+        if attempt > max(job.run, 1):
+            raise InvalidValue(key="--attempt", detail=f"job {job.id} has {job.run} attempt(s)")
+        finished = not (job.state is JobState.PROCESSING and job.run == attempt)
+        data = _read_chunk(runner.log_path(ctx.settings.logs_dir, job.id, attempt), params.offset, params.limit)
+        if data or finished or time.monotonic() >= deadline:
+            text, consumed = _decode(data, final=finished)
+            truncated = b"[queuectl: output truncated at " in data
+            return p.LogsResult(attempt=attempt, data=text, next_offset=params.offset + consumed,
+                                finished=finished and consumed == len(data), truncated=truncated)
+        await asyncio.sleep(0.1)
+
+
+def _read_chunk(path: Any, offset: int, limit: int) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(limit)
+    except FileNotFoundError:
+        return b""
+
+
+def _decode(data: bytes, *, final: bool) -> tuple[str, int]:
+    """Decode without splitting a UTF-8 sequence across chunks."""
+    try:
+        return data.decode("utf-8"), len(data)
+    except UnicodeDecodeError as exc:
+        if not final and exc.start >= len(data) - 3 and exc.reason == "unexpected end of data":
+            return data[: exc.start].decode("utf-8", errors="replace"), exc.start
+        return data.decode("utf-8", errors="replace"), len(data)
+
+
+# -- dead-letter queue ---------------------------------------------------------------------------
+
+
+async def dlq_list(ctx: Context, params: p.EmptyParams) -> p.JobsResult:
+    """dlq.list"""
+    jobs = await ctx.db.read(ctx.db.store.list_jobs, JobState.DEAD, None)
+    return p.JobsResult(jobs=[job_view(j) for j in jobs])
+
+
+async def dlq_retry(ctx: Context, params: p.JobRef) -> p.JobView:
+    """dlq.retry"""
+    job = await ctx.db.write(ctx.db.store.dlq_retry, params.id, time.time())
+    ctx.scheduler.notify()
+    return job_view(job)
+
+
+# -- config --------------------------------------------------------------------------------------
+
+
+async def config_get(ctx: Context, params: p.ConfigGetParams) -> p.ConfigValue:
+    """config.get"""
+    config_keys.validate(params.key, config_keys.DEFAULTS.get(params.key, 0))  # unknown key -> error
+    return p.ConfigValue(key=params.key, value=ctx.config[params.key])
+
+
+async def config_set(ctx: Context, params: p.ConfigSetParams) -> p.ConfigValue:
+    """config.set"""
+    value = config_keys.validate(params.key, params.value)
+    await ctx.db.write(ctx.db.store.config_set, params.key, value)
+    ctx.config[params.key] = value
+    ctx.scheduler.notify()
+    return p.ConfigValue(key=params.key, value=value)
+
+
+async def config_list(ctx: Context, params: p.EmptyParams) -> p.ConfigList:
+    """config.list"""
+    return p.ConfigList(config=dict(ctx.config))
+
+
+# -- workers and daemon --------------------------------------------------------------------------
+
+
+async def workers_start(ctx: Context, params: p.WorkersStartParams) -> p.WorkersView:
+    """workers.start"""
+    ctx.scheduler.start_workers(params.count or int(ctx.config["workers"]))
+    return await _workers(ctx)
+
+
+async def workers_stop(ctx: Context, params: p.WorkersStopParams) -> p.WorkersView:
+    """workers.stop"""
+    ctx.scheduler.stop_workers(params.now)
+    return await _workers(ctx)
+
+
+async def _workers(ctx: Context) -> p.WorkersView:
+    sched = ctx.scheduler
+    daemons = await ctx.db.read(ctx.db.store.daemons)
+    return p.WorkersView(active=sched.active, slots=sched.slots, claiming=sched.claiming, daemons=len(daemons))
+
+
+async def status(ctx: Context, params: p.EmptyParams) -> p.StatusResult:
+    """daemon.status"""
+    counts: dict[str, int] = await ctx.db.read(ctx.db.store.counts)
+    counts["total"] = sum(counts.values())
+    return p.StatusResult(
+        workers=await _workers(ctx),
+        counts=counts,
+        daemon={
+            "pid": os.getpid(), "version": __version__, "owner": ctx.scheduler.owner,
+            "started_at": _ts(ctx.started_at).isoformat() if ctx.started_at else None,  # type: ignore[union-attr]
+            "socket": str(ctx.settings.socket_path), "state_dir": str(ctx.settings.state_dir),
+        },
+    )
+
+
+async def stop(ctx: Context, params: p.EmptyParams) -> p.Ack:
+    """daemon.stop"""
+    ctx.stop()
+    return p.Ack(message=f"queuectld (pid {os.getpid()}) is stopping after {ctx.scheduler.active} running job(s)")
+
+
+async def hello(ctx: Context, params: p.HelloParams) -> p.HelloResult:
+    """daemon.hello"""
+    if params.protocol_version != p.PROTOCOL_VERSION:
+        raise ProtocolMismatch(detail=f"client speaks {params.protocol_version}, daemon speaks {p.PROTOCOL_VERSION}")
+    return p.HelloResult(protocol_version=p.PROTOCOL_VERSION, version=__version__)
+
+
+HANDLERS: dict[str, Handler] = {
+    "job.enqueue": enqueue,
+    "job.enqueue_batch": enqueue_batch,
+    "job.get": get_job,
+    "job.list": list_jobs,
+    "job.cancel": cancel,
+    "job.delete": delete_job,
+    "job.wait": wait,
+    "job.logs": logs,
+    "dlq.list": dlq_list,
+    "dlq.retry": dlq_retry,
+    "config.get": config_get,
+    "config.set": config_set,
+    "config.list": config_list,
+    "workers.start": workers_start,
+    "workers.stop": workers_stop,
+    "daemon.status": status,
+    "daemon.stop": stop,
+    "daemon.hello": hello,
+}
+"""Every method the server dispatches (auth.login is handled by the server itself)."""

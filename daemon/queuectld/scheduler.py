@@ -1,0 +1,301 @@
+"""Worker slots: claiming due jobs, running attempts, recording their ends, leases and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from queuectl.errors import QueuectlError, StoreBusy
+from queuectld import runner
+from queuectld.jobs import Job, JobState, Outcome, RetryPolicy
+from queuectld.runner import Attempt
+from queuectld.settings import Settings, fault_point
+from queuectld.store.base import FinishedAttempt, LostAttempt, SpawnedAttempt
+from queuectld.store_threads import StoreThreads
+
+log = logging.getLogger("queuectld.scheduler")
+
+#: Back-off before retrying a store write that found the database locked.
+BUSY_RETRY_S = 0.5
+
+
+class Scheduler:
+    """Runs up to `slots` attempts at once; wakes on events, never on a polling sleep."""
+
+    def __init__(self, db: StoreThreads, settings: Settings, owner: str, config: dict[str, Any], umask: int) -> None:
+        self.db = db
+        self.settings = settings
+        self.owner = owner
+        self.config = config  #: shared with the handlers, who update it on config.set
+        self.slots = int(settings.workers or config["workers"])
+        self.claiming = True
+        self.running: dict[str, Attempt] = {}
+        self._umask = umask
+        self._env = dict(os.environ)
+        self._finished: list[tuple[Attempt, FinishedAttempt]] = []
+        self._spawned: list[SpawnedAttempt] = []
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._stopping = False
+        self._fault = fault_point()
+        self._next_maintenance = 0.0
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Something happened (new job, config change, stop): run a turn soon."""
+        self._wake.set()
+
+    def changed(self) -> asyncio.Event:
+        """An event set the next time any job changes state (for `job.wait` and `logs --follow`)."""
+        return self._changed
+
+    def _signal_changed(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # -- control --------------------------------------------------------------------------------
+
+    def start_workers(self, count: int) -> None:
+        """Run `count` slots and resume claiming."""
+        self.slots = count
+        self.claiming = True
+        self.notify()
+
+    def stop_workers(self, now: bool) -> int:
+        """Stop claiming; with `now`, kill running attempts and requeue them uncounted."""
+        self.claiming = False
+        if now:
+            for attempt in self.running.values():
+                attempt.requeue = True
+                attempt.kill("worker stop --now")
+        self.notify()
+        return len(self.running)
+
+    def kill_local(self, job_id: str, reason: str) -> bool:
+        """Kill the local attempt of a job, if one runs here (cancel)."""
+        attempt = self.running.get(job_id)
+        if attempt is None:
+            return False
+        attempt.kill(reason)
+        return True
+
+    def request_stop(self, force: bool = False) -> None:
+        """Drain: stop claiming and let running attempts finish. `force` kills and requeues them."""
+        self._stopping = True
+        self.stop_workers(now=force)
+
+    @property
+    def active(self) -> int:
+        """Slots running an attempt now."""
+        return len(self.running)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Each turn: record ended attempts, maintain leases when due, claim due jobs for free
+        slots, then sleep until a new job, an ended attempt, the next due time, or maintenance."""
+        while True:
+            busy = False
+            if self._finished or self._spawned:
+                busy = not await self._record()
+            if self._stopping and not self.running and not self._finished:
+                return
+            now = time.time()
+            if now >= self._next_maintenance:
+                await self._maintain(now)
+            timeout = max(0.0, self._next_maintenance - time.time())
+            free = self.slots - len(self.running)
+            if self.claiming and free > 0 and not busy:
+                claimed = await self._claim(free)
+                if len(claimed) == free:
+                    continue  # there may be more; the slots decide
+                due = await self._next_due()
+                if due is not None:
+                    timeout = min(timeout, max(0.0, due - time.time()))
+            if busy:
+                timeout = min(timeout, BUSY_RETRY_S)
+            if timeout > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except asyncio.TimeoutError:
+                    pass
+            self._wake.clear()
+
+    async def _claim(self, free: int) -> list[Job]:
+        try:
+            claimed = await self.db.write(
+                self.db.store.claim_due, self.owner, self.settings.host, free, time.time(), self.settings.lease_s
+            )
+        except QueuectlError as exc:
+            log.warning("could not claim jobs: %s", exc.message)
+            return []
+        if claimed and self._fault == "after-claim":
+            _crash("after-claim")
+        for job in claimed:
+            self._start(job)
+        if claimed:
+            self._signal_changed()
+        return claimed
+
+    async def _next_due(self) -> float | None:
+        try:
+            return await self.db.read(self.db.store.next_due_at)
+        except QueuectlError:
+            return time.time() + BUSY_RETRY_S
+
+    def _start(self, job: Job) -> None:
+        cfg = self.config
+        timeout_s = job.timeout_s or (float(cfg["job-timeout"]) or None)
+        attempt = Attempt(
+            job=job,
+            owner=self.owner,
+            log_file=runner.log_path(self.settings.logs_dir, job.id, job.run),
+            timeout_s=timeout_s,
+            kill_grace_s=float(cfg["kill-grace"]),
+            output_max_bytes=int(cfg["output-max-bytes"]),
+        )
+        self.running[job.id] = attempt
+        log.info("job %s started (attempt %d): %s", job.id, job.run, _short(job.command))
+        task = asyncio.get_running_loop().create_task(self._run_attempt(attempt), name=f"attempt:{job.id}:{job.run}")
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _run_attempt(self, attempt: Attempt) -> None:
+        job = attempt.job
+
+        def on_spawn(pid: int, start: int | None) -> None:
+            self._spawned.append(SpawnedAttempt(job.id, job.run, self.owner, pid, start))
+
+        try:
+            outcome = await attempt.run(runner.job_environment(self._env, job, self.owner), self._umask, on_spawn)
+        except Exception as exc:  # a bug or an OS failure must not lose the attempt
+            log.exception("attempt %s/%d failed inside the daemon", job.id, job.run)
+            outcome = Outcome(None, "spawn failed", f"queuectld could not run the attempt: {exc}")
+        if self._fault == "after-exit":
+            _crash("after-exit")
+        self._finished.append(
+            (attempt, FinishedAttempt(job.id, job.run, self.owner, outcome, time.time(), attempt.tail_text()))
+        )
+        self.notify()
+
+    async def _record(self) -> bool:
+        """Write started pids and ended attempts in one transaction. False when the store is busy."""
+        batch, spawned = self._finished, self._spawned
+        self._finished, self._spawned = [], []
+        requeue = [(a, fa) for a, fa in batch if a.requeue]
+        ended = [fa for a, fa in batch if not a.requeue]
+        policy = RetryPolicy(float(self.config["backoff-base"]), float(self.config["backoff-max"]))
+        try:
+            results = await self.db.write(self.db.store.finish, ended, policy, spawned)
+            for attempt, fa in requeue:
+                await self.db.write(self.db.store.release, fa.job_id, fa.run, fa.owner, time.time())
+                log.info("job %s returned to pending (attempt %d not counted)", fa.job_id, fa.run)
+        except QueuectlError as exc:
+            if not isinstance(exc, StoreBusy):
+                log.error("could not record finished attempts (will retry): %s", exc.message)
+            self._finished[:0] = batch
+            self._spawned[:0] = spawned
+            return False
+        for attempt, _ in batch:
+            if self.running.get(attempt.job.id) is attempt:
+                del self.running[attempt.job.id]
+        for fa, job in results:
+            _log_result(fa, job)
+        self._signal_changed()
+        return True
+
+    # -- leases, heartbeat, recovery ------------------------------------------------------------
+
+    async def _maintain(self, now: float) -> None:
+        """Renew our leases and heartbeat; recover attempts of dead daemons; refresh config."""
+        self._next_maintenance = now + self.settings.lease_s / 3
+        store = self.db.store
+        try:
+            held = await self.db.write(store.renew_leases, self.owner, now, self.settings.lease_s,
+                                       len(self.running), self.slots)
+            for job_id, attempt in list(self.running.items()):
+                if job_id not in held and attempt.pid is not None and not attempt.kill_reason:
+                    log.warning("job %s: lease lost (canceled or recovered elsewhere); killing its process", job_id)
+                    attempt.kill("lease lost")
+            await self.recover(now)
+            self.config.update(await self.db.read(store.config_all))
+            await self.db.write(store.checkpoint)
+        except QueuectlError as exc:
+            log.warning("maintenance skipped: %s", exc.message)
+            self._next_maintenance = now + BUSY_RETRY_S * 4
+
+    async def recover(self, now: float) -> int:
+        """End attempts whose daemon is gone as failed ("worker lost"), killing orphans first."""
+        store = self.db.store
+        dead = await self._dead_daemons(now)
+        lost = [
+            la for la in await self.db.read(store.lost_attempts, now, dead)
+            if la.owner != self.owner
+        ]
+        if not lost and not dead:
+            return 0
+        local_owners = {la.owner for la in lost if la.host == self.settings.host}
+        local_owners |= {d for d in dead if d.startswith(self.settings.host + ":")}
+        groups = [(la.pid, la.proc_start) for la in lost if la.host == self.settings.host and la.pid]
+        if local_owners or groups:
+            killed = await asyncio.get_running_loop().run_in_executor(None, runner.kill_orphans, local_owners, groups)
+            if killed:
+                log.warning("killed %d process(es) left behind by a stopped daemon", killed)
+        policy = RetryPolicy(float(self.config["backoff-base"]), float(self.config["backoff-max"]))
+        ended = [_lost(la, now) for la in lost]
+        if ended:
+            results = await self.db.write(store.finish, ended, policy)
+            for fa, job in results:
+                _log_result(fa, job)
+            self._signal_changed()
+            self.notify()
+        await self.db.write(store.forget_daemons, dead)
+        return len(ended)
+
+    async def _dead_daemons(self, now: float) -> list[str]:
+        """Daemon rows whose process is gone (this host) or whose heartbeat stopped (any host)."""
+        dead = []
+        for d in await self.db.read(self.db.store.daemons):
+            if d.id == self.owner:
+                continue
+            if d.host == self.settings.host and runner.process_start_time(d.pid) != d.proc_start:
+                dead.append(d.id)
+            elif d.heartbeat_at < now - 3 * self.settings.lease_s:
+                dead.append(d.id)
+        return dead
+
+
+def _lost(la: LostAttempt, now: float) -> FinishedAttempt:
+    return FinishedAttempt(
+        la.job_id, la.run, la.owner,
+        Outcome(None, "worker lost", f"worker lost: daemon {la.owner} stopped during the attempt"), now,
+    )
+
+
+def _log_result(fa: FinishedAttempt, job: Job | None) -> None:
+    if job is None:
+        log.warning("job %s attempt %d ended (%s) but its lease was lost; result dropped",
+                    fa.job_id, fa.run, fa.outcome.describe())
+    elif job.state is JobState.COMPLETED:
+        log.info("job %s completed", job.id)
+    elif job.state is JobState.FAILED:
+        delay = (job.next_run_at or fa.finished_at) - fa.finished_at
+        log.info("job %s failed (%s); retry %d/%d in %.1fs", job.id, fa.outcome.describe(),
+                 job.attempts, job.max_retries, delay)
+    elif job.state is JobState.DEAD:
+        log.warning("job %s moved to the dead-letter queue after %d attempts: %s", job.id, job.attempts,
+                    fa.outcome.describe())
+
+
+def _short(command: str, limit: int = 80) -> str:
+    command = command.replace("\n", " ")
+    return command if len(command) <= limit else command[: limit - 1] + "…"
+
+
+def _crash(point: str) -> None:
+    log.critical("fault point %s: killing the daemon", point)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,222 @@
+"""The socket server: peer checks, framing, limits, validation; then one dispatch to handlers.
+
+Every request is validated against its protocol model before a handler sees it, and every
+failure becomes a JSON-RPC error: no request can crash the daemon or half-change the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import socket
+import ssl
+import struct
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from queuectl import errors
+from queuectl.protocol import METHODS, AuthParams
+from queuectld.handlers import HANDLERS, Context
+
+log = logging.getLogger("queuectld.server")
+
+#: A connection must complete its first request (over TCP: authenticate) within this time.
+FIRST_REQUEST_S = 10.0
+#: A connection idle for this long is closed.
+IDLE_S = 300.0
+#: A client that does not read its answers for this long is dropped.
+WRITE_S = 30.0
+MAX_CONNECTIONS = 512
+_ENVELOPE = frozenset({"jsonrpc", "method", "params", "id"})
+
+
+class Server:
+    """Listens on the Unix socket (and TCP when enabled) and answers JSON-RPC lines."""
+
+    def __init__(self, ctx: Context, *, token: str | None, allow_gids: tuple[int, ...] = ()) -> None:
+        self.ctx = ctx
+        self._token = token
+        self._allow_gids = allow_gids
+        self._servers: list[asyncio.base_events.Server] = []
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start_unix(self, path: Path) -> None:
+        """Bind the Unix socket 0600 (umask is 077 while binding) and listen."""
+        server = await asyncio.start_unix_server(
+            lambda r, w: self._accept(r, w, tcp=False), path=str(path), limit=self._limit()
+        )
+        os.chmod(path, 0o600)
+        self._servers.append(server)
+
+    async def start_tcp(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+        """Listen on TCP; every connection must authenticate with the token first."""
+        server = await asyncio.start_server(
+            lambda r, w: self._accept(r, w, tcp=True), host=host, port=port, ssl=tls, limit=self._limit()
+        )
+        self._servers.append(server)
+
+    def _limit(self) -> int:
+        return int(self.ctx.config["max-request-bytes"])
+
+    async def close(self) -> None:
+        """Stop listening and close every connection."""
+        for server in self._servers:
+            server.close()
+        for task in list(self._connections):
+            task.cancel()
+        for server in self._servers:
+            await server.wait_closed()
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tcp: bool) -> None:
+        task = asyncio.get_running_loop().create_task(self._connection(reader, writer, tcp), name="connection")
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tcp: bool) -> None:
+        try:
+            if len(self._connections) > MAX_CONNECTIONS:
+                await self._send(writer, _error(None, errors.QueuectlError(
+                    f"too many connections (limit {MAX_CONNECTIONS}); try again shortly")))
+                return
+            if not tcp:
+                refusal = self._check_peer(writer)
+                if refusal is not None:
+                    await self._send(writer, _error(None, errors.PermissionDenied(detail=refusal)))
+                    return
+            authed = not tcp
+            first = True
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readline(), FIRST_REQUEST_S if first else IDLE_S)
+                except asyncio.TimeoutError:
+                    return
+                except (ValueError, asyncio.LimitOverrunError):
+                    await self._send(writer, _error(None, errors.RequestTooLarge(limit=self._limit())))
+                    return
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                first = False
+                reply, keep_open, authed = await self._answer(line, tcp=tcp, authed=authed)
+                if not await self._send(writer, reply) or not keep_open:
+                    return
+        except (ConnectionError, OSError):
+            return
+        finally:
+            writer.close()
+
+    def _check_peer(self, writer: asyncio.StreamWriter) -> str | None:
+        sock: socket.socket | None = writer.get_extra_info("socket")
+        if sock is None or not hasattr(socket, "SO_PEERCRED"):
+            return None
+        pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if uid in (0, os.getuid()) or gid in self._allow_gids:
+            return None
+        log.warning("refused a connection from uid %d (pid %d): only uid %d may use this socket", uid, pid, os.getuid())
+        return f"uid {uid} may not use this daemon (it serves uid {os.getuid()})"
+
+    async def _send(self, writer: asyncio.StreamWriter, reply: bytes) -> bool:
+        writer.write(reply)
+        try:
+            await asyncio.wait_for(writer.drain(), WRITE_S)
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            return False
+        return True
+
+    # -- one request ----------------------------------------------------------------------------
+
+    async def _answer(self, line: bytes, *, tcp: bool, authed: bool) -> tuple[bytes, bool, bool]:
+        """The reply line, whether to keep the connection, and whether it is now authenticated."""
+        request_id: Any = None
+        try:
+            request = _parse(line)
+            request_id = request.get("id")
+            method, params = _envelope(request)
+            model = METHODS.get(method)
+            if model is None:
+                raise errors.MethodNotFound(method=method)
+            try:
+                parsed = model.model_validate(params)
+            except ValidationError as exc:
+                raise errors.InvalidParams(detail=_describe(exc)) from None
+            if method == "auth.login":
+                if not tcp:
+                    return _result(request_id, '{"ok":true,"message":"authenticated by peer uid"}'), True, True
+                assert isinstance(parsed, AuthParams)
+                if self._token is None or not hmac.compare_digest(parsed.token.encode(), self._token.encode()):
+                    log.warning("refused a TCP client with a wrong token")
+                    return _error(request_id, errors.PermissionDenied(detail="wrong token")), False, False
+                return _result(request_id, '{"ok":true,"message":"authenticated"}'), True, True
+            if not authed:
+                return _error(request_id, errors.AuthenticationRequired()), False, False
+            result = await HANDLERS[method](self.ctx, parsed)
+            return _result(request_id, result.model_dump_json()), True, authed
+        except errors.QueuectlError as exc:
+            return _error(request_id, exc), True, authed
+        except Exception:
+            log.exception("internal error while answering %r", line[:200])
+            return _error(request_id, errors.InternalError()), True, authed
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise errors.ParseError("The request is not valid UTF-8.") from None
+    except (ValueError, RecursionError):
+        raise errors.ParseError() from None
+    if isinstance(request, list):
+        raise errors.InvalidRequest("JSON-RPC batches are not supported: send one request object per line.")
+    if not isinstance(request, dict):
+        raise errors.InvalidRequest("The request must be a JSON object.")
+    return request
+
+
+def _envelope(request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    if "id" not in request:
+        raise errors.InvalidRequest("The request needs an id (notifications are not supported).")
+    request_id = request["id"]
+    if isinstance(request_id, bool) or not isinstance(request_id, (str, int)) or (
+        isinstance(request_id, str) and len(request_id) > 128
+    ):
+        request["id"] = None
+        raise errors.InvalidRequest("The id must be a string (up to 128 chars) or an integer.")
+    if request.get("jsonrpc") != "2.0":
+        raise errors.InvalidRequest('Unsupported protocol: "jsonrpc" must be "2.0".')
+    extra = set(request) - _ENVELOPE
+    if extra:
+        raise errors.InvalidRequest(f"Unknown request member(s): {', '.join(sorted(map(str, extra)))}.")
+    method = request.get("method")
+    if not isinstance(method, str):
+        raise errors.InvalidRequest("The method must be a string such as \"job.enqueue\".")
+    params = request.get("params", {})
+    if not isinstance(params, dict):
+        raise errors.InvalidParams(detail="params must be an object (named parameters)")
+    return method, params
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(x) for x in err["loc"]) or "params"
+        parts.append(f"{where}: {err['msg']}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _result(request_id: Any, result_json: str) -> bytes:
+    return f'{{"jsonrpc":"2.0","id":{json.dumps(request_id)},"result":{result_json}}}\n'.encode()
+
+
+def _error(request_id: Any, exc: errors.QueuectlError) -> bytes:
+    body = {"jsonrpc": "2.0", "id": request_id, "error": {"code": exc.code, "message": exc.message,
+                                                           "data": {"type": type(exc).__name__}}}
+    return (json.dumps(body, ensure_ascii=False) + "\n").encode()

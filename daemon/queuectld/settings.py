@@ -1,0 +1,61 @@
+"""The daemon's start-up settings (flags and environment), apart from the run-time config keys."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: A running attempt's lease; renewed every LEASE_S / 3 while the daemon lives.
+LEASE_S = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything queuectld needs to start."""
+
+    state_dir: Path
+    socket_path: Path
+    db_url: str
+    workers: int | None = None  #: None: config `workers`
+    log_level: str = "INFO"
+    sync: str = "normal"  #: SQLite synchronous: normal (survives process crashes) or full (power loss)
+    lease_s: float = LEASE_S
+    tcp: tuple[str, int] | None = None
+    tcp_allow_remote: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allow_groups: tuple[int, ...] = ()
+    detach: bool = False
+    host: str = field(default_factory=socket.gethostname)
+
+    @property
+    def logs_dir(self) -> Path:
+        """Per-attempt output files."""
+        return self.state_dir / "logs"
+
+    @property
+    def pidfile(self) -> Path:
+        """Beside the socket, so `queuectl` users find it."""
+        return self.socket_path.parent / "queuectld.pid"
+
+    @property
+    def token_file(self) -> Path:
+        """The TCP token, created on first start."""
+        return self.state_dir / "token"
+
+    @property
+    def lockfile(self) -> Path:
+        """Held for the daemon's life: one daemon per state dir."""
+        return self.state_dir / "queuectld.lock"
+
+    @property
+    def daemon_log(self) -> Path:
+        """Where a detached daemon logs."""
+        return self.state_dir / "queuectld.log"
+
+
+def fault_point() -> str | None:
+    """A crash point switched on by the fault-injection tests (never set it in production)."""
+    return os.environ.get("QUEUECTL_FAULT_POINT") or None

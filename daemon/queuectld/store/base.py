@@ -1,0 +1,112 @@
+"""The store's interface, in the words of the domain. Nothing from SQLAlchemy crosses it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from queuectld.jobs import Job, JobState, Outcome, RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated job to insert; defaults already applied."""
+
+    id: str
+    command: str
+    max_retries: int
+    priority: int
+    timeout_s: float | None
+    next_run_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedAttempt:
+    """An attempt that ended on this daemon, to record with fencing on (id, run, owner)."""
+
+    job_id: str
+    run: int
+    owner: str
+    outcome: Outcome
+    finished_at: float
+    output_tail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnedAttempt:
+    """Where an attempt's process runs (its pid is also its process group id)."""
+
+    job_id: str
+    run: int
+    owner: str
+    pid: int
+    proc_start: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt as stored."""
+
+    attempt: int
+    started_at: float | None
+    finished_at: float | None
+    exit_code: int | None
+    reason: str | None
+    error: str | None
+    owner: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LostAttempt:
+    """A processing job whose owner is gone: where its process may still be, to kill it first."""
+
+    job_id: str
+    run: int
+    owner: str
+    host: str | None
+    pid: int | None
+    proc_start: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonInfo:
+    """A daemon instance registered in the store."""
+
+    id: str
+    host: str
+    pid: int
+    proc_start: int | None
+    started_at: float
+    heartbeat_at: float
+    slots: int
+    active: int
+
+
+class Store(Protocol):
+    """What the daemon needs from storage. Every method is one transaction."""
+
+    def enqueue(self, new: Sequence[NewJob], *, replace: bool, now: float) -> list[str]: ...
+    def get(self, job_id: str) -> Job: ...
+    def attempts_of(self, job_id: str) -> list[AttemptRecord]: ...
+    def list_jobs(self, state: JobState | None, limit: int | None) -> list[Job]: ...
+    def states_of(self, ids: Iterable[str]) -> dict[str, JobState]: ...
+    def counts(self) -> dict[str, int]: ...
+    def claim_due(self, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]: ...
+    def finish(
+        self, finished: Sequence[FinishedAttempt], policy: RetryPolicy, spawned: Sequence[SpawnedAttempt] = ()
+    ) -> list[tuple[FinishedAttempt, Job | None]]: ...
+    def release(self, job_id: str, run: int, owner: str, now: float) -> bool: ...
+    def renew_leases(self, owner: str, now: float, lease_s: float, active: int, slots: int) -> set[str]: ...
+    def lost_attempts(self, now: float, dead_owners: Iterable[str]) -> list[LostAttempt]: ...
+    def next_due_at(self) -> float | None: ...
+    def cancel(self, job_id: str, now: float) -> tuple[Job, JobState]: ...
+    def delete(self, job_id: str) -> Job: ...
+    def dlq_retry(self, job_id: str, now: float) -> Job: ...
+    def config_all(self) -> dict[str, Any]: ...
+    def config_set(self, key: str, value: Any) -> None: ...
+    def register_daemon(self, info: DaemonInfo) -> None: ...
+    def daemons(self) -> list[DaemonInfo]: ...
+    def forget_daemons(self, ids: Iterable[str]) -> None: ...
+    def checkpoint(self) -> None: ...
+    def close(self) -> None: ...

@@ -1,0 +1,432 @@
+"""The store over SQLAlchemy Core: one implementation for every dialect.
+
+Subclasses in sqlite.py / postgres.py override only what differs: engines, the claim statement,
+the per-state counters, maintenance. Every public method is one transaction; SQLAlchemy errors are
+translated to queuectl errors here and never leave the package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from queuectl.errors import DuplicateJob, InvalidState, JobNotFound, StoreBusy, StoreUnavailable
+from queuectld.config import DEFAULTS
+from queuectld.jobs import TERMINAL_STATES, Job, JobState, Outcome, RetryPolicy
+from queuectld.store import models
+from queuectld.store.base import AttemptRecord, DaemonInfo, FinishedAttempt, LostAttempt, NewJob, SpawnedAttempt
+from queuectld.store.models import attempts, config, daemons, jobs, meta, state_counts
+
+log = logging.getLogger(__name__)
+
+_WAITING = (JobState.PENDING.value, JobState.FAILED.value)
+_LIST_COLUMNS = [c for c in jobs.c if c.name != "output_tail"]
+_IN_CHUNK = 500
+
+
+@contextmanager
+def translate_db_errors() -> Iterator[None]:
+    """Turn SQLAlchemy's exceptions into the queuectl errors a user can act on."""
+    try:
+        yield
+    except IntegrityError:
+        raise  # the caller knows which constraint means what
+    except OperationalError as exc:
+        text = str(exc.orig).lower()
+        if "locked" in text or "busy" in text:
+            raise StoreBusy() from None
+        log.exception("store operation failed")
+        raise StoreUnavailable(detail=str(exc.orig).splitlines()[0]) from None
+    except DBAPIError as exc:
+        log.exception("store operation failed")
+        raise StoreUnavailable(detail=str(exc.orig).splitlines()[0]) from None
+
+
+def _job(row: Any) -> Job:
+    data = dict(row._mapping)
+    data["state"] = JobState(data["state"])
+    data.setdefault("output_tail", None)
+    return Job(**data)
+
+
+class SqlStore:
+    """The Store implementation shared by every dialect."""
+
+    def __init__(self, write_engine: Engine, read_engine: Engine) -> None:
+        self.write_engine = write_engine
+        self.read_engine = read_engine
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with translate_db_errors(), self.write_engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with translate_db_errors(), self.read_engine.begin() as conn:
+            yield conn
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to models.SCHEMA_VERSION."""
+        with self._write() as conn:
+            models.Base.metadata.create_all(conn)
+            version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+            if version is None:
+                self._install_counters(conn)
+                conn.execute(insert(meta).values(key="schema_version", value=str(models.SCHEMA_VERSION)))
+            elif int(version) > models.SCHEMA_VERSION:
+                raise StoreUnavailable(
+                    detail=f"the database has schema {version}, newer than this queuectld "
+                    f"({models.SCHEMA_VERSION}); upgrade queuectld"
+                )
+
+    def _install_counters(self, conn: Connection) -> None:
+        """Create the per-state counters and whatever keeps them current (dialect specific)."""
+        raise NotImplementedError
+
+    def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
+        """Move up to `limit` due jobs to processing in one statement (dialect specific)."""
+        raise NotImplementedError
+
+    def checkpoint(self) -> None:
+        """Periodic maintenance (e.g. SQLite's WAL checkpoint)."""
+
+    def close(self) -> None:
+        """Release all connections."""
+        self.write_engine.dispose()
+        self.read_engine.dispose()
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def enqueue(self, new: Sequence[NewJob], *, replace: bool, now: float) -> list[str]:
+        """Insert jobs in one transaction; with replace, overwrite any that are not running."""
+        ids = [j.id for j in new]
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+            raise DuplicateJob(f"job id {dup!r} appears twice in one batch; ids must be unique.")
+        rows = [
+            {
+                "id": j.id,
+                "command": j.command,
+                "state": JobState.PENDING.value,
+                "attempts": 0,
+                "max_retries": j.max_retries,
+                "priority": j.priority,
+                "timeout_s": j.timeout_s,
+                "next_run_at": j.next_run_at,
+                "created_at": now,
+                "updated_at": now,
+                "run": 0,
+            }
+            for j in new
+        ]
+        try:
+            with self._write() as conn:
+                if replace:
+                    for chunk in _chunks(ids):
+                        running = conn.execute(
+                            select(jobs.c.id).where(jobs.c.id.in_(chunk), jobs.c.state == JobState.PROCESSING.value)
+                        ).scalar()
+                        if running is not None:
+                            raise InvalidState(job_id=running, state="processing", action="replace (cancel it first)")
+                        conn.execute(delete(attempts).where(attempts.c.job_id.in_(chunk)))
+                        conn.execute(delete(jobs).where(jobs.c.id.in_(chunk)))
+                conn.execute(insert(jobs), rows)
+        except IntegrityError:
+            raise DuplicateJob(job_id=self._first_existing(ids) or ids[0]) from None
+        return ids
+
+    def _first_existing(self, ids: Sequence[str]) -> str | None:
+        with self._read() as conn:
+            for chunk in _chunks(ids):
+                found = conn.execute(select(jobs.c.id).where(jobs.c.id.in_(chunk)).limit(1)).scalar()
+                if found is not None:
+                    return found
+        return None
+
+    def get(self, job_id: str) -> Job:
+        """One job, or JobNotFound."""
+        with self._read() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise JobNotFound(job_id=job_id)
+        return _job(row)
+
+    def attempts_of(self, job_id: str) -> list[AttemptRecord]:
+        """Every recorded attempt of a job, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.attempt)
+            ).all()
+        return [
+            AttemptRecord(r.attempt, r.started_at, r.finished_at, r.exit_code, r.reason, r.error, r.owner) for r in rows
+        ]
+
+    def list_jobs(self, state: JobState | None, limit: int | None) -> list[Job]:
+        """Jobs oldest first, optionally of one state (served by an index either way)."""
+        query = select(*_LIST_COLUMNS)
+        if state is not None:
+            query = query.where(jobs.c.state == state.value)
+        query = query.order_by(jobs.c.created_at, jobs.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return [_job(r) for r in conn.execute(query)]
+
+    def states_of(self, ids: Iterable[str]) -> dict[str, JobState]:
+        """Current state of each existing job among `ids`."""
+        out: dict[str, JobState] = {}
+        with self._read() as conn:
+            for chunk in _chunks(list(ids)):
+                for job_id, state in conn.execute(select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(chunk))):
+                    out[job_id] = JobState(state)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state, from counters kept in the same transaction as every change."""
+        with self._read() as conn:
+            got = dict(conn.execute(select(state_counts.c.state, state_counts.c.n)).all())
+        return {s.value: int(got.get(s.value, 0)) for s in JobState}
+
+    def next_due_at(self) -> float | None:
+        """When the earliest waiting job becomes due (None if none waits)."""
+        with self._read() as conn:
+            return conn.execute(select(func.min(jobs.c.next_run_at)).where(jobs.c.state.in_(_WAITING))).scalar()
+
+    # -- attempts -------------------------------------------------------------------------------
+
+    def claim_due(self, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
+        """Atomically move up to `limit` due jobs to processing, stamped with `owner` and a lease."""
+        with self._write() as conn:
+            claimed = self._claim(conn, owner, host, limit, now, lease_s)
+            if claimed:
+                conn.execute(
+                    insert(attempts),
+                    [{"job_id": j.id, "attempt": j.run, "started_at": now, "owner": owner} for j in claimed],
+                )
+        claimed.sort(key=lambda j: (-j.priority, j.next_run_at or 0.0))
+        return claimed
+
+    def finish(
+        self,
+        finished: Sequence[FinishedAttempt],
+        policy: RetryPolicy,
+        spawned: Sequence[SpawnedAttempt] = (),
+    ) -> list[tuple[FinishedAttempt, Job | None]]:
+        """Record started processes and ended attempts in one transaction (group commit).
+
+        Each write is fenced on (id, run, owner, processing): an attempt whose lease was lost
+        (recovered elsewhere, canceled) matches nothing and comes back with None.
+        """
+        out: list[tuple[FinishedAttempt, Job | None]] = []
+        with self._write() as conn:
+            for sp in spawned:
+                conn.execute(
+                    update(jobs).where(*_fence(sp.job_id, sp.run, sp.owner)).values(pid=sp.pid, proc_start=sp.proc_start)
+                )
+            for fa in finished:
+                row = conn.execute(
+                    select(jobs.c.attempts, jobs.c.max_retries).where(*_fence(fa.job_id, fa.run, fa.owner))
+                ).first()
+                if row is None:
+                    out.append((fa, None))
+                    continue
+                values = _after_attempt(fa.outcome, row.attempts, row.max_retries, policy, fa.finished_at)
+                values.update(updated_at=fa.finished_at, finished_at=fa.finished_at, output_tail=fa.output_tail)
+                updated = conn.execute(
+                    update(jobs).where(*_fence(fa.job_id, fa.run, fa.owner)).values(**values).returning(*_LIST_COLUMNS)
+                ).first()
+                conn.execute(
+                    update(attempts)
+                    .where(attempts.c.job_id == fa.job_id, attempts.c.attempt == fa.run)
+                    .values(
+                        finished_at=fa.finished_at,
+                        exit_code=fa.outcome.exit_code,
+                        reason=fa.outcome.reason,
+                        error=None if fa.outcome.succeeded else fa.outcome.describe(),
+                    )
+                )
+                out.append((fa, _job(updated) if updated is not None else None))
+        return out
+
+    def release(self, job_id: str, run: int, owner: str, now: float) -> bool:
+        """Return a running job to pending without counting a failed attempt (worker stop --now)."""
+        with self._write() as conn:
+            res = conn.execute(
+                update(jobs)
+                .where(*_fence(job_id, run, owner))
+                .values(
+                    state=JobState.PENDING.value, owner=None, lease_expires_at=None, pid=None, proc_start=None,
+                    next_run_at=now, updated_at=now,
+                )
+            )
+            conn.execute(
+                update(attempts)
+                .where(attempts.c.job_id == job_id, attempts.c.attempt == run)
+                .values(finished_at=now, reason="requeued", error="stopped by `worker stop --now`; not counted")
+            )
+        return res.rowcount == 1
+
+    def renew_leases(self, owner: str, now: float, lease_s: float, active: int, slots: int) -> set[str]:
+        """Extend this owner's leases and heartbeat; returns the ids it still holds."""
+        with self._write() as conn:
+            held = conn.execute(
+                update(jobs)
+                .where(jobs.c.owner == owner, jobs.c.state == JobState.PROCESSING.value)
+                .values(lease_expires_at=now + lease_s)
+                .returning(jobs.c.id)
+            ).scalars().all()
+            conn.execute(
+                update(daemons).where(daemons.c.id == owner).values(heartbeat_at=now, active=active, slots=slots)
+            )
+        return set(held)
+
+    def lost_attempts(self, now: float, dead_owners: Iterable[str]) -> list[LostAttempt]:
+        """Running attempts whose lease expired or whose owner is known dead."""
+        dead = list(dead_owners)
+        cond = jobs.c.lease_expires_at < now
+        if dead:
+            cond = cond | jobs.c.owner.in_(dead)
+        with self._read() as conn:
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.run, jobs.c.owner, jobs.c.host, jobs.c.pid, jobs.c.proc_start).where(
+                    jobs.c.state == JobState.PROCESSING.value, cond
+                )
+            ).all()
+        return [LostAttempt(r.id, r.run, r.owner or "", r.host, r.pid, r.proc_start) for r in rows]
+
+    def cancel(self, job_id: str, now: float) -> tuple[Job, JobState]:
+        """Cancel a waiting or running job; returns it and the state it was in."""
+        with self._write() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            if row is None:
+                raise JobNotFound(job_id=job_id)
+            before = JobState(row.state)
+            if before in TERMINAL_STATES:
+                raise InvalidState(job_id=job_id, state=before.value, action="cancel")
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(
+                    state=JobState.CANCELED.value, owner=None, lease_expires_at=None, next_run_at=None,
+                    finished_at=now, updated_at=now, last_error="canceled",
+                )
+            )
+            if before is JobState.PROCESSING:
+                conn.execute(
+                    update(attempts)
+                    .where(attempts.c.job_id == job_id, attempts.c.attempt == row.run)
+                    .values(finished_at=now, reason="canceled", error="canceled while running")
+                )
+            after = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
+        return _job(after), before
+
+    def delete(self, job_id: str) -> Job:
+        """Delete a job that is not running, with its attempt history."""
+        with self._write() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            if row is None:
+                raise JobNotFound(job_id=job_id)
+            if row.state == JobState.PROCESSING.value:
+                raise InvalidState(job_id=job_id, state="processing", action="delete (cancel it first)")
+            conn.execute(delete(attempts).where(attempts.c.job_id == job_id))
+            conn.execute(delete(jobs).where(jobs.c.id == job_id))
+        return _job(row)
+
+    def dlq_retry(self, job_id: str, now: float) -> Job:
+        """Move a dead job back to pending with attempts reset."""
+        with self._write() as conn:
+            row = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).first()
+            if row is None:
+                raise JobNotFound(job_id=job_id)
+            if row.state != JobState.DEAD.value:
+                raise InvalidState(job_id=job_id, state=row.state, action="dlq retry (only dead jobs can be retried)")
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(
+                    state=JobState.PENDING.value, attempts=0, next_run_at=now, updated_at=now,
+                    finished_at=None, exit_code=None, last_error=None,
+                )
+            )
+            return _job(conn.execute(select(jobs).where(jobs.c.id == job_id)).one())
+
+    # -- config and daemons ---------------------------------------------------------------------
+
+    def config_all(self) -> dict[str, Any]:
+        """Every key: stored values over defaults."""
+        with self._read() as conn:
+            stored = {k: json.loads(v) for k, v in conn.execute(select(config.c.key, config.c.value))}
+        return {**DEFAULTS, **{k: v for k, v in stored.items() if k in DEFAULTS}}
+
+    def config_set(self, key: str, value: Any) -> None:
+        """Store one (already validated) config value."""
+        with self._write() as conn:
+            conn.execute(delete(config).where(config.c.key == key))
+            conn.execute(insert(config).values(key=key, value=json.dumps(value)))
+
+    def register_daemon(self, info: DaemonInfo) -> None:
+        """Add this daemon instance (the owner of its leases)."""
+        with self._write() as conn:
+            conn.execute(
+                insert(daemons).values(
+                    id=info.id, host=info.host, pid=info.pid, proc_start=info.proc_start,
+                    started_at=info.started_at, heartbeat_at=info.heartbeat_at, slots=info.slots, active=info.active,
+                )
+            )
+
+    def daemons(self) -> list[DaemonInfo]:
+        """Every registered daemon instance."""
+        with self._read() as conn:
+            rows = conn.execute(select(daemons)).all()
+        return [DaemonInfo(**dict(r._mapping)) for r in rows]
+
+    def forget_daemons(self, ids: Iterable[str]) -> None:
+        """Remove daemon rows (dead instances, or this one at shutdown)."""
+        ids = list(ids)
+        if ids:
+            with self._write() as conn:
+                conn.execute(delete(daemons).where(daemons.c.id.in_(ids)))
+
+
+def _fence(job_id: str, run: int, owner: str) -> tuple[Any, ...]:
+    """The guard on every write that ends or renews an attempt."""
+    return (
+        jobs.c.id == job_id,
+        jobs.c.run == run,
+        jobs.c.owner == owner,
+        jobs.c.state == JobState.PROCESSING.value,
+    )
+
+
+def _after_attempt(
+    outcome: Outcome, attempts_before: int, max_retries: int, policy: RetryPolicy, now: float
+) -> dict[str, Any]:
+    common = {"owner": None, "lease_expires_at": None, "pid": None, "proc_start": None, "exit_code": outcome.exit_code}
+    if outcome.succeeded:
+        return {**common, "state": JobState.COMPLETED.value, "next_run_at": None, "last_error": None}
+    state, attempts_now, next_run_at = policy.after_failure(attempts_before, max_retries, now)
+    return {
+        **common,
+        "state": state.value,
+        "attempts": attempts_now,
+        "next_run_at": next_run_at,
+        "last_error": outcome.describe(),
+    }
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), _IN_CHUNK):
+        yield items[i : i + _IN_CHUNK]
+

@@ -1,0 +1,106 @@
+"""What SQLite needs that other dialects do not: WAL, BEGIN IMMEDIATE, triggers, checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+
+from queuectld.jobs import Job, JobState
+from queuectld.store.models import state_counts
+from queuectld.store.sql import SqlStore, _job, translate_db_errors
+
+#: How long a write waits for another process's lock before the request fails with StoreBusy.
+BUSY_TIMEOUT_S = 5.0
+#: After a checkpoint the WAL is truncated to at most this size.
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
+
+_CLAIM = text(
+    """
+    UPDATE jobs
+       SET state = 'processing', owner = :owner, host = :host, lease_expires_at = :lease,
+           run = run + 1, started_at = :now, updated_at = :now, pid = NULL, proc_start = NULL
+     WHERE id IN (SELECT id FROM jobs
+                   WHERE state IN ('pending', 'failed') AND next_run_at <= :now
+                   ORDER BY priority DESC, next_run_at
+                   LIMIT :limit)
+    RETURNING id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at,
+              updated_at, started_at, finished_at, exit_code, last_error, owner, lease_expires_at,
+              run, pid, proc_start, host
+    """
+)
+
+_TRIGGERS = [
+    """CREATE TRIGGER IF NOT EXISTS jobs_count_insert AFTER INSERT ON jobs BEGIN
+         UPDATE state_counts SET n = n + 1 WHERE state = NEW.state; END""",
+    """CREATE TRIGGER IF NOT EXISTS jobs_count_delete AFTER DELETE ON jobs BEGIN
+         UPDATE state_counts SET n = n - 1 WHERE state = OLD.state; END""",
+    """CREATE TRIGGER IF NOT EXISTS jobs_count_update AFTER UPDATE OF state ON jobs
+         WHEN OLD.state <> NEW.state BEGIN
+         UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+         UPDATE state_counts SET n = n + 1 WHERE state = NEW.state; END""",
+]
+
+
+class SqliteStore(SqlStore):
+    """SQLite in WAL mode: a writer engine that takes the lock up front, a reader that never blocks on it."""
+
+    def __init__(self, url: str, *, sync: str = "normal") -> None:
+        path = make_url(url).database
+        if path and path != ":memory:":
+            _create_private(Path(path))
+        super().__init__(_engine(url, immediate=True, sync=sync), _engine(url, immediate=False, sync=sync))
+        self.migrate()
+
+    def _install_counters(self, conn: Connection) -> None:
+        conn.execute(state_counts.insert(), [{"state": s.value, "n": 0} for s in JobState])
+        conn.exec_driver_sql(
+            "UPDATE state_counts SET n = (SELECT count(*) FROM jobs WHERE jobs.state = state_counts.state)"
+        )
+        for ddl in _TRIGGERS:
+            conn.exec_driver_sql(ddl)
+
+    def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
+        rows = conn.execute(_CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
+        return [_job(r) for r in rows]
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the database so it cannot grow while the daemon runs."""
+        # Outside any transaction: SQLite refuses to checkpoint inside one.
+        with translate_db_errors(), self.write_engine.connect() as conn:
+            conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (its -wal and -shm files copy the mode)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for suffix in ("", "-wal", "-shm"):
+        p = Path(str(path) + suffix)
+        if p.exists() and (p.stat().st_mode & 0o077) and p.stat().st_uid == os.getuid():
+            os.chmod(p, 0o600)
+
+
+def _engine(url: str, *, immediate: bool, sync: str) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # We issue BEGIN ourselves (below): pysqlite's implicit transactions would defer the lock.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+        cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        cur.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine

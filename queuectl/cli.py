@@ -1,0 +1,419 @@
+"""`queuectl`: thin Typer commands over the Client; one error handler; Rich loads lazily."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from typing import Annotated, Any, Optional
+
+import typer
+
+from queuectl import errors
+from queuectl.client import Client
+
+app = typer.Typer(
+    name="queuectl",
+    help="Queue shell commands for queuectld to run in the background, with retries, backoff and a DLQ.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+worker_app = typer.Typer(help="Start or stop the daemon's worker slots.", no_args_is_help=True)
+dlq_app = typer.Typer(help="The dead-letter queue: jobs whose retries ran out.", no_args_is_help=True)
+config_app = typer.Typer(help="Read and change settings stored with the queue.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Manage stored jobs.", no_args_is_help=True)
+daemon_app = typer.Typer(help="Talk to the daemon itself.", no_args_is_help=True)
+app.add_typer(worker_app, name="worker")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(config_app, name="config")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(daemon_app, name="daemon")
+
+_options: dict[str, Any] = {}
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+STATES = ("pending", "processing", "completed", "failed", "dead", "canceled")
+
+
+def client() -> Client:
+    """The Client for this invocation, from the global options and the environment."""
+    if "client" not in _options:
+        _options["client"] = Client(
+            _options.get("socket"), token_file=_options.get("token_file"), tls_ca=_options.get("tls_ca")
+        )
+    return _options["client"]
+
+
+def render() -> Any:
+    """The render module, imported only by commands that print tables."""
+    from queuectl import render as module
+
+    return module
+
+
+@app.callback()
+def main_options(
+    socket: Annotated[
+        Optional[str],
+        typer.Option("--socket", envvar="QUEUECTL_SOCKET", help="Daemon address: a socket path or tcp://HOST:PORT."),
+    ] = None,
+    token_file: Annotated[
+        Optional[str], typer.Option("--token-file", help="Token for a TCP daemon (or set QUEUECTL_TOKEN).")
+    ] = None,
+    tls_ca: Annotated[Optional[str], typer.Option("--tls-ca", help="CA certificate for a TLS daemon.")] = None,
+) -> None:
+    """Global options."""
+    _options.update(socket=socket, token_file=token_file, tls_ca=tls_ca)
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def enqueue(
+    command: Annotated[Optional[str], typer.Option("--command", "-c", help="Shell command to run.")] = None,
+    job_id: Annotated[Optional[str], typer.Option("--id", help="Job id (generated when omitted).")] = None,
+    max_retries: Annotated[
+        Optional[int], typer.Option("--max-retries", help="Retries after the first attempt (default: config).")
+    ] = None,
+    priority: Annotated[int, typer.Option("--priority", help="Higher runs first among due jobs.")] = 0,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per attempt before it is killed.")] = None,
+    delay: Annotated[float, typer.Option("--delay", help="Run no earlier than this many seconds from now.")] = 0,
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite a job with the same id.")] = False,
+    file: Annotated[
+        Optional[str],
+        typer.Option("--file", "-f", help="Add many jobs: one command per line, or JSON lines; - for stdin."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a job (or, with --file, many) to the queue."""
+    if file is not None:
+        if command is not None or job_id is not None:
+            raise errors.InvalidValue(key="--file", detail="use either --file or --command/--id, not both")
+        _enqueue_file(file, replace, as_json, max_retries, priority, timeout)
+        return
+    if command is None:
+        raise errors.InvalidValue(key="--command", detail="missing; pass --command 'CMD' (or --file FILE)")
+    job = client().enqueue(
+        command, id=job_id, max_retries=max_retries, priority=priority or None, timeout_s=timeout,
+        delay_s=delay or None, replace=replace or None,
+    )
+    if as_json:
+        render().print_json(job)
+    else:
+        print(f"enqueued {job['id']}")
+
+
+def _enqueue_file(
+    path: str, replace: bool, as_json: bool, max_retries: int | None, priority: int, timeout: float | None
+) -> None:
+    stream = sys.stdin if path == "-" else _open(path)
+    line_numbers: list[int] = []
+    defaults = {k: v for k, v in (("max_retries", max_retries), ("priority", priority or None),
+                                  ("timeout_s", timeout)) if v is not None}
+
+    def specs() -> Any:
+        for number, line in enumerate(stream, 1):
+            text = line.rstrip("\r\n")
+            if not text.strip() or text.lstrip().startswith("#"):
+                continue
+            line_numbers.append(number)
+            yield _job_line(text, number, defaults)
+
+    added = 0
+    ids: list[str] = []
+    try:
+        for chunk in client().enqueue_many(specs(), replace=replace):
+            added += len(chunk)
+            if as_json:
+                ids.extend(chunk)
+    except errors.InvalidParams as exc:
+        # The daemon numbers jobs within a chunk; say which line of the file it was.
+        def to_line(m: re.Match[str]) -> str:
+            index = added + int(m.group(1))
+            return f"line {line_numbers[index]}" if index < len(line_numbers) else m.group()
+
+        raise errors.InvalidParams(
+            re.sub(r"jobs\.(\d+)", to_line, exc.message) + f" ({added} job(s) before it were enqueued)"
+        ) from None
+    except errors.QueuectlError as exc:
+        if added:
+            exc.message += f" ({added} job(s) before it were enqueued)"
+        raise
+    if as_json:
+        render().print_json({"enqueued": added, "ids": ids})
+    else:
+        print(f"enqueued {added} job(s)")
+
+
+def _open(path: str) -> Any:
+    try:
+        return open(path, encoding="utf-8")
+    except OSError as exc:
+        raise errors.InvalidValue(key="--file", detail=f"cannot read {path}: {exc.strerror}") from None
+
+
+_JSON_FIELDS = {"id": "id", "command": "command", "max_retries": "max_retries", "priority": "priority",
+                "timeout": "timeout_s", "timeout_s": "timeout_s", "delay": "delay_s", "delay_s": "delay_s"}
+
+
+def _job_line(text: str, number: int, defaults: dict[str, Any]) -> dict[str, Any]:
+    if not text.lstrip().startswith("{"):
+        return {"command": text, **defaults}
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise errors.InvalidValue(key="--file", detail=f"line {number}: not valid JSON ({exc})") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("command"), str):
+        raise errors.InvalidValue(key="--file", detail=f"line {number}: a JSON line needs a \"command\" string")
+    unknown = set(obj) - set(_JSON_FIELDS)
+    if unknown:
+        raise errors.InvalidValue(
+            key="--file", detail=f"line {number}: unknown field(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(_JSON_FIELDS)}"
+        )
+    return {**defaults, **{_JSON_FIELDS[k]: v for k, v in obj.items()}}
+
+
+@app.command("list")
+def list_jobs(
+    state: Annotated[Optional[str], typer.Option("--state", help=f"Only jobs in this state: {', '.join(STATES)}.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many (oldest first).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs, oldest first."""
+    if state is not None and state not in STATES:
+        raise errors.InvalidValue(key="--state", detail=f"{state!r}; valid states: {', '.join(STATES)}")
+    jobs = client().list_jobs(state, limit)
+    if as_json:
+        render().print_json(jobs)
+    else:
+        render().jobs_table(jobs)
+
+
+@app.command()
+def show(
+    job_id: Annotated[str, typer.Argument(help="Job to show.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one job: its fields, every attempt, and the tail of its output."""
+    job = client().get(job_id)
+    if as_json:
+        render().print_json(job)
+    else:
+        render().job_detail(job)
+
+
+@app.command()
+def cancel(job_id: Annotated[str, typer.Argument(help="Job to cancel.")]) -> None:
+    """Cancel a job; a running one is killed. Canceled jobs are never retried."""
+    job = client().cancel(job_id)
+    print(f"canceled {job['id']}")
+
+
+@app.command()
+def wait(
+    job_ids: Annotated[list[str], typer.Argument(help="Jobs to wait for.")],
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Give up after this many seconds.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Block until every job has finished. Exit 0 only if all completed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    c = client()
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        answer = c.wait(job_ids, min(left, 25.0) if left is not None else 25.0)
+        if answer["done"] or (left is not None and left <= 0):
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+    states: dict[str, str] = answer["states"]
+    if as_json:
+        render().print_json(answer)
+    else:
+        for job_id in dict.fromkeys(job_ids):
+            print(f"{render().safe(job_id)}: {states[job_id]}")
+    if not answer["done"]:
+        pending = sum(1 for s in states.values() if s not in ("completed", "dead", "canceled"))
+        raise errors.WaitTimeout(seconds=f"{timeout:g}", pending=pending)
+    if any(s != "completed" for s in states.values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    job_id: Annotated[str, typer.Argument(help="Job whose output to print.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the attempt ends.")] = False,
+    attempt: Annotated[Optional[int], typer.Option("--attempt", help="Which attempt (default: the latest).")] = None,
+) -> None:
+    """Print a job's output (stdout and stderr, interleaved)."""
+    c = client()
+    offset = 0
+    escape = sys.stdout.isatty()
+    while True:
+        chunk = c.logs(job_id, attempt, offset, follow)
+        attempt = chunk["attempt"]
+        if chunk["data"]:
+            text = chunk["data"]
+            sys.stdout.write(render().safe(text, keep_newlines=True) if escape else text)
+            sys.stdout.flush()
+        offset = chunk["next_offset"]
+        if chunk["finished"] and not chunk["data"]:
+            return
+        if not follow and not chunk["data"]:
+            return
+
+
+# -- dead-letter queue ---------------------------------------------------------------------------
+
+
+@dlq_app.command("list")
+def dlq_list(as_json: JsonOpt = False) -> None:
+    """List jobs in the dead-letter queue."""
+    jobs = client().dlq_list()
+    if as_json:
+        render().print_json(jobs)
+    else:
+        render().jobs_table(jobs)
+
+
+@dlq_app.command("retry")
+def dlq_retry(job_id: Annotated[str, typer.Argument(help="Dead job to run again.")]) -> None:
+    """Move a dead job back to pending with its attempts reset."""
+    job = client().dlq_retry(job_id)
+    print(f"{job['id']} moved back to pending")
+
+
+# -- config --------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+@config_app.command("set", context_settings={"ignore_unknown_options": True})
+def config_set(
+    key: Annotated[str, typer.Argument(help="Config key (see `config list`).")],
+    value: Annotated[str, typer.Argument(help="New value.")],
+) -> None:
+    """Set a config key; prints KEY=VALUE."""
+    stored = client().config_set(key, value)
+    print(f"{key}={_fmt(stored)}")
+
+
+@config_app.command("get")
+def config_get(key: Annotated[str, typer.Argument(help="Config key.")], as_json: JsonOpt = False) -> None:
+    """Print one config value alone."""
+    value = client().config_get(key)
+    if as_json:
+        render().print_json({key: value})
+    else:
+        print(_fmt(value))
+
+
+@config_app.command("list")
+def config_list(as_json: JsonOpt = False) -> None:
+    """Print every config key as KEY=VALUE."""
+    config = client().config_list()
+    if as_json:
+        render().print_json(config)
+    else:
+        for key, value in config.items():
+            print(f"{key}={_fmt(value)}")
+
+
+# -- workers, status, daemon ---------------------------------------------------------------------
+
+
+@worker_app.command("start")
+def worker_start(
+    count: Annotated[Optional[int], typer.Option("--count", "-n", help="Slots to run (default: config workers).")] = None,
+) -> None:
+    """Run COUNT worker slots in the daemon now (returns at once)."""
+    if count is not None and count < 1:
+        raise errors.InvalidValue(key="--count", detail=f"{count}; expected an integer >= 1")
+    w = client().workers_start(count)
+    print(f"started {w['slots']} worker slot(s)")
+
+
+@worker_app.command("stop")
+def worker_stop(
+    now: Annotated[bool, typer.Option("--now", help="Kill running jobs and return them to pending.")] = False,
+) -> None:
+    """Stop claiming jobs; running jobs finish (the daemon keeps serving)."""
+    w = client().workers_stop(now)
+    if now:
+        print(f"stopped workers; {w['active']} running job(s) killed and returned to pending")
+    else:
+        print(f"stopped claiming; {w['active']} running job(s) will finish")
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Workers active and a count of jobs per state."""
+    data = client().status()
+    if as_json:
+        render().print_json({"workers": data["workers"], "counts": data["counts"], "daemon": data["daemon"]})
+    else:
+        render().status(data)
+
+
+@jobs_app.command("delete")
+def jobs_delete(job_id: Annotated[str, typer.Argument(help="Job to delete (not while it runs).")]) -> None:
+    """Delete a job and its output."""
+    job = client().delete(job_id)
+    print(f"deleted {job['id']}")
+
+
+@daemon_app.command("stop")
+def daemon_stop(
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return without waiting for the daemon to exit.")] = False,
+) -> None:
+    """Ask the daemon to finish running jobs and exit."""
+    c = client()
+    answer = c.daemon_stop()
+    print(answer["message"])
+    if no_wait:
+        return
+    c.close()
+    while True:
+        try:
+            c.status()
+        except errors.DaemonUnreachable:
+            print("queuectld stopped")
+            return
+        finally:
+            c.close()
+        time.sleep(0.2)
+
+
+@daemon_app.command("status")
+def daemon_status(as_json: JsonOpt = False) -> None:
+    """The daemon's pid, version, socket and state dir."""
+    data = client().status()["daemon"]
+    if as_json:
+        render().print_json(data)
+    else:
+        for key, value in data.items():
+            print(f"{key}: {value}")
+
+
+def main() -> None:
+    """Entry point of the `queuectl` console script: every QueuectlError becomes one red line."""
+    try:
+        app()
+    except errors.QueuectlError as exc:
+        render().error(exc.message)
+        raise SystemExit(exc.exit_status) from None
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

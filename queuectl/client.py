@@ -1,0 +1,239 @@
+"""The synchronous client: one method per RPC; daemon errors come back as queuectl exceptions.
+
+Imports only the standard library (plus `ssl` for TLS) so that `queuectl enqueue` starts fast.
+Results are plain dicts shaped as the models in `queuectl.protocol` describe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from queuectl import errors, paths
+from queuectl.transport import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, Address, parse_address
+
+PROTOCOL_VERSION = 1
+
+
+def default_address() -> str:
+    """The daemon address from the environment or the default socket path."""
+    return str(paths.socket_path())
+
+
+class Client:
+    """A connection to queuectld. Connects lazily; reuse one instance for many calls."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token: str | None = None,
+        token_file: str | None = None,
+        tls_ca: str | None = None,
+        timeout_s: float | None = 30.0,
+    ) -> None:
+        self.address: Address = parse_address(address or default_address())
+        self._token = token
+        self._token_file = token_file
+        self._tls_ca = tls_ca
+        self._timeout_s = timeout_s
+        self._sock: socket.socket | None = None
+        self._reader: Any = None
+        self._next_id = 0
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        addr = self.address
+        try:
+            if addr.kind == "unix":
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(self._timeout_s)
+                sock.connect(addr.path)
+            else:
+                sock = socket.create_connection((addr.host, addr.port), timeout=self._timeout_s)
+                if self._tls_ca:
+                    import ssl
+
+                    ctx = ssl.create_default_context(cafile=self._tls_ca)
+                    sock = ctx.wrap_socket(sock, server_hostname=addr.host)
+        except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError) as exc:
+            raise errors.DaemonUnreachable(address=str(addr)) from exc
+        except PermissionError as exc:
+            raise errors.PermissionDenied(detail=f"cannot open {addr}: {exc.strerror}") from exc
+        except OSError as exc:
+            raise errors.DaemonUnreachable(
+                f"cannot reach queuectld at {addr} ({exc.strerror or exc}). "
+                "Start it with `queuectld --detach`."
+            ) from exc
+        self._sock = sock
+        self._reader = sock.makefile("rb")
+        if addr.kind == "tcp":
+            self._call("auth.login", {"token": self._load_token()})
+
+    def _load_token(self) -> str:
+        if self._token:
+            return self._token
+        env = os.environ.get("QUEUECTL_TOKEN")
+        if env:
+            return env.strip()
+        path = self._token_file or os.environ.get("QUEUECTL_TOKEN_FILE")
+        if not path:
+            raise errors.AuthenticationRequired(
+                "TCP needs a token: set QUEUECTL_TOKEN or pass --token-file "
+                "(the daemon writes it to `token` in its state dir)."
+            )
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError as exc:
+            raise errors.AuthenticationRequired(f"cannot read token file {path}: {exc.strerror}") from exc
+
+    def close(self) -> None:
+        """Close the connection (the next call reconnects)."""
+        if self._sock is not None:
+            try:
+                self._reader.close()
+                self._sock.close()
+            finally:
+                self._sock = None
+                self._reader = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Send one request and return its result, or raise the daemon's error."""
+        if self._sock is None:
+            self._connect()
+        return self._call(method, params or {})
+
+    def _call(self, method: str, params: dict[str, Any]) -> Any:
+        self._next_id += 1
+        line = json.dumps(
+            {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params},
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+        if len(line) >= MAX_REQUEST_BYTES:
+            raise errors.RequestTooLarge(limit=MAX_REQUEST_BYTES)
+        assert self._sock is not None
+        try:
+            self._sock.sendall(line + b"\n")
+            raw = self._reader.readline(MAX_RESPONSE_BYTES)
+        except socket.timeout as exc:
+            self.close()
+            raise errors.DaemonUnreachable(
+                f"queuectld at {self.address} did not answer {method} in time; "
+                "check `queuectl status` and the daemon log."
+            ) from exc
+        except OSError as exc:
+            self.close()
+            raise errors.DaemonUnreachable(
+                f"lost the connection to queuectld at {self.address} ({exc.strerror or exc}). "
+                "Is it still running? Start it with `queuectld --detach`."
+            ) from exc
+        if not raw:
+            self.close()
+            raise errors.DaemonUnreachable(
+                f"queuectld at {self.address} closed the connection during {method}. "
+                "Is it shutting down? Check its log."
+            )
+        reply = json.loads(raw)
+        if "error" in reply:
+            err = reply["error"]
+            raise errors.from_wire(int(err.get("code", 1000)), str(err.get("message", "")))
+        return reply.get("result")
+
+    # -- one method per RPC -----------------------------------------------------------------
+
+    def enqueue(self, command: str, **fields: Any) -> dict[str, Any]:
+        """Add one job; returns it. Fields: id, max_retries, priority, timeout_s, run_at, replace."""
+        return self.call("job.enqueue", {"command": command, **_present(fields)})
+
+    def enqueue_many(self, jobs: Iterable[dict[str, Any]], *, replace: bool = False) -> Iterator[list[str]]:
+        """Add jobs in size-capped chunks, each one transaction; yields each chunk's ids."""
+        chunk: list[dict[str, Any]] = []
+        size = 0
+        budget = MAX_REQUEST_BYTES - 4096
+        for job in jobs:
+            cost = len(json.dumps(job, ensure_ascii=False)) + 1
+            if chunk and (size + cost > budget or len(chunk) >= 20000):
+                yield self.call("job.enqueue_batch", {"jobs": chunk, "replace": replace})["ids"]
+                chunk, size = [], 0
+            chunk.append(job)
+            size += cost
+        if chunk:
+            yield self.call("job.enqueue_batch", {"jobs": chunk, "replace": replace})["ids"]
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """One job with its attempts."""
+        return self.call("job.get", {"id": job_id})
+
+    def list_jobs(self, state: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Jobs, oldest first, optionally of one state."""
+        return self.call("job.list", _present({"state": state, "limit": limit}))["jobs"]
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job; a running one is killed."""
+        return self.call("job.cancel", {"id": job_id})
+
+    def delete(self, job_id: str) -> dict[str, Any]:
+        """Delete a job that is not running."""
+        return self.call("job.delete", {"id": job_id})
+
+    def wait(self, job_ids: list[str], timeout_s: float | None) -> dict[str, Any]:
+        """Block (server side, in slices) until the jobs are terminal or the timeout passes."""
+        return self.call("job.wait", _present({"ids": job_ids, "timeout_s": timeout_s}))
+
+    def logs(self, job_id: str, attempt: int | None, offset: int, follow: bool) -> dict[str, Any]:
+        """A chunk of an attempt's output from `offset`; with follow, waits briefly for more."""
+        return self.call(
+            "job.logs", _present({"id": job_id, "attempt": attempt, "offset": offset, "follow": follow})
+        )
+
+    def dlq_list(self) -> list[dict[str, Any]]:
+        """Jobs in the dead-letter queue."""
+        return self.call("dlq.list", {})["jobs"]
+
+    def dlq_retry(self, job_id: str) -> dict[str, Any]:
+        """Move a dead job back to pending with its attempts reset."""
+        return self.call("dlq.retry", {"id": job_id})
+
+    def status(self) -> dict[str, Any]:
+        """Worker counts and job counts per state."""
+        return self.call("daemon.status", {})
+
+    def config_get(self, key: str) -> Any:
+        """One config value."""
+        return self.call("config.get", {"key": key})["value"]
+
+    def config_set(self, key: str, value: str) -> Any:
+        """Validate and store a config value; returns the stored (typed) value."""
+        return self.call("config.set", {"key": key, "value": value})["value"]
+
+    def config_list(self) -> dict[str, Any]:
+        """Every config key with its value."""
+        return self.call("config.list", {})["config"]
+
+    def workers_start(self, count: int) -> dict[str, Any]:
+        """Run `count` slots (resume claiming)."""
+        return self.call("workers.start", {"count": count})
+
+    def workers_stop(self, now: bool = False) -> dict[str, Any]:
+        """Stop claiming; with now, kill running attempts and return their jobs to pending."""
+        return self.call("workers.stop", {"now": now})
+
+    def daemon_stop(self) -> dict[str, Any]:
+        """Ask the daemon to drain and exit."""
+        return self.call("daemon.stop", {})
+
+
+def _present(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}

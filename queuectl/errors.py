@@ -1,0 +1,178 @@
+"""Every failure a user can act on, as one exception class with a stable wire code.
+
+The daemon raises these; the server sends `code` and `message` as a JSON-RPC error; the client
+turns the code back into the same class. The docstring is the default message and says what to
+do next. This module imports nothing heavy: the client's fast path loads it.
+"""
+
+from __future__ import annotations
+
+
+class QueuectlError(Exception):
+    """Something went wrong in queuectl."""
+
+    code: int = 1000
+    #: Process exit status the CLI uses for this error.
+    exit_status: int = 1
+
+    def __init__(self, message: str | None = None, **fields: object) -> None:
+        template = message if message is not None else (self.__doc__ or "").strip()
+        self.fields = fields
+        try:
+            self.message = template.format(**fields) if fields else template
+        except (KeyError, IndexError, ValueError):
+            self.message = template
+        super().__init__(self.message)
+
+
+# -- JSON-RPC 2.0's own errors -------------------------------------------------------------------
+
+
+class ParseError(QueuectlError):
+    """The request is not valid JSON (or not UTF-8). Send one JSON object per line."""
+
+    code = -32700
+
+
+class InvalidRequest(QueuectlError):
+    """The request is not a JSON-RPC 2.0 request object."""
+
+    code = -32600
+
+
+class MethodNotFound(QueuectlError):
+    """Unknown method {method!r}. See the README's protocol section for the method list."""
+
+    code = -32601
+
+
+class InvalidParams(QueuectlError):
+    """Invalid parameters: {detail}"""
+
+    code = -32602
+
+
+class InternalError(QueuectlError):
+    """queuectld hit an internal error; it is still running. Its log has the details."""
+
+    code = -32603
+
+
+# -- queuectl's own errors ---------------------------------------------------------------------
+
+
+class DaemonUnreachable(QueuectlError):
+    """queuectld is not running at {address}. Start it with `queuectld --detach`."""
+
+    code = 1001
+
+
+class JobNotFound(QueuectlError):
+    """No job with id {job_id!r}. `queuectl list` shows the jobs there are."""
+
+    code = 1002
+
+
+class DuplicateJob(QueuectlError):
+    """A job with id {job_id!r} already exists. Use --replace to overwrite it, or pick another id."""
+
+    code = 1003
+
+
+class InvalidState(QueuectlError):
+    """Job {job_id!r} is {state}: {action} is not possible in that state."""
+
+    code = 1004
+
+
+class UnknownConfigKey(QueuectlError):
+    """Unknown config key {key!r}. Valid keys: {valid}."""
+
+    code = 1005
+
+
+class InvalidValue(QueuectlError):
+    """Invalid value for {key}: {detail}"""
+
+    code = 1006
+
+
+class StoreBusy(QueuectlError):
+    """The job store is locked by another process; nothing was changed. Try again in a moment."""
+
+    code = 1007
+
+
+class PermissionDenied(QueuectlError):
+    """Permission denied: {detail}"""
+
+    code = 1008
+
+
+class AuthenticationRequired(QueuectlError):
+    """This connection must authenticate first: send `auth.login` with the daemon's token."""
+
+    code = 1009
+
+
+class ProtocolMismatch(QueuectlError):
+    """Protocol version mismatch: {detail}. Upgrade queuectl and queuectld to the same version."""
+
+    code = 1010
+
+
+class RequestTooLarge(QueuectlError):
+    """The request is larger than {limit} bytes; the connection is closed. Split it (enqueue --file does)."""
+
+    code = 1011
+
+
+class WaitTimeout(QueuectlError):
+    """Timed out after {seconds}s; {pending} job(s) not finished yet."""
+
+    code = 1012
+    exit_status = 2
+
+
+class DaemonAlreadyRunning(QueuectlError):
+    """queuectld is already running (pid {pid}) on {where}. Stop it with `queuectl daemon stop`."""
+
+    code = 1013
+
+
+class UnsafePath(QueuectlError):
+    """Refusing to use {path}: {detail}"""
+
+    code = 1014
+
+
+class ShuttingDown(QueuectlError):
+    """queuectld is shutting down and no longer accepts this request."""
+
+    code = 1015
+
+
+class StoreUnavailable(QueuectlError):
+    """The job store failed: {detail}. Nothing was changed; check the daemon log and the database."""
+
+    code = 1016
+
+
+def _all_subclasses(cls: type[QueuectlError]) -> list[type[QueuectlError]]:
+    out: list[type[QueuectlError]] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+#: Wire code -> exception class, used by the client to raise the daemon's error as itself.
+ERRORS_BY_CODE: dict[int, type[QueuectlError]] = {c.code: c for c in _all_subclasses(QueuectlError)}
+
+
+def from_wire(code: int, message: str) -> QueuectlError:
+    """Rebuild the exception a daemon sent as a JSON-RPC error object."""
+    cls = ERRORS_BY_CODE.get(code, QueuectlError)
+    err = cls(message)
+    err.code = code
+    return err

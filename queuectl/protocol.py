@@ -1,0 +1,287 @@
+"""The wire protocol: JSON-RPC 2.0, one object per line; a pydantic model for every request and result.
+
+The daemon validates every request against these models before anything touches the store. The
+client's hot path sends plain dicts of the same shape (importing pydantic would double the start-up
+time of `queuectl enqueue`); the unit tests check that the two agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROTOCOL_VERSION = 1
+
+#: Job ids are safe in file names, URLs and shells: 1-128 chars of [A-Za-z0-9._:-].
+JOB_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+MAX_COMMAND_BYTES = 128 * 1024
+
+
+class JobState(StrEnum):
+    """Where a job is in its life. Terminal: completed, dead, canceled."""
+
+    PENDING = "pending"  #: waiting for a slot or for next_run_at
+    PROCESSING = "processing"  #: a slot runs it now
+    COMPLETED = "completed"  #: an attempt exited 0
+    FAILED = "failed"  #: an attempt failed; waiting for its retry at next_run_at
+    DEAD = "dead"  #: retries exhausted: the dead-letter queue
+    CANCELED = "canceled"  #: canceled by a user; never retried
+
+
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELED})
+
+JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN, description="1-128 chars of [A-Za-z0-9._:-]")]
+Command = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_COMMAND_BYTES, pattern=r"^[^\x00]+$", description="a /bin/sh command"),
+]
+MaxRetries = Annotated[int, Field(ge=0, le=1000)]
+Priority = Annotated[int, Field(ge=-1000, le=1000)]
+TimeoutS = Annotated[float, Field(gt=0, le=365 * 86400)]
+
+
+class Params(BaseModel):
+    """Base of every request's params: strict types, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Result(BaseModel):
+    """Base of every result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+
+class EmptyParams(Params):
+    """Methods that take no parameters."""
+
+
+class JobSpec(Params):
+    """One job to add. Omitted fields take the config defaults."""
+
+    command: Command
+    id: JobId | None = None  #: generated when omitted
+    max_retries: MaxRetries | None = None  #: retries after the first attempt; config `max-retries` if omitted
+    priority: Priority = 0  #: higher runs first among due jobs
+    timeout_s: TimeoutS | None = None  #: per attempt; config `job-timeout` if omitted
+    delay_s: Annotated[float, Field(ge=0, le=365 * 86400)] = 0  #: first run no earlier than now + delay
+
+
+class EnqueueParams(JobSpec):
+    """Add a job (`job.enqueue`). `id` is generated when omitted."""
+
+    replace: bool = False  #: overwrite a job with the same id unless it is running
+
+
+class EnqueueBatchParams(Params):
+    """Add many jobs in one transaction (`job.enqueue_batch`): all or none."""
+
+    jobs: Annotated[list[JobSpec], Field(min_length=1, max_length=100_000)]
+    replace: bool = False
+
+
+class JobRef(Params):
+    """A job by id (`job.get`, `job.cancel`, `job.delete`, `dlq.retry`)."""
+
+    id: JobId
+
+
+class ListParams(Params):
+    """List jobs oldest first (`job.list`); `limit` caps the answer."""
+
+    state: Annotated[JobState | None, Field(strict=False)] = None  #: a state name
+    limit: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+
+class WaitParams(Params):
+    """Block until every job is terminal or `timeout_s` passes (`job.wait`)."""
+
+    ids: Annotated[list[JobId], Field(min_length=1, max_length=10_000)]
+    timeout_s: Annotated[float, Field(ge=0, le=30)] = 10.0
+
+
+class LogsParams(Params):
+    """Read an attempt's output from `offset` (`job.logs`); `follow` waits up to 1 s for more."""
+
+    id: JobId
+    attempt: Annotated[int, Field(ge=1)] | None = None  #: latest when omitted
+    offset: Annotated[int, Field(ge=0)] = 0
+    follow: bool = False
+    limit: Annotated[int, Field(ge=1, le=4 * 1024 * 1024)] = 256 * 1024
+
+
+class ConfigGetParams(Params):
+    """Read one config key (`config.get`)."""
+
+    key: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class ConfigSetParams(Params):
+    """Validate and store one config key (`config.set`). Values arrive as text or numbers."""
+
+    key: Annotated[str, Field(min_length=1, max_length=64)]
+    value: Annotated[str, Field(max_length=64)] | int | float
+
+
+class WorkersStartParams(Params):
+    """Run `count` worker slots and resume claiming (`workers.start`)."""
+
+    count: Annotated[int, Field(ge=1, le=256)] | None = None  #: config `workers` if omitted
+
+
+class WorkersStopParams(Params):
+    """Stop claiming (`workers.stop`). `now` kills running attempts and requeues their jobs."""
+
+    now: bool = False
+
+
+class AuthParams(Params):
+    """Authenticate a TCP connection (`auth.login`); must be its first request."""
+
+    token: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class HelloParams(Params):
+    """Check protocol compatibility (`daemon.hello`)."""
+
+    protocol_version: int
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+class AttemptView(Result):
+    """One run of a job: when, and how it ended."""
+
+    attempt: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    reason: str | None  #: exit, timeout, killed, worker lost, canceled, ...
+    owner: str | None
+
+
+class JobView(Result):
+    """A job as the client sees it. Timestamps are UTC."""
+
+    id: str
+    command: str
+    state: JobState
+    attempts: int  #: failed attempts so far
+    max_retries: int
+    priority: int
+    timeout_s: float | None
+    next_run_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    last_error: str | None
+    owner: str | None
+    lease_expires_at: datetime | None
+    output_tail: str | None = None  #: only in `job.get`
+    attempt_history: list[AttemptView] | None = None  #: only in `job.get`
+
+
+class JobsResult(Result):
+    """A list of jobs."""
+
+    jobs: list[JobView]
+
+
+class IdsResult(Result):
+    """Ids of the jobs a batch added."""
+
+    ids: list[str]
+
+
+class WorkersView(Result):
+    """Worker slots of this daemon (`active` runs jobs now) and live daemons sharing the store."""
+
+    active: int
+    slots: int
+    claiming: bool
+    daemons: int
+
+
+class StatusResult(Result):
+    """`daemon.status`: workers and a count per state, with `total`."""
+
+    workers: WorkersView
+    counts: dict[str, int]
+    daemon: dict[str, Any]
+
+
+class WaitResult(Result):
+    """Final (or current, on timeout) states of waited jobs."""
+
+    done: bool
+    states: dict[str, JobState]
+
+
+class LogsResult(Result):
+    """A chunk of output; `next_offset` continues it; `finished` when the attempt ended."""
+
+    attempt: int
+    data: str
+    next_offset: int
+    finished: bool
+    truncated: bool
+
+
+class ConfigValue(Result):
+    """One config key's value."""
+
+    key: str
+    value: Any
+
+
+class ConfigList(Result):
+    """Every config key with its value."""
+
+    config: dict[str, Any]
+
+
+class Ack(Result):
+    """A plain acknowledgement with a short description."""
+
+    ok: bool = True
+    message: str = ""
+
+
+class HelloResult(Result):
+    """The daemon's protocol and version."""
+
+    protocol_version: int
+    version: str
+
+
+METHODS: dict[str, type[Params]] = {
+    "job.enqueue": EnqueueParams,
+    "job.enqueue_batch": EnqueueBatchParams,
+    "job.get": JobRef,
+    "job.list": ListParams,
+    "job.cancel": JobRef,
+    "job.delete": JobRef,
+    "job.wait": WaitParams,
+    "job.logs": LogsParams,
+    "dlq.list": EmptyParams,
+    "dlq.retry": JobRef,
+    "config.get": ConfigGetParams,
+    "config.set": ConfigSetParams,
+    "config.list": EmptyParams,
+    "workers.start": WorkersStartParams,
+    "workers.stop": WorkersStopParams,
+    "daemon.status": EmptyParams,
+    "daemon.stop": EmptyParams,
+    "daemon.hello": HelloParams,
+    "auth.login": AuthParams,
+}
+"""Every method and its params model: the protocol's table of contents."""

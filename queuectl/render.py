@@ -1,0 +1,194 @@
+"""Output for people (Rich tables, loaded lazily) and for scripts (`--json`).
+
+Everything a job controls (id, command, error, output) is escaped before it reaches a terminal,
+so a job cannot move the cursor, retitle the window or hide text with escape sequences.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL_NO_NL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+STATE_STYLES = {
+    "pending": "cyan",
+    "processing": "bold yellow",
+    "completed": "green",
+    "failed": "magenta",
+    "dead": "bold red",
+    "canceled": "dim",
+}
+
+
+def safe(text: object, *, keep_newlines: bool = False) -> str:
+    """Escape control characters (and bidi overrides) as visible \\xNN / \\uNNNN sequences."""
+    pattern = _CONTROL if keep_newlines else _CONTROL_NO_NL
+    return pattern.sub(_escape_char, str(text))
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    ch = m.group()
+    if ch == "\n":
+        return "\\n"
+    if ch == "\t":
+        return "\\t"
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output: one JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output is for grep and less: do not squeeze it to 80 columns.
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=None if stream.isatty() else 200)
+
+
+def error(message: str) -> None:
+    """One red line on stderr."""
+    if sys.stderr.isatty():
+        from rich.text import Text
+
+        _console(stderr=True).print(Text("error: ", style="bold red") + Text(safe(message), style="red"))
+    else:
+        sys.stderr.write(f"error: {safe(message)}\n")
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def when(value: str | None, *, now: datetime | None = None) -> str:
+    """A timestamp as a short relative time ("in 4s", "3m ago")."""
+    ts = _parse_ts(value)
+    if ts is None:
+        return "-"
+    now = now or datetime.now(timezone.utc)
+    delta = (ts - now).total_seconds()
+    span = abs(delta)
+    if span < 1:
+        text = "now"
+        return text
+    if span < 60:
+        amount = f"{span:.0f}s"
+    elif span < 3600:
+        amount = f"{span / 60:.0f}m"
+    elif span < 86400:
+        amount = f"{span / 3600:.1f}h"
+    else:
+        amount = f"{span / 86400:.1f}d"
+    return f"in {amount}" if delta > 0 else f"{amount} ago"
+
+
+def _state(state: str) -> Any:
+    from rich.text import Text
+
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def jobs_table(jobs: list[dict[str, Any]], title: str | None = None) -> None:
+    """Jobs as a table: id, state, attempts, next run, updated, command, last error."""
+    if not jobs:
+        print("no jobs")
+        return
+    from rich.table import Table
+
+    table = Table(title=title, box=None, header_style="bold", pad_edge=False)
+    table.add_column("ID", no_wrap=True, overflow="fold")
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("TRIES", justify="right", no_wrap=True)
+    table.add_column("NEXT RUN", no_wrap=True)
+    table.add_column("UPDATED", no_wrap=True)
+    table.add_column("COMMAND", overflow="ellipsis", max_width=48, no_wrap=True)
+    table.add_column("LAST ERROR", overflow="ellipsis", max_width=32, no_wrap=True)
+    now = datetime.now(timezone.utc)
+    for job in jobs:
+        waiting = job["state"] in ("pending", "failed")
+        table.add_row(
+            safe(job["id"]),
+            _state(job["state"]),
+            f"{job['attempts']}/{job['max_retries'] + 1}",
+            when(job["next_run_at"], now=now) if waiting else "-",
+            when(job["updated_at"], now=now),
+            safe(job["command"]),
+            safe(job.get("last_error") or ""),
+        )
+    _console().print(table)
+
+
+def job_detail(job: dict[str, Any]) -> None:
+    """One job: every field, its attempts, and the tail of its output."""
+    from rich.table import Table
+    from rich.text import Text
+
+    console = _console()
+    fields = Table.grid(padding=(0, 2))
+    fields.add_column(style="bold", no_wrap=True)
+    fields.add_column(overflow="fold")
+    fields.add_row("id", safe(job["id"]))
+    fields.add_row("state", _state(job["state"]))
+    fields.add_row("command", Text(safe(job["command"], keep_newlines=True)))
+    fields.add_row("attempts", f"{job['attempts']} failed of at most {job['max_retries'] + 1}")
+    fields.add_row("priority", str(job["priority"]))
+    fields.add_row("timeout", f"{job['timeout_s']:g}s" if job.get("timeout_s") else "-")
+    for key in ("created_at", "updated_at", "started_at", "finished_at", "next_run_at"):
+        if job.get(key):
+            fields.add_row(key.replace("_at", ""), f"{job[key]}  ({when(job[key])})")
+    if job.get("exit_code") is not None:
+        fields.add_row("exit code", str(job["exit_code"]))
+    if job.get("last_error"):
+        fields.add_row("last error", Text(safe(job["last_error"]), style="red"))
+    if job.get("owner"):
+        fields.add_row("owner", safe(job["owner"]))
+        fields.add_row("lease until", str(job.get("lease_expires_at")))
+    console.print(fields)
+    history = job.get("attempt_history") or []
+    if history:
+        table = Table(box=None, header_style="bold", pad_edge=False, title_justify="left")
+        for col in ("#", "STARTED", "FINISHED", "EXIT", "RESULT"):
+            table.add_column(col, no_wrap=col != "RESULT")
+        for a in history:
+            table.add_row(
+                str(a["attempt"]), a.get("started_at") or "-", a.get("finished_at") or "running",
+                "-" if a.get("exit_code") is None else str(a["exit_code"]),
+                safe(a.get("reason") or ("ok" if a.get("exit_code") == 0 else "")),
+            )
+        console.print()
+        console.print(Text("attempts", style="bold"))
+        console.print(table)
+    if job.get("output_tail"):
+        console.print()
+        console.print(Text("output (tail)", style="bold"))
+        console.print(Text(safe(job["output_tail"], keep_newlines=True)))
+
+
+def status(data: dict[str, Any]) -> None:
+    """Workers and a count per state."""
+    from rich.table import Table
+
+    w = data["workers"]
+    counts = data["counts"]
+    console = _console()
+    claiming = "claiming" if w["claiming"] else "stopped (not claiming)"
+    console.print(f"[bold]workers[/bold]  {w['active']} active of {w['slots']} slot(s), {claiming}")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("STATE")
+    table.add_column("JOBS", justify="right")
+    for state, n in counts.items():
+        if state == "total":
+            continue
+        table.add_row(_state(state), str(n))
+    table.add_row("[bold]total[/bold]", f"[bold]{counts['total']}[/bold]")
+    console.print(table)

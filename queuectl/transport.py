@@ -1,0 +1,40 @@
+"""Addresses (`unix:/path`, `/path`, `tcp://host:port`) and the line framing both sides use.
+
+One JSON object per line, UTF-8, at most MAX_REQUEST_BYTES per line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Longest request line the daemon reads by default (config `max-request-bytes` changes it).
+MAX_REQUEST_BYTES = 1024 * 1024
+#: Longest response line the client accepts (a `list` of many jobs can be large).
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a daemon listens: a Unix socket path, or a TCP host and port."""
+
+    kind: str  #: "unix" or "tcp"
+    path: str = ""
+    host: str = ""
+    port: int = 0
+
+    def __str__(self) -> str:
+        return self.path if self.kind == "unix" else f"tcp://{self.host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """Parse `unix:/path`, a bare path, `tcp://host:port` or `host:port` (TCP)."""
+    if text.startswith("unix:"):
+        return Address("unix", path=text[5:])
+    if text.startswith("tcp://"):
+        text = text[6:]
+    elif "/" in text or ":" not in text:
+        return Address("unix", path=text)
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad TCP address {text!r}; expected HOST:PORT")
+    return Address("tcp", host=host.strip("[]") or "127.0.0.1", port=int(port))
