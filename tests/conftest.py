@@ -1,0 +1,189 @@
+"""Fixtures that start real daemons and drive the real executables.
+
+A `Daemon` is a `queuectld` process in the foreground on a private temp state dir and socket;
+`daemon.cli(...)` runs the installed `queuectl` executable against it. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BIN_DIR = Path(sys.executable).parent
+PG_URL = os.environ.get("QUEUECTL_TEST_PG_URL")
+
+
+def executable(name: str) -> str:
+    """The console script installed beside this interpreter (the venv under test)."""
+    path = BIN_DIR / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed; run the README's test command (it installs the package)")
+    return found
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02, what: str = "") -> Any:
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+class Daemon:
+    """A real queuectld on a temp state dir, plus helpers to run the real queuectl against it."""
+
+    def __init__(self, root: Path, *, db_url: str | None = None) -> None:
+        self.root = root
+        self.state_dir = root / "state"
+        self.socket = root / "q.sock"
+        self.db_url = db_url
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = root / "daemon.log"
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("QUEUECTL_", "XDG_RUNTIME_DIR"))
+        }
+        self.env["QUEUECTL_SOCKET"] = str(self.socket)
+        self.env["QUEUECTL_STATE_DIR"] = str(self.state_dir)
+
+    def start(self, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> Daemon:
+        """Start queuectld in the foreground; wait until its socket answers."""
+        cmd = [executable("queuectld"), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
+               "--log-level", "DEBUG", *args]
+        if self.db_url and "--db" not in args:
+            cmd += ["--db", self.db_url]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**self.env, **(env or {})},
+                                     start_new_session=True)
+        log.close()
+        if wait:
+            wait_until(self._ready, timeout=30, what=f"queuectld on {self.socket}\n{self.log_text()}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            pytest.fail(f"queuectld exited with {self.proc.returncode}:\n{self.log_text()}")
+        try:
+            r = self.cli("status", "--json", check=False, timeout=10)
+        except subprocess.TimeoutExpired:
+            return False
+        return r.returncode == 0
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Signal the daemon and wait for it to exit; returns its exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def kill9(self) -> None:
+        """SIGKILL the daemon (its jobs run in their own sessions and survive it)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    @property
+    def running(self) -> bool:
+        """Whether the daemon process is alive."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def cli(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the real `queuectl` executable against this daemon."""
+        result = subprocess.run([executable("queuectl"), *args], capture_output=True, text=True, input=input,
+                                timeout=timeout, env={**self.env, **(env or {})})
+        if check and result.returncode != 0:
+            pytest.fail(f"queuectl {' '.join(args)} exited {result.returncode}\nstdout: {result.stdout}\n"
+                        f"stderr: {result.stderr}\ndaemon log tail:\n{self.log_text()[-3000:]}")
+        return result
+
+    def json(self, *args: str) -> Any:
+        """Run a reading command with --json and parse its output."""
+        import json
+
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """`queuectl show ID --json`."""
+        return self.json("show", job_id)
+
+    def wait_state(self, job_id: str, *states: str, timeout: float = 30) -> dict[str, Any]:
+        """Poll until the job is in one of `states`."""
+        return wait_until(lambda: (j := self.job(job_id))["state"] in states and j, timeout=timeout,
+                          what=f"job {job_id} to reach {states}")
+
+    def log_text(self) -> str:
+        """Everything the daemon logged so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def connect_raw(self) -> socket.socket:
+        """A raw Unix-socket connection for protocol-level tests."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(20)
+        s.connect(str(self.socket))
+        return s
+
+    def cleanup(self) -> None:
+        """Stop the daemon (hard if it will not stop) and kill anything its jobs left."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGTERM)  # second signal: kill running jobs
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temp dir with a short path (Unix socket paths are limited to 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="qctl-", dir="/tmp"))
+    os.chmod(path, 0o700)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon_factory(short_tmp: Path) -> Iterator[Callable[..., Daemon]]:
+    """Make (not start) daemons on fresh temp dirs; all are stopped at teardown."""
+    made: list[Daemon] = []
+
+    def make(name: str = "d", db_url: str | None = None) -> Daemon:
+        root = short_tmp / name
+        root.mkdir(mode=0o700)
+        d = Daemon(root, db_url=db_url)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.cleanup()
+
+
+@pytest.fixture
+def daemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
+    """A started daemon with 1 slot and fast retries (backoff-base 1 would be constant; use 2 / max 2s)."""
+    d = daemon_factory().start("--workers", "1")
+    return d
