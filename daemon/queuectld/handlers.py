@@ -75,6 +75,7 @@ def _new_job(ctx: Context, spec: p.JobSpec, now: float) -> NewJob:
         priority=spec.priority,
         timeout_s=spec.timeout_s,
         next_run_at=now + spec.delay_s,
+        created_at=now,
     )
 
 
@@ -93,7 +94,8 @@ async def enqueue(ctx: Context, params: p.EnqueueParams) -> p.JobView:
 async def enqueue_batch(ctx: Context, params: p.EnqueueBatchParams) -> p.IdsResult:
     """job.enqueue_batch"""
     now = time.time()
-    new = [_new_job(ctx, spec, now) for spec in params.jobs]
+    # 1 µs apart: jobs of one batch run (and list) in the order they were given.
+    new = [_new_job(ctx, spec, now + i * 1e-6) for i, spec in enumerate(params.jobs)]
     ids = await ctx.db.write(ctx.db.store.enqueue, new, replace=params.replace, now=now)
     ctx.scheduler.notify()
     return p.IdsResult(ids=ids)

@@ -19,6 +19,7 @@ class NewJob:
     priority: int
     timeout_s: float | None
     next_run_at: float
+    created_at: float
 
 
 @dataclass(frozen=True, slots=True)

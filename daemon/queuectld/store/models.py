@@ -101,15 +101,6 @@ class DaemonRow(Base):
     active: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class StateCountRow(Base):
-    """Jobs per state, kept in the same transaction as every change (dialect triggers)."""
-
-    __tablename__ = "state_counts"
-
-    state: Mapped[str] = mapped_column(String(16), primary_key=True)
-    n: Mapped[int] = mapped_column(Integer, default=0)
-
-
 class MetaRow(Base):
     """Schema version and other store facts."""
 
@@ -123,5 +114,4 @@ jobs = JobRow.__table__
 attempts = AttemptRow.__table__
 config = ConfigRow.__table__
 daemons = DaemonRow.__table__
-state_counts = StateCountRow.__table__
 meta = MetaRow.__table__

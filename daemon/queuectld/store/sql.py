@@ -21,7 +21,7 @@ from queuectld.config import DEFAULTS
 from queuectld.jobs import TERMINAL_STATES, Job, JobState, Outcome, RetryPolicy
 from queuectld.store import models
 from queuectld.store.base import AttemptRecord, DaemonInfo, FinishedAttempt, LostAttempt, NewJob, SpawnedAttempt
-from queuectld.store.models import attempts, config, daemons, jobs, meta, state_counts
+from queuectld.store.models import attempts, config, daemons, jobs, meta
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def translate_db_errors() -> Iterator[None]:
         raise  # the caller knows which constraint means what
     except OperationalError as exc:
         text = str(exc.orig).lower()
-        if "locked" in text or "busy" in text:
+        if any(word in text for word in ("locked", "busy", "deadlock", "could not serialize")):
             raise StoreBusy() from None
         log.exception("store operation failed")
         raise StoreUnavailable(detail=str(exc.orig).splitlines()[0]) from None
@@ -94,6 +94,20 @@ class SqlStore:
         """Create the per-state counters and whatever keeps them current (dialect specific)."""
         raise NotImplementedError
 
+    def _insert_jobs(self, conn: Connection, new: Sequence[NewJob], now: float) -> None:
+        """Insert new pending jobs (dialects may take a faster path for big batches)."""
+        conn.execute(
+            insert(jobs),
+            [
+                {
+                    "id": j.id, "command": j.command, "state": JobState.PENDING.value, "attempts": 0,
+                    "max_retries": j.max_retries, "priority": j.priority, "timeout_s": j.timeout_s,
+                    "next_run_at": j.next_run_at, "created_at": j.created_at, "updated_at": now, "run": 0,
+                }
+                for j in new
+            ],
+        )
+
     def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
         """Move up to `limit` due jobs to processing in one statement (dialect specific)."""
         raise NotImplementedError
@@ -115,22 +129,6 @@ class SqlStore:
             seen: set[str] = set()
             dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
             raise DuplicateJob(f"job id {dup!r} appears twice in one batch; ids must be unique.")
-        rows = [
-            {
-                "id": j.id,
-                "command": j.command,
-                "state": JobState.PENDING.value,
-                "attempts": 0,
-                "max_retries": j.max_retries,
-                "priority": j.priority,
-                "timeout_s": j.timeout_s,
-                "next_run_at": j.next_run_at,
-                "created_at": now,
-                "updated_at": now,
-                "run": 0,
-            }
-            for j in new
-        ]
         try:
             with self._write() as conn:
                 if replace:
@@ -142,7 +140,7 @@ class SqlStore:
                             raise InvalidState(job_id=running, state="processing", action="replace (cancel it first)")
                         conn.execute(delete(attempts).where(attempts.c.job_id.in_(chunk)))
                         conn.execute(delete(jobs).where(jobs.c.id.in_(chunk)))
-                conn.execute(insert(jobs), rows)
+                self._insert_jobs(conn, new, now)
         except IntegrityError:
             raise DuplicateJob(job_id=self._first_existing(ids) or ids[0]) from None
         return ids
@@ -196,8 +194,12 @@ class SqlStore:
     def counts(self) -> dict[str, int]:
         """Jobs per state, from counters kept in the same transaction as every change."""
         with self._read() as conn:
-            got = dict(conn.execute(select(state_counts.c.state, state_counts.c.n)).all())
-        return {s.value: int(got.get(s.value, 0)) for s in JobState}
+            got = dict(self._count_rows(conn))
+        return {s.value: int(got.get(s.value) or 0) for s in JobState}
+
+    def _count_rows(self, conn: Connection) -> Any:
+        """(state, n) rows; dialects read counters instead of counting (which scans)."""
+        return conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
 
     def next_due_at(self) -> float | None:
         """When the earliest waiting job becomes due (None if none waits)."""

@@ -1,0 +1,102 @@
+"""What PostgreSQL needs that other dialects do not: SKIP LOCKED claims and contention-free counters.
+
+Several daemons on several hosts share one database. Claims take `FOR UPDATE SKIP LOCKED`, so
+two daemons never wait on (or take) the same row. The per-state counters are append-only delta
+rows written by statement-level triggers (no hot row to lock), folded together by `checkpoint()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, create_engine, text
+
+from queuectld.jobs import Job
+from queuectld.store.sql import SqlStore, _job, translate_db_errors
+
+_CLAIM = text(
+    """
+    UPDATE jobs
+       SET state = 'processing', owner = :owner, host = :host, lease_expires_at = :lease,
+           run = run + 1, started_at = :now, updated_at = :now, pid = NULL, proc_start = NULL
+     WHERE id IN (SELECT id FROM jobs
+                   WHERE state IN ('pending', 'failed') AND next_run_at <= :now
+                   ORDER BY priority DESC, next_run_at
+                   LIMIT :limit
+                   FOR UPDATE SKIP LOCKED)
+    RETURNING id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at,
+              updated_at, started_at, finished_at, exit_code, last_error, owner, lease_expires_at,
+              run, pid, proc_start, host
+    """
+)
+
+_COUNTERS = [
+    "CREATE TABLE IF NOT EXISTS state_count_deltas (state VARCHAR(16) NOT NULL, n BIGINT NOT NULL)",
+    """CREATE OR REPLACE FUNCTION queuectl_count_insert() RETURNS trigger AS $$
+       BEGIN
+         INSERT INTO state_count_deltas (state, n) SELECT state, count(*) FROM new_rows GROUP BY state;
+         RETURN NULL;
+       END $$ LANGUAGE plpgsql""",
+    """CREATE OR REPLACE FUNCTION queuectl_count_delete() RETURNS trigger AS $$
+       BEGIN
+         INSERT INTO state_count_deltas (state, n) SELECT state, -count(*) FROM old_rows GROUP BY state;
+         RETURN NULL;
+       END $$ LANGUAGE plpgsql""",
+    """CREATE OR REPLACE FUNCTION queuectl_count_update() RETURNS trigger AS $$
+       BEGIN
+         INSERT INTO state_count_deltas (state, n)
+         SELECT state, sum(n) FROM (
+           SELECT o.state, -1 AS n FROM old_rows o JOIN new_rows w ON o.id = w.id WHERE o.state <> w.state
+           UNION ALL
+           SELECT w.state, 1 AS n FROM old_rows o JOIN new_rows w ON o.id = w.id WHERE o.state <> w.state
+         ) d GROUP BY state;
+         RETURN NULL;
+       END $$ LANGUAGE plpgsql""",
+    """CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs REFERENCING NEW TABLE AS new_rows
+       FOR EACH STATEMENT EXECUTE FUNCTION queuectl_count_insert()""",
+    """CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs REFERENCING OLD TABLE AS old_rows
+       FOR EACH STATEMENT EXECUTE FUNCTION queuectl_count_delete()""",
+    """CREATE TRIGGER jobs_count_update AFTER UPDATE ON jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+       FOR EACH STATEMENT EXECUTE FUNCTION queuectl_count_update()""",
+]
+
+
+class PostgresStore(SqlStore):
+    """PostgreSQL: the multi-host store."""
+
+    def __init__(self, url: str) -> None:
+        engine = create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+        super().__init__(engine, engine)
+        self.migrate()
+
+    def migrate(self) -> None:
+        # Two daemons starting together must not both create the schema.
+        with translate_db_errors(), self.write_engine.begin() as conn:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7438190)")
+        super().migrate()
+
+    def _install_counters(self, conn: Connection) -> None:
+        for ddl in _COUNTERS:
+            conn.exec_driver_sql(ddl)
+        conn.exec_driver_sql(
+            "INSERT INTO state_count_deltas (state, n) SELECT state, count(*) FROM jobs GROUP BY state"
+        )
+
+    def _count_rows(self, conn: Connection) -> Any:
+        return conn.exec_driver_sql("SELECT state, sum(n) FROM state_count_deltas GROUP BY state").all()
+
+    def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
+        rows = conn.execute(_CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
+        return [_job(r) for r in rows]
+
+    def checkpoint(self) -> None:
+        """Fold the counter deltas into one row per state (rows added meanwhile stay for next time)."""
+        with translate_db_errors(), self.write_engine.begin() as conn:
+            conn.exec_driver_sql(
+                """WITH gone AS (DELETE FROM state_count_deltas RETURNING state, n)
+                   INSERT INTO state_count_deltas (state, n) SELECT state, sum(n) FROM gone GROUP BY state"""
+            )
+
+    def close(self) -> None:
+        self.write_engine.dispose()
+
