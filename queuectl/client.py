@@ -163,7 +163,7 @@ class Client:
         size = 0
         budget = MAX_REQUEST_BYTES - 4096
         for job in jobs:
-            cost = len(json.dumps(job, ensure_ascii=False)) + 1
+            cost = len(json.dumps(job, ensure_ascii=False).encode()) + 1  # bytes, as the limit counts
             if chunk and (size + cost > budget or len(chunk) >= 20000):
                 yield self.call("job.enqueue_batch", {"jobs": chunk, "replace": replace})["ids"]
                 chunk, size = [], 0

@@ -69,11 +69,10 @@ class PostgresStore(SqlStore):
         super().__init__(engine, engine)
         self.migrate()
 
-    def migrate(self) -> None:
-        # Two daemons starting together must not both create the schema.
-        with translate_db_errors(), self.write_engine.begin() as conn:
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7438190)")
-        super().migrate()
+    def _lock_schema(self, conn: Connection) -> None:
+        # Held until the migration's transaction ends: two daemons starting together on an empty
+        # database must not both create the schema.
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7438190)")
 
     def _install_counters(self, conn: Connection) -> None:
         for ddl in _COUNTERS:

@@ -79,6 +79,7 @@ class SqlStore:
     def migrate(self) -> None:
         """Create or upgrade the schema to models.SCHEMA_VERSION."""
         with self._write() as conn:
+            self._lock_schema(conn)
             models.Base.metadata.create_all(conn)
             version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
             if version is None:
@@ -89,6 +90,9 @@ class SqlStore:
                     detail=f"the database has schema {version}, newer than this queuectld "
                     f"({models.SCHEMA_VERSION}); upgrade queuectld"
                 )
+
+    def _lock_schema(self, conn: Connection) -> None:
+        """Serialize migrations of daemons starting together (SQLite's BEGIN IMMEDIATE already does)."""
 
     def _install_counters(self, conn: Connection) -> None:
         """Create the per-state counters and whatever keeps them current (dialect specific)."""
@@ -273,12 +277,14 @@ class SqlStore:
                     next_run_at=now, updated_at=now,
                 )
             )
+            if res.rowcount != 1:
+                return False  # the lease was lost: the attempt is not ours to close
             conn.execute(
                 update(attempts)
                 .where(attempts.c.job_id == job_id, attempts.c.attempt == run)
                 .values(finished_at=now, reason="requeued", error="stopped by `worker stop --now`; not counted")
             )
-        return res.rowcount == 1
+        return True
 
     def renew_leases(self, owner: str, now: float, lease_s: float, active: int, slots: int) -> set[str]:
         """Extend this owner's leases and heartbeat; returns the ids it still holds."""
