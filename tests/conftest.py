@@ -81,6 +81,13 @@ class Daemon:
         assert self.proc is not None
         if self.proc.poll() is not None:
             pytest.fail(f"queuectld exited with {self.proc.returncode}:\n{self.log_text()}")
+        # A bare connect is cheap; only once the socket accepts is the (costlier) real client asked.
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(5)
+                probe.connect(str(self.socket))
+        except OSError:
+            return False
         try:
             r = self.cli("status", "--json", check=False, timeout=10)
         except subprocess.TimeoutExpired:
@@ -187,3 +194,22 @@ def daemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
     """A started daemon with 1 slot and fast retries (backoff-base 1 would be constant; use 2 / max 2s)."""
     d = daemon_factory().start("--workers", "1")
     return d
+
+
+@pytest.fixture(scope="module")
+def module_daemon() -> Iterator[Daemon]:
+    """One started daemon (2 slots) shared by the tests of a module that do not disturb each other.
+
+    Starting a daemon costs about a second; tests that only add their own uniquely named jobs
+    share this one to keep the suite quick. Tests that stop workers, restart the daemon or leave
+    config changed behind start their own.
+    """
+    root = Path(tempfile.mkdtemp(prefix="qctl-", dir="/tmp"))
+    os.chmod(root, 0o700)
+    d = Daemon(root)
+    try:
+        d.start("--workers", "2")
+        yield d
+    finally:
+        d.cleanup()
+        shutil.rmtree(root, ignore_errors=True)

@@ -23,7 +23,10 @@ class ConfigKey:
 def _number(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number") from None
     if not math.isfinite(number):
         raise ValueError("expected a finite number")
     return number
@@ -33,7 +36,10 @@ def _int_at_least(low: int, high: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("expected an integer")
-        number = int(str(value).strip()) if isinstance(value, str) else int(value)
+        try:
+            number = int(str(value).strip()) if isinstance(value, str) else int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected an integer from {low} to {high}") from None
         if not low <= number <= high:
             raise ValueError(f"expected an integer from {low} to {high}")
         return number
@@ -42,11 +48,15 @@ def _int_at_least(low: int, high: int) -> Callable[[Any], int]:
 
 
 def _float_range(low: float, high: float, *, low_open: bool = False) -> Callable[[Any], float | int]:
+    expected = f"expected a number {'>' if low_open else '>='} {low:g} and <= {high:.0f}"
+
     def parse(value: Any) -> float | int:
-        number = _number(value)
+        try:
+            number = _number(value)
+        except ValueError:
+            raise ValueError(expected) from None
         if number < low or (low_open and number == low) or number > high:
-            bound = f"> {low:g}" if low_open else f">= {low:g}"
-            raise ValueError(f"expected a number {bound} and <= {high:g}")
+            raise ValueError(expected)
         return int(number) if number.is_integer() else number
 
     return parse
