@@ -163,7 +163,7 @@ def job_detail(job: dict[str, Any]) -> None:
             table.add_row(
                 str(a["attempt"]), a.get("started_at") or "-", a.get("finished_at") or "running",
                 "-" if a.get("exit_code") is None else str(a["exit_code"]),
-                safe(a.get("reason") or ("ok" if a.get("exit_code") == 0 else "")),
+                "ok" if a.get("exit_code") == 0 and a.get("reason") == "exit" else safe(a.get("reason") or ""),
             )
         console.print()
         console.print(Text("attempts", style="bold"))

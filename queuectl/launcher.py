@@ -1,0 +1,92 @@
+"""The `queuectl` console script: answers the hot command, `enqueue`, without loading Typer.
+
+Typer (with Click and pydantic under it) costs several times Python's own start-up, and a
+script that enqueues thousands of jobs one process at a time pays that every time. So this
+module parses the plain forms of `queuectl [--socket S] enqueue --command CMD [...]` with the
+standard library alone and hands anything else (help, --file, other commands, anything it does
+not recognise) to the full Typer app in `queuectl.cli`, which behaves identically.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+_GLOBAL = {"--socket": "socket", "--token-file": "token_file", "--tls-ca": "tls_ca"}
+_ENQUEUE = {
+    "--command": ("command", str), "-c": ("command", str), "--id": ("id", str),
+    "--max-retries": ("max_retries", int), "--priority": ("priority", int),
+    "--timeout": ("timeout_s", float), "--delay": ("delay_s", float),
+}
+
+
+def parse_enqueue(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any], bool] | None:
+    """(global options, job fields, --json) for a plain enqueue; None when Typer should handle it."""
+    options: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
+    as_json = False
+    args = iter(_split_equals(argv))
+    for arg in args:
+        if arg in _GLOBAL and not fields and "enqueue" not in options:
+            options[_GLOBAL[arg]] = next(args, None)
+        elif arg == "enqueue" and "enqueue" not in options:
+            options["enqueue"] = True
+        elif "enqueue" in options and arg in _ENQUEUE:
+            name, kind = _ENQUEUE[arg]
+            value = next(args, None)
+            if value is None or name in fields:
+                return None
+            try:
+                fields[name] = kind(value)
+            except ValueError:
+                return None
+        elif "enqueue" in options and arg == "--replace":
+            fields["replace"] = True
+        elif "enqueue" in options and arg == "--json":
+            as_json = True
+        else:
+            return None
+    if not options.pop("enqueue", False) or "command" not in fields or None in options.values():
+        return None
+    return options, fields, as_json
+
+
+def _split_equals(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    for arg in argv:
+        if arg.startswith("--") and "=" in arg:
+            out.extend(arg.split("=", 1))
+        else:
+            out.append(arg)
+    return out
+
+
+def main() -> None:
+    """Entry point of `queuectl`."""
+    parsed = parse_enqueue(sys.argv[1:])
+    if parsed is None:
+        from queuectl.cli import main as full_cli
+
+        full_cli()
+        return
+    import os
+
+    from queuectl import errors, render
+    from queuectl.client import Client
+
+    options, fields, as_json = parsed
+    address = options.get("socket") or os.environ.get("QUEUECTL_SOCKET")
+    try:
+        with Client(address, token_file=options.get("token_file"), tls_ca=options.get("tls_ca")) as client:
+            job = client.enqueue(fields.pop("command"), **fields)
+    except errors.QueuectlError as exc:
+        render.error(exc.message)
+        raise SystemExit(exc.exit_status) from None
+    if as_json:
+        render.print_json(job)
+    else:
+        print(f"enqueued {job['id']}")
+
+
+if __name__ == "__main__":
+    main()
