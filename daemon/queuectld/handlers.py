@@ -161,7 +161,10 @@ async def logs(ctx: Context, params: p.LogsParams) -> p.LogsResult:
         attempt = params.attempt or max(job.run, 1)
         if attempt > max(job.run, 1):
             raise InvalidValue(key="--attempt", detail=f"job {job.id} has {job.run} attempt(s)")
-        finished = not (job.state is JobState.PROCESSING and job.run == attempt)
+        # A job not started yet has its first attempt still to come: `enqueue && logs --follow`
+        # must wait for it, not end before it began.
+        to_come = job.run < attempt and job.state not in TERMINAL_STATES
+        finished = not to_come and not (job.state is JobState.PROCESSING and job.run == attempt)
         data = _read_chunk(runner.log_path(ctx.settings.logs_dir, job.id, attempt), params.offset, params.limit)
         if data or finished or time.monotonic() >= deadline:
             text, consumed = _decode(data, final=finished)

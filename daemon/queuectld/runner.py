@@ -1,7 +1,7 @@
 """One attempt: `/bin/sh -c COMMAND` in its own process group, output streamed to a capped log file.
 
-The daemon's memory stays flat whatever a job prints: output goes through a fixed-size buffer to
-the log file, up to a cap; past the cap the pipe is still drained (so the job never blocks) but
+The daemon's memory stays flat whatever a job prints: each chunk read from the pipe goes straight
+to the log file, up to a cap; past the cap the pipe is still drained (so the job never blocks) but
 nothing more is written. The last TAIL_BYTES are kept for `show`.
 """
 
@@ -20,7 +20,6 @@ from queuectld.jobs import Job, Outcome
 log = logging.getLogger(__name__)
 
 TAIL_BYTES = 4096
-READ_CHUNK = 64 * 1024
 #: After the shell exits, how long to keep reading output its background children still write.
 DRAIN_AFTER_EXIT_S = 1.0
 #: Environment variables a job must not inherit from the daemon.
@@ -57,6 +56,32 @@ def job_environment(base: dict[str, str], job: Job, owner: str) -> dict[str, str
     return env
 
 
+class _AttemptPipe(asyncio.SubprocessProtocol):
+    """Output as it arrives, and two moments that differ when a background child keeps the pipe
+    open: the shell exiting (`exited`) and the output pipe closing (`eof`).
+
+    Waiting on `Process.wait()` instead would wait for the pipe too (it does on Python 3.11), so
+    a job that leaves `sleep 300 &` behind would hold its slot until that sleep ends.
+    """
+
+    def __init__(self, on_output: Callable[[bytes], None]) -> None:
+        loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.eof: asyncio.Future[None] = loop.create_future()
+        self._on_output = on_output
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self._on_output(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if not self.eof.done():
+            self.eof.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
 @dataclass
 class Attempt:
     """A running attempt. `kill()` ends it; the scheduler reads `requeue` when it finishes."""
@@ -70,8 +95,9 @@ class Attempt:
     pid: int | None = None
     requeue: bool = False  #: return the job to pending instead of recording a failure
     kill_reason: str | None = None
-    _proc: asyncio.subprocess.Process | None = None
+    _exited: asyncio.Future[None] | None = None
     _kill_task: asyncio.Task[None] | None = None
+    _log_fd: int | None = None
     _tail: bytearray = field(default_factory=bytearray)
     _written: int = 0
     truncated: bool = False
@@ -80,27 +106,30 @@ class Attempt:
         """SIGTERM the process group now, SIGKILL it after the grace period."""
         if self.kill_reason is None:
             self.kill_reason = reason
-        if self._proc is not None and self._kill_task is None:
+        if self.pid is not None and self._kill_task is None:
             self._kill_task = asyncio.get_running_loop().create_task(
                 self._terminate(), name=f"kill:{self.job.id}:{self.job.run}"
             )
 
     async def _terminate(self) -> None:
-        assert self._proc is not None
-        _signal_group(self._proc.pid, signal.SIGTERM)
+        assert self.pid is not None and self._exited is not None
+        _signal_group(self.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(self._proc.wait(), self.kill_grace_s)
+            await asyncio.wait_for(asyncio.shield(self._exited), self.kill_grace_s)
         except asyncio.TimeoutError:
             pass
         # Even when the shell exited on SIGTERM, children that ignored it may remain.
-        _signal_group(self._proc.pid, signal.SIGKILL)
+        _signal_group(self.pid, signal.SIGKILL)
 
     async def run(self, env: dict[str, str], umask: int, on_spawn: Callable[[int, int | None], None]) -> Outcome:
         """Run the attempt to its end and say how it ended. Never raises for a job's failure."""
-        fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self._log_fd = log_fd
+        transport: asyncio.SubprocessTransport | None = None
         try:
             try:
-                self._proc = await asyncio.create_subprocess_exec(
+                transport, pipe = await asyncio.get_running_loop().subprocess_exec(
+                    lambda: _AttemptPipe(self._output),
                     "/bin/sh", "-c", self.job.command,
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE,
@@ -108,38 +137,36 @@ class Attempt:
                     start_new_session=True,
                     env=env,
                     umask=umask,
-                    limit=READ_CHUNK,
                 )
             except OSError as exc:
                 return Outcome(None, "spawn failed", f"could not start /bin/sh: {exc.strerror or exc}")
-            proc = self._proc
-            self.pid = proc.pid
-            on_spawn(proc.pid, process_start_time(proc.pid))
+            self._exited = pipe.exited
+            self.pid = pid = transport.get_pid()
+            on_spawn(pid, process_start_time(pid))
             if self.kill_reason is not None:  # killed before it started
                 self.kill(self.kill_reason)
-            reader = asyncio.get_running_loop().create_task(self._pump(fd), name=f"output:{self.job.id}")
             timed_out = False
             try:
-                if self.timeout_s:
-                    await asyncio.wait_for(asyncio.shield(proc.wait()), self.timeout_s)
-                else:
-                    await proc.wait()
+                await asyncio.wait_for(asyncio.shield(pipe.exited), self.timeout_s)
             except asyncio.TimeoutError:
                 timed_out = True
                 self.kill_reason = self.kill_reason or "timeout"
                 self.kill("timeout")
-                await proc.wait()
+                await pipe.exited
             try:
-                await asyncio.wait_for(asyncio.shield(reader), DRAIN_AFTER_EXIT_S)
+                await asyncio.wait_for(asyncio.shield(pipe.eof), DRAIN_AFTER_EXIT_S)
             except asyncio.TimeoutError:
-                reader.cancel()
+                pass
             # Background processes the job left behind end with it.
-            _signal_group(proc.pid, signal.SIGKILL)
+            _signal_group(pid, signal.SIGKILL)
             if self._kill_task is not None:
                 await self._kill_task
-            return self._outcome(proc.returncode, timed_out)
+            return self._outcome(transport.get_returncode(), timed_out)
         finally:
-            os.close(fd)
+            if transport is not None:
+                transport.close()  # stop reading a pipe that a process outside the group may hold
+            self._log_fd = None  # output still queued for delivery has nowhere to go now
+            os.close(log_fd)
 
     def _outcome(self, returncode: int | None, timed_out: bool) -> Outcome:
         if timed_out:
@@ -157,26 +184,25 @@ class Attempt:
             return Outcome(128 - returncode, "killed", f"killed by {name}")
         return Outcome(returncode, "exit")
 
-    async def _pump(self, fd: int) -> None:
-        """Copy the job's output to the log file up to the cap; always drain the pipe."""
-        assert self._proc is not None and self._proc.stdout is not None
-        stream = self._proc.stdout
-        while True:
-            chunk = await stream.read(READ_CHUNK)
-            if not chunk:
-                return
-            room = self.output_max_bytes - self._written
-            if room > 0:
-                part = chunk[:room]
-                os.write(fd, part)
-                self._written += len(part)
-                if len(chunk) > room:
-                    self._mark_truncated(fd)
-            elif not self.truncated:
+    def _output(self, chunk: bytes) -> None:
+        """Copy a chunk of the job's output to the log file up to the cap; keep the tail."""
+        fd = self._log_fd
+        if fd is None:  # the attempt has ended; a late chunk has nowhere to go
+            return
+        room = self.output_max_bytes - self._written
+        if room > 0:
+            part = chunk[:room]
+            os.write(fd, part)
+            self._written += len(part)
+            if len(chunk) > room:
                 self._mark_truncated(fd)
+        elif not self.truncated:
+            self._mark_truncated(fd)
+        if len(chunk) >= TAIL_BYTES:
+            self._tail[:] = chunk[-TAIL_BYTES:]
+        else:
             self._tail += chunk
-            if len(self._tail) > TAIL_BYTES:
-                del self._tail[: len(self._tail) - TAIL_BYTES]
+            del self._tail[: max(0, len(self._tail) - TAIL_BYTES)]
 
     def _mark_truncated(self, fd: int) -> None:
         if not self.truncated:

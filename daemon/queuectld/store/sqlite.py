@@ -19,12 +19,14 @@ BUSY_TIMEOUT_S = 5.0
 #: After a checkpoint the WAL is truncated to at most this size.
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
 
+# INDEXED BY: without statistics SQLite may pick ix_jobs_state_created and sort every waiting
+# row (0.5 s per claim at a million jobs); the partial indexes answer in microseconds.
 _CLAIM = text(
     """
     UPDATE jobs
        SET state = 'processing', owner = :owner, host = :host, lease_expires_at = :lease,
            run = run + 1, started_at = :now, updated_at = :now, pid = NULL, proc_start = NULL
-     WHERE id IN (SELECT id FROM jobs
+     WHERE id IN (SELECT id FROM jobs INDEXED BY ix_jobs_due
                    WHERE state IN ('pending', 'failed') AND next_run_at <= :now
                    ORDER BY priority DESC, next_run_at
                    LIMIT :limit)
@@ -34,6 +36,9 @@ _CLAIM = text(
     """
 )
 
+_NEXT_DUE = text(
+    "SELECT min(next_run_at) FROM jobs INDEXED BY ix_jobs_next WHERE state IN ('pending', 'failed')"
+)
 _INSERT = (
     "INSERT INTO jobs (id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at,"
     " updated_at, run) VALUES (?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, 0)"
@@ -86,6 +91,10 @@ class SqliteStore(SqlStore):
     def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
         rows = conn.execute(_CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
         return [_job(r) for r in rows]
+
+    def next_due_at(self) -> float | None:
+        with self._read() as conn:
+            return conn.execute(_NEXT_DUE).scalar()
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the database so it cannot grow while the daemon runs."""
