@@ -158,6 +158,18 @@ class StoreUnavailable(QueuectlError):
     code = 1016
 
 
+class TooManyConnections(QueuectlError):
+    """queuectld already serves {limit} connections; this one is closed. Try again shortly."""
+
+    code = 1017
+
+
+class InvalidAddress(QueuectlError, ValueError):
+    """Bad daemon address {address!r}: expected a socket path, unix:/path or tcp://HOST:PORT."""
+
+    code = 1018
+
+
 def _all_subclasses(cls: type[QueuectlError]) -> list[type[QueuectlError]]:
     out: list[type[QueuectlError]] = []
     for sub in cls.__subclasses__():

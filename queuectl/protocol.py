@@ -11,13 +11,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 PROTOCOL_VERSION = 1
 
 #: Job ids are safe in file names, URLs and shells: 1-128 chars of [A-Za-z0-9._:-].
 JOB_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 MAX_COMMAND_BYTES = 128 * 1024
+#: Log offsets and attempt numbers are bounded so that no request can overflow a seek or an SQL integer.
+MAX_OFFSET = 2**62
+MAX_ATTEMPT = 2**31 - 1
 
 
 class JobState(StrEnum):
@@ -33,10 +36,19 @@ class JobState(StrEnum):
 
 TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELED})
 
+
+def _command_bytes(command: str) -> str:
+    # max_length counts characters; the limit is on the UTF-8 the daemon stores and passes to sh.
+    if len(command.encode()) > MAX_COMMAND_BYTES:
+        raise ValueError(f"the command is longer than {MAX_COMMAND_BYTES} bytes (UTF-8)")
+    return command
+
+
 JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN, description="1-128 chars of [A-Za-z0-9._:-]")]
 Command = Annotated[
     str,
     Field(min_length=1, max_length=MAX_COMMAND_BYTES, pattern=r"^[^\x00]+$", description="a /bin/sh command"),
+    AfterValidator(_command_bytes),
 ]
 MaxRetries = Annotated[int, Field(ge=0, le=1000)]
 Priority = Annotated[int, Field(ge=-1000, le=1000)]
@@ -110,8 +122,8 @@ class LogsParams(Params):
     """Read an attempt's output from `offset` (`job.logs`); `follow` waits up to 1 s for more."""
 
     id: JobId
-    attempt: Annotated[int, Field(ge=1)] | None = None  #: latest when omitted
-    offset: Annotated[int, Field(ge=0)] = 0
+    attempt: Annotated[int, Field(ge=1, le=MAX_ATTEMPT)] | None = None  #: latest when omitted
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
     follow: bool = False
     limit: Annotated[int, Field(ge=1, le=4 * 1024 * 1024)] = 256 * 1024
 
@@ -150,7 +162,7 @@ class AuthParams(Params):
 class HelloParams(Params):
     """Check protocol compatibility (`daemon.hello`)."""
 
-    protocol_version: int
+    protocol_version: Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 # -- results -------------------------------------------------------------------------------------

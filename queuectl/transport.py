@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from queuectl.errors import InvalidAddress
+
 #: Longest request line the daemon reads by default (config `max-request-bytes` changes it).
 MAX_REQUEST_BYTES = 1024 * 1024
 #: Longest response line the client accepts (a `list` of many jobs can be large).
@@ -27,14 +29,16 @@ class Address:
 
 
 def parse_address(text: str) -> Address:
-    """Parse `unix:/path`, a bare path, `tcp://host:port` or `host:port` (TCP)."""
+    """Parse `unix:/path`, a bare path, `tcp://host:port` or `host:port` (TCP).
+
+    Raises InvalidAddress, which is also a ValueError, so the CLI reports it like any other error."""
     if text.startswith("unix:"):
         return Address("unix", path=text[5:])
-    if text.startswith("tcp://"):
-        text = text[6:]
-    elif "/" in text or ":" not in text:
+    tcp = text.startswith("tcp://")
+    rest = text[6:] if tcp else text
+    if not tcp and ("/" in text or ":" not in text):
         return Address("unix", path=text)
-    host, sep, port = text.rpartition(":")
+    host, sep, port = rest.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"bad TCP address {text!r}; expected HOST:PORT")
+        raise InvalidAddress(address=text)
     return Address("tcp", host=host.strip("[]") or "127.0.0.1", port=int(port))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import grp
+import ipaddress
 import logging
 import os
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 from queuectl import __version__, paths
 from queuectl.errors import QueuectlError
 from queuectl.transport import parse_address
-from queuectld.settings import Settings
+from queuectld.settings import FIRST_REQUEST_S, Settings
 from queuectld.store.open import default_url
 
 
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--allow-group", action="append", default=[], metavar="GROUP",
                     help="also serve Unix-socket peers whose primary group is GROUP")
     ap.add_argument("--lease-seconds", type=float, default=30.0, help=argparse.SUPPRESS)
+    # Tests shorten this to see a silent connection closed without waiting the full 10 s.
+    ap.add_argument("--first-request-timeout", type=float, default=FIRST_REQUEST_S, help=argparse.SUPPRESS)
     ap.add_argument("--version", action="version", version=f"queuectld {__version__}")
     return ap
 
@@ -61,13 +64,19 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.tcp:
         try:
             addr = parse_address("tcp://" + args.tcp if not args.tcp.startswith("tcp://") else args.tcp)
-        except ValueError as exc:
-            raise InvalidValue(key="--tcp", detail=str(exc)) from None
-        if addr.host not in ("127.0.0.1", "::1", "localhost") and not args.tcp_allow_remote:
+        except ValueError:
+            raise InvalidValue(key="--tcp", detail=f"{args.tcp!r}; expected HOST:PORT") from None
+        if not _is_loopback(addr.host) and not args.tcp_allow_remote:
             raise InvalidValue(key="--tcp", detail=f"{addr.host} is not a loopback address; anyone who can reach it "
                                "and has the token can run commands as you. Add --tcp-allow-remote (and --tls-cert) "
                                "if that is what you want")
         tcp = (addr.host, addr.port)
+    if args.tls_cert and not tcp:
+        raise InvalidValue(key="--tls-cert", detail="TLS applies to TCP only; add --tcp HOST:PORT")
+    if args.tls_key and not args.tls_cert:
+        raise InvalidValue(key="--tls-key", detail="needs --tls-cert as well")
+    if not 0 < args.first_request_timeout <= 3600:
+        raise InvalidValue(key="--first-request-timeout", detail="expected seconds > 0 and <= 3600")
     if args.workers is not None and not 1 <= args.workers <= 256:
         raise InvalidValue(key="--workers", detail="expected an integer from 1 to 256")
     gids = []
@@ -89,8 +98,19 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         allow_groups=tuple(gids),
+        first_request_s=args.first_request_timeout,
         detach=args.detach,
     )
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (127.0.0.0/8, ::1 or localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def setup_logging(level: str, log_file: Path | None) -> None:

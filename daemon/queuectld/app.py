@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from queuectl.errors import DaemonAlreadyRunning, UnsafePath
+from queuectl.errors import DaemonAlreadyRunning, InvalidValue, UnsafePath
 from queuectld import runner
 from queuectld.handlers import Context
 from queuectld.scheduler import Scheduler
@@ -87,23 +87,49 @@ def claim_socket_path(path: Path) -> None:
 
 
 def load_token(settings: Settings) -> str:
-    """The TCP token: created 0600 on first start, refused if others can read it."""
+    """The TCP token: created 0600 on first start; refused unless it is our private regular file."""
     path = settings.token_file
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        pass
+    else:
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(32) + "\n")
-    st = path.stat()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UnsafePath(path=str(path), detail=f"cannot open the token file ({exc.strerror}); "
+                         "it must be a regular file, not a symlink") from None
+    with os.fdopen(fd) as fh:
+        _check_private_file(path, os.fstat(fh.fileno()), "token file")
+        token = fh.read().strip()
+    if not token:
+        raise UnsafePath(path=str(path), detail="the token file is empty; delete it and the next start makes a new one")
+    return token
+
+
+def _check_private_file(path: Path, st: os.stat_result, what: str) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafePath(path=str(path), detail=f"the {what} is not a regular file")
+    if st.st_uid != os.getuid():
+        raise UnsafePath(path=str(path), detail=f"the {what} belongs to uid {st.st_uid}, not to you")
     if st.st_mode & 0o077:
-        raise UnsafePath(path=str(path), detail=f"the token file has mode {stat.S_IMODE(st.st_mode):04o}; "
-                         f"run `chmod 600 {path}`")
-    return path.read_text().strip()
+        raise UnsafePath(path=str(path), detail=f"the {what} has mode {stat.S_IMODE(st.st_mode):04o}; "
+                         f"other users could read or change it. Run `chmod 600 {path}`")
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a small file 0600 (pidfile)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    """Write a small file 0600 (pidfile). It may sit in a shared directory beside the socket, so a
+    symlink planted there is refused rather than followed."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise UnsafePath(path=str(path), detail=f"cannot write it ({exc.strerror}); it must be a regular file"
+                         ) from None
     with os.fdopen(fd, "w") as fh:
+        _check_private_file(path, os.fstat(fh.fileno()), "pidfile")
+        fh.truncate()
         fh.write(text)
 
 
@@ -127,6 +153,7 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
     _reap_children_with_pidfds()
     private_dir(settings.state_dir, "state dir")
     private_dir(settings.logs_dir, "logs dir")
+    tls = _tls_context(settings)
     lock_fd = acquire_lock(settings)
     settings.socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     claim_socket_path(settings.socket_path)
@@ -164,12 +191,15 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
         loop.add_signal_handler(sig, request_stop)
 
     ctx = Context(db=db, scheduler=scheduler, settings=settings, config=config, stop=request_stop)
-    server = Server(ctx, token=token, allow_gids=settings.allow_groups)
+    server = Server(ctx, token=token, allow_gids=settings.allow_groups, first_request_s=settings.first_request_s)
     await server.start_unix(settings.socket_path)
     if settings.tcp:
-        await server.start_tcp(settings.tcp[0], settings.tcp[1], _tls_context(settings))
+        await server.start_tcp(settings.tcp[0], settings.tcp[1], tls)
         log.info("listening on tcp://%s:%d (token required%s)", *settings.tcp,
                  ", TLS" if settings.tls_cert else "")
+        if settings.tcp_allow_remote and tls is None:
+            log.warning("TCP without TLS: the token and every command cross the network in clear text; "
+                        "anyone who reads them can run commands as this user. Add --tls-cert/--tls-key")
     write_private(settings.pidfile, f"{os.getpid()}\n")
     log.info("queuectld %s ready on %s (pid %d, %d slot(s), store %s)", _version(), settings.socket_path,
              os.getpid(), scheduler.slots, _redact(settings.db_url))
@@ -207,10 +237,15 @@ def _reap_children_with_pidfds() -> None:
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """Load the certificate before anything else starts, so a bad one stops the daemon with a clear message."""
     if not settings.tls_cert:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(settings.tls_cert), str(settings.tls_key) if settings.tls_key else None)
+    try:
+        ctx.load_cert_chain(str(settings.tls_cert), str(settings.tls_key) if settings.tls_key else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidValue(key="--tls-cert/--tls-key",
+                           detail=f"cannot load {settings.tls_cert}: {exc.strerror or exc}") from None
     return ctx
 
 

@@ -11,9 +11,11 @@ import hmac
 import json
 import logging
 import os
+import pwd
 import socket
 import ssl
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,10 @@ from pydantic import ValidationError
 from queuectl import errors
 from queuectl.protocol import METHODS, AuthParams
 from queuectld.handlers import HANDLERS, Context
+from queuectld.settings import FIRST_REQUEST_S
 
 log = logging.getLogger("queuectld.server")
 
-#: A connection must complete its first request (over TCP: authenticate) within this time.
-FIRST_REQUEST_S = 10.0
 #: A connection idle for this long is closed.
 IDLE_S = 300.0
 #: A client that does not read its answers for this long is dropped.
@@ -38,27 +39,48 @@ _ENVELOPE = frozenset({"jsonrpc", "method", "params", "id"})
 class Server:
     """Listens on the Unix socket (and TCP when enabled) and answers JSON-RPC lines."""
 
-    def __init__(self, ctx: Context, *, token: str | None, allow_gids: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        token: str | None,
+        allow_gids: tuple[int, ...] = (),
+        first_request_s: float = FIRST_REQUEST_S,
+    ) -> None:
         self.ctx = ctx
         self._token = token
         self._allow_gids = allow_gids
+        self._first_request_s = first_request_s
         self._servers: list[asyncio.base_events.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start_unix(self, path: Path) -> None:
         """Bind the Unix socket 0600 (umask is 077 while binding) and listen."""
-        server = await asyncio.start_unix_server(
-            lambda r, w: self._accept(r, w, tcp=False), path=str(path), limit=self._limit()
-        )
+        loop = asyncio.get_running_loop()
+        server = await loop.create_unix_server(self._protocol_factory(tcp=False), path=str(path))
         os.chmod(path, 0o600)
         self._servers.append(server)
 
     async def start_tcp(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
         """Listen on TCP; every connection must authenticate with the token first."""
-        server = await asyncio.start_server(
-            lambda r, w: self._accept(r, w, tcp=True), host=host, port=port, ssl=tls, limit=self._limit()
+        loop = asyncio.get_running_loop()
+        # A TLS handshake counts against the first-request time: a silent TLS client holds nothing longer.
+        server = await loop.create_server(
+            self._protocol_factory(tcp=True), host=host, port=port, ssl=tls,
+            ssl_handshake_timeout=self._first_request_s if tls else None,
         )
         self._servers.append(server)
+
+    def _protocol_factory(self, *, tcp: bool) -> Callable[[], asyncio.StreamReaderProtocol]:
+        # Each connection reads the line limit when it opens, so `config set max-request-bytes`
+        # applies to the next connection, not only after a restart.
+        def factory() -> asyncio.StreamReaderProtocol:
+            limit = self._limit()
+            return asyncio.StreamReaderProtocol(
+                asyncio.StreamReader(limit=limit), lambda r, w: self._accept(r, w, tcp=tcp, limit=limit)
+            )
+
+        return factory
 
     def _limit(self) -> int:
         return int(self.ctx.config["max-request-bytes"])
@@ -74,16 +96,21 @@ class Server:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tcp: bool) -> None:
-        task = asyncio.get_running_loop().create_task(self._connection(reader, writer, tcp), name="connection")
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tcp: bool, limit: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._connection(reader, writer, tcp, limit), name="connection")
         self._connections.add(task)
         task.add_done_callback(self._connections.discard)
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tcp: bool) -> None:
+    async def _connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tcp: bool, limit: int
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        # One deadline for the first request, so blank lines cannot keep a silent client here. Over
+        # TCP the first request must authenticate, or the connection closes after its answer.
+        first_deadline = loop.time() + self._first_request_s
         try:
             if len(self._connections) > MAX_CONNECTIONS:
-                await self._send(writer, _error(None, errors.QueuectlError(
-                    f"too many connections (limit {MAX_CONNECTIONS}); try again shortly")))
+                await self._send(writer, _error(None, errors.TooManyConnections(limit=MAX_CONNECTIONS)))
                 return
             if not tcp:
                 refusal = self._check_peer(writer)
@@ -93,12 +120,15 @@ class Server:
             authed = not tcp
             first = True
             while True:
+                timeout = max(0.0, first_deadline - loop.time()) if first else IDLE_S
                 try:
-                    line = await asyncio.wait_for(reader.readline(), FIRST_REQUEST_S if first else IDLE_S)
+                    line = await asyncio.wait_for(reader.readline(), timeout)
                 except asyncio.TimeoutError:
+                    if first:
+                        log.debug("closed a connection that sent no request within %gs", self._first_request_s)
                     return
                 except (ValueError, asyncio.LimitOverrunError):
-                    await self._send(writer, _error(None, errors.RequestTooLarge(limit=self._limit())))
+                    await self._send(writer, _error(None, errors.RequestTooLarge(limit=limit)))
                     return
                 if not line:
                     return
@@ -120,7 +150,9 @@ class Server:
         pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         if uid in (0, os.getuid()) or gid in self._allow_gids:
             return None
-        log.warning("refused a connection from uid %d (pid %d): only uid %d may use this socket", uid, pid, os.getuid())
+        log.warning("refused a connection from uid %d (%s, pid %d, gid %d): only uid %d%s may use this socket",
+                    uid, _user_name(uid), pid, gid, os.getuid(),
+                    f" and gids {list(self._allow_gids)}" if self._allow_gids else "")
         return f"uid {uid} may not use this daemon (it serves uid {os.getuid()})"
 
     async def _send(self, writer: asyncio.StreamWriter, reply: bytes) -> bool:
@@ -138,11 +170,13 @@ class Server:
         request_id: Any = None
         try:
             request = _parse(line)
-            request_id = request.get("id")
+            request_id = _request_id(request)
             method, params = _envelope(request)
             model = METHODS.get(method)
             if model is None:
-                raise errors.MethodNotFound(method=method)
+                raise errors.MethodNotFound(method=method[:100])
+            if not isinstance(params, dict):
+                raise errors.InvalidParams(detail="params must be an object (named parameters)")
             try:
                 parsed = model.model_validate(params)
             except ValidationError as exc:
@@ -159,11 +193,13 @@ class Server:
                 return _error(request_id, errors.AuthenticationRequired()), False, False
             result = await HANDLERS[method](self.ctx, parsed)
             return _result(request_id, result.model_dump_json()), True, authed
+        # An unauthenticated TCP client gets one error and is gone: it cannot keep a connection by
+        # sending garbage instead of its token.
         except errors.QueuectlError as exc:
-            return _error(request_id, exc), True, authed
+            return _error(request_id, exc), authed, authed
         except Exception:
             log.exception("internal error while answering %r", line[:200])
-            return _error(request_id, errors.InternalError()), True, authed
+            return _error(request_id, errors.InternalError()), authed, authed
 
 
 def _parse(line: bytes) -> dict[str, Any]:
@@ -180,27 +216,31 @@ def _parse(line: bytes) -> dict[str, Any]:
     return request
 
 
-def _envelope(request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _request_id(request: dict[str, Any]) -> str | int:
+    """The id to echo. A bad id is never echoed (that error has id null), so every reply is small,
+    valid JSON whatever the request held."""
     if "id" not in request:
         raise errors.InvalidRequest("The request needs an id (notifications are not supported).")
     request_id = request["id"]
-    if isinstance(request_id, bool) or not isinstance(request_id, (str, int)) or (
-        isinstance(request_id, str) and len(request_id) > 128
-    ):
-        request["id"] = None
-        raise errors.InvalidRequest("The id must be a string (up to 128 chars) or an integer.")
+    if isinstance(request_id, str) and len(request_id) <= 128:
+        return request_id
+    if isinstance(request_id, int) and not isinstance(request_id, bool) and -(2**63) <= request_id < 2**63:
+        return request_id
+    raise errors.InvalidRequest("The id must be a string (up to 128 chars) or a 64-bit integer.")
+
+
+def _envelope(request: dict[str, Any]) -> tuple[str, Any]:
     if request.get("jsonrpc") != "2.0":
         raise errors.InvalidRequest('Unsupported protocol: "jsonrpc" must be "2.0".')
     extra = set(request) - _ENVELOPE
     if extra:
-        raise errors.InvalidRequest(f"Unknown request member(s): {', '.join(sorted(map(str, extra)))}.")
+        names = sorted(repr(name)[:40] for name in extra)
+        raise errors.InvalidRequest(f"Unknown request member(s): {', '.join(names[:5])}"
+                                    f"{' ...' if len(names) > 5 else ''}.")
     method = request.get("method")
     if not isinstance(method, str):
         raise errors.InvalidRequest("The method must be a string such as \"job.enqueue\".")
-    params = request.get("params", {})
-    if not isinstance(params, dict):
-        raise errors.InvalidParams(detail="params must be an object (named parameters)")
-    return method, params
+    return method, request.get("params", {})
 
 
 def _describe(exc: ValidationError) -> str:
@@ -219,4 +259,12 @@ def _result(request_id: Any, result_json: str) -> bytes:
 def _error(request_id: Any, exc: errors.QueuectlError) -> bytes:
     body = {"jsonrpc": "2.0", "id": request_id, "error": {"code": exc.code, "message": exc.message,
                                                            "data": {"type": type(exc).__name__}}}
-    return (json.dumps(body, ensure_ascii=False) + "\n").encode()
+    # ASCII escapes: a message may quote request text holding lone surrogates, which UTF-8 cannot carry.
+    return (json.dumps(body) + "\n").encode()
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "no such user"

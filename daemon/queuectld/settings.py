@@ -9,6 +9,8 @@ from pathlib import Path
 
 #: A running attempt's lease; renewed every LEASE_S / 3 while the daemon lives.
 LEASE_S = 30.0
+#: A connection must complete its first request (over TCP: authenticate) within this time.
+FIRST_REQUEST_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     allow_groups: tuple[int, ...] = ()
+    first_request_s: float = FIRST_REQUEST_S
     detach: bool = False
     host: str = field(default_factory=socket.gethostname)
 
