@@ -56,10 +56,7 @@ class Client:
             else:
                 sock = socket.create_connection((addr.host, addr.port), timeout=self._timeout_s)
                 if self._tls_ca:
-                    import ssl
-
-                    ctx = ssl.create_default_context(cafile=self._tls_ca)
-                    sock = ctx.wrap_socket(sock, server_hostname=addr.host)
+                    sock = self._wrap_tls(sock, addr.host)
         except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError) as exc:
             raise errors.DaemonUnreachable(address=str(addr)) from exc
         except PermissionError as exc:
@@ -73,6 +70,20 @@ class Client:
         self._reader = sock.makefile("rb")
         if addr.kind == "tcp":
             self._call("auth.login", {"token": self._load_token()})
+
+    def _wrap_tls(self, sock: socket.socket, host: str) -> socket.socket:
+        import ssl
+
+        try:
+            ctx = ssl.create_default_context(cafile=self._tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            raise errors.InvalidValue(key="--tls-ca", detail=f"cannot load {self._tls_ca}: {exc}") from None
+        try:
+            return ctx.wrap_socket(sock, server_hostname=host)
+        except ssl.SSLError as exc:
+            sock.close()
+            raise errors.PermissionDenied(detail=f"TLS with {host} failed: {exc.reason or exc}") from None
 
     def _load_token(self) -> str:
         if self._token:
@@ -145,11 +156,20 @@ class Client:
                 f"queuectld at {self.address} closed the connection during {method}. "
                 "Is it shutting down? Check its log."
             )
-        reply = json.loads(raw)
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict) or not ("result" in reply or isinstance(reply.get("error"), dict)):
+            self.close()
+            raise errors.QueuectlError(
+                f"{self.address} sent an answer that is not queuectl's protocol; is it really queuectld?"
+            )
         if "error" in reply:
             err = reply["error"]
-            raise errors.from_wire(int(err.get("code", 1000)), str(err.get("message", "")))
-        return reply.get("result")
+            code = err.get("code")
+            raise errors.from_wire(code if isinstance(code, int) else 1000, str(err.get("message", "")))
+        return reply["result"]
 
     # -- one method per RPC -----------------------------------------------------------------
 

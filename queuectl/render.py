@@ -51,7 +51,7 @@ def _console(stderr: bool = False) -> Any:
 
     stream = sys.stderr if stderr else sys.stdout
     # Piped output is for grep and less: do not squeeze it to 80 columns.
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=None if stream.isatty() else 200)
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=None if stream.isatty() else 100_000)
 
 
 def error(message: str) -> None:
@@ -92,6 +92,13 @@ def when(value: str | None, *, now: datetime | None = None) -> str:
     return f"in {amount}" if delta > 0 else f"{amount} ago"
 
 
+def _literal(text: object, **style: Any) -> Any:
+    """A table cell shown exactly as written: escaped, and never parsed as Rich markup."""
+    from rich.text import Text
+
+    return Text(safe(text), **style)
+
+
 def _state(state: str) -> Any:
     from rich.text import Text
 
@@ -111,19 +118,21 @@ def jobs_table(jobs: list[dict[str, Any]], title: str | None = None) -> None:
     table.add_column("TRIES", justify="right", no_wrap=True)
     table.add_column("NEXT RUN", no_wrap=True)
     table.add_column("UPDATED", no_wrap=True)
-    table.add_column("COMMAND", overflow="ellipsis", max_width=48, no_wrap=True)
-    table.add_column("LAST ERROR", overflow="ellipsis", max_width=32, no_wrap=True)
+    # A terminal gets a table that fits; a pipe gets every character (for grep).
+    tty = sys.stdout.isatty()
+    table.add_column("COMMAND", overflow="ellipsis", max_width=48 if tty else None, no_wrap=True)
+    table.add_column("LAST ERROR", overflow="ellipsis", max_width=32 if tty else None, no_wrap=True)
     now = datetime.now(timezone.utc)
     for job in jobs:
         waiting = job["state"] in ("pending", "failed")
         table.add_row(
-            safe(job["id"]),
+            _literal(job["id"]),
             _state(job["state"]),
             f"{job['attempts']}/{job['max_retries'] + 1}",
             when(job["next_run_at"], now=now) if waiting else "-",
             when(job["updated_at"], now=now),
-            safe(job["command"]),
-            safe(job.get("last_error") or ""),
+            _literal(job["command"]),
+            _literal(job.get("last_error") or ""),
         )
     _console().print(table)
 
@@ -137,7 +146,7 @@ def job_detail(job: dict[str, Any]) -> None:
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold", no_wrap=True)
     fields.add_column(overflow="fold")
-    fields.add_row("id", safe(job["id"]))
+    fields.add_row("id", _literal(job["id"]))
     fields.add_row("state", _state(job["state"]))
     fields.add_row("command", Text(safe(job["command"], keep_newlines=True)))
     fields.add_row("attempts", f"{job['attempts']} failed of at most {job['max_retries'] + 1}")
@@ -151,7 +160,7 @@ def job_detail(job: dict[str, Any]) -> None:
     if job.get("last_error"):
         fields.add_row("last error", Text(safe(job["last_error"]), style="red"))
     if job.get("owner"):
-        fields.add_row("owner", safe(job["owner"]))
+        fields.add_row("owner", _literal(job["owner"]))
         fields.add_row("lease until", str(job.get("lease_expires_at")))
     console.print(fields)
     history = job.get("attempt_history") or []
@@ -163,7 +172,7 @@ def job_detail(job: dict[str, Any]) -> None:
             table.add_row(
                 str(a["attempt"]), a.get("started_at") or "-", a.get("finished_at") or "running",
                 "-" if a.get("exit_code") is None else str(a["exit_code"]),
-                "ok" if a.get("exit_code") == 0 and a.get("reason") == "exit" else safe(a.get("reason") or ""),
+                "ok" if a.get("exit_code") == 0 and a.get("reason") == "exit" else _literal(a.get("reason") or ""),
             )
         console.print()
         console.print(Text("attempts", style="bold"))

@@ -11,8 +11,8 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from queuectld.jobs import Job, Outcome
@@ -20,6 +20,7 @@ from queuectld.jobs import Job, Outcome
 log = logging.getLogger(__name__)
 
 TAIL_BYTES = 4096
+READ_CHUNK = 64 * 1024
 #: After the shell exits, how long to keep reading output its background children still write.
 DRAIN_AFTER_EXIT_S = 1.0
 #: Environment variables a job must not inherit from the daemon.
@@ -56,148 +57,169 @@ def job_environment(base: dict[str, str], job: Job, owner: str) -> dict[str, str
     return env
 
 
-class _AttemptPipe(asyncio.SubprocessProtocol):
-    """Output as it arrives, and two moments that differ when a background child keeps the pipe
-    open: the shell exiting (`exited`) and the output pipe closing (`eof`).
+class Attempt:
+    """One running attempt, driven by event-loop callbacks: no task, no asyncio transport.
 
-    Waiting on `Process.wait()` instead would wait for the pipe too (it does on Python 3.11), so
-    a job that leaves `sleep 300 &` behind would hold its slot until that sleep ends.
+    The shell is spawned in a new session (its own process group) with stdout and stderr on one
+    pipe. Two readers on the loop follow it: the pipe (output, then EOF) and a pidfd (exit).
+    The attempt ends when the shell has exited and its output is closed, or DRAIN_AFTER_EXIT_S
+    after the exit if a background child keeps the pipe open; then whatever is left of the
+    process group is killed and `on_done(self, outcome)` is called exactly once.
+
+    The log file is created on the first byte of output: a silent job costs no file (creating
+    one is a large part of running `true` on some file systems).
     """
 
-    def __init__(self, on_output: Callable[[bytes], None]) -> None:
-        loop = asyncio.get_running_loop()
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self.eof: asyncio.Future[None] = loop.create_future()
-        self._on_output = on_output
+    def __init__(self, job: Job, owner: str, log_file: Path, *, timeout_s: float | None,
+                 kill_grace_s: float, output_max_bytes: int) -> None:
+        self.job = job
+        self.owner = owner
+        self.log_file = log_file
+        self.timeout_s = timeout_s
+        self.kill_grace_s = kill_grace_s
+        self.output_max_bytes = output_max_bytes
+        self.pid: int | None = None
+        self.requeue = False  #: return the job to pending instead of recording a failure
+        self.kill_reason: str | None = None
+        self.truncated = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_done: Callable[[Attempt, Outcome], None] | None = None
+        self._pipe: int | None = None
+        self._pidfd: int | None = None
+        self._log_fd: int | None = None
+        self._status: int | None = None  #: raw wait status once reaped
+        self._timers: list[asyncio.TimerHandle] = []
+        self._timed_out = False
+        self._exited = False  #: the shell has exited (not yet reaped)
+        self._tail = bytearray()
+        self._written = 0
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        self._on_output(data)
+    # -- life cycle ---------------------------------------------------------------------------
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if not self.eof.done():
-            self.eof.set_result(None)
-
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
-
-
-@dataclass
-class Attempt:
-    """A running attempt. `kill()` ends it; the scheduler reads `requeue` when it finishes."""
-
-    job: Job
-    owner: str
-    log_file: Path
-    timeout_s: float | None
-    kill_grace_s: float
-    output_max_bytes: int
-    pid: int | None = None
-    requeue: bool = False  #: return the job to pending instead of recording a failure
-    kill_reason: str | None = None
-    _exited: asyncio.Future[None] | None = None
-    _kill_task: asyncio.Task[None] | None = None
-    _log_fd: int | None = None
-    _tail: bytearray = field(default_factory=bytearray)
-    _written: int = 0
-    truncated: bool = False
+    def start(self, env: dict[str, str], umask: int, on_done: Callable[[Attempt, Outcome], None]) -> None:
+        """Spawn the shell; `on_done` is called on the loop when the attempt has ended."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._on_done = on_done
+        read_fd, write_fd = os.pipe()  # both close-on-exec; the child gets write_fd as 1 and 2
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", self.job.command],
+                stdin=_devnull(), stdout=write_fd, stderr=write_fd,
+                start_new_session=True, env=env, umask=umask, close_fds=True,
+            )
+        except OSError as exc:
+            os.close(read_fd)
+            loop.call_soon(self._finish_now, Outcome(None, "spawn failed", f"could not start /bin/sh: {exc.strerror or exc}"))
+            return
+        finally:
+            os.close(write_fd)
+        # We reap the child ourselves (pidfd + waitpid); Popen must not report it as still running.
+        proc.returncode = 0
+        self.pid = proc.pid
+        self._pipe = read_fd
+        os.set_blocking(read_fd, False)
+        loop.add_reader(read_fd, self._on_output)
+        self._pidfd = os.pidfd_open(proc.pid)
+        loop.add_reader(self._pidfd, self._on_exit)
+        if self.timeout_s:
+            self._timers.append(loop.call_later(self.timeout_s, self._on_timeout))
+        if self.kill_reason is not None:  # killed before it started
+            self.kill(self.kill_reason)
 
     def kill(self, reason: str) -> None:
         """SIGTERM the process group now, SIGKILL it after the grace period."""
         if self.kill_reason is None:
             self.kill_reason = reason
-        if self.pid is not None and self._kill_task is None:
-            self._kill_task = asyncio.get_running_loop().create_task(
-                self._terminate(), name=f"kill:{self.job.id}:{self.job.run}"
-            )
-
-    async def _terminate(self) -> None:
-        assert self.pid is not None and self._exited is not None
-        _signal_group(self.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._exited), self.kill_grace_s)
-        except asyncio.TimeoutError:
-            pass
-        # Even when the shell exited on SIGTERM, children that ignored it may remain.
-        _signal_group(self.pid, signal.SIGKILL)
-
-    async def run(self, env: dict[str, str], umask: int, on_spawn: Callable[[int, int | None], None]) -> Outcome:
-        """Run the attempt to its end and say how it ended. Never raises for a job's failure."""
-        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        self._log_fd = log_fd
-        transport: asyncio.SubprocessTransport | None = None
-        try:
-            try:
-                transport, pipe = await asyncio.get_running_loop().subprocess_exec(
-                    lambda: _AttemptPipe(self._output),
-                    "/bin/sh", "-c", self.job.command,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                    env=env,
-                    umask=umask,
-                )
-            except OSError as exc:
-                return Outcome(None, "spawn failed", f"could not start /bin/sh: {exc.strerror or exc}")
-            self._exited = pipe.exited
-            self.pid = pid = transport.get_pid()
-            on_spawn(pid, process_start_time(pid))
-            if self.kill_reason is not None:  # killed before it started
-                self.kill(self.kill_reason)
-            timed_out = False
-            try:
-                await asyncio.wait_for(asyncio.shield(pipe.exited), self.timeout_s)
-            except asyncio.TimeoutError:
-                timed_out = True
-                self.kill_reason = self.kill_reason or "timeout"
-                self.kill("timeout")
-                await pipe.exited
-            try:
-                await asyncio.wait_for(asyncio.shield(pipe.eof), DRAIN_AFTER_EXIT_S)
-            except asyncio.TimeoutError:
-                pass
-            # Background processes the job left behind end with it.
-            _signal_group(pid, signal.SIGKILL)
-            if self._kill_task is not None:
-                await self._kill_task
-            return self._outcome(transport.get_returncode(), timed_out)
-        finally:
-            if transport is not None:
-                transport.close()  # stop reading a pipe that a process outside the group may hold
-            self._log_fd = None  # output still queued for delivery has nowhere to go now
-            os.close(log_fd)
-
-    def _outcome(self, returncode: int | None, timed_out: bool) -> Outcome:
-        if timed_out:
-            return Outcome(None if returncode is None or returncode < 0 else returncode, "timeout",
-                           f"timed out after {self.timeout_s:g}s")
-        if self.kill_reason is not None:
-            return Outcome(None, "killed", f"killed: {self.kill_reason}")
-        if returncode is None:
-            return Outcome(None, "killed", "exit status unknown")
-        if returncode < 0:
-            try:
-                name = signal.Signals(-returncode).name
-            except ValueError:
-                name = f"signal {-returncode}"
-            return Outcome(128 - returncode, "killed", f"killed by {name}")
-        return Outcome(returncode, "exit")
-
-    def _output(self, chunk: bytes) -> None:
-        """Copy a chunk of the job's output to the log file up to the cap; keep the tail."""
-        fd = self._log_fd
-        if fd is None:  # the attempt has ended; a late chunk has nowhere to go
+        if self.pid is None or self._loop is None or self._status is not None:
             return
+        _signal_group(self.pid, signal.SIGTERM)
+        # Even when the shell exits on SIGTERM, children that ignore it may remain.
+        self._timers.append(self._loop.call_later(self.kill_grace_s, self._kill_hard))
+
+    def _kill_hard(self) -> None:
+        if self.pid is not None:
+            _signal_group(self.pid, signal.SIGKILL)
+
+    def _on_timeout(self) -> None:
+        if self._status is None:
+            self._timed_out = True
+            self.kill("timeout")
+
+    def _on_exit(self) -> None:
+        assert self._loop is not None and self._pidfd is not None
+        self._loop.remove_reader(self._pidfd)
+        self._exited = True
+        if self._pipe is None:
+            self._reap_and_finish()
+        else:
+            # Keep the zombie until the end: its pid (and so its process group id) cannot be
+            # reused while we may still signal the group.
+            self._timers.append(self._loop.call_later(DRAIN_AFTER_EXIT_S, self._reap_and_finish))
+
+    def _reap_and_finish(self) -> None:
+        if self._pidfd is None:
+            return  # already finished
+        # Background processes the job left behind end with it.
+        assert self.pid is not None
+        _signal_group(self.pid, signal.SIGKILL)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            status = None
+        self._status = status if status is not None else -1
+        os.close(self._pidfd)
+        self._pidfd = None
+        self._close_pipe()
+        returncode = None if status is None else os.waitstatus_to_exitcode(status)
+        self._finish_now(self._outcome(returncode))
+
+    def _finish_now(self, outcome: Outcome) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
+        if self._on_done is not None:
+            on_done, self._on_done = self._on_done, None
+            on_done(self, outcome)
+
+    # -- output -------------------------------------------------------------------------------
+
+    def _on_output(self) -> None:
+        assert self._pipe is not None
+        try:
+            chunk = os.read(self._pipe, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close_pipe()
+            if self._exited:
+                self._reap_and_finish()
+            return
+        self._write_output(chunk)
+
+    def _close_pipe(self) -> None:
+        if self._pipe is not None:
+            assert self._loop is not None
+            self._loop.remove_reader(self._pipe)
+            os.close(self._pipe)
+            self._pipe = None
+
+    def _write_output(self, chunk: bytes) -> None:
+        """Copy a chunk of the job's output to the log file up to the cap; keep the tail."""
         room = self.output_max_bytes - self._written
-        if room > 0:
-            part = chunk[:room]
-            os.write(fd, part)
-            self._written += len(part)
+        if room > 0 or not self.truncated:
+            if self._log_fd is None:
+                self._log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            if room > 0:
+                part = chunk[:room]
+                os.write(self._log_fd, part)
+                self._written += len(part)
             if len(chunk) > room:
-                self._mark_truncated(fd)
-        elif not self.truncated:
-            self._mark_truncated(fd)
+                self._mark_truncated(self._log_fd)
         if len(chunk) >= TAIL_BYTES:
             self._tail[:] = chunk[-TAIL_BYTES:]
         else:
@@ -214,6 +236,32 @@ class Attempt:
         if not self._tail:
             return None
         return bytes(self._tail).decode("utf-8", errors="replace")
+
+    def _outcome(self, returncode: int | None) -> Outcome:
+        if self._timed_out:
+            return Outcome(None if returncode is None or returncode < 0 else returncode, "timeout",
+                           f"timed out after {self.timeout_s:g}s")
+        if self.kill_reason is not None:
+            return Outcome(None, "killed", f"killed: {self.kill_reason}")
+        if returncode is None:
+            return Outcome(None, "killed", "exit status unknown")
+        if returncode < 0:
+            try:
+                name = signal.Signals(-returncode).name
+            except ValueError:
+                name = f"signal {-returncode}"
+            return Outcome(128 - returncode, "killed", f"killed by {name}")
+        return Outcome(returncode, "exit")
+
+
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    """One /dev/null descriptor for every job's stdin (opening it per job costs a syscall pair)."""
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import time
+from dataclasses import replace
 from typing import Any
 
 from queuectl.errors import QueuectlError, StoreBusy
@@ -97,28 +98,23 @@ class Scheduler:
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Each turn: record ended attempts, maintain leases when due, claim due jobs for free
-        slots, then sleep until a new job, an ended attempt, the next due time, or maintenance."""
+        """Each turn: maintain leases when due; record ended attempts and claim due jobs for the
+        free slots (one trip to the store thread); start them; then sleep until a new job, an
+        ended attempt, the next due time, or maintenance."""
         while True:
-            busy = False
-            if self._finished or self._spawned:
-                busy = not await self._record()
             if self._stopping and not self.running and not self._finished:
                 return
             now = time.time()
             if now >= self._next_maintenance:
                 await self._maintain(now)
+            busy, claimed_all, next_due = await self._turn()
+            if claimed_all and not self._stopping:
+                continue  # there may be more due jobs; the slots decide
             timeout = max(0.0, self._next_maintenance - time.time())
-            free = self.slots - len(self.running)
-            if self.claiming and free > 0 and not busy:
-                claimed = await self._claim(free)
-                if len(claimed) == free:
-                    continue  # there may be more; the slots decide
-                due = await self._next_due()
-                if due is not None:
-                    timeout = min(timeout, max(0.0, due - time.time()))
             if busy:
                 timeout = min(timeout, BUSY_RETRY_S)
+            elif next_due is not None:
+                timeout = min(timeout, max(0.0, next_due - time.time()))
             if timeout > 0:
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
@@ -126,87 +122,94 @@ class Scheduler:
                     pass
             self._wake.clear()
 
-    async def _claim(self, free: int) -> list[Job]:
-        try:
-            claimed = await self.db.write(
-                self.db.store.claim_due, self.owner, self.settings.host, free, time.time(), self.settings.lease_s
-            )
-        except QueuectlError as exc:
-            log.warning("could not claim jobs: %s", exc.message)
-            return []
-        if claimed and self._fault == "after-claim":
-            _crash("after-claim")
-        for job in claimed:
-            self._start(job)
-        if claimed:
-            self._signal_changed()
-        return claimed
-
-    async def _next_due(self) -> float | None:
-        try:
-            return await self.db.read(self.db.store.next_due_at)
-        except QueuectlError:
-            return time.time() + BUSY_RETRY_S
-
-    def _start(self, job: Job) -> None:
-        cfg = self.config
-        timeout_s = job.timeout_s or (float(cfg["job-timeout"]) or None)
-        attempt = Attempt(
-            job=job,
-            owner=self.owner,
-            log_file=runner.log_path(self.settings.logs_dir, job.id, job.run),
-            timeout_s=timeout_s,
-            kill_grace_s=float(cfg["kill-grace"]),
-            output_max_bytes=int(cfg["output-max-bytes"]),
-        )
-        self.running[job.id] = attempt
-        log.info("job %s started (attempt %d): %s", job.id, job.run, _short(job.command))
-        task = asyncio.get_running_loop().create_task(self._run_attempt(attempt), name=f"attempt:{job.id}:{job.run}")
-        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
-
-    async def _run_attempt(self, attempt: Attempt) -> None:
-        job = attempt.job
-
-        def on_spawn(pid: int, start: int | None) -> None:
-            self._spawned.append(SpawnedAttempt(job.id, job.run, self.owner, pid, start))
-
-        try:
-            outcome = await attempt.run(runner.job_environment(self._env, job, self.owner), self._umask, on_spawn)
-        except Exception as exc:  # a bug or an OS failure must not lose the attempt
-            log.exception("attempt %s/%d failed inside the daemon", job.id, job.run)
-            outcome = Outcome(None, "spawn failed", f"queuectld could not run the attempt: {exc}")
-        if self._fault == "after-exit":
-            _crash("after-exit")
-        self._finished.append(
-            (attempt, FinishedAttempt(job.id, job.run, self.owner, outcome, time.time(), attempt.tail_text()))
-        )
-        self.notify()
-
-    async def _record(self) -> bool:
-        """Write started pids and ended attempts in one transaction. False when the store is busy."""
+    async def _turn(self) -> tuple[bool, bool, float | None]:
+        """Record, claim and start. Returns (store busy, every free slot filled, next due time)."""
         batch, spawned = self._finished, self._spawned
         self._finished, self._spawned = [], []
-        requeue = [(a, fa) for a, fa in batch if a.requeue]
-        ended = [fa for a, fa in batch if not a.requeue]
+        free = self.slots - (len(self.running) - len(batch)) if self.claiming and not self._stopping else 0
+        if not batch and not spawned and free <= 0:
+            return False, False, None
         policy = RetryPolicy(float(self.config["backoff-base"]), float(self.config["backoff-max"]))
         try:
-            results = await self.db.write(self.db.store.finish, ended, policy, spawned)
-            for attempt, fa in requeue:
-                await self.db.write(self.db.store.release, fa.job_id, fa.run, fa.owner, time.time())
-                log.info("job %s returned to pending (attempt %d not counted)", fa.job_id, fa.run)
+            results, claimed, next_due = await self.db.write(self._turn_in_store_thread, batch, spawned, free, policy)
         except QueuectlError as exc:
             if not isinstance(exc, StoreBusy):
                 log.error("could not record finished attempts (will retry): %s", exc.message)
             self._finished[:0] = batch
             self._spawned[:0] = spawned
-            return False
+            return True, False, None
         for attempt, _ in batch:
             if self.running.get(attempt.job.id) is attempt:
                 del self.running[attempt.job.id]
         for fa, job in results:
             _log_result(fa, job)
-        self._signal_changed()
-        return True
+        if claimed and self._fault == "after-claim":
+            _crash("after-claim")
+        for job in claimed:
+            self._start(job)
+        if batch or claimed:
+            self._signal_changed()
+        return False, free > 0 and len(claimed) == free, next_due
+
+    def _turn_in_store_thread(
+        self, batch: list[tuple[Attempt, FinishedAttempt]], spawned: list[SpawnedAttempt], free: int,
+        policy: RetryPolicy,
+    ) -> tuple[list[tuple[FinishedAttempt, Job | None]], list[Job], float | None]:
+        """The store side of a turn, in the writer thread: one hand-off instead of three."""
+        store = self.db.store
+        ended = {(fa.job_id, fa.run) for _, fa in batch}
+        # A pid is worth recording only for attempts still running; read the start time here,
+        # off the event loop.
+        live = [replace(sp, proc_start=runner.process_start_time(sp.pid))
+                for sp in spawned if (sp.job_id, sp.run) not in ended]
+        results: list[tuple[FinishedAttempt, Job | None]] = []
+        if batch or live:
+            results = store.finish([fa for a, fa in batch if not a.requeue], policy, live)
+            for attempt, fa in batch:
+                if attempt.requeue:
+                    store.release(fa.job_id, fa.run, fa.owner, time.time())
+                    log.info("job %s returned to pending (attempt %d not counted)", fa.job_id, fa.run)
+        claimed: list[Job] = []
+        next_due = None
+        if free > 0:
+            try:
+                claimed = store.claim_due(self.owner, self.settings.host, free, time.time(), self.settings.lease_s)
+                if len(claimed) < free:
+                    next_due = store.next_due_at()
+            except QueuectlError as exc:
+                log.warning("could not claim jobs: %s", exc.message)
+                next_due = time.time() + BUSY_RETRY_S
+        return results, claimed, next_due
+
+    def _start(self, job: Job) -> None:
+        cfg = self.config
+        attempt = Attempt(
+            job,
+            self.owner,
+            runner.log_path(self.settings.logs_dir, job.id, job.run),
+            timeout_s=job.timeout_s or (float(cfg["job-timeout"]) or None),
+            kill_grace_s=float(cfg["kill-grace"]),
+            output_max_bytes=int(cfg["output-max-bytes"]),
+        )
+        self.running[job.id] = attempt
+        log.info("job %s started (attempt %d): %s", job.id, job.run, _short(job.command))
+        try:
+            attempt.start(runner.job_environment(self._env, job, self.owner), self._umask, self._attempt_done)
+        except Exception as exc:  # a bug or an OS failure (e.g. out of fds) must not lose the attempt
+            log.exception("attempt %s/%d could not start", job.id, job.run)
+            self._attempt_done(attempt, Outcome(None, "spawn failed", f"queuectld could not start the attempt: {exc}"))
+            return
+        if attempt.pid is not None:
+            self._spawned.append(SpawnedAttempt(job.id, job.run, self.owner, attempt.pid, None))
+
+    def _attempt_done(self, attempt: Attempt, outcome: Outcome) -> None:
+        if self._fault == "after-exit":
+            _crash("after-exit")
+        job = attempt.job
+        self._finished.append(
+            (attempt, FinishedAttempt(job.id, job.run, self.owner, outcome, time.time(), attempt.tail_text()))
+        )
+        self.notify()
 
     # -- leases, heartbeat, recovery ------------------------------------------------------------
 

@@ -11,9 +11,10 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from queuectl.errors import DuplicateJob, InvalidState, JobNotFound, StoreBusy, StoreUnavailable
@@ -233,37 +234,47 @@ class SqlStore:
         """Record started processes and ended attempts in one transaction (group commit).
 
         Each write is fenced on (id, run, owner, processing): an attempt whose lease was lost
-        (recovered elsewhere, canceled) matches nothing and comes back with None.
+        (recovered elsewhere, canceled) matches nothing and comes back with None. A batch costs
+        four statements however many attempts it holds.
         """
         out: list[tuple[FinishedAttempt, Job | None]] = []
         with self._write() as conn:
-            for sp in spawned:
-                conn.execute(
-                    update(jobs).where(*_fence(sp.job_id, sp.run, sp.owner)).values(pid=sp.pid, proc_start=sp.proc_start)
+            if spawned:
+                conn.execute(_RECORD_PROCESS, [
+                    {"k_id": sp.job_id, "k_run": sp.run, "k_owner": sp.owner, "v_pid": sp.pid,
+                     "v_start": sp.proc_start} for sp in spawned
+                ])
+            if not finished:
+                return out
+            current: dict[str, Job] = {}
+            for chunk in _chunks([fa.job_id for fa in finished]):
+                rows = conn.execute(
+                    select(*_LIST_COLUMNS)
+                    .where(jobs.c.id.in_(chunk), jobs.c.state == JobState.PROCESSING.value)
+                    .with_for_update()
                 )
+                current.update((row.id, _job(row)) for row in rows)
+            job_rows: list[dict[str, Any]] = []
+            attempt_rows: list[dict[str, Any]] = []
             for fa in finished:
-                row = conn.execute(
-                    select(jobs.c.attempts, jobs.c.max_retries).where(*_fence(fa.job_id, fa.run, fa.owner))
-                ).first()
-                if row is None:
+                job = current.get(fa.job_id)
+                if job is None or job.run != fa.run or job.owner != fa.owner:
                     out.append((fa, None))
                     continue
-                values = _after_attempt(fa.outcome, row.attempts, row.max_retries, policy, fa.finished_at)
+                del current[fa.job_id]  # the same attempt reported twice in one batch counts once
+                values = _after_attempt(fa.outcome, job.attempts, job.max_retries, policy, fa.finished_at)
                 values.update(updated_at=fa.finished_at, finished_at=fa.finished_at, output_tail=fa.output_tail)
-                updated = conn.execute(
-                    update(jobs).where(*_fence(fa.job_id, fa.run, fa.owner)).values(**values).returning(*_LIST_COLUMNS)
-                ).first()
-                conn.execute(
-                    update(attempts)
-                    .where(attempts.c.job_id == fa.job_id, attempts.c.attempt == fa.run)
-                    .values(
-                        finished_at=fa.finished_at,
-                        exit_code=fa.outcome.exit_code,
-                        reason=fa.outcome.reason,
-                        error=None if fa.outcome.succeeded else fa.outcome.describe(),
-                    )
-                )
-                out.append((fa, _job(updated) if updated is not None else None))
+                job_rows.append({"k_id": fa.job_id, "k_run": fa.run, "k_owner": fa.owner,
+                                 **{f"v_{k}": v for k, v in values.items()}})
+                attempt_rows.append({
+                    "k_id": fa.job_id, "k_run": fa.run, "v_finished_at": fa.finished_at,
+                    "v_exit_code": fa.outcome.exit_code, "v_reason": fa.outcome.reason,
+                    "v_error": None if fa.outcome.succeeded else fa.outcome.describe(),
+                })
+                out.append((fa, replace(job, **{**values, "state": JobState(values["state"])})))
+            if job_rows:
+                conn.execute(_FINISH_JOB, job_rows)
+                conn.execute(_FINISH_ATTEMPT, attempt_rows)
         return out
 
     def release(self, job_id: str, run: int, owner: str, now: float) -> bool:
@@ -421,9 +432,11 @@ def _fence(job_id: str, run: int, owner: str) -> tuple[Any, ...]:
 def _after_attempt(
     outcome: Outcome, attempts_before: int, max_retries: int, policy: RetryPolicy, now: float
 ) -> dict[str, Any]:
+    """The job's new values after an attempt (the same keys either way, for one executemany)."""
     common = {"owner": None, "lease_expires_at": None, "pid": None, "proc_start": None, "exit_code": outcome.exit_code}
     if outcome.succeeded:
-        return {**common, "state": JobState.COMPLETED.value, "next_run_at": None, "last_error": None}
+        return {**common, "state": JobState.COMPLETED.value, "attempts": attempts_before, "next_run_at": None,
+                "last_error": None}
     state, attempts_now, next_run_at = policy.after_failure(attempts_before, max_retries, now)
     return {
         **common,
@@ -432,6 +445,26 @@ def _after_attempt(
         "next_run_at": next_run_at,
         "last_error": outcome.describe(),
     }
+
+
+_FENCE_PARAMS = (
+    jobs.c.id == bindparam("k_id"),
+    jobs.c.run == bindparam("k_run"),
+    jobs.c.owner == bindparam("k_owner"),
+    jobs.c.state == JobState.PROCESSING.value,
+)
+_RECORD_PROCESS = update(jobs).where(*_FENCE_PARAMS).values(pid=bindparam("v_pid"), proc_start=bindparam("v_start"))
+_FINISH_JOB = update(jobs).where(*_FENCE_PARAMS).values(**{
+    name: bindparam(f"v_{name}")
+    for name in ("owner", "lease_expires_at", "pid", "proc_start", "exit_code", "state", "attempts", "next_run_at",
+                 "last_error", "updated_at", "finished_at", "output_tail")
+})
+_FINISH_ATTEMPT = (
+    update(attempts)
+    .where(attempts.c.job_id == bindparam("k_id"), attempts.c.attempt == bindparam("k_run"))
+    .values(finished_at=bindparam("v_finished_at"), exit_code=bindparam("v_exit_code"),
+            reason=bindparam("v_reason"), error=bindparam("v_error"))
+)
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from queuectl.errors import StoreBusy, StoreUnavailable
 from queuectld.jobs import Job, JobState
 from queuectld.store.base import NewJob
 from queuectld.store.sql import SqlStore, _job, translate_db_errors
@@ -63,6 +66,7 @@ class SqliteStore(SqlStore):
         path = make_url(url).database
         if path and path != ":memory:":
             _create_private(Path(path))
+            _enable_wal(Path(path))
         super().__init__(_engine(url, immediate=True, sync=sync), _engine(url, immediate=False, sync=sync))
         self.migrate()
 
@@ -114,6 +118,25 @@ def _create_private(path: Path) -> None:
             os.chmod(p, 0o600)
 
 
+def _enable_wal(path: Path) -> None:
+    """Switch the file to WAL once (it persists). Done apart from the engines: the switch needs an
+    exclusive lock for which SQLite does not wait, so daemons opening a new file together retry."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise StoreUnavailable(detail=f"{path}: {exc}") from None
+            if time.monotonic() > deadline:
+                raise StoreBusy() from None
+            time.sleep(0.05)
+        finally:
+            conn.close()
+
+
 def _engine(url: str, *, immediate: bool, sync: str) -> Engine:
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
 
@@ -122,7 +145,6 @@ def _engine(url: str, *, immediate: bool, sync: str) -> Engine:
         # We issue BEGIN ourselves (below): pysqlite's implicit transactions would defer the lock.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
         cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         cur.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
