@@ -157,28 +157,20 @@ class Scheduler:
     ) -> tuple[list[tuple[FinishedAttempt, Job | None]], list[Job], float | None]:
         """The store side of a turn, in the writer thread: one hand-off instead of three."""
         store = self.db.store
-        ended = {(fa.job_id, fa.run) for _, fa in batch}
+        done = {(fa.job_id, fa.run) for _, fa in batch}
         # A pid is worth recording only for attempts still running; read the start time here,
         # off the event loop.
         live = [replace(sp, proc_start=runner.process_start_time(sp.pid))
-                for sp in spawned if (sp.job_id, sp.run) not in ended]
-        results: list[tuple[FinishedAttempt, Job | None]] = []
-        if batch or live:
-            results = store.finish([fa for a, fa in batch if not a.requeue], policy, live)
-            for attempt, fa in batch:
-                if attempt.requeue:
-                    store.release(fa.job_id, fa.run, fa.owner, time.time())
-                    log.info("job %s returned to pending (attempt %d not counted)", fa.job_id, fa.run)
-        claimed: list[Job] = []
-        next_due = None
-        if free > 0:
-            try:
-                claimed = store.claim_due(self.owner, self.settings.host, free, time.time(), self.settings.lease_s)
-                if len(claimed) < free:
-                    next_due = store.next_due_at()
-            except QueuectlError as exc:
-                log.warning("could not claim jobs: %s", exc.message)
-                next_due = time.time() + BUSY_RETRY_S
+                for sp in spawned if (sp.job_id, sp.run) not in done]
+        for attempt, fa in batch:
+            if attempt.requeue:
+                store.release(fa.job_id, fa.run, fa.owner, time.time())
+                log.info("job %s returned to pending (attempt %d not counted)", fa.job_id, fa.run)
+        ended = [fa for a, fa in batch if not a.requeue]
+        results, claimed = store.finish_and_claim(
+            ended, policy, live, self.owner, self.settings.host, free, time.time(), self.settings.lease_s
+        )
+        next_due = store.next_due_at() if 0 < free and len(claimed) < free else None
         return results, claimed, next_due
 
     def _start(self, job: Job) -> None:

@@ -216,12 +216,16 @@ class SqlStore:
     def claim_due(self, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
         """Atomically move up to `limit` due jobs to processing, stamped with `owner` and a lease."""
         with self._write() as conn:
-            claimed = self._claim(conn, owner, host, limit, now, lease_s)
-            if claimed:
-                conn.execute(
-                    insert(attempts),
-                    [{"job_id": j.id, "attempt": j.run, "started_at": now, "owner": owner} for j in claimed],
-                )
+            return self._claim_due_in(conn, owner, host, limit, now, lease_s)
+
+    def _claim_due_in(self, conn: Connection, owner: str, host: str, limit: int, now: float,
+                      lease_s: float) -> list[Job]:
+        claimed = self._claim(conn, owner, host, limit, now, lease_s)
+        if claimed:
+            conn.execute(
+                insert(attempts),
+                [{"job_id": j.id, "attempt": j.run, "started_at": now, "owner": owner} for j in claimed],
+            )
         claimed.sort(key=lambda j: (-j.priority, j.next_run_at or 0.0))
         return claimed
 
@@ -237,45 +241,61 @@ class SqlStore:
         (recovered elsewhere, canceled) matches nothing and comes back with None. A batch costs
         four statements however many attempts it holds.
         """
-        out: list[tuple[FinishedAttempt, Job | None]] = []
         with self._write() as conn:
-            if spawned:
-                conn.execute(_RECORD_PROCESS, [
-                    {"k_id": sp.job_id, "k_run": sp.run, "k_owner": sp.owner, "v_pid": sp.pid,
-                     "v_start": sp.proc_start} for sp in spawned
-                ])
-            if not finished:
-                return out
-            current: dict[str, Job] = {}
-            for chunk in _chunks([fa.job_id for fa in finished]):
-                rows = conn.execute(
-                    select(*_LIST_COLUMNS)
-                    .where(jobs.c.id.in_(chunk), jobs.c.state == JobState.PROCESSING.value)
-                    .with_for_update()
-                )
-                current.update((row.id, _job(row)) for row in rows)
-            job_rows: list[dict[str, Any]] = []
-            attempt_rows: list[dict[str, Any]] = []
-            for fa in finished:
-                job = current.get(fa.job_id)
-                if job is None or job.run != fa.run or job.owner != fa.owner:
-                    out.append((fa, None))
-                    continue
-                del current[fa.job_id]  # the same attempt reported twice in one batch counts once
-                values = _after_attempt(fa.outcome, job.attempts, job.max_retries, policy, fa.finished_at)
-                values.update(updated_at=fa.finished_at, finished_at=fa.finished_at, output_tail=fa.output_tail)
-                job_rows.append({"k_id": fa.job_id, "k_run": fa.run, "k_owner": fa.owner,
-                                 **{f"v_{k}": v for k, v in values.items()}})
-                attempt_rows.append({
-                    "k_id": fa.job_id, "k_run": fa.run, "v_finished_at": fa.finished_at,
-                    "v_exit_code": fa.outcome.exit_code, "v_reason": fa.outcome.reason,
-                    "v_error": None if fa.outcome.succeeded else fa.outcome.describe(),
-                })
-                out.append((fa, replace(job, **{**values, "state": JobState(values["state"])})))
-            if job_rows:
-                conn.execute(_FINISH_JOB, job_rows)
-                conn.execute(_FINISH_ATTEMPT, attempt_rows)
-        return out
+            return self._finish_in(conn, finished, policy, spawned)
+
+    def finish_and_claim(
+        self,
+        finished: Sequence[FinishedAttempt],
+        policy: RetryPolicy,
+        spawned: Sequence[SpawnedAttempt],
+        owner: str,
+        host: str,
+        limit: int,
+        now: float,
+        lease_s: float,
+    ) -> tuple[list[tuple[FinishedAttempt, Job | None]], list[Job]]:
+        """`finish`, then `claim_due` for the slots it freed, in one transaction: a scheduler turn
+        costs one commit."""
+        with self._write() as conn:
+            results = self._finish_in(conn, finished, policy, spawned)
+            claimed = self._claim_due_in(conn, owner, host, limit, now, lease_s) if limit > 0 else []
+        return results, claimed
+
+    def _finish_in(
+        self, conn: Connection, finished: Sequence[FinishedAttempt], policy: RetryPolicy,
+        spawned: Sequence[SpawnedAttempt],
+    ) -> list[tuple[FinishedAttempt, Job | None]]:
+        out: list[tuple[FinishedAttempt, Job | None]] = []
+        if spawned:
+            conn.execute(_RECORD_PROCESS, [
+                {"k_id": sp.job_id, "k_run": sp.run, "k_owner": sp.owner, "v_pid": sp.pid,
+                 "v_start": sp.proc_start} for sp in spawned
+            ])
+        if not finished:
+            return out
+        current: dict[str, Job] = {}
+        for chunk in _chunks([fa.job_id for fa in finished]):
+            rows = conn.execute(
+                select(*_LIST_COLUMNS)
+                .where(jobs.c.id.in_(chunk), jobs.c.state == JobState.PROCESSING.value)
+                .with_for_update()
+            )
+            current.update((row.id, _job(row)) for row in rows)
+        settled = settle_attempts(finished, current, policy)
+        job_rows = [
+            {"k_id": fa.job_id, "k_run": fa.run, "k_owner": fa.owner, **{f"v_{k}": v for k, v in values.items()}}
+            for fa, _, values in settled if values
+        ]
+        if job_rows:
+            conn.execute(_FINISH_JOB, job_rows)
+            conn.execute(_FINISH_ATTEMPT, [
+                {"k_id": fa.job_id, "k_run": fa.run, "v_finished_at": fa.finished_at,
+                 "v_exit_code": fa.outcome.exit_code, "v_reason": fa.outcome.reason,
+                 "v_error": None if fa.outcome.succeeded else fa.outcome.describe()}
+                for fa, _, values in settled if values
+            ])
+        return [(fa, job) for fa, job, _ in settled]
 
     def release(self, job_id: str, run: int, owner: str, now: float) -> bool:
         """Return a running job to pending without counting a failed attempt (worker stop --now)."""
@@ -427,6 +447,24 @@ def _fence(job_id: str, run: int, owner: str) -> tuple[Any, ...]:
         jobs.c.owner == owner,
         jobs.c.state == JobState.PROCESSING.value,
     )
+
+
+def settle_attempts(
+    finished: Sequence[FinishedAttempt], current: dict[str, Job], policy: RetryPolicy
+) -> list[tuple[FinishedAttempt, Job | None, dict[str, Any]]]:
+    """For each ended attempt: the job after it and the column values to write, or (None, {})
+    when the fence fails. `current` holds the processing jobs by id, as read in this transaction."""
+    out: list[tuple[FinishedAttempt, Job | None, dict[str, Any]]] = []
+    for fa in finished:
+        job = current.get(fa.job_id)
+        if job is None or job.run != fa.run or job.owner != fa.owner:
+            out.append((fa, None, {}))
+            continue
+        del current[fa.job_id]  # the same attempt reported twice in one batch counts once
+        values = _after_attempt(fa.outcome, job.attempts, job.max_retries, policy, fa.finished_at)
+        values.update(updated_at=fa.finished_at, finished_at=fa.finished_at, output_tail=fa.output_tail)
+        out.append((fa, replace(job, **{**values, "state": JobState(values["state"])}), values))
+    return out
 
 
 def _after_attempt(

@@ -5,17 +5,18 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from queuectl.errors import StoreBusy, StoreUnavailable
-from queuectld.jobs import Job, JobState
-from queuectld.store.base import NewJob
-from queuectld.store.sql import SqlStore, _job, translate_db_errors
+from queuectld.jobs import Job, JobState, RetryPolicy
+from queuectld.store.base import FinishedAttempt, NewJob, SpawnedAttempt
+from queuectld.store.sql import SqlStore, settle_attempts, translate_db_errors
 
 #: How long a write waits for another process's lock before the request fails with StoreBusy.
 BUSY_TIMEOUT_S = 5.0
@@ -24,8 +25,13 @@ WAL_LIMIT_BYTES = 64 * 1024 * 1024
 
 # INDEXED BY: without statistics SQLite may pick ix_jobs_state_created and sort every waiting
 # row (0.5 s per claim at a million jobs); the partial indexes answer in microseconds.
-_CLAIM = text(
-    """
+_JOB_COLUMNS = (
+    "id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at, updated_at,"
+    " started_at, finished_at, exit_code, last_error, owner, lease_expires_at, run, pid, proc_start, host"
+)
+# INDEXED BY: without statistics SQLite may pick ix_jobs_state_created and sort every waiting
+# row (0.5 s per claim at a million jobs); the partial indexes answer in microseconds.
+_CLAIM = f"""
     UPDATE jobs
        SET state = 'processing', owner = :owner, host = :host, lease_expires_at = :lease,
            run = run + 1, started_at = :now, updated_at = :now, pid = NULL, proc_start = NULL
@@ -33,11 +39,21 @@ _CLAIM = text(
                    WHERE state IN ('pending', 'failed') AND next_run_at <= :now
                    ORDER BY priority DESC, next_run_at
                    LIMIT :limit)
-    RETURNING id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at,
-              updated_at, started_at, finished_at, exit_code, last_error, owner, lease_expires_at,
-              run, pid, proc_start, host
-    """
+    RETURNING {_JOB_COLUMNS}
+"""
+# The scheduler's turn runs these through the driver directly: SQLAlchemy's per-statement work
+# was five times SQLite's own on this path.
+_INSERT_ATTEMPT = "INSERT INTO attempts (job_id, attempt, started_at, owner) VALUES (?, ?, ?, ?)"
+_RECORD_PROCESS = (
+    "UPDATE jobs SET pid = ?, proc_start = ? WHERE id = ? AND run = ? AND owner = ? AND state = 'processing'"
 )
+_SELECT_PROCESSING = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'processing' AND id IN "
+_FINISH_JOB = (
+    "UPDATE jobs SET owner = NULL, lease_expires_at = NULL, pid = NULL, proc_start = NULL, exit_code = ?,"
+    " state = ?, attempts = ?, next_run_at = ?, last_error = ?, updated_at = ?, finished_at = ?, output_tail = ?"
+    " WHERE id = ? AND run = ? AND owner = ? AND state = 'processing'"
+)
+_FINISH_ATTEMPT = "UPDATE attempts SET finished_at = ?, exit_code = ?, reason = ?, error = ? WHERE job_id = ? AND attempt = ?"
 
 _NEXT_DUE = text(
     "SELECT min(next_run_at) FROM jobs INDEXED BY ix_jobs_next WHERE state IN ('pending', 'failed')"
@@ -93,8 +109,72 @@ class SqliteStore(SqlStore):
         conn.exec_driver_sql("UPDATE state_counts SET n = n + ? WHERE state = 'pending'", (len(new),))
 
     def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
-        rows = conn.execute(_CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
-        return [_job(r) for r in rows]
+        cursor = conn.connection.driver_connection.cursor()
+        return _claim_raw(cursor, owner, host, limit, now, lease_s)
+
+    def finish_and_claim(
+        self,
+        finished: Sequence[FinishedAttempt],
+        policy: RetryPolicy,
+        spawned: Sequence[SpawnedAttempt],
+        owner: str,
+        host: str,
+        limit: int,
+        now: float,
+        lease_s: float,
+    ) -> tuple[list[tuple[FinishedAttempt, Job | None]], list[Job]]:
+        with self._raw_write() as cur:
+            if spawned:
+                cur.executemany(_RECORD_PROCESS, [(sp.pid, sp.proc_start, sp.job_id, sp.run, sp.owner) for sp in spawned])
+            settled: list[tuple[FinishedAttempt, Job | None, dict[str, Any]]] = []
+            if finished:
+                current: dict[str, Job] = {}
+                ids = list({fa.job_id for fa in finished})
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i : i + 500]
+                    cur.execute(_SELECT_PROCESSING + f"({', '.join('?' * len(chunk))})", chunk)
+                    current.update((row[0], _row_job(row)) for row in cur.fetchall())
+                settled = settle_attempts(finished, current, policy)
+                done = [(fa, v) for fa, _, v in settled if v]
+                cur.executemany(_FINISH_JOB, [
+                    (v["exit_code"], v["state"], v["attempts"], v["next_run_at"], v["last_error"], v["updated_at"],
+                     v["finished_at"], v["output_tail"], fa.job_id, fa.run, fa.owner) for fa, v in done
+                ])
+                cur.executemany(_FINISH_ATTEMPT, [
+                    (fa.finished_at, fa.outcome.exit_code, fa.outcome.reason,
+                     None if fa.outcome.succeeded else fa.outcome.describe(), fa.job_id, fa.run) for fa, _ in done
+                ])
+            claimed = _claim_raw(cur, owner, host, limit, now, lease_s) if limit > 0 else []
+            if claimed:
+                cur.executemany(_INSERT_ATTEMPT, [(j.id, j.run, now, owner) for j in claimed])
+        claimed.sort(key=lambda j: (-j.priority, j.next_run_at or 0.0))
+        return [(fa, job) for fa, job, _ in settled], claimed
+
+    @contextmanager
+    def _raw_write(self) -> Iterator[sqlite3.Cursor]:
+        """A write transaction on the writer's own driver connection (BEGIN IMMEDIATE ... COMMIT)."""
+        raw = self.write_engine.raw_connection()
+        try:
+            dbapi = raw.driver_connection
+            cur = dbapi.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cur
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+                cur.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if dbapi.in_transaction:
+                    dbapi.execute("ROLLBACK")
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise StoreBusy() from None
+                raise StoreUnavailable(detail=str(exc)) from None
+            finally:
+                cur.close()
+        finally:
+            raw.close()
 
     def next_due_at(self) -> float | None:
         with self._read() as conn:
@@ -105,6 +185,15 @@ class SqliteStore(SqlStore):
         # Outside any transaction: SQLite refuses to checkpoint inside one.
         with translate_db_errors(), self.write_engine.connect() as conn:
             conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+
+
+def _row_job(row: Sequence[Any]) -> Job:
+    return Job(row[0], row[1], JobState(row[2]), *row[3:])
+
+
+def _claim_raw(cur: sqlite3.Cursor, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
+    cur.execute(_CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
+    return [_row_job(row) for row in cur.fetchall()]
 
 
 def _create_private(path: Path) -> None:
