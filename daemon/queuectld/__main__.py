@@ -125,6 +125,12 @@ def setup_logging(level: str, log_file: Path | None) -> None:
     formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
+    # No caller, thread or process lookups per record: the format uses none of them, and the
+    # scheduler logs two lines per job (logging's documented optimisations).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 
 from queuectld.jobs import Job, Outcome
@@ -28,9 +29,9 @@ SECRET_ENV = ("QUEUECTL_TOKEN", "QUEUECTL_TOKEN_FILE", "QUEUECTL_DB", "PGPASSWOR
               "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "QUEUECTL_FAULT_POINT")
 
 
-def log_path(logs_dir: Path, job_id: str, run: int) -> Path:
+def log_path(logs_dir: Path | str, job_id: str, run: int) -> str:
     """Where attempt `run` of a job writes its output (ids cannot contain '/')."""
-    return logs_dir / f"{job_id}.{run}.log"
+    return f"{logs_dir}/{job_id}.{run}.log"
 
 
 def process_start_time(pid: int) -> int | None:
@@ -48,9 +49,14 @@ def process_start_time(pid: int) -> int | None:
         return None
 
 
+def base_environment(daemon_env: dict[str, str]) -> dict[str, str]:
+    """The daemon's environment minus its secrets: what every job starts from."""
+    return {k: v for k, v in daemon_env.items() if k not in SECRET_ENV}
+
+
 def job_environment(base: dict[str, str], job: Job, owner: str) -> dict[str, str]:
-    """The daemon's environment minus its secrets, plus the job's identity."""
-    env = {k: v for k, v in base.items() if k not in SECRET_ENV}
+    """A job's environment: `base_environment(...)` plus the job's identity."""
+    env = dict(base)
     env["QUEUECTL_JOB_ID"] = job.id
     env["QUEUECTL_ATTEMPT"] = str(job.run)
     env["QUEUECTL_OWNER"] = owner
@@ -70,7 +76,7 @@ class Attempt:
     one is a large part of running `true` on some file systems).
     """
 
-    def __init__(self, job: Job, owner: str, log_file: Path, *, timeout_s: float | None,
+    def __init__(self, job: Job, owner: str, log_file: str, *, timeout_s: float | None,
                  kill_grace_s: float, output_max_bytes: int) -> None:
         self.job = job
         self.owner = owner
@@ -96,33 +102,58 @@ class Attempt:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def start(self, env: dict[str, str], umask: int, on_done: Callable[[Attempt, Outcome], None]) -> None:
-        """Spawn the shell; `on_done` is called on the loop when the attempt has ended."""
+    def start(
+        self,
+        env: dict[str, str],
+        umask: int,
+        on_done: Callable[[Attempt, Outcome], None],
+        *,
+        on_spawn: Callable[[Attempt], None],
+        spawner: Executor | None = None,
+    ) -> None:
+        """Spawn the shell in `spawner`'s thread; `on_spawn` and then `on_done` are called on the loop.
+
+        The spawn runs off the loop because the spawning thread waits (vfork) until the child
+        has exec'd /bin/sh: about a millisecond in which the loop could do other work.
+        """
         loop = self._loop = asyncio.get_running_loop()
         self._on_done = on_done
         read_fd, write_fd = os.pipe()  # both close-on-exec; the child gets write_fd as 1 and 2
+        spawned = loop.run_in_executor(spawner, self._spawn, env, umask, write_fd)
+        spawned.add_done_callback(lambda f: self._watch(f, read_fd, on_spawn))
+
+    def _spawn(self, env: dict[str, str], umask: int, write_fd: int) -> int:
         try:
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", self.job.command],
                 stdin=_devnull(), stdout=write_fd, stderr=write_fd,
                 start_new_session=True, env=env, umask=umask, close_fds=True,
             )
-        except OSError as exc:
-            os.close(read_fd)
-            loop.call_soon(self._finish_now, Outcome(None, "spawn failed", f"could not start /bin/sh: {exc.strerror or exc}"))
-            return
         finally:
             os.close(write_fd)
         # We reap the child ourselves (pidfd + waitpid); Popen must not report it as still running.
         proc.returncode = 0
-        self.pid = proc.pid
+        return proc.pid
+
+    def _watch(self, spawned: asyncio.Future[int], read_fd: int, on_spawn: Callable[[Attempt], None]) -> None:
+        """On the loop, once the child exists: follow its output and its exit."""
+        loop = self._loop
+        assert loop is not None
+        exc = spawned.exception()
+        if exc is not None:
+            os.close(read_fd)
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self._finish_now(Outcome(None, "spawn failed", f"could not start /bin/sh: {detail}"))
+            return
+        self.pid = pid = spawned.result()
         self._pipe = read_fd
         os.set_blocking(read_fd, False)
         loop.add_reader(read_fd, self._on_output)
-        self._pidfd = os.pidfd_open(proc.pid)
+        self._pidfd = os.pidfd_open(pid)
         loop.add_reader(self._pidfd, self._on_exit)
         if self.timeout_s:
             self._timers.append(loop.call_later(self.timeout_s, self._on_timeout))
+        on_spawn(self)
         if self.kill_reason is not None:  # killed before it started
             self.kill(self.kill_reason)
 

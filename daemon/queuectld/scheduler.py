@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -36,10 +37,13 @@ class Scheduler:
         self.claiming = True
         self.running: dict[str, Attempt] = {}
         self._umask = umask
-        self._env = dict(os.environ)
+        self._env = runner.base_environment(dict(os.environ))
+        self._logs_dir = str(settings.logs_dir)
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="spawn")
         self._finished: list[tuple[Attempt, FinishedAttempt]] = []
         self._spawned: list[SpawnedAttempt] = []
-        self._wake = asyncio.Event()
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
         self._changed = asyncio.Event()
         self._stopping = False
         self._fault = fault_point()
@@ -49,7 +53,9 @@ class Scheduler:
 
     def notify(self) -> None:
         """Something happened (new job, config change, stop): run a turn soon."""
-        self._wake.set()
+        self._woken = True
+        if self._waiter is not None:
+            _resolve(self._waiter)
 
     def changed(self) -> asyncio.Event:
         """An event set the next time any job changes state (for `job.wait` and `logs --follow`)."""
@@ -103,6 +109,7 @@ class Scheduler:
         ended attempt, the next due time, or maintenance."""
         while True:
             if self._stopping and not self.running and not self._finished:
+                self._spawner.shutdown(wait=False)
                 return
             now = time.time()
             if now >= self._next_maintenance:
@@ -115,12 +122,23 @@ class Scheduler:
                 timeout = min(timeout, BUSY_RETRY_S)
             elif next_due is not None:
                 timeout = min(timeout, max(0.0, next_due - time.time()))
-            if timeout > 0:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                except asyncio.TimeoutError:
-                    pass
-            self._wake.clear()
+            await self._sleep(timeout)
+
+    async def _sleep(self, timeout: float) -> None:
+        """Until notify() or `timeout` seconds; not at all if something happened since the last
+        sleep. (A bare future and a timer: cheaper than wait_for, which makes a task each time.)"""
+        if self._woken or timeout <= 0:
+            self._woken = False
+            return
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+            self._woken = False
 
     async def _turn(self) -> tuple[bool, bool, float | None]:
         """Record, claim and start. Returns (store busy, every free slot filled, next due time)."""
@@ -178,7 +196,7 @@ class Scheduler:
         attempt = Attempt(
             job,
             self.owner,
-            runner.log_path(self.settings.logs_dir, job.id, job.run),
+            runner.log_path(self._logs_dir, job.id, job.run),
             timeout_s=job.timeout_s or (float(cfg["job-timeout"]) or None),
             kill_grace_s=float(cfg["kill-grace"]),
             output_max_bytes=int(cfg["output-max-bytes"]),
@@ -186,13 +204,15 @@ class Scheduler:
         self.running[job.id] = attempt
         log.info("job %s started (attempt %d): %s", job.id, job.run, _short(job.command))
         try:
-            attempt.start(runner.job_environment(self._env, job, self.owner), self._umask, self._attempt_done)
+            attempt.start(runner.job_environment(self._env, job, self.owner), self._umask, self._attempt_done,
+                          on_spawn=self._attempt_spawned, spawner=self._spawner)
         except Exception as exc:  # a bug or an OS failure (e.g. out of fds) must not lose the attempt
             log.exception("attempt %s/%d could not start", job.id, job.run)
             self._attempt_done(attempt, Outcome(None, "spawn failed", f"queuectld could not start the attempt: {exc}"))
-            return
-        if attempt.pid is not None:
-            self._spawned.append(SpawnedAttempt(job.id, job.run, self.owner, attempt.pid, None))
+
+    def _attempt_spawned(self, attempt: Attempt) -> None:
+        assert attempt.pid is not None
+        self._spawned.append(SpawnedAttempt(attempt.job.id, attempt.job.run, self.owner, attempt.pid, None))
 
     def _attempt_done(self, attempt: Attempt, outcome: Outcome) -> None:
         if self._fault == "after-exit":
@@ -262,6 +282,11 @@ class Scheduler:
             elif d.heartbeat_at < now - 3 * self.settings.lease_s:
                 dead.append(d.id)
         return dead
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _lost(la: LostAttempt, now: float) -> FinishedAttempt:
