@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from typing import Annotated, Any, Optional
@@ -110,72 +109,14 @@ def enqueue(
 def _enqueue_file(
     path: str, replace: bool, as_json: bool, max_retries: int | None, priority: int, timeout: float | None
 ) -> None:
-    stream = sys.stdin if path == "-" else _open(path)
-    line_numbers: list[int] = []
-    defaults = {k: v for k, v in (("max_retries", max_retries), ("priority", priority or None),
-                                  ("timeout_s", timeout)) if v is not None}
+    from queuectl import batch
 
-    def specs() -> Any:
-        for number, line in enumerate(stream, 1):
-            text = line.rstrip("\r\n")
-            if not text.strip() or text.lstrip().startswith("#"):
-                continue
-            line_numbers.append(number)
-            yield _job_line(text, number, defaults)
-
-    added = 0
-    ids: list[str] = []
-    try:
-        for chunk in client().enqueue_many(specs(), replace=replace):
-            added += len(chunk)
-            if as_json:
-                ids.extend(chunk)
-    except errors.InvalidParams as exc:
-        # The daemon numbers jobs within a chunk; say which line of the file it was.
-        def to_line(m: re.Match[str]) -> str:
-            index = added + int(m.group(1))
-            return f"line {line_numbers[index]}" if index < len(line_numbers) else m.group()
-
-        raise errors.InvalidParams(
-            re.sub(r"jobs\.(\d+)", to_line, exc.message) + f" ({added} job(s) before it were enqueued)"
-        ) from None
-    except errors.QueuectlError as exc:
-        if added:
-            exc.message += f" ({added} job(s) before it were enqueued)"
-        raise
+    defaults = batch.line_defaults(max_retries, priority, timeout)
+    added, ids = batch.enqueue_file(client(), path, replace=replace, defaults=defaults, keep_ids=as_json)
     if as_json:
         render().print_json({"enqueued": added, "ids": ids})
     else:
         print(f"enqueued {added} job(s)")
-
-
-def _open(path: str) -> Any:
-    try:
-        return open(path, encoding="utf-8")
-    except OSError as exc:
-        raise errors.InvalidValue(key="--file", detail=f"cannot read {path}: {exc.strerror}") from None
-
-
-_JSON_FIELDS = {"id": "id", "command": "command", "max_retries": "max_retries", "priority": "priority",
-                "timeout": "timeout_s", "timeout_s": "timeout_s", "delay": "delay_s", "delay_s": "delay_s"}
-
-
-def _job_line(text: str, number: int, defaults: dict[str, Any]) -> dict[str, Any]:
-    if not text.lstrip().startswith("{"):
-        return {"command": text, **defaults}
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        raise errors.InvalidValue(key="--file", detail=f"line {number}: not valid JSON ({exc})") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("command"), str):
-        raise errors.InvalidValue(key="--file", detail=f"line {number}: a JSON line needs a \"command\" string")
-    unknown = set(obj) - set(_JSON_FIELDS)
-    if unknown:
-        raise errors.InvalidValue(
-            key="--file", detail=f"line {number}: unknown field(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(_JSON_FIELDS)}"
-        )
-    return {**defaults, **{_JSON_FIELDS[k]: v for k, v in obj.items()}}
 
 
 @app.command("list")

@@ -126,17 +126,31 @@ class Client:
         return self._call(method, params or {})
 
     def _call(self, method: str, params: dict[str, Any]) -> Any:
+        self._send(method, json.dumps(params, separators=(",", ":"), ensure_ascii=False))
+        return self._receive(method)
+
+    def _send(self, method: str, params_json: str) -> None:
+        """Write one request whose params are already JSON text."""
         self._next_id += 1
-        line = json.dumps(
-            {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params},
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode()
-        if len(line) >= MAX_REQUEST_BYTES:
+        line = f'{{"jsonrpc":"2.0","id":{self._next_id},"method":"{method}","params":{params_json}}}\n'.encode()
+        if len(line) > MAX_REQUEST_BYTES:
             raise errors.RequestTooLarge(limit=MAX_REQUEST_BYTES)
         assert self._sock is not None
         try:
-            self._sock.sendall(line + b"\n")
+            self._sock.sendall(line)
+        except OSError as exc:
+            self.close()
+            raise self._lost(exc) from exc
+
+    def _lost(self, exc: OSError) -> errors.QueuectlError:
+        return errors.DaemonUnreachable(
+            f"lost the connection to queuectld at {self.address} ({exc.strerror or exc}). "
+            "Is it still running? Start it with `queuectld --detach`."
+        )
+
+    def _receive(self, method: str) -> Any:
+        """Read the answer to the oldest request in flight: its result, or its error raised."""
+        try:
             raw = self._reader.readline(MAX_RESPONSE_BYTES)
         except socket.timeout as exc:
             self.close()
@@ -146,10 +160,7 @@ class Client:
             ) from exc
         except OSError as exc:
             self.close()
-            raise errors.DaemonUnreachable(
-                f"lost the connection to queuectld at {self.address} ({exc.strerror or exc}). "
-                "Is it still running? Start it with `queuectld --detach`."
-            ) from exc
+            raise self._lost(exc) from exc
         if not raw:
             self.close()
             raise errors.DaemonUnreachable(
@@ -178,19 +189,34 @@ class Client:
         return self.call("job.enqueue", {"command": command, **_present(fields)})
 
     def enqueue_many(self, jobs: Iterable[dict[str, Any]], *, replace: bool = False) -> Iterator[list[str]]:
-        """Add jobs in size-capped chunks, each one transaction; yields each chunk's ids."""
-        chunk: list[dict[str, Any]] = []
+        """Add jobs in size-capped chunks, each one transaction; yields each chunk's ids.
+
+        Each job is encoded once; the next chunk is encoded while the daemon stores the previous
+        one, but sent only after its answer (a failed chunk stops the batch there).
+        """
+        if self._sock is None:
+            self._connect()
+        tail = f'],"replace":{"true" if replace else "false"}}}'
+        budget = MAX_REQUEST_BYTES - 200
+        in_flight = False
+        encoded: list[str] = []
         size = 0
-        budget = MAX_REQUEST_BYTES - 4096
         for job in jobs:
-            cost = len(json.dumps(job, ensure_ascii=False).encode()) + 1  # bytes, as the limit counts
-            if chunk and (size + cost > budget or len(chunk) >= 20000):
-                yield self.call("job.enqueue_batch", {"jobs": chunk, "replace": replace})["ids"]
-                chunk, size = [], 0
-            chunk.append(job)
+            text = _encode(job)
+            cost = len(text.encode()) + 1 if not text.isascii() else len(text) + 1  # bytes, as the limit counts
+            if encoded and (size + cost > budget or len(encoded) >= 20000):
+                if in_flight:
+                    yield self._receive("job.enqueue_batch")["ids"]
+                self._send("job.enqueue_batch", '{"jobs":[' + ",".join(encoded) + tail)
+                in_flight = True
+                encoded, size = [], 0
+            encoded.append(text)
             size += cost
-        if chunk:
-            yield self.call("job.enqueue_batch", {"jobs": chunk, "replace": replace})["ids"]
+        if in_flight:
+            yield self._receive("job.enqueue_batch")["ids"]
+        if encoded:
+            self._send("job.enqueue_batch", '{"jobs":[' + ",".join(encoded) + tail)
+            yield self._receive("job.enqueue_batch")["ids"]
 
     def get(self, job_id: str) -> dict[str, Any]:
         """One job with its attempts."""
@@ -253,6 +279,10 @@ class Client:
     def daemon_stop(self) -> dict[str, Any]:
         """Ask the daemon to drain and exit."""
         return self.call("daemon.stop", {})
+
+
+#: One encoder for every job of a batch (json.dumps with options builds a new one per call).
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _present(fields: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""The `queuectl` console script: answers the hot command, `enqueue`, without loading Typer.
+"""The `queuectl` console script: answers the hot commands, `enqueue` (one job, or a file of
+them), without loading Typer.
 
 Typer (with Click and pydantic under it) costs several times Python's own start-up, and a
 script that enqueues thousands of jobs one process at a time pays that every time. So this
-module parses the plain forms of `queuectl [--socket S] enqueue --command CMD [...]` with the
-standard library alone and hands anything else (help, --file, other commands, anything it does
+module parses the plain forms of `queuectl [--socket S] enqueue --command CMD|--file F [...]` with the
+standard library alone and hands anything else (help, other commands, anything it does
 not recognise) to the full Typer app in `queuectl.cli`, which behaves identically.
 """
 
@@ -17,6 +18,7 @@ _ENQUEUE = {
     "--command": ("command", str), "-c": ("command", str), "--id": ("id", str),
     "--max-retries": ("max_retries", int), "--priority": ("priority", int),
     "--timeout": ("timeout_s", float), "--delay": ("delay_s", float),
+    "--file": ("file", str), "-f": ("file", str),
 }
 
 
@@ -46,8 +48,10 @@ def parse_enqueue(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any], bool
             as_json = True
         else:
             return None
-    if not options.pop("enqueue", False) or "command" not in fields or None in options.values():
+    if not options.pop("enqueue", False) or None in options.values():
         return None
+    if ("command" in fields) == ("file" in fields) or ("file" in fields and {"id", "delay_s"} & set(fields)):
+        return None  # Typer explains what is missing or conflicting
     return options, fields, as_json
 
 
@@ -78,14 +82,25 @@ def main() -> None:
     address = options.get("socket") or os.environ.get("QUEUECTL_SOCKET")
     try:
         with Client(address, token_file=options.get("token_file"), tls_ca=options.get("tls_ca")) as client:
-            job = client.enqueue(fields.pop("command"), **fields)
+            if "file" in fields:
+                from queuectl import batch
+
+                defaults = batch.line_defaults(fields.get("max_retries"), fields.get("priority"),
+                                               fields.get("timeout_s"))
+                added, ids = batch.enqueue_file(client, fields["file"], replace=fields.get("replace", False),
+                                                defaults=defaults, keep_ids=as_json)
+                result: dict[str, Any] = {"enqueued": added, "ids": ids}
+                message = f"enqueued {added} job(s)"
+            else:
+                result = client.enqueue(fields.pop("command"), **fields)
+                message = f"enqueued {result['id']}"
     except errors.QueuectlError as exc:
         render.error(exc.message)
         raise SystemExit(exc.exit_status) from None
     if as_json:
-        render.print_json(job)
+        render.print_json(result)
     else:
-        print(f"enqueued {job['id']}")
+        print(message)
 
 
 if __name__ == "__main__":

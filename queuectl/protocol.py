@@ -37,9 +37,12 @@ class JobState(StrEnum):
 TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELED})
 
 
-def _command_bytes(command: str) -> str:
-    # max_length counts characters; the limit is on the UTF-8 the daemon stores and passes to sh.
-    if len(command.encode()) > MAX_COMMAND_BYTES:
+def _check_command(command: str) -> str:
+    # One pass instead of a regex per command (batches validate 100,000 of them). max_length
+    # counts characters; the limit is on the UTF-8 the daemon stores and passes to sh.
+    if "\x00" in command:
+        raise ValueError("the command contains a NUL character, which no shell command can")
+    if not command.isascii() and len(command.encode()) > MAX_COMMAND_BYTES:
         raise ValueError(f"the command is longer than {MAX_COMMAND_BYTES} bytes (UTF-8)")
     return command
 
@@ -47,8 +50,8 @@ def _command_bytes(command: str) -> str:
 JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN, description="1-128 chars of [A-Za-z0-9._:-]")]
 Command = Annotated[
     str,
-    Field(min_length=1, max_length=MAX_COMMAND_BYTES, pattern=r"^[^\x00]+$", description="a /bin/sh command"),
-    AfterValidator(_command_bytes),
+    Field(min_length=1, max_length=MAX_COMMAND_BYTES, description="a /bin/sh command"),
+    AfterValidator(_check_command),
 ]
 MaxRetries = Annotated[int, Field(ge=0, le=1000)]
 Priority = Annotated[int, Field(ge=-1000, le=1000)]

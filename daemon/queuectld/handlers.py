@@ -99,9 +99,16 @@ async def enqueue(ctx: Context, params: p.EnqueueParams) -> p.JobView:
 async def enqueue_batch(ctx: Context, params: p.EnqueueBatchParams) -> p.IdsResult:
     """job.enqueue_batch"""
     now = time.time()
-    # 1 µs apart: jobs of one batch run (and list) in the order they were given.
     generated = new_job_ids(now, len(params.jobs))
-    new = [_new_job(ctx, spec, now + i * 1e-6, generated[i]) for i, spec in enumerate(params.jobs)]
+    default_retries = int(ctx.config["max-retries"])
+    # Inline rather than _new_job per spec: this loop runs 100,000 times for one `enqueue --file`.
+    # Jobs are 1 µs apart so that those of one batch run (and list) in the order given.
+    new = [
+        NewJob(spec.id or generated[i], spec.command,
+               default_retries if spec.max_retries is None else spec.max_retries,
+               spec.priority, spec.timeout_s, now + i * 1e-6 + spec.delay_s, now + i * 1e-6)
+        for i, spec in enumerate(params.jobs)
+    ]
     ids = await ctx.db.write(ctx.db.store.enqueue, new, replace=params.replace, now=now)
     ctx.scheduler.notify()
     return p.IdsResult(ids=ids)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from queuectl import cli, protocol
+from queuectl import batch, cli, protocol
 from queuectl import client as client_module
 from queuectl.client import Client
 from queuectl.transport import MAX_REQUEST_BYTES
@@ -38,12 +38,23 @@ class Recorder:
         self.sent.append((method, dict(params or {})))
         return CANNED.get(method, {"ok": True, "message": "", "id": "x"})
 
+    def send(self, method: str, params_json: str) -> None:
+        """Stands in for Client._send (batches are written as pre-encoded JSON text)."""
+        self.sent.append((method, json.loads(params_json)))
+
+    def receive(self, method: str) -> Any:
+        """Stands in for Client._receive."""
+        return CANNED.get(method, {"ok": True, "message": "", "id": "x"})
+
 
 @pytest.fixture
 def recorded() -> Iterator[tuple[Client, Recorder]]:
     c = Client("unix:/nonexistent/q.sock")  # connects lazily: nothing is opened here
     rec = Recorder()
     c.call = rec  # type: ignore[method-assign]
+    c._send = rec.send  # type: ignore[method-assign]
+    c._receive = rec.receive  # type: ignore[method-assign]
+    c._connect = lambda: None  # type: ignore[method-assign]
     yield c, rec
 
 
@@ -117,7 +128,7 @@ def test_enqueue_file_lines_become_valid_batches(
     recorded: tuple[Client, Recorder], line: str, defaults: dict[str, Any]
 ) -> None:
     c, rec = recorded
-    list(c.enqueue_many([cli._job_line(line, 1, defaults)], replace=True))
+    list(c.enqueue_many([batch.job_line(line, 1, defaults)], replace=True))
     assert_valid(rec.sent)
 
 

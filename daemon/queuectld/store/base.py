@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from queuectld.jobs import Job, JobState, Outcome, RetryPolicy
 
 
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    """A validated job to insert; defaults already applied."""
+class NewJob(NamedTuple):
+    """A validated job to insert; defaults already applied. (A tuple: batches build 100,000.)"""
 
     id: str
     command: str

@@ -58,7 +58,9 @@ class JobRow(Base):
             postgresql_where=text("state IN ('pending', 'failed')"),
         ),
         Index("ix_jobs_state_created", "state", "created_at"),
-        Index("ix_jobs_created", "created_at"),
+        # `list` without a state, oldest first. SQLite lists in rowid (insertion) order instead,
+        # which costs no index: a fifth of batch-enqueue time went to maintaining this one.
+        Index("ix_jobs_created", "created_at").ddl_if(dialect="postgresql"),
     )
 
 

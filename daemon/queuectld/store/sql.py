@@ -181,11 +181,15 @@ class SqlStore:
         query = select(*_LIST_COLUMNS)
         if state is not None:
             query = query.where(jobs.c.state == state.value)
-        query = query.order_by(jobs.c.created_at, jobs.c.id)
+        query = query.order_by(*self._list_order(state))
         if limit is not None:
             query = query.limit(limit)
         with self._read() as conn:
             return [_job(r) for r in conn.execute(query)]
+
+    def _list_order(self, state: JobState | None) -> tuple[Any, ...]:
+        """Oldest first, in an order an index serves."""
+        return (jobs.c.created_at, jobs.c.id)
 
     def states_of(self, ids: Iterable[str]) -> dict[str, JobState]:
         """Current state of each existing job among `ids`."""

@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from queuectl.errors import StoreBusy, StoreUnavailable
 from queuectld.jobs import Job, JobState, RetryPolicy
 from queuectld.store.base import FinishedAttempt, NewJob, SpawnedAttempt
+from queuectld.store.models import jobs
 from queuectld.store.sql import SqlStore, settle_attempts, translate_db_errors
 
 #: How long a write waits for another process's lock before the request fails with StoreBusy.
@@ -58,9 +59,10 @@ _FINISH_ATTEMPT = "UPDATE attempts SET finished_at = ?, exit_code = ?, reason = 
 _NEXT_DUE = text(
     "SELECT min(next_run_at) FROM jobs INDEXED BY ix_jobs_next WHERE state IN ('pending', 'failed')"
 )
+# NewJob tuples bind as they are: (id, command, max_retries, priority, timeout_s, next_run_at, created_at).
 _INSERT = (
     "INSERT INTO jobs (id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at,"
-    " updated_at, run) VALUES (?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, 0)"
+    " updated_at, run) VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6, ?7, ?7, 0)"
 )
 _COUNTERS = """CREATE TABLE IF NOT EXISTS state_counts (state VARCHAR(16) PRIMARY KEY, n INTEGER NOT NULL)"""
 # Inserts are counted by the store in one statement per batch (a per-row insert trigger cost
@@ -102,10 +104,7 @@ class SqliteStore(SqlStore):
 
     def _insert_jobs(self, conn: Connection, new: Sequence[NewJob], now: float) -> None:
         # Straight to the driver: SQLAlchemy's per-row parameter processing doubled the cost.
-        conn.exec_driver_sql(
-            _INSERT,
-            [(j.id, j.command, j.max_retries, j.priority, j.timeout_s, j.next_run_at, j.created_at, now) for j in new],
-        )
+        conn.exec_driver_sql(_INSERT, new)
         conn.exec_driver_sql("UPDATE state_counts SET n = n + ? WHERE state = 'pending'", (len(new),))
 
     def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
@@ -175,6 +174,10 @@ class SqliteStore(SqlStore):
                 cur.close()
         finally:
             raw.close()
+
+    def _list_order(self, state: JobState | None) -> tuple[Any, ...]:
+        # Without a state filter: rowid is insertion order, which is creation order (no index needed).
+        return (jobs.c.created_at, jobs.c.id) if state is not None else (text("jobs.rowid"),)
 
     def next_due_at(self) -> float | None:
         with self._read() as conn:
