@@ -165,7 +165,8 @@ def _run(settings: Settings, umask: int, log_file: Path | None, on_ready: object
         setup_logging(settings.log_level, log_file)
         asyncio.run(serve(settings, on_ready, umask))  # type: ignore[arg-type]
     except QueuectlError as exc:
-        logging.getLogger("queuectld").error("%s", exc.message)
+        if log_file is not None:  # the log is a file: say it there too; stderr gets it once below
+            logging.getLogger("queuectld").error("%s", exc.message)
         print(f"queuectld: {exc.message}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from queuectl import batch, cli, protocol
+from queuectl import batch, protocol
 from queuectl import client as client_module
 from queuectl.client import Client
 from queuectl.transport import MAX_REQUEST_BYTES
