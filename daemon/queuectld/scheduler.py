@@ -159,8 +159,9 @@ class Scheduler:
         for attempt, _ in batch:
             if self.running.get(attempt.job.id) is attempt:
                 del self.running[attempt.job.id]
+        canceled = {a.job.id for a, _ in batch if a.kill_reason == "canceled"}
         for fa, job in results:
-            _log_result(fa, job)
+            _log_result(fa, job, canceled=fa.job_id in canceled)
         if claimed and self._fault == "after-claim":
             _crash("after-claim")
         for job in claimed:
@@ -296,8 +297,10 @@ def _lost(la: LostAttempt, now: float) -> FinishedAttempt:
     )
 
 
-def _log_result(fa: FinishedAttempt, job: Job | None) -> None:
-    if job is None:
+def _log_result(fa: FinishedAttempt, job: Job | None, *, canceled: bool = False) -> None:
+    if job is None and canceled:
+        log.info("job %s canceled; its attempt %d was stopped", fa.job_id, fa.run)
+    elif job is None:
         log.warning("job %s attempt %d ended (%s) but its lease was lost; result dropped",
                     fa.job_id, fa.run, fa.outcome.describe())
     elif job.state is JobState.COMPLETED:
