@@ -206,6 +206,7 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
     sd_notify("READY=1")
     on_ready()
 
+    stop_listening = store.listen(lambda: loop.call_soon_threadsafe(scheduler.notify))
     sched_task = loop.create_task(scheduler.run(), name="scheduler")
     try:
         stopper = loop.create_task(stop_event.wait(), name="stop")
@@ -215,6 +216,7 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
         sd_notify("STOPPING=1")
         await sched_task
     finally:
+        await asyncio.to_thread(stop_listening)
         await server.close()
         for path in (settings.socket_path, settings.pidfile):
             path.unlink(missing_ok=True)

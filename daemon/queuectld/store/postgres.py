@@ -1,18 +1,27 @@
 """What PostgreSQL needs that other dialects do not: SKIP LOCKED claims and contention-free counters.
 
 Several daemons on several hosts share one database. Claims take `FOR UPDATE SKIP LOCKED`, so
-two daemons never wait on (or take) the same row. The per-state counters are append-only delta
+two daemons never wait on (or take) the same row; a job that becomes due is announced with
+NOTIFY, so idle daemons wake at once instead of at their next timer. The per-state counters are append-only delta
 rows written by statement-level triggers (no hot row to lock), folded together by `checkpoint()`.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, create_engine, text
 
 from queuectld.jobs import Job
 from queuectld.store.sql import SqlStore, _job, translate_db_errors
+
+log = logging.getLogger(__name__)
+
+#: Where daemons sharing a database announce jobs that became due.
+CHANNEL = "queuectl_jobs"
 
 _CLAIM = text(
     """
@@ -87,6 +96,39 @@ class PostgresStore(SqlStore):
     def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
         rows = conn.execute(_CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
         return [_job(r) for r in rows]
+
+    def _announce(self, conn: Connection) -> None:
+        # Delivered at commit, and only if the transaction commits.
+        conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
+
+    def listen(self, on_jobs: Callable[[], None]) -> Callable[[], None]:
+        """LISTEN on a connection of its own, in a thread; reconnects after a failure."""
+        stop = threading.Event()
+        conninfo = self.write_engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+        def run() -> None:
+            import psycopg
+
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(conninfo, autocommit=True) as conn:
+                        conn.execute(f"LISTEN {CHANNEL}")
+                        on_jobs()  # anything announced while we were not listening
+                        while not stop.is_set():
+                            for _ in conn.notifies(timeout=1.0, stop_after=1):
+                                on_jobs()
+                except Exception as exc:  # the database restarted, the network dropped, ...
+                    log.warning("LISTEN %s failed (%s); retrying in 2 s", CHANNEL, exc)
+                    stop.wait(2.0)
+
+        thread = threading.Thread(target=run, name="store-listen", daemon=True)
+        thread.start()
+
+        def stop_listening() -> None:
+            stop.set()
+            thread.join(timeout=3.0)
+
+        return stop_listening
 
     def checkpoint(self) -> None:
         """Fold the counter deltas into one row per state (rows added meanwhile stay for next time)."""

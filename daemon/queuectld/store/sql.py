@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -92,6 +92,15 @@ class SqlStore:
                     f"({models.SCHEMA_VERSION}); upgrade queuectld"
                 )
 
+    def _announce(self, conn: Connection) -> None:
+        """A job became due now: tell other daemons sharing the store (dialect specific)."""
+
+    def listen(self, on_jobs: Callable[[], None]) -> Callable[[], None]:
+        """Call `on_jobs` (from another thread) when another daemon makes a job due; returns a
+        function that stops listening. A store only one daemon uses needs nothing: its own
+        requests already wake its scheduler."""
+        return lambda: None
+
     def _lock_schema(self, conn: Connection) -> None:
         """Serialize migrations of daemons starting together (SQLite's BEGIN IMMEDIATE already does)."""
 
@@ -146,6 +155,7 @@ class SqlStore:
                         conn.execute(delete(attempts).where(attempts.c.job_id.in_(chunk)))
                         conn.execute(delete(jobs).where(jobs.c.id.in_(chunk)))
                 self._insert_jobs(conn, new, now)
+                self._announce(conn)
         except IntegrityError:
             raise DuplicateJob(job_id=self._first_existing(ids) or ids[0]) from None
         return ids
@@ -314,6 +324,7 @@ class SqlStore:
             )
             if res.rowcount != 1:
                 return False  # the lease was lost: the attempt is not ours to close
+            self._announce(conn)
             conn.execute(
                 update(attempts)
                 .where(attempts.c.job_id == job_id, attempts.c.attempt == run)
@@ -403,6 +414,7 @@ class SqlStore:
                     finished_at=None, exit_code=None, last_error=None,
                 )
             )
+            self._announce(conn)
             return _job(conn.execute(select(jobs).where(jobs.c.id == job_id)).one())
 
     # -- config and daemons ---------------------------------------------------------------------
