@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
-from concurrent.futures import Executor
 from pathlib import Path
 
 from queuectld.jobs import Job, Outcome
@@ -94,6 +93,7 @@ class Attempt:
         self._pidfd: int | None = None
         self._log_fd: int | None = None
         self._status: int | None = None  #: raw wait status once reaped
+        self._spawn_error: BaseException | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._timed_out = False
         self._exited = False  #: the shell has exited (not yet reaped)
@@ -102,59 +102,47 @@ class Attempt:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def start(
-        self,
-        env: dict[str, str],
-        umask: int,
-        on_done: Callable[[Attempt, Outcome], None],
-        *,
-        on_spawn: Callable[[Attempt], None],
-        spawner: Executor | None = None,
-    ) -> None:
-        """Spawn the shell in `spawner`'s thread; `on_spawn` and then `on_done` are called on the loop.
-
-        The spawn runs off the loop because the spawning thread waits (vfork) until the child
-        has exec'd /bin/sh: about a millisecond in which the loop could do other work.
-        """
-        loop = self._loop = asyncio.get_running_loop()
-        self._on_done = on_done
+    def spawn(self, env: dict[str, str], umask: int) -> None:
+        """Start the shell. Blocking (the calling thread waits, vfork-style, until the child has
+        exec'd /bin/sh), so the scheduler calls it off the event loop; then `watch` on the loop.
+        A failure is kept and reported by `watch` as the attempt's outcome."""
         read_fd, write_fd = os.pipe()  # both close-on-exec; the child gets write_fd as 1 and 2
-        spawned = loop.run_in_executor(spawner, self._spawn, env, umask, write_fd)
-        spawned.add_done_callback(lambda f: self._watch(f, read_fd, on_spawn))
-
-    def _spawn(self, env: dict[str, str], umask: int, write_fd: int) -> int:
         try:
-            proc = subprocess.Popen(
-                ["/bin/sh", "-c", self.job.command],
-                stdin=_devnull(), stdout=write_fd, stderr=write_fd,
-                start_new_session=True, env=env, umask=umask, close_fds=True,
-            )
-        finally:
-            os.close(write_fd)
+            try:
+                proc = subprocess.Popen(
+                    ["/bin/sh", "-c", self.job.command],
+                    stdin=_devnull(), stdout=write_fd, stderr=write_fd,
+                    start_new_session=True, env=env, umask=umask, close_fds=True,
+                )
+            finally:
+                os.close(write_fd)
+        except Exception as exc:
+            os.close(read_fd)
+            self._spawn_error = exc
+            return
         # We reap the child ourselves (pidfd + waitpid); Popen must not report it as still running.
         proc.returncode = 0
-        return proc.pid
+        self.pid = proc.pid
+        self._pipe = read_fd
 
-    def _watch(self, spawned: asyncio.Future[int], read_fd: int, on_spawn: Callable[[Attempt], None]) -> None:
-        """On the loop, once the child exists: follow its output and its exit."""
-        loop = self._loop
-        assert loop is not None
-        exc = spawned.exception()
-        if exc is not None:
-            os.close(read_fd)
+    def watch(self, on_done: Callable[[Attempt, Outcome], None], on_spawn: Callable[[Attempt], None]) -> None:
+        """On the loop, after `spawn`: follow the child's output and exit; `on_spawn` now, and
+        `on_done(self, outcome)` once when the attempt has ended."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._on_done = on_done
+        if self.pid is None or self._pipe is None:
+            exc = self._spawn_error
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self._finish_now(Outcome(None, "spawn failed", f"could not start /bin/sh: {detail}"))
             return
-        self.pid = pid = spawned.result()
-        self._pipe = read_fd
-        os.set_blocking(read_fd, False)
-        loop.add_reader(read_fd, self._on_output)
-        self._pidfd = os.pidfd_open(pid)
+        os.set_blocking(self._pipe, False)
+        loop.add_reader(self._pipe, self._on_output)
+        self._pidfd = os.pidfd_open(self.pid)
         loop.add_reader(self._pidfd, self._on_exit)
         if self.timeout_s:
             self._timers.append(loop.call_later(self.timeout_s, self._on_timeout))
         on_spawn(self)
-        if self.kill_reason is not None:  # killed before it started
+        if self.kill_reason is not None:  # killed before it was watched
             self.kill(self.kill_reason)
 
     def kill(self, reason: str) -> None:

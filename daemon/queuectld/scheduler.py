@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -39,7 +38,7 @@ class Scheduler:
         self._umask = umask
         self._env = runner.base_environment(dict(os.environ))
         self._logs_dir = str(settings.logs_dir)
-        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="spawn")
+        self._kill_new = False  #: `worker stop --now`: kill attempts that are still being spawned too
         self._finished: list[tuple[Attempt, FinishedAttempt]] = []
         self._spawned: list[SpawnedAttempt] = []
         self._woken = False
@@ -71,11 +70,13 @@ class Scheduler:
         """Run `count` slots and resume claiming."""
         self.slots = count
         self.claiming = True
+        self._kill_new = False
         self.notify()
 
     def stop_workers(self, now: bool) -> int:
         """Stop claiming; with `now`, kill running attempts and requeue them uncounted."""
         self.claiming = False
+        self._kill_new = now
         if now:
             for attempt in self.running.values():
                 attempt.requeue = True
@@ -109,7 +110,6 @@ class Scheduler:
         ended attempt, the next due time, or maintenance."""
         while True:
             if self._stopping and not self.running and not self._finished:
-                self._spawner.shutdown(wait=False)
                 return
             now = time.time()
             if now >= self._next_maintenance:
@@ -149,7 +149,7 @@ class Scheduler:
             return False, False, None
         policy = RetryPolicy(float(self.config["backoff-base"]), float(self.config["backoff-max"]))
         try:
-            results, claimed, next_due = await self.db.write(self._turn_in_store_thread, batch, spawned, free, policy)
+            results, started, next_due = await self.db.write(self._turn_in_store_thread, batch, spawned, free, policy)
         except QueuectlError as exc:
             if not isinstance(exc, StoreBusy):
                 log.error("could not record finished attempts (will retry): %s", exc.message)
@@ -162,19 +162,24 @@ class Scheduler:
         canceled = {a.job.id for a, _ in batch if a.kill_reason == "canceled"}
         for fa, job in results:
             _log_result(fa, job, canceled=fa.job_id in canceled)
-        if claimed and self._fault == "after-claim":
-            _crash("after-claim")
-        for job in claimed:
-            self._start(job)
-        if batch or claimed:
+        for attempt in started:
+            self.running[attempt.job.id] = attempt
+            job = attempt.job
+            log.info("job %s started (attempt %d): %s", job.id, job.run, _short(job.command))
+            if self._kill_new:  # `worker stop --now` came while this one was being spawned
+                attempt.requeue = True
+                attempt.kill("worker stop --now")
+            attempt.watch(self._attempt_done, self._attempt_spawned)
+        if batch or started:
             self._signal_changed()
-        return False, free > 0 and len(claimed) == free, next_due
+        return False, free > 0 and len(started) == free, next_due
 
     def _turn_in_store_thread(
         self, batch: list[tuple[Attempt, FinishedAttempt]], spawned: list[SpawnedAttempt], free: int,
         policy: RetryPolicy,
-    ) -> tuple[list[tuple[FinishedAttempt, Job | None]], list[Job], float | None]:
-        """The store side of a turn, in the writer thread: one hand-off instead of three."""
+    ) -> tuple[list[tuple[FinishedAttempt, Job | None]], list[Attempt], float | None]:
+        """The blocking side of a turn, in the writer thread: record, claim, and spawn the claimed
+        jobs' shells right after the claim commits (no trip back to the loop in between)."""
         store = self.db.store
         done = {(fa.job_id, fa.run) for _, fa in batch}
         # A pid is worth recording only for attempts still running; read the start time here,
@@ -190,11 +195,18 @@ class Scheduler:
             ended, policy, live, self.owner, self.settings.host, free, time.time(), self.settings.lease_s
         )
         next_due = store.next_due_at() if 0 < free and len(claimed) < free else None
-        return results, claimed, next_due
+        if claimed and self._fault == "after-claim":
+            _crash("after-claim")
+        started = []
+        for job in claimed:
+            attempt = self._attempt(job)
+            attempt.spawn(runner.job_environment(self._env, job, self.owner), self._umask)
+            started.append(attempt)
+        return results, started, next_due
 
-    def _start(self, job: Job) -> None:
+    def _attempt(self, job: Job) -> Attempt:
         cfg = self.config
-        attempt = Attempt(
+        return Attempt(
             job,
             self.owner,
             runner.log_path(self._logs_dir, job.id, job.run),
@@ -202,14 +214,6 @@ class Scheduler:
             kill_grace_s=float(cfg["kill-grace"]),
             output_max_bytes=int(cfg["output-max-bytes"]),
         )
-        self.running[job.id] = attempt
-        log.info("job %s started (attempt %d): %s", job.id, job.run, _short(job.command))
-        try:
-            attempt.start(runner.job_environment(self._env, job, self.owner), self._umask, self._attempt_done,
-                          on_spawn=self._attempt_spawned, spawner=self._spawner)
-        except Exception as exc:  # a bug or an OS failure (e.g. out of fds) must not lose the attempt
-            log.exception("attempt %s/%d could not start", job.id, job.run)
-            self._attempt_done(attempt, Outcome(None, "spawn failed", f"queuectld could not start the attempt: {exc}"))
 
     def _attempt_spawned(self, attempt: Attempt) -> None:
         assert attempt.pid is not None
