@@ -218,7 +218,8 @@ class IdsResult(Result):
 
 
 class WorkersView(Result):
-    """Worker slots of this daemon (`active` runs jobs now) and live daemons sharing the store."""
+    """Worker slots (`active` run jobs now) of every live daemon sharing the store: this one's
+    exactly, its peers' as of their last heartbeat. `claiming` is this daemon's."""
 
     active: int
     slots: int

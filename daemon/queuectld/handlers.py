@@ -261,9 +261,17 @@ async def workers_stop(ctx: Context, params: p.WorkersStopParams) -> p.WorkersVi
 
 
 async def _workers(ctx: Context) -> p.WorkersView:
+    """This daemon's slots, plus what live peers sharing the store report in their heartbeats."""
     sched = ctx.scheduler
-    daemons = await ctx.db.read(ctx.db.store.daemons)
-    return p.WorkersView(active=sched.active, slots=sched.slots, claiming=sched.claiming, daemons=len(daemons))
+    fresh_after = time.time() - 3 * ctx.settings.lease_s
+    peers = [d for d in await ctx.db.read(ctx.db.store.daemons)
+             if d.id != sched.owner and d.heartbeat_at >= fresh_after]
+    return p.WorkersView(
+        active=sched.active + sum(d.active for d in peers),
+        slots=sched.slots + sum(d.slots for d in peers),
+        claiming=sched.claiming,
+        daemons=1 + len(peers),
+    )
 
 
 async def status(ctx: Context, params: p.EmptyParams) -> p.StatusResult:

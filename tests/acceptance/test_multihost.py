@@ -43,7 +43,8 @@ def test_two_daemons_share_one_queue_and_run_each_job_once(
     assert max(per_job.values()) == 1, [j for j, n in per_job.items() if n > 1]
     # Both daemons see the same queue, whichever one is asked.
     assert b.json("status")["counts"]["completed"] == 200
-    assert b.json("status")["workers"]["daemons"] == 2
+    workers = b.json("status")["workers"]
+    assert (workers["daemons"], workers["slots"]) == (2, 4)  # its own 2 slots and its peer's 2
 
 
 def test_an_idle_daemon_wakes_when_a_peer_enqueues(
