@@ -47,6 +47,18 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: fl
         time.sleep(interval)
 
 
+def assert_clean_failure(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Nonzero exit, no traceback, and one `error:` line on stderr containing every needle."""
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
 class Daemon:
     """A real queuectld on a temp state dir, plus helpers to run the real queuectl against it."""
 

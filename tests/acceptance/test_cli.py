@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, assert_clean_failure
 
 STATES = ("pending", "processing", "completed", "failed", "dead", "canceled")
 CONFIG_KEYS = ("max-retries", "backoff-base", "backoff-max", "workers")
@@ -29,18 +28,6 @@ JOB_FIELDS = {"id", "command", "state", "attempts", "max_retries", "next_run_at"
               "exit_code", "last_error"}
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$")
 GENERATED_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    """Nonzero exit, no traceback, and one `error:` line on stderr containing every needle."""
-    assert result.returncode != 0, result
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def assert_utc(value: Any) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Daemon, executable, wait_until
+from tests.conftest import Daemon, assert_clean_failure, executable, wait_until
 
 
 def ts(value: str) -> float:
@@ -30,18 +30,6 @@ def ts(value: str) -> float:
 def gate(path: Path) -> str:
     """A command that runs until `path` exists: lets a test decide when a job finishes."""
     return f"while [ ! -e {path} ]; do sleep 0.02; done; echo released"
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    """Nonzero exit, no traceback, and one `error:` line on stderr containing every needle."""
-    assert result.returncode != 0, result
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def settle(d: Daemon, *ids: str) -> dict[str, dict[str, Any]]:
