@@ -1,11 +1,12 @@
 """The `queuectl` console script: answers the hot commands, `enqueue` (one job, or a file of
-them), without loading Typer.
+them) and `status`, without loading Typer.
 
 Typer (with Click and pydantic under it) costs several times Python's own start-up, and a
 script that enqueues thousands of jobs one process at a time pays that every time. So this
-module parses the plain forms of `queuectl [--socket S] enqueue --command CMD|--file F [...]` with the
-standard library alone and hands anything else (help, other commands, anything it does
-not recognise) to the full Typer app in `queuectl.cli`, which behaves identically.
+module parses the plain forms of `queuectl [--socket S] enqueue --command CMD|--file F [...]` and
+`queuectl [--socket S] status [--json]` with the standard library alone and hands anything else
+(help, other commands, anything it does not recognise) to the full Typer app in `queuectl.cli`,
+which behaves identically.
 """
 
 from __future__ import annotations
@@ -65,8 +66,50 @@ def _split_equals(argv: list[str]) -> list[str]:
     return out
 
 
+def parse_status(argv: list[str]) -> tuple[dict[str, Any], bool] | None:
+    """(global options, --json) for `queuectl [globals] status [--json]`; None otherwise."""
+    options: dict[str, Any] = {}
+    args = iter(_split_equals(argv))
+    seen_status = as_json = False
+    for arg in args:
+        if arg in _GLOBAL and not seen_status:
+            options[_GLOBAL[arg]] = next(args, None)
+        elif arg == "status" and not seen_status:
+            seen_status = True
+        elif arg == "--json" and seen_status:
+            as_json = True
+        else:
+            return None
+    if not seen_status or None in options.values():
+        return None
+    return options, as_json
+
+
+def _status(options: dict[str, Any], as_json: bool) -> None:
+    import os
+
+    from queuectl import errors, render
+    from queuectl.client import Client
+
+    address = options.get("socket") or os.environ.get("QUEUECTL_SOCKET")
+    try:
+        with Client(address, token_file=options.get("token_file"), tls_ca=options.get("tls_ca")) as client:
+            data = client.status()
+    except errors.QueuectlError as exc:
+        render.error(exc.message)
+        raise SystemExit(exc.exit_status) from None
+    if as_json:
+        render.print_json({"workers": data["workers"], "counts": data["counts"], "daemon": data["daemon"]})
+    else:
+        render.status(data)
+
+
 def main() -> None:
     """Entry point of `queuectl`."""
+    status = parse_status(sys.argv[1:])
+    if status is not None:
+        _status(*status)
+        return
     parsed = parse_enqueue(sys.argv[1:])
     if parsed is None:
         from queuectl.cli import main as full_cli
