@@ -145,6 +145,11 @@ class Attempt:
         if self.kill_reason is not None:  # killed before it was watched
             self.kill(self.kill_reason)
 
+    @property
+    def ended(self) -> bool:
+        """The attempt has ended and reported its outcome (it may not be recorded yet)."""
+        return self._loop is not None and self._on_done is None
+
     def kill(self, reason: str) -> None:
         """SIGTERM the process group now, SIGKILL it after the grace period."""
         if self.kill_reason is None:

@@ -79,8 +79,9 @@ class Scheduler:
         self._kill_new = now
         if now:
             for attempt in self.running.values():
-                attempt.requeue = True
-                attempt.kill("worker stop --now")
+                if not attempt.ended:  # one that just ended is recorded as it ended, not re-run
+                    attempt.requeue = True
+                    attempt.kill("worker stop --now")
         self.notify()
         return len(self.running)
 
