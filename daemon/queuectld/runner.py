@@ -165,7 +165,7 @@ class Attempt:
             _signal_group(self.pid, signal.SIGKILL)
 
     def _on_timeout(self) -> None:
-        if self._status is None:
+        if not self._exited:  # a shell that exited in time is not timed out by its leftovers
             self._timed_out = True
             self.kill("timeout")
 
