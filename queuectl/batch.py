@@ -7,7 +7,11 @@ import json
 import re
 import sys
 from collections.abc import Iterator
-from typing import Any
+
+# Annotations only: importing `typing` costs the client's start-up more than the rest of it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from queuectl import errors
 from queuectl.client import Client

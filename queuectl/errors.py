@@ -146,12 +146,6 @@ class UnsafePath(QueuectlError):
     code = 1014
 
 
-class ShuttingDown(QueuectlError):
-    """queuectld is shutting down and no longer accepts this request."""
-
-    code = 1015
-
-
 class StoreUnavailable(QueuectlError):
     """The job store failed: {detail}. Nothing was changed; check the daemon log and the database."""
 

@@ -12,7 +12,11 @@ which behaves identically.
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+# Annotations only: importing `typing` costs the client's start-up more than the rest of it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _GLOBAL = {"--socket": "socket", "--token-file": "token_file", "--tls-ca": "tls_ca"}
 _ENQUEUE = {

@@ -10,7 +10,11 @@ import json
 import re
 import sys
 from datetime import datetime, timezone
-from typing import Any
+
+# Annotations only: importing `typing` costs the client's start-up more than the rest of it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _CONTROL_NO_NL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")

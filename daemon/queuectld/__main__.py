@@ -54,10 +54,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Resolve flags and environment into Settings; raises QueuectlError on bad values."""
     from queuectl.errors import InvalidValue
 
-    state_dir = (args.state_dir or paths.state_dir()).expanduser().absolute()
-    socket_path = (args.socket.expanduser() if args.socket else
-                   (paths.socket_path(state_dir) if "QUEUECTL_SOCKET" in os.environ or
-                    "XDG_RUNTIME_DIR" in os.environ else state_dir / paths.SOCKET_NAME)).absolute()
+    state_dir = (args.state_dir or Path(paths.state_dir())).expanduser().absolute()
+    socket_path = (args.socket or Path(paths.socket_path(state_dir))).expanduser().absolute()
     if len(str(socket_path).encode()) > 107:
         raise InvalidValue(key="--socket", detail=f"{socket_path} is longer than a Unix socket path may be (107 bytes)")
     tcp = None

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from queuectl import paths
 from queuectl.errors import DaemonAlreadyRunning, InvalidValue, UnsafePath
 from queuectld import runner
 from queuectld.handlers import Context
@@ -80,7 +81,7 @@ def claim_socket_path(path: Path) -> None:
     finally:
         probe.close()
     pid = "?"
-    pidfile = path.parent / "queuectld.pid"
+    pidfile = path.parent / paths.PIDFILE_NAME
     if pidfile.exists():
         pid = pidfile.read_text().strip() or "?"
     raise DaemonAlreadyRunning(pid=pid, where=str(path))

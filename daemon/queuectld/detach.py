@@ -8,8 +8,6 @@ from collections.abc import Callable
 
 from queuectld.settings import Settings
 
-#: How long the foreground process waits for the daemon to be ready.
-READY_TIMEOUT_S = 30.0
 
 
 def detach(settings: Settings, run: Callable[[Callable[[], None]], None]) -> None:

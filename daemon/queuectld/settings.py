@@ -7,6 +7,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from queuectl import paths
+
 #: A running attempt's lease; renewed every LEASE_S / 3 while the daemon lives.
 LEASE_S = 30.0
 #: A connection must complete its first request (over TCP: authenticate) within this time.
@@ -41,12 +43,12 @@ class Settings:
     @property
     def pidfile(self) -> Path:
         """Beside the socket, so `queuectl` users find it."""
-        return self.socket_path.parent / "queuectld.pid"
+        return self.socket_path.parent / paths.PIDFILE_NAME
 
     @property
     def token_file(self) -> Path:
         """The TCP token, created on first start."""
-        return self.state_dir / "token"
+        return self.state_dir / paths.TOKEN_NAME
 
     @property
     def lockfile(self) -> Path:
