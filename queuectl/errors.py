@@ -152,6 +152,30 @@ class StoreUnavailable(QueuectlError):
     code = 1016
 
 
+class StoreDamaged(QueuectlError):
+    """The job store is damaged ({detail}); this request was not served. The daemon keeps serving what it can: stop it, restore the database from its backup, or start afresh with `queuectld --new-store`."""
+
+    code = 1019
+
+
+class DiskFull(QueuectlError):
+    """The disk holding {path} is full; nothing was stored. Free some space and try again."""
+
+    code = 1020
+
+
+class OutcomeUnknown(QueuectlError):
+    """The store lost its answer to a commit ({detail}): the change may or may not have been made. Check with `queuectl show ID` or `queuectl list`; repeating an enqueue with the same id is safe."""
+
+    code = 1021
+
+
+class StoreRefused(QueuectlError):
+    """Refusing to open the job store {path}: {detail}"""
+
+    code = 1022
+
+
 class TooManyConnections(QueuectlError):
     """queuectld already serves {limit} connections; this one is closed. Try again shortly."""
 
