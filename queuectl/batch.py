@@ -48,11 +48,14 @@ def job_line(text: str, number: int, defaults: dict[str, Any]) -> dict[str, Any]
 
 def enqueue_file(
     client: Client, path: str, *, replace: bool, defaults: dict[str, Any], keep_ids: bool
-) -> tuple[int, list[str]]:
-    """Enqueue every job in `path` (`-` is stdin); returns how many, and their ids if asked.
+) -> tuple[int, int, list[str]]:
+    """Enqueue every job in `path` (`-` is stdin); returns how many were added, how many were
+    already there with identical fields (skipped: safe to run the same file again), and every
+    job's id if asked.
 
     Each chunk is one transaction: on an error, the chunks before it stay enqueued and the
-    message says how many jobs that was, and which line of the file failed.
+    message says how many jobs that was, and which line of the file failed. Jobs without an id
+    get one the client picks, so a chunk whose answer is lost is sent once more, harmlessly.
     """
     stream = sys.stdin if path == "-" else _open(path)
     line_numbers: list[int] = []
@@ -65,30 +68,39 @@ def enqueue_file(
             line_numbers.append(number)
             yield job_line(text, number, defaults)
 
-    added = 0
+    done = 0  #: jobs of the chunks answered so far, added or already there
+    existing = 0
     ids: list[str] = []
     try:
-        for chunk in client.enqueue_many(specs(), replace=replace):
-            added += len(chunk)
+        for answer in client.enqueue_many(specs(), replace=replace):
+            done += len(answer["ids"])
+            existing += answer.get("existing", 0)
             if keep_ids:
-                ids.extend(chunk)
+                ids.extend(answer["ids"])
     except errors.InvalidParams as exc:
         # The daemon numbers jobs within a chunk; say which line of the file it was.
         def to_line(m: re.Match[str]) -> str:
-            index = added + int(m.group(1))
+            index = done + int(m.group(1))
             return f"line {line_numbers[index]}" if index < len(line_numbers) else m.group()
 
         raise errors.InvalidParams(
-            re.sub(r"jobs\.(\d+)", to_line, exc.message) + f" ({added} job(s) before it were enqueued)"
+            re.sub(r"jobs\.(\d+)", to_line, exc.message) + f" ({done} job(s) before it were enqueued)"
         ) from None
     except errors.QueuectlError as exc:
-        if added:
-            exc.message += f" ({added} job(s) before it were enqueued)"
+        if done:
+            exc.message += f" ({done} job(s) before it were enqueued)"
         raise
     finally:
         if stream is not sys.stdin:
             stream.close()
-    return added, ids
+    return done - existing, existing, ids
+
+
+def summary(added: int, existing: int) -> str:
+    """What `enqueue --file` prints."""
+    if not existing:
+        return f"enqueued {added} job(s)"
+    return f"enqueued {added} job(s); {existing} already there with identical fields, not added again"
 
 
 def _open(path: str) -> Any:

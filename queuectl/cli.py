@@ -112,11 +112,11 @@ def _enqueue_file(
     from queuectl import batch
 
     defaults = batch.line_defaults(max_retries, priority, timeout)
-    added, ids = batch.enqueue_file(client(), path, replace=replace, defaults=defaults, keep_ids=as_json)
+    added, existing, ids = batch.enqueue_file(client(), path, replace=replace, defaults=defaults, keep_ids=as_json)
     if as_json:
-        render().print_json({"enqueued": added, "ids": ids})
+        render().print_json({"enqueued": added, "existing": existing, "ids": ids})
     else:
-        print(f"enqueued {added} job(s)")
+        print(batch.summary(added, existing))
 
 
 @app.command("list")

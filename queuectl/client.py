@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-from queuectl import errors, paths
+from queuectl import errors, ids, paths
 from queuectl.transport import (
     MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES,
@@ -25,6 +25,17 @@ from queuectl.transport import (
 )
 
 PROTOCOL_VERSION = 1
+
+
+class _AnswerLost(Exception):
+    """Raised by `_receive`: the request was sent whole, then the connection broke before its
+    answer, so the daemon may have acted on it. The enqueue methods retry on it; to every other
+    caller it is `error`, a DaemonUnreachable."""
+
+    def __init__(self, error: errors.DaemonUnreachable) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.message = error.message
 
 
 def default_address() -> str:
@@ -136,7 +147,10 @@ class Client:
 
     def _call(self, method: str, params: dict[str, Any]) -> Any:
         self._send(method, json.dumps(params, separators=(",", ":"), ensure_ascii=False))
-        return self._receive(method)
+        try:
+            return self._receive(method)
+        except _AnswerLost as lost:
+            raise lost.error from None
 
     def _send(self, method: str, params_json: str) -> None:
         """Write one request whose params are already JSON text."""
@@ -169,13 +183,13 @@ class Client:
             ) from exc
         except OSError as exc:
             self.close()
-            raise self._lost(exc) from exc
+            raise _AnswerLost(self._lost(exc)) from exc
         if not raw:
             self.close()
-            raise errors.DaemonUnreachable(
+            raise _AnswerLost(errors.DaemonUnreachable(
                 f"queuectld at {self.address} closed the connection during {method}. "
                 "Is it shutting down? Check its log."
-            )
+            ))
         try:
             reply = json.loads(raw)
         except ValueError:
@@ -194,38 +208,92 @@ class Client:
     # -- one method per RPC -----------------------------------------------------------------
 
     def enqueue(self, command: str, **fields: Any) -> dict[str, Any]:
-        """Add one job; returns it. Fields: id, max_retries, priority, timeout_s, run_at, replace."""
-        return self.call("job.enqueue", {"command": command, **_present(fields)})
+        """Add one job; returns it. Fields: id, max_retries, priority, timeout_s, delay_s, replace.
 
-    def enqueue_many(self, jobs: Iterable[dict[str, Any]], *, replace: bool = False) -> Iterator[list[str]]:
-        """Add jobs in size-capped chunks, each one transaction; yields each chunk's ids.
+        Without an id the client picks one (queuectl.ids) before sending, so the request is safe
+        to repeat: when its answer is lost (the daemon's OutcomeUnknown, or the connection broke
+        after it was sent) it is sent once more, and the daemon returns the job the first try
+        stored. Not with replace, which would overwrite again: then the outcome is reported as
+        unknown."""
+        params = {"command": command, **_present(fields)}
+        job_id = params.setdefault("id", ids.new_stem())
+        params_json = json.dumps(params, separators=(",", ":"), ensure_ascii=False)
+        if self._sock is None:
+            self._connect()
+        self._send("job.enqueue", params_json)
+        try:
+            return self._receive("job.enqueue")
+        except (errors.OutcomeUnknown, _AnswerLost) as lost:
+            subject = f"job {job_id!r}"
+            if params.get("replace"):
+                raise _unknown(subject, lost, None, job_id, "it is not retried by itself because --replace would "
+                               "overwrite it again") from None
+            return self._send_again("job.enqueue", params_json, lost, subject, job_id)
+
+    def enqueue_many(self, jobs: Iterable[dict[str, Any]], *, replace: bool = False) -> Iterator[dict[str, Any]]:
+        """Add jobs in size-capped chunks, each one transaction; yields each chunk's answer
+        (`ids`, and `existing`: how many were already there with identical fields).
 
         Each job is encoded once; the next chunk is encoded while the daemon stores the previous
-        one, but sent only after its answer (a failed chunk stops the batch there).
+        one, but sent only after its answer (a failed chunk stops the batch there). Jobs without
+        an id are named by the daemon from a stem the client picks (`id_stem`, `id_start`), so a
+        chunk whose answer is lost is sent once more and names the same jobs; the daemon skips
+        those the first try stored, which this then counts as added, not as `existing`.
+        Not with replace (see `enqueue`).
         """
         if self._sock is None:
             self._connect()
-        tail = f'],"replace":{"true" if replace else "false"}}}'
-        budget = MAX_REQUEST_BYTES - 200
-        in_flight = False
+        tail = f'],"replace":{"true" if replace else "false"},"id_stem":"{ids.new_stem()}","id_start":'
+        budget = MAX_REQUEST_BYTES - 300
+        in_flight: str | None = None  #: the params of the chunk sent and not yet answered
         encoded: list[str] = []
         size = 0
+        start = 0  #: index of encoded[0] in the whole batch
         for job in jobs:
             text = _encode(job)
             cost = len(text.encode()) + 1 if not text.isascii() else len(text) + 1  # bytes, as the limit counts
             if encoded and (size + cost > budget or len(encoded) >= 20000):
-                if in_flight:
-                    yield self._receive("job.enqueue_batch")["ids"]
-                self._send("job.enqueue_batch", '{"jobs":[' + ",".join(encoded) + tail)
-                in_flight = True
+                if in_flight is not None:
+                    yield self._batch_answer(in_flight, replace, start)
+                in_flight = '{"jobs":[' + ",".join(encoded) + tail + f"{start}}}"
+                self._send("job.enqueue_batch", in_flight)
+                start += len(encoded)
                 encoded, size = [], 0
             encoded.append(text)
             size += cost
-        if in_flight:
-            yield self._receive("job.enqueue_batch")["ids"]
+        if in_flight is not None:
+            yield self._batch_answer(in_flight, replace, start)
         if encoded:
-            self._send("job.enqueue_batch", '{"jobs":[' + ",".join(encoded) + tail)
-            yield self._receive("job.enqueue_batch")["ids"]
+            in_flight = '{"jobs":[' + ",".join(encoded) + tail + f"{start}}}"
+            self._send("job.enqueue_batch", in_flight)
+            yield self._batch_answer(in_flight, replace, start + len(encoded))
+
+    def _batch_answer(self, params_json: str, replace: bool, end: int) -> dict[str, Any]:
+        """The answer to the chunk in flight (jobs before index `end`), sent once more if lost."""
+        try:
+            return self._receive("job.enqueue_batch")
+        except (errors.OutcomeUnknown, _AnswerLost) as lost:
+            subject = f"a chunk of jobs (up to job {end} of the batch)"
+            if replace:
+                raise _unknown(subject, lost, None, None, "it is not retried by itself because --replace would "
+                               "overwrite them again") from None
+            answer = self._send_again("job.enqueue_batch", params_json, lost, subject, None)
+            return {**answer, "existing": 0}
+
+    def _send_again(self, method: str, params_json: str, lost: errors.QueuectlError | _AnswerLost, subject: str,
+                    job_id: str | None) -> Any:
+        """The one retry of a request whose answer was lost. Safe only for requests that name
+        every job they add: the daemon returns (or skips) what the first try stored."""
+        self.close()
+        try:
+            self._connect()
+            self._send(method, params_json)
+            return self._receive(method)
+        except errors.DuplicateJob:
+            raise  # a definite answer: a different job holds the id
+        except (errors.QueuectlError, _AnswerLost) as again:
+            self.close()
+            raise _unknown(subject, lost, again, job_id, None) from None
 
     def get(self, job_id: str) -> dict[str, Any]:
         """One job with its attempts."""
@@ -296,3 +364,21 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 def _present(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _unknown(subject: str, lost: errors.QueuectlError | _AnswerLost, again: errors.QueuectlError | _AnswerLost | None,
+             job_id: str | None, why_not_again: str | None) -> errors.OutcomeUnknown:
+    """The error for an enqueue whose outcome stays unknown: what happened, and how to find out."""
+    what = f"the answer to the enqueue of {subject} was lost ({_short(lost.message)})"
+    if again is not None:
+        what += f", and so was the retry's ({_short(again.message)})"
+    check = f"`queuectl show {job_id}`" if job_id else "`queuectl list`"
+    retry = f"; repeating the same enqueue (with --id {job_id}) is safe" if job_id and why_not_again is None else ""
+    why = f"; {why_not_again}" if why_not_again else ""
+    return errors.OutcomeUnknown(f"The outcome is unknown: {what}. It may or may not have been stored{why}. "
+                                 f"Check with {check}{retry}.")
+
+
+def _short(message: str) -> str:
+    """The first sentence of an error message, for quoting inside another."""
+    return message.split(". ", 1)[0].rstrip(".")

@@ -134,10 +134,10 @@ def main() -> None:
 
                 defaults = batch.line_defaults(fields.get("max_retries"), fields.get("priority"),
                                                fields.get("timeout_s"))
-                added, ids = batch.enqueue_file(client, fields["file"], replace=fields.get("replace", False),
-                                                defaults=defaults, keep_ids=as_json)
-                result: dict[str, Any] = {"enqueued": added, "ids": ids}
-                message = f"enqueued {added} job(s)"
+                added, existing, ids = batch.enqueue_file(client, fields["file"], replace=fields.get("replace", False),
+                                                          defaults=defaults, keep_ids=as_json)
+                result: dict[str, Any] = {"enqueued": added, "existing": existing, "ids": ids}
+                message = batch.summary(added, existing)
             else:
                 result = client.enqueue(fields.pop("command"), **fields)
                 message = f"enqueued {result['id']}"

@@ -95,10 +95,14 @@ class EnqueueParams(JobSpec):
 
 
 class EnqueueBatchParams(Params):
-    """Add many jobs in one transaction (`job.enqueue_batch`): all or none."""
+    """Add many jobs in one transaction (`job.enqueue_batch`): all or none. A job without an id
+    is named `<id_stem>-<id_start + its index>` when the client picks `id_stem` (then the same
+    request sent again names the same jobs), else by the daemon."""
 
     jobs: Annotated[list[JobSpec], Field(min_length=1, max_length=100_000)]
     replace: bool = False
+    id_stem: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,100}$")] | None = None
+    id_start: Annotated[int, Field(ge=0, le=10**12)] = 0  #: the first job's index within the client's whole batch
 
 
 class JobRef(Params):
@@ -212,9 +216,11 @@ class JobsResult(Result):
 
 
 class IdsResult(Result):
-    """Ids of the jobs a batch added."""
+    """Ids of the batch's jobs, in order; `existing` of them were already there with identical
+    fields (a repeat, e.g. a retry after a lost answer) and were not added again."""
 
     ids: list[str]
+    existing: int = 0
 
 
 class WorkersView(Result):

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from queuectl import __version__
+from queuectl import __version__, ids
 from queuectl import protocol as p
 from queuectl.errors import InvalidValue, JobNotFound, ProtocolMismatch
 from queuectld import config as config_keys
@@ -62,13 +61,6 @@ def job_view(job: Job, attempts: list[AttemptRecord] | None = None) -> p.JobView
     )
 
 
-def new_job_ids(now: float, count: int) -> list[str]:
-    """Time-ordered, collision-safe, and short enough to type: `<ms hex>-<random>[-<n>]`, one
-    random draw per batch (a draw per job was a sixth of batch-enqueue time)."""
-    stem = f"{int(now * 1000):x}-{secrets.token_hex(4)}"
-    return [stem] if count == 1 else [f"{stem}-{i}" for i in range(count)]
-
-
 def _new_job(ctx: Context, spec: p.JobSpec, now: float, generated_id: str) -> NewJob:
     return NewJob(
         id=spec.id or generated_id,
@@ -85,10 +77,12 @@ def _new_job(ctx: Context, spec: p.JobSpec, now: float, generated_id: str) -> Ne
 
 
 async def enqueue(ctx: Context, params: p.EnqueueParams) -> p.JobView:
-    """job.enqueue"""
+    """job.enqueue: a repeat of an existing job (same id, identical fields) returns it as it is."""
     now = time.time()
-    new = _new_job(ctx, params, now, new_job_ids(now, 1)[0])
-    await ctx.db.write(ctx.db.store.enqueue, [new], replace=params.replace, now=now)
+    new = _new_job(ctx, params, now, ids.new_stem(now))
+    done = await ctx.db.write(ctx.db.store.enqueue, [new], replace=params.replace, now=now)
+    if done.existing:  # e.g. the client's retry after the answer to its first try was lost
+        return job_view(await ctx.db.read(ctx.db.store.get, new.id))
     ctx.scheduler.notify()
     # The job as committed (no second trip to the store: the slot may be starting it already).
     return job_view(Job(id=new.id, command=new.command, state=JobState.PENDING, attempts=0,
@@ -97,9 +91,11 @@ async def enqueue(ctx: Context, params: p.EnqueueParams) -> p.JobView:
 
 
 async def enqueue_batch(ctx: Context, params: p.EnqueueBatchParams) -> p.IdsResult:
-    """job.enqueue_batch"""
+    """job.enqueue_batch: jobs identical to existing ones are skipped and counted in `existing`."""
     now = time.time()
-    generated = new_job_ids(now, len(params.jobs))
+    count = len(params.jobs)
+    generated = (ids.batch_ids(params.id_stem, params.id_start, count) if params.id_stem
+                 else ids.new_job_ids(now, count))
     default_retries = int(ctx.config["max-retries"])
     # Inline rather than _new_job per spec: this loop runs 100,000 times for one `enqueue --file`.
     # Jobs are 1 µs apart so that those of one batch run (and list) in the order given.
@@ -109,9 +105,10 @@ async def enqueue_batch(ctx: Context, params: p.EnqueueBatchParams) -> p.IdsResu
                spec.priority, spec.timeout_s, now + i * 1e-6 + spec.delay_s, now + i * 1e-6)
         for i, spec in enumerate(params.jobs)
     ]
-    ids = await ctx.db.write(ctx.db.store.enqueue, new, replace=params.replace, now=now)
-    ctx.scheduler.notify()
-    return p.IdsResult(ids=ids)
+    done = await ctx.db.write(ctx.db.store.enqueue, new, replace=params.replace, now=now)
+    if len(done.existing) < count:
+        ctx.scheduler.notify()
+    return p.IdsResult(ids=done.ids, existing=len(done.existing))
 
 
 async def get_job(ctx: Context, params: p.JobRef) -> p.JobView:

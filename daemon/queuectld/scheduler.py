@@ -47,6 +47,9 @@ class Scheduler:
         self._stopping = False
         self._fault = fault_point()
         self._next_maintenance = 0.0
+        #: Turns whose claim may have committed without their attempts in `running` yet: while
+        #: one is in flight, no row of ours can be called a stray (see `_maintain`).
+        self._turns_in_flight = 0
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -149,14 +152,20 @@ class Scheduler:
         if not batch and not spawned and free <= 0:
             return False, False, None
         policy = RetryPolicy(float(self.config["backoff-base"]), float(self.config["backoff-max"]))
+        self._turns_in_flight += 1
         try:
             results, started, next_due = await self.db.write(self._turn_in_store_thread, batch, spawned, free, policy)
         except QueuectlError as exc:
             if not isinstance(exc, StoreBusy):
                 log.error("could not record finished attempts (will retry): %s", exc.message)
+                # Its claim may have committed (the answer was lost, or a later step failed) with
+                # nothing started: maintenance puts such rows back, so run it now.
+                self._next_maintenance = 0.0
             self._finished[:0] = batch
             self._spawned[:0] = spawned
             return True, False, None
+        finally:
+            self._turns_in_flight -= 1
         for attempt, _ in batch:
             if self.running.get(attempt.job.id) is attempt:
                 del self.running[attempt.job.id]
@@ -232,22 +241,40 @@ class Scheduler:
     # -- leases, heartbeat, recovery ------------------------------------------------------------
 
     async def _maintain(self, now: float) -> None:
-        """Renew our leases and heartbeat; recover attempts of dead daemons; refresh config."""
+        """Renew the leases of the attempts we run and heartbeat; put back rows of ours that we do
+        not run; recover attempts of dead daemons; refresh config."""
         self._next_maintenance = now + self.settings.lease_s / 3
         store = self.db.store
         try:
-            held = await self.db.write(store.renew_leases, self.owner, now, self.settings.lease_s,
-                                       len(self.running), self.slots)
+            held = await self.db.write(store.renew_leases, self.owner, self._running_keys(), now,
+                                       self.settings.lease_s, len(self.running), self.slots)
             for job_id, attempt in list(self.running.items()):
-                if job_id not in held and attempt.pid is not None and not attempt.kill_reason:
+                if job_id not in held and attempt.pid is not None and not attempt.kill_reason and not attempt.ended:
                     log.warning("job %s: lease lost (canceled or recovered elsewhere); killing its process", job_id)
                     attempt.kill("lease lost")
+            # A row of ours is a stray only if no claim of ours can be on its way to `running`: a
+            # turn's claim commits in the writer thread before its attempts join `running` on the
+            # loop. `run()` awaits turns and maintenance one after the other, so none is in flight
+            # there; the check keeps it so. Between the check and the submission to the writer
+            # thread (FIFO) nothing else runs on the loop, so a later turn's claim comes after.
+            if self._turns_in_flight == 0:
+                strays = await self.db.write(store.release_strays, self.owner, self._running_keys(), time.time())
+                for job_id, run in strays:
+                    log.warning("job %s: claimed by this daemon (attempt %d) but not running here, e.g. the "
+                                "answer to its claim was lost; returned to pending (not counted)", job_id, run)
+                if strays:
+                    self._signal_changed()
+                    self.notify()
             await self.recover(now)
             self.config.update(await self.db.read(store.config_all))
             await self.db.write(store.checkpoint)
         except QueuectlError as exc:
             log.warning("maintenance skipped: %s", exc.message)
             self._next_maintenance = now + BUSY_RETRY_S * 4
+
+    def _running_keys(self) -> list[tuple[str, int]]:
+        """(job id, run) of every attempt this daemon runs, ended ones not yet recorded included."""
+        return [(a.job.id, a.job.run) for a in self.running.values()]
 
     async def recover(self, now: float) -> int:
         """End attempts whose daemon is gone as failed ("worker lost"), killing orphans first."""

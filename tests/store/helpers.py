@@ -43,7 +43,7 @@ def new_job(
 def add(store: Store, *jobs: NewJob | str, replace: bool = False, now: float = T0) -> list[str]:
     """Enqueue jobs (a bare string is a default job with that id) in one batch."""
     batch = [new_job(j, at=now) if isinstance(j, str) else j for j in jobs]
-    return store.enqueue(batch, replace=replace, now=now)
+    return store.enqueue(batch, replace=replace, now=now).ids
 
 
 def claim(

@@ -229,7 +229,8 @@ def test_renew_leases_extends_only_the_owners_processing_jobs(store: Store) -> N
     finish(store, done, 0, now=T0 + 2)
     info = DaemonInfo(OWNER, HOST, pid=100, proc_start=5, started_at=T0, heartbeat_at=T0, slots=4, active=0)
     store.register_daemon(info)
-    assert store.renew_leases(OWNER, T0 + 8, 30, active=2, slots=4) == {"a", "b"}
+    running = [(a.id, a.run), (b.id, b.run), (done.id, done.run), (theirs.id, theirs.run)]
+    assert store.renew_leases(OWNER, running, T0 + 8, 30, active=2, slots=4) == {"a", "b"}
     assert store.get("a").lease_expires_at == store.get("b").lease_expires_at == T0 + 38
     assert store.get("theirs").lease_expires_at == theirs.lease_expires_at == T0 + 11
     assert store.get("done").lease_expires_at is None
@@ -237,7 +238,7 @@ def test_renew_leases_extends_only_the_owners_processing_jobs(store: Store) -> N
     assert (me.heartbeat_at, me.active, me.slots) == (T0 + 8, 2, 4)
     # Renewed leases keep a live owner's jobs out of recovery.
     assert [x.job_id for x in store.lost_attempts(T0 + 20, [])] == ["theirs"]
-    assert store.renew_leases("nobody", T0 + 9, 30, 0, 1) == set()
+    assert store.renew_leases("nobody", running, T0 + 9, 30, 0, 1) == set()
     assert (a.id, b.id) == ("a", "b")
 
 

@@ -26,7 +26,7 @@ def test_enqueue_and_list(store: Store) -> None:
         ],
         replace=False,
         now=T0,
-    )
+    ).ids
     assert ids == ["b", "a", "c"]
     listed = store.list_jobs(None, None)
     assert [j.id for j in listed] == ["b", "a", "c"]  # oldest first, not by id
@@ -94,7 +94,7 @@ def test_batch_with_a_duplicate_inside_is_rejected_whole(store: Store) -> None:
 def test_batch_clashing_with_a_stored_job_is_rejected_whole(store: Store) -> None:
     add(store, "b")
     with pytest.raises(DuplicateJob, match="'b'"):
-        add(store, "a", "b", "c", now=T0 + 1)
+        add(store, "a", new_job("b", command="not the same"), "c", now=T0 + 1)
     assert [j.id for j in store.list_jobs(None, None)] == ["b"]
     assert_counts_exact(store)
 
@@ -249,7 +249,7 @@ def test_counts_stay_exact_through_every_transition(store: Store) -> None:
     store.delete("b")
     assert_counts_exact(store)
     with pytest.raises(DuplicateJob):
-        add(store, "g", "f", now=T0 + 5)  # a refused batch must not count
+        add(store, "g", new_job("f", command="not the same"), now=T0 + 5)  # a refused batch must not count
     assert_counts_exact(store)
     running = claim(store, now=T0 + 5, limit=1)[0]
     store.cancel(running.id, T0 + 6)  # processing -> canceled
@@ -320,6 +320,6 @@ def test_batches_larger_than_one_in_list_chunk(store: Store) -> None:
     with pytest.raises(InvalidState, match="|".join(f"'{job_id}'" for job_id in claimed)):  # any running one
         add(store, *(new_job(job_id) for job_id in ids), replace=True, now=T0 + 30)
     with pytest.raises(DuplicateJob, match="'j1100'"):
-        add(store, *(new_job(f"new{i}") for i in range(1100)), new_job("j1100"), now=T0 + 30)
+        add(store, *(new_job(f"new{i}") for i in range(1100)), new_job("j1100", command="not the same"), now=T0 + 30)
     assert len(store.list_jobs(None, None)) == len(ids)
     assert_counts_exact(store)

@@ -55,7 +55,8 @@ WRITES: dict[str, Callable[[Store], Any]] = {
     "cancel": lambda s: s.cancel("waiting", T0 + 1),
     "delete": lambda s: s.delete("waiting"),
     "config_set": lambda s: s.config_set("workers", 9),
-    "renew_leases": lambda s: s.renew_leases(OWNER, T0 + 1, 30, 1, 1),
+    "renew_leases": lambda s: s.renew_leases(OWNER, [("running", 1)], T0 + 1, 30, 1, 1),
+    "release_strays": lambda s: s.release_strays(OWNER, [("running", 1)], T0 + 1),
 }
 
 

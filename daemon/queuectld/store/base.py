@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -19,6 +19,19 @@ class NewJob(NamedTuple):
     timeout_s: float | None
     next_run_at: float
     created_at: float
+
+
+#: An attempt by job id and run: what every attempt write is fenced on (with the owner).
+RunKey = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """What `enqueue` did: the ids of the batch in order, and those among them that were already
+    there with identical fields (a repeat, e.g. a retry after a lost answer), not added again."""
+
+    ids: list[str]
+    existing: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +99,7 @@ class DaemonInfo:
 class Store(Protocol):
     """What the daemon needs from storage. Every method is one transaction."""
 
-    def enqueue(self, new: Sequence[NewJob], *, replace: bool, now: float) -> list[str]: ...
+    def enqueue(self, new: Sequence[NewJob], *, replace: bool, now: float) -> Enqueued: ...
     def get(self, job_id: str) -> Job: ...
     def attempts_of(self, job_id: str) -> list[AttemptRecord]: ...
     def list_jobs(self, state: JobState | None, limit: int | None) -> list[Job]: ...
@@ -101,7 +114,10 @@ class Store(Protocol):
         owner: str, host: str, limit: int, now: float, lease_s: float,
     ) -> tuple[list[tuple[FinishedAttempt, Job | None]], list[Job]]: ...
     def release(self, job_id: str, run: int, owner: str, now: float) -> bool: ...
-    def renew_leases(self, owner: str, now: float, lease_s: float, active: int, slots: int) -> set[str]: ...
+    def renew_leases(
+        self, owner: str, running: Collection[RunKey], now: float, lease_s: float, active: int, slots: int
+    ) -> set[str]: ...
+    def release_strays(self, owner: str, running: Collection[RunKey], now: float) -> list[RunKey]: ...
     def lost_attempts(self, now: float, dead_owners: Iterable[str]) -> list[LostAttempt]: ...
     def next_due_at(self) -> float | None: ...
     def cancel(self, job_id: str, now: float) -> tuple[Job, JobState]: ...

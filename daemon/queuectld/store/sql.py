@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, RootTransaction, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from queuectl.errors import DuplicateJob, InvalidState, JobNotFound, StoreBusy, StoreUnavailable
+from queuectl.errors import DuplicateJob, InvalidState, JobNotFound, OutcomeUnknown, StoreBusy, StoreUnavailable
 from queuectld.config import DEFAULTS
 from queuectld.jobs import TERMINAL_STATES, Job, JobState, Outcome, RetryPolicy
 from queuectld.store import models
-from queuectld.store.base import AttemptRecord, DaemonInfo, FinishedAttempt, LostAttempt, NewJob, SpawnedAttempt
+from queuectld.store.base import (
+    AttemptRecord, DaemonInfo, Enqueued, FinishedAttempt, LostAttempt, NewJob, RunKey, SpawnedAttempt,
+)
 from queuectld.store.models import attempts, config, daemons, jobs, meta
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,10 @@ log = logging.getLogger(__name__)
 _WAITING = (JobState.PENDING.value, JobState.FAILED.value)
 _LIST_COLUMNS = [c for c in jobs.c if c.name != "output_tail"]
 _IN_CHUNK = 500
+#: Why an attempt was put back by `release_strays` (kept in its attempt row).
+STRAY_ERROR = "never started here: this daemon does not run it (e.g. the answer to its claim was lost); not counted"
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -67,8 +73,44 @@ class SqlStore:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with translate_db_errors(), self.write_engine.begin() as conn:
-            yield conn
+        """One write transaction. An error from its statements means nothing was changed (the
+        transaction rolls back); an error from its COMMIT does not: see `_commit`."""
+        with translate_db_errors():
+            conn = self.write_engine.connect()
+        try:
+            with translate_db_errors():
+                trans = conn.begin()
+                try:
+                    yield conn
+                except BaseException:
+                    trans.rollback()
+                    raise
+            self._commit(trans)
+        finally:
+            conn.close()
+
+    def _commit(self, trans: RootTransaction) -> None:
+        """Commit, kept apart from the classifier of statement errors: once COMMIT is sent, the
+        server may have committed even if its answer never arrives (a dropped connection, a
+        crashed server). Such an error is OutcomeUnknown, never "nothing was changed" — unless
+        the dialect knows that this error means nothing was committed."""
+        try:
+            trans.commit()
+            self._after_commit()
+        except DBAPIError as exc:
+            if self._commit_failed_cleanly(exc.orig):
+                with translate_db_errors():
+                    raise
+            log.error("the commit's outcome is unknown: %s", _first_line(exc.orig))
+            raise OutcomeUnknown(detail=_first_line(exc.orig)) from None
+
+    def _commit_failed_cleanly(self, error: BaseException | None) -> bool:
+        """Whether this driver error from COMMIT guarantees that nothing was committed (dialect
+        specific; by default nothing is guaranteed)."""
+        return False
+
+    def _after_commit(self) -> None:
+        """Called after each successful commit of `_write` (a fault point for tests may raise here)."""
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -136,8 +178,14 @@ class SqlStore:
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    def enqueue(self, new: Sequence[NewJob], *, replace: bool, now: float) -> list[str]:
-        """Insert jobs in one transaction; with replace, overwrite any that are not running."""
+    def enqueue(self, new: Sequence[NewJob], *, replace: bool, now: float) -> Enqueued:
+        """Insert jobs in one transaction; with replace, overwrite any that are not running.
+
+        Without replace, a job whose id exists with identical fields (command, max_retries,
+        priority, timeout_s; times are not compared) is a repeat of the same request, e.g. a
+        retry after a lost answer: it is not added again and comes back in `existing`. An id
+        that exists with different fields is DuplicateJob, and nothing of the batch is added.
+        """
         ids = [j.id for j in new]
         if len(set(ids)) != len(ids):
             seen: set[str] = set()
@@ -156,9 +204,35 @@ class SqlStore:
                         conn.execute(delete(jobs).where(jobs.c.id.in_(chunk)))
                 self._insert_jobs(conn, new, now)
                 self._announce(conn)
+            return Enqueued(ids, [])
         except IntegrityError:
+            if replace:
+                raise DuplicateJob(job_id=self._first_existing(ids) or ids[0]) from None
+        # Some ids exist (the fast path above pays nothing for this check): again, skipping repeats.
+        try:
+            with self._write() as conn:
+                existing = self._existing_fields(conn, ids)
+                for j in new:
+                    if j.id in existing and existing[j.id] != (j.command, j.max_retries, j.priority, j.timeout_s):
+                        raise DuplicateJob(job_id=j.id)
+                fresh = [j for j in new if j.id not in existing]
+                if fresh:
+                    self._insert_jobs(conn, fresh, now)
+                    self._announce(conn)
+        except IntegrityError:  # added meanwhile by another daemon sharing the store
             raise DuplicateJob(job_id=self._first_existing(ids) or ids[0]) from None
-        return ids
+        return Enqueued(ids, [i for i in ids if i in existing])
+
+    def _existing_fields(self, conn: Connection, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """(command, max_retries, priority, timeout_s) of the jobs among `ids` that exist."""
+        out: dict[str, tuple[Any, ...]] = {}
+        for chunk in _chunks(ids):
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.command, jobs.c.max_retries, jobs.c.priority, jobs.c.timeout_s)
+                .where(jobs.c.id.in_(chunk))
+            )
+            out.update((r.id, (r.command, r.max_retries, r.priority, r.timeout_s)) for r in rows)
+        return out
 
     def _first_existing(self, ids: Sequence[str]) -> str | None:
         with self._read() as conn:
@@ -332,19 +406,55 @@ class SqlStore:
             )
         return True
 
-    def renew_leases(self, owner: str, now: float, lease_s: float, active: int, slots: int) -> set[str]:
-        """Extend this owner's leases and heartbeat; returns the ids it still holds."""
+    def renew_leases(
+        self, owner: str, running: Collection[RunKey], now: float, lease_s: float, active: int, slots: int
+    ) -> set[str]:
+        """Extend the leases of exactly the attempts `running` (job id, run) that this owner still
+        holds, fenced as every attempt write is, and heartbeat; returns the ids renewed. A row the
+        owner holds but does not run is not renewed (see `release_strays`)."""
+        held: set[str] = set()
         with self._write() as conn:
-            held = conn.execute(
-                update(jobs)
-                .where(jobs.c.owner == owner, jobs.c.state == JobState.PROCESSING.value)
-                .values(lease_expires_at=now + lease_s)
-                .returning(jobs.c.id)
-            ).scalars().all()
+            for chunk in _chunks(list(running), 200):
+                held.update(conn.execute(
+                    update(jobs)
+                    .where(or_(*(and_(jobs.c.id == job_id, jobs.c.run == run) for job_id, run in chunk)),
+                           jobs.c.owner == owner, jobs.c.state == JobState.PROCESSING.value)
+                    .values(lease_expires_at=now + lease_s)
+                    .returning(jobs.c.id)
+                ).scalars())
             conn.execute(
                 update(daemons).where(daemons.c.id == owner).values(heartbeat_at=now, active=active, slots=slots)
             )
-        return set(held)
+        return held
+
+    def release_strays(self, owner: str, running: Collection[RunKey], now: float) -> list[RunKey]:
+        """Put back every processing row of this owner that is not among the attempts it runs
+        (the claim committed but its answer was lost, or any other reason): pending, due now, no
+        attempt counted, the attempt row saying why, announced to other daemons. Returns them.
+
+        The caller must pass every attempt whose claim it has seen commit; a claim still in
+        flight when `running` was taken would be put back under its own process."""
+        keep = set(running)
+        with self._write() as conn:
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.run).where(jobs.c.owner == owner, jobs.c.state == JobState.PROCESSING.value)
+            ).all()
+            strays = [(r.id, r.run) for r in rows if (r.id, r.run) not in keep]
+            for job_id, run in strays:
+                conn.execute(
+                    update(jobs)
+                    .where(*_fence(job_id, run, owner))
+                    .values(state=JobState.PENDING.value, owner=None, lease_expires_at=None, pid=None,
+                            proc_start=None, next_run_at=now, updated_at=now)
+                )
+                conn.execute(
+                    update(attempts)
+                    .where(attempts.c.job_id == job_id, attempts.c.attempt == run)
+                    .values(finished_at=now, reason="requeued", error=STRAY_ERROR)
+                )
+            if strays:
+                self._announce(conn)
+        return strays
 
     def lost_attempts(self, now: float, dead_owners: Iterable[str]) -> list[LostAttempt]:
         """Running attempts whose lease expired or whose owner is known dead."""
@@ -521,7 +631,12 @@ _FINISH_ATTEMPT = (
 )
 
 
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for i in range(0, len(items), _IN_CHUNK):
-        yield items[i : i + _IN_CHUNK]
+def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _first_line(error: BaseException | None) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 

@@ -12,9 +12,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
-from queuectl.errors import StoreBusy, StoreUnavailable
+from queuectl.errors import OutcomeUnknown, StoreBusy, StoreUnavailable
 from queuectld.jobs import Job, JobState, RetryPolicy
+from queuectld.settings import fault_point
 from queuectld.store.base import FinishedAttempt, NewJob, SpawnedAttempt
 from queuectld.store.models import jobs
 from queuectld.store.sql import SqlStore, settle_attempts, translate_db_errors
@@ -23,6 +25,13 @@ from queuectld.store.sql import SqlStore, settle_attempts, translate_db_errors
 BUSY_TIMEOUT_S = 5.0
 #: After a checkpoint the WAL is truncated to at most this size.
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
+#: SQLite's primary result codes for which a failed COMMIT committed nothing. SQLITE_BUSY: "the
+#: transaction remains active and the COMMIT can be retried later" (lang_transaction.html).
+#: SQLITE_FULL: in WAL mode the commit record is the last frame a COMMIT appends, so a write
+#: that ran out of space never completed it (SQLite then rolls the transaction back).
+_COMMIT_FAILED_CLEANLY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_FULL)
+#: The fault point that makes a COMMIT commit and then fail as if its answer had been lost.
+LOSE_COMMIT_ANSWER = "lose-commit-answer:"
 
 # INDEXED BY: without statistics SQLite may pick ix_jobs_state_created and sort every waiting
 # row (0.5 s per claim at a million jobs); the partial indexes answer in microseconds.
@@ -85,8 +94,18 @@ class SqliteStore(SqlStore):
         if path and path != ":memory:":
             _create_private(Path(path))
             _enable_wal(Path(path))
-        super().__init__(_engine(url, immediate=True, sync=sync), _engine(url, immediate=False, sync=sync))
+        point = fault_point() or ""
+        self._lost_answer = _LostAnswer(point[len(LOSE_COMMIT_ANSWER):]) if point.startswith(LOSE_COMMIT_ANSWER) else None
+        super().__init__(_engine(url, immediate=True, sync=sync, trace=self._lost_answer),
+                         _engine(url, immediate=False, sync=sync))
         self.migrate()
+
+    def _commit_failed_cleanly(self, error: BaseException | None) -> bool:
+        return _committed_nothing(error)
+
+    def _after_commit(self) -> None:
+        if self._lost_answer is not None and self._lost_answer.fires():
+            raise OperationalError("COMMIT", None, self._lost_answer.error())
 
     def _install_counters(self, conn: Connection) -> None:
         """One row per state, kept exact by triggers in the same transaction as each change."""
@@ -151,7 +170,8 @@ class SqliteStore(SqlStore):
 
     @contextmanager
     def _raw_write(self) -> Iterator[sqlite3.Cursor]:
-        """A write transaction on the writer's own driver connection (BEGIN IMMEDIATE ... COMMIT)."""
+        """A write transaction on the writer's own driver connection (BEGIN IMMEDIATE ... COMMIT).
+        An error from COMMIT is OutcomeUnknown unless SQLite guarantees nothing was committed."""
         raw = self.write_engine.raw_connection()
         try:
             dbapi = raw.driver_connection
@@ -163,7 +183,16 @@ class SqliteStore(SqlStore):
                 except BaseException:
                     cur.execute("ROLLBACK")
                     raise
-                cur.execute("COMMIT")
+                try:
+                    cur.execute("COMMIT")
+                    if self._lost_answer is not None and self._lost_answer.fires():
+                        raise self._lost_answer.error()
+                except sqlite3.Error as exc:
+                    if not _committed_nothing(exc):
+                        if dbapi.in_transaction:
+                            dbapi.execute("ROLLBACK")
+                        raise OutcomeUnknown(detail=str(exc)) from None
+                    raise
             except sqlite3.OperationalError as exc:
                 if dbapi.in_transaction:
                     dbapi.execute("ROLLBACK")
@@ -188,6 +217,42 @@ class SqliteStore(SqlStore):
         # Outside any transaction: SQLite refuses to checkpoint inside one.
         with translate_db_errors(), self.write_engine.connect() as conn:
             conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+
+
+def _committed_nothing(error: BaseException | None) -> bool:
+    """Whether a COMMIT that raised `error` is known to have committed nothing."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF) in _COMMIT_FAILED_CLEANLY
+
+
+class _LostAnswer:
+    """Fault point `lose-commit-answer:NEEDLE` (tests only; QUEUECTL_FAULT_POINT): the first COMMIT
+    of a write transaction that ran SQL containing NEEDLE commits, then fails as a lost answer does."""
+
+    def __init__(self, needle: str) -> None:
+        self.needle = needle
+        self.armed = True
+        self.statements: list[str] = []
+
+    def trace(self, sql: str) -> None:
+        """The writer connections' trace callback: remember the statements since BEGIN."""
+        if sql.startswith("BEGIN"):
+            self.statements = []
+        elif sql != "COMMIT":
+            self.statements.append(sql)
+
+    def fires(self) -> bool:
+        """True once, at the commit of the first transaction that matches."""
+        if self.armed and any(self.needle in sql for sql in self.statements):
+            self.armed = False
+            return True
+        return False
+
+    def error(self) -> sqlite3.OperationalError:
+        """What the driver raises when the storage under it fails during the commit."""
+        exc = sqlite3.OperationalError("disk I/O error (fault point: the answer to COMMIT was lost)")
+        exc.sqlite_errorcode = sqlite3.SQLITE_IOERR  # type: ignore[attr-defined]
+        return exc
 
 
 def _row_job(row: Sequence[Any]) -> Job:
@@ -229,7 +294,7 @@ def _enable_wal(path: Path) -> None:
             conn.close()
 
 
-def _engine(url: str, *, immediate: bool, sync: str) -> Engine:
+def _engine(url: str, *, immediate: bool, sync: str, trace: _LostAnswer | None = None) -> Engine:
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -241,6 +306,8 @@ def _engine(url: str, *, immediate: bool, sync: str) -> Engine:
         cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         cur.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         cur.close()
+        if trace is not None:
+            dbapi_conn.set_trace_callback(trace.trace)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
