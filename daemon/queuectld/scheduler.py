@@ -246,10 +246,14 @@ class Scheduler:
         self._next_maintenance = now + self.settings.lease_s / 3
         store = self.db.store
         try:
-            held = await self.db.write(store.renew_leases, self.owner, self._running_keys(), now,
-                                       self.settings.lease_s, len(self.running), self.slots)
-            for job_id, attempt in list(self.running.items()):
-                if job_id not in held and attempt.pid is not None and not attempt.kill_reason and not attempt.ended:
+            renewing = self._running_keys()
+            held = await self.db.write(store.renew_leases, self.owner, renewing, now, self.settings.lease_s,
+                                       len(self.running), self.slots)
+            for job_id, run in renewing:  # not attempts that joined `running` during the renewal
+                attempt = self.running.get(job_id)
+                if attempt is None or attempt.job.run != run or job_id in held:
+                    continue
+                if attempt.pid is not None and not attempt.kill_reason and not attempt.ended:
                     log.warning("job %s: lease lost (canceled or recovered elsewhere); killing its process", job_id)
                     attempt.kill("lease lost")
             # A row of ours is a stray only if no claim of ours can be on its way to `running`: a

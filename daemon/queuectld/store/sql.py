@@ -429,8 +429,9 @@ class SqlStore:
 
     def release_strays(self, owner: str, running: Collection[RunKey], now: float) -> list[RunKey]:
         """Put back every processing row of this owner that is not among the attempts it runs
-        (the claim committed but its answer was lost, or any other reason): pending, due now, no
-        attempt counted, the attempt row saying why, announced to other daemons. Returns them.
+        (the claim committed but its answer was lost, or any other reason): pending, due when it
+        was, no attempt counted, the attempt row saying why, announced to other daemons. Returns
+        them.
 
         The caller must pass every attempt whose claim it has seen commit; a claim still in
         flight when `running` was taken would be put back under its own process."""
@@ -444,8 +445,9 @@ class SqlStore:
                 conn.execute(
                     update(jobs)
                     .where(*_fence(job_id, run, owner))
+                    # next_run_at is left as it was when claimed: the job keeps its place in line.
                     .values(state=JobState.PENDING.value, owner=None, lease_expires_at=None, pid=None,
-                            proc_start=None, next_run_at=now, updated_at=now)
+                            proc_start=None, updated_at=now)
                 )
                 conn.execute(
                     update(attempts)
