@@ -72,7 +72,11 @@ class Client:
             if addr.kind == "unix":
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.settimeout(self._timeout_s)
-                sock.connect(addr.path)
+                try:
+                    sock.connect(addr.path)
+                except OSError:
+                    sock.close()
+                    raise
             else:
                 sock = socket.create_connection((addr.host, addr.port), timeout=self._timeout_s)
                 if self._tls_ca:
