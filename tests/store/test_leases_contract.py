@@ -206,7 +206,7 @@ def test_a_lost_commit_answer_on_a_claim_leaves_a_stray_to_put_back(
     lossy: tuple[Callable[[], Store], Arm],
 ) -> None:
     open_, arm = lossy
-    lost = arm("SET state = 'processing'")
+    lost = arm("INSERT INTO attempts")  # in a claim's transaction only when it claimed something
     store = open_()
     add(store, "a", new_job("b", at=T0 + 1))
     with pytest.raises(OutcomeUnknown):
