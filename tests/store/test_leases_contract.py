@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from queuectl.errors import DuplicateJob, OutcomeUnknown
+from queuectl.errors import DuplicateJob, OutcomeUnknown, QueuectlError
 from queuectld.jobs import JobState
 from queuectld.scheduler import Scheduler
 from queuectld.settings import Settings
@@ -258,3 +258,38 @@ def test_maintenance_during_a_claim_does_not_put_the_claimed_attempt_back(
     assert (job.state, job.run) == (JobState.COMPLETED, 1)
     assert marker.read_text().split() == ["1"]
     assert [a.reason for a in store.attempts_of("j")] == ["exit"]
+
+
+def test_a_full_disk_at_commit_on_sqlite_is_not_an_unknown_outcome(tmp_path: Path) -> None:
+    # SQLite's COMMIT appends the transaction's pages to the WAL, the commit record last; a write
+    # that runs out of space never completes it, so this error means nothing was stored (checked
+    # below), and must not be reported as OutcomeUnknown.
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    store = None
+    try:
+        store = open_store(f"sqlite:///{mount / 'queuectl.db'}")
+        add(store, "before")
+        store.checkpoint()
+        with open(mount / "filler", "wb", buffering=0) as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * 4096)
+            except OSError:
+                pass
+        with pytest.raises(QueuectlError) as info:
+            add(store, new_job("big", command="x" * 100_000), now=T0 + 1)
+        assert not isinstance(info.value, OutcomeUnknown), info.value
+        (mount / "filler").unlink()
+        assert [j.id for j in store.list_jobs(None, None)] == ["before"]
+        add(store, new_job("big", command="x" * 100_000), now=T0 + 2)  # space is back: it works again
+        assert assert_counts_exact(store)["pending"] == 2
+    finally:
+        if store is not None:
+            store.close()
+        subprocess.run(["umount", str(mount)], check=True)
