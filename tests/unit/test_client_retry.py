@@ -175,3 +175,10 @@ def test_enqueue_file_counts_jobs_already_there(daemon_at: Any, tmp_path: Path) 
     assert "named" in names
     assert batch.summary(added, existing) == "enqueued 2 job(s); 3 already there with identical fields, not added again"
     assert batch.summary(5, 0) == "enqueued 5 job(s)"
+
+
+def test_other_methods_are_never_sent_again(daemon_at: Any) -> None:
+    fake, client = daemon_at(DROP, "ok")
+    with pytest.raises(errors.DaemonUnreachable, match="closed the connection during job.cancel"):
+        client.cancel("x")
+    assert len(fake.requests) == 1
