@@ -16,12 +16,15 @@ from queuectld.jobs import Job, JobState, Outcome, RetryPolicy
 from queuectld.runner import Attempt
 from queuectld.settings import Settings, fault_point
 from queuectld.store.base import FinishedAttempt, LostAttempt, SpawnedAttempt
+from queuectld.store_health import RepeatFilter
 from queuectld.store_threads import StoreThreads
 
 log = logging.getLogger("queuectld.scheduler")
 
 #: Back-off before retrying a store write that found the database locked.
 BUSY_RETRY_S = 0.5
+#: After any other store failure (full disk, damaged page, ...) the retries slow down to this.
+STORE_RETRY_MAX_S = 5.0
 
 
 class Scheduler:
@@ -47,6 +50,13 @@ class Scheduler:
         self._stopping = False
         self._fault = fault_point()
         self._next_maintenance = 0.0
+        # After a store failure other than a lock: when to write again, the next back-off, and
+        # whether turns record results only (a claim that hits a damaged row must not hold them up).
+        self._retry_at = 0.0
+        self._retry_s = BUSY_RETRY_S
+        self._store_failing = False
+        self._held_logged = False
+        self._repeats = RepeatFilter()
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -142,21 +152,35 @@ class Scheduler:
             self._woken = False
 
     async def _turn(self) -> tuple[bool, bool, float | None]:
-        """Record, claim and start. Returns (store busy, every free slot filled, next due time)."""
+        """Record, claim and start. Returns (store busy, every free slot filled, next due time).
+
+        When the store fails (full disk, damaged page, lost connection), the ended attempts stay
+        in memory and are written on a later turn, with a back-off up to STORE_RETRY_MAX_S; until a
+        turn succeeds, a turn with results to record claims nothing. Writing a result twice is
+        harmless: every write is fenced on the attempt, so a repeat matches nothing."""
+        if time.monotonic() < self._retry_at:
+            return True, False, None
         batch, spawned = self._finished, self._spawned
         self._finished, self._spawned = [], []
-        free = self.slots - (len(self.running) - len(batch)) if self.claiming and not self._stopping else 0
+        record_only = self._store_failing and bool(batch or spawned)
+        claiming = self.claiming and not self._stopping and not record_only
+        free = self.slots - (len(self.running) - len(batch)) if claiming else 0
         if not batch and not spawned and free <= 0:
-            return False, False, None
+            return self._store_failing, False, None
         policy = RetryPolicy(float(self.config["backoff-base"]), float(self.config["backoff-max"]))
         try:
             results, started, next_due = await self.db.write(self._turn_in_store_thread, batch, spawned, free, policy)
-        except QueuectlError as exc:
-            if not isinstance(exc, StoreBusy):
-                log.error("could not record finished attempts (will retry): %s", exc.message)
+        except Exception as exc:  # the daemon must outlive any store failure: hold, back off, retry
             self._finished[:0] = batch
             self._spawned[:0] = spawned
+            self._turn_failed(exc, len(batch))
             return True, False, None
+        if self._store_failing:
+            if batch and self._held_logged:
+                log.warning("store: wrote %d held result(s) of finished attempts", len(batch))
+                self._held_logged = False
+            self._store_failing = record_only  # the claims held back go next turn; then all is normal
+            self._retry_s = BUSY_RETRY_S
         for attempt, _ in batch:
             if self.running.get(attempt.job.id) is attempt:
                 del self.running[attempt.job.id]
@@ -173,7 +197,26 @@ class Scheduler:
             attempt.watch(self._attempt_done, self._attempt_spawned)
         if batch or started:
             self._signal_changed()
+        if self._store_failing:
+            return True, False, None  # look again soon: the claims that waited are due
         return False, free > 0 and len(started) == free, next_due
+
+    def _turn_failed(self, exc: Exception, held: int) -> None:
+        """Back off after a failed turn, and say so once per failure rather than once per retry
+        (StoreThreads has logged the store's own error once already)."""
+        if isinstance(exc, StoreBusy):
+            self._retry_at = time.monotonic() + BUSY_RETRY_S
+            return
+        self._retry_at = time.monotonic() + self._retry_s
+        self._retry_s = min(self._retry_s * 2, STORE_RETRY_MAX_S)
+        self._store_failing = True
+        if not isinstance(exc, QueuectlError):
+            if self._repeats.check(f"turn:{type(exc).__name__}:{exc}", time.time())[0]:
+                log.error("scheduler turn failed (will retry): %s", exc, exc_info=exc)
+        if held and not self._held_logged:
+            self._held_logged = True
+            log.warning("store: holding %d result(s) of finished attempts in memory; writing them when the "
+                        "store accepts writes again (retrying every %gs at most)", held, STORE_RETRY_MAX_S)
 
     def _turn_in_store_thread(
         self, batch: list[tuple[Attempt, FinishedAttempt]], spawned: list[SpawnedAttempt], free: int,
@@ -188,14 +231,18 @@ class Scheduler:
         live = [replace(sp, proc_start=runner.process_start_time(sp.pid))
                 for sp in spawned if (sp.job_id, sp.run) not in done]
         for attempt, fa in batch:
-            if attempt.requeue:
-                store.release(fa.job_id, fa.run, fa.owner, time.time())
+            # A repeat after a failed turn matches nothing (fenced) and is not logged again.
+            if attempt.requeue and store.release(fa.job_id, fa.run, fa.owner, time.time()):
                 log.info("job %s returned to pending (attempt %d not counted)", fa.job_id, fa.run)
         ended = [fa for a, fa in batch if not a.requeue]
         results, claimed = store.finish_and_claim(
             ended, policy, live, self.owner, self.settings.host, free, time.time(), self.settings.lease_s
         )
-        next_due = store.next_due_at() if 0 < free and len(claimed) < free else None
+        # Committed: from here on nothing may fail the turn, or the claimed jobs would never start.
+        try:
+            next_due = store.next_due_at() if 0 < free and len(claimed) < free else None
+        except QueuectlError:
+            next_due = time.time() + STORE_RETRY_MAX_S  # unknown: look again in a while
         if claimed and self._fault == "after-claim":
             _crash("after-claim")
         started = []
@@ -245,8 +292,11 @@ class Scheduler:
             await self.recover(now)
             self.config.update(await self.db.read(store.config_all))
             await self.db.write(store.checkpoint)
-        except QueuectlError as exc:
-            log.warning("maintenance skipped: %s", exc.message)
+        except Exception as exc:  # a full disk or a damaged page must not end the daemon: retry soon
+            message = exc.message if isinstance(exc, QueuectlError) else f"{type(exc).__name__}: {exc}"
+            if self._repeats.check(f"maintain:{message}", time.time())[0]:
+                log.warning("maintenance skipped (retrying every %gs): %s", BUSY_RETRY_S * 4, message,
+                            exc_info=None if isinstance(exc, QueuectlError) else exc)
             self._next_maintenance = now + BUSY_RETRY_S * 4
 
     async def recover(self, now: float) -> int:

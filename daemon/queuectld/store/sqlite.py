@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
-from queuectl.errors import StoreBusy, StoreUnavailable
 from queuectld.jobs import Job, JobState, RetryPolicy
 from queuectld.store.base import FinishedAttempt, NewJob, SpawnedAttempt
+from queuectld.store.errors import StoreFault, classify, to_domain_error
 from queuectld.store.models import jobs
 from queuectld.store.sql import SqlStore, settle_attempts, translate_db_errors
 
@@ -83,6 +83,8 @@ class SqliteStore(SqlStore):
     def __init__(self, url: str, *, sync: str = "normal") -> None:
         path = make_url(url).database
         if path and path != ":memory:":
+            self.data_dir = str(Path(path).resolve().parent)
+            self.where = self.data_dir
             _create_private(Path(path))
             _enable_wal(Path(path))
         super().__init__(_engine(url, immediate=True, sync=sync), _engine(url, immediate=False, sync=sync))
@@ -164,12 +166,13 @@ class SqliteStore(SqlStore):
                     cur.execute("ROLLBACK")
                     raise
                 cur.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 if dbapi.in_transaction:
-                    dbapi.execute("ROLLBACK")
-                if "locked" in str(exc) or "busy" in str(exc):
-                    raise StoreBusy() from None
-                raise StoreUnavailable(detail=str(exc)) from None
+                    try:
+                        dbapi.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # SQLite rolled back itself (it does on SQLITE_FULL, IOERR, ...)
+                raise to_domain_error(exc, where=self.where, writing=True) from exc
             finally:
                 cur.close()
         finally:
@@ -185,8 +188,9 @@ class SqliteStore(SqlStore):
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the database so it cannot grow while the daemon runs."""
-        # Outside any transaction: SQLite refuses to checkpoint inside one.
-        with translate_db_errors(), self.write_engine.connect() as conn:
+        # Outside any transaction: SQLite refuses to checkpoint inside one. The statement goes to
+        # the driver directly, so translate_db_errors sees sqlite3's own errors (SQLITE_FULL, ...).
+        with translate_db_errors(where=self.where), self.write_engine.connect() as conn:
             conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
 
 
@@ -215,18 +219,18 @@ def _enable_wal(path: Path) -> None:
     exclusive lock for which SQLite does not wait, so daemons opening a new file together retry."""
     deadline = time.monotonic() + BUSY_TIMEOUT_S
     while True:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+        conn: sqlite3.Connection | None = None
         try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
             conn.execute("PRAGMA journal_mode=WAL").fetchall()
             return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc):
-                raise StoreUnavailable(detail=f"{path}: {exc}") from None
-            if time.monotonic() > deadline:
-                raise StoreBusy() from None
+        except sqlite3.Error as exc:
+            if classify(exc) is not StoreFault.BUSY or time.monotonic() > deadline:
+                raise to_domain_error(exc, where=str(path.parent), writing=True) from exc
             time.sleep(0.05)
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
 
 def _engine(url: str, *, immediate: bool, sync: str) -> Engine:
