@@ -16,7 +16,7 @@ from queuectld.jobs import Job, JobState, Outcome, RetryPolicy
 from queuectld.runner import Attempt
 from queuectld.settings import Settings, fault_point
 from queuectld.store.base import FinishedAttempt, LostAttempt, SpawnedAttempt
-from queuectld.store_health import RepeatFilter
+from queuectld.store_health import STORE_FAULTS, RepeatFilter
 from queuectld.store_threads import StoreThreads
 
 log = logging.getLogger("queuectld.scheduler")
@@ -294,7 +294,9 @@ class Scheduler:
             await self.db.write(store.checkpoint)
         except Exception as exc:  # a full disk or a damaged page must not end the daemon: retry soon
             message = exc.message if isinstance(exc, QueuectlError) else f"{type(exc).__name__}: {exc}"
-            if self._repeats.check(f"maintain:{message}", time.time())[0]:
+            if isinstance(exc, STORE_FAULTS):
+                log.debug("maintenance skipped: %s", message)  # StoreThreads logged it once already
+            elif self._repeats.check(f"maintain:{message}", time.time())[0]:
                 log.warning("maintenance skipped (retrying every %gs): %s", BUSY_RETRY_S * 4, message,
                             exc_info=None if isinstance(exc, QueuectlError) else exc)
             self._next_maintenance = now + BUSY_RETRY_S * 4

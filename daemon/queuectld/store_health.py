@@ -27,6 +27,10 @@ REPEAT_WINDOW_S = 60.0
 ROOM_BYTES = 256 * 1024
 
 
+#: The failures StoreThreads reports (and logs) here; callers need not log them again.
+STORE_FAULTS = (StoreDamaged, DiskFull, StoreUnavailable, OutcomeUnknown)
+
+
 class StoreState(StrEnum):
     """The store's health, as `status` shows it."""
 
