@@ -118,6 +118,7 @@ def run_scenario(d: Daemon, marks: Path, go: Path) -> None:
     shown = [line for line in log.splitlines() if " DEBUG " not in line]  # the test daemon logs at DEBUG
     assert sum("output dropped from byte" in line for line in shown) == 2, log[-3000:]
     assert sum("The disk holding" in line for line in shown) == 1, f"a repeated failure is logged once:\n{log[-3000:]}"
+    assert sum("holding" in line and "in memory" in line for line in shown) == 1, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
 
     # Space returns: the held results land, the waiting jobs run, new enqueues work.
@@ -139,5 +140,6 @@ def run_scenario(d: Daemon, marks: Path, go: Path) -> None:
             assert "[queuectl: output dropped from byte 0: disk full]" in job["output_tail"], job["output_tail"]
         else:
             assert job["output_tail"].endswith(f"tail-of-{job_id}\n"), job["output_tail"][-200:]
+    assert "held result(s) of finished attempts" in d.log_text()
     assert d.running and d.json("status")["daemon"]["pid"] == pid, "the daemon never restarted"
     assert "Traceback" not in d.log_text()
