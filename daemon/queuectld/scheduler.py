@@ -10,7 +10,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from queuectl.errors import QueuectlError, StoreBusy
+from queuectl.errors import QueuectlError, StoreBusy, StoreDamaged
 from queuectld import runner
 from queuectld.jobs import Job, JobState, Outcome, RetryPolicy
 from queuectld.runner import Attempt
@@ -56,6 +56,7 @@ class Scheduler:
         self._retry_s = BUSY_RETRY_S
         self._store_failing = False
         self._held_logged = False
+        self._isolate = False  #: write held results one per transaction on the next turn
         self._repeats = RepeatFilter()
 
     # -- events ---------------------------------------------------------------------------------
@@ -160,6 +161,8 @@ class Scheduler:
         harmless: every write is fenced on the attempt, so a repeat matches nothing."""
         if time.monotonic() < self._retry_at:
             return True, False, None
+        if self._isolate:
+            await self._record_separately()
         batch, spawned = self._finished, self._spawned
         self._finished, self._spawned = [], []
         record_only = self._store_failing and bool(batch or spawned)
@@ -181,12 +184,7 @@ class Scheduler:
                 self._held_logged = False
             self._store_failing = record_only  # the claims held back go next turn; then all is normal
             self._retry_s = BUSY_RETRY_S
-        for attempt, _ in batch:
-            if self.running.get(attempt.job.id) is attempt:
-                del self.running[attempt.job.id]
-        canceled = {a.job.id for a, _ in batch if a.kill_reason == "canceled"}
-        for fa, job in results:
-            _log_result(fa, job, canceled=fa.job_id in canceled)
+        self._recorded(batch, results)
         for attempt in started:
             self.running[attempt.job.id] = attempt
             job = attempt.job
@@ -201,6 +199,46 @@ class Scheduler:
             return True, False, None  # look again soon: the claims that waited are due
         return False, free > 0 and len(started) == free, next_due
 
+    def _recorded(self, batch: list[tuple[Attempt, FinishedAttempt]],
+                  results: list[tuple[FinishedAttempt, Job | None]]) -> None:
+        """The ended attempts in `batch` are written: free their slots, log how each ended."""
+        for attempt, _ in batch:
+            if self.running.get(attempt.job.id) is attempt:
+                del self.running[attempt.job.id]
+        canceled = {a.job.id for a, _ in batch if a.kill_reason == "canceled"}
+        for fa, job in results:
+            _log_result(fa, job, canceled=fa.job_id in canceled)
+
+    async def _record_separately(self) -> None:
+        """After a damaged page failed a turn: write each held result (and pid) alone, so that one
+        whose row is damaged does not hold up the others. A result that still hits the damage
+        cannot be stored until the file is repaired: it is logged and let go, freeing its slot."""
+        self._isolate = False
+        batch, spawned = self._finished, self._spawned
+        self._finished, self._spawned = [], []
+        policy = RetryPolicy(float(self.config["backoff-base"]), float(self.config["backoff-max"]))
+        for sp in spawned:
+            try:
+                await self.db.write(self._turn_in_store_thread, [], [sp], 0, policy)
+            except StoreDamaged:
+                pass  # only crash recovery reads a pid, and this row cannot be read anyway
+            except Exception:
+                self._spawned.append(sp)
+        for item in batch:
+            try:
+                results, _, _ = await self.db.write(self._turn_in_store_thread, [item], [], 0, policy)
+            except StoreDamaged:
+                attempt, fa = item
+                log.error("job %s attempt %d ended (%s) but its row is on a damaged page of the store: the "
+                          "result cannot be stored", fa.job_id, fa.run, fa.outcome.describe())
+                if self.running.get(attempt.job.id) is attempt:
+                    del self.running[attempt.job.id]
+            except Exception:
+                self._finished.append(item)
+            else:
+                self._recorded([item], results)
+                self._signal_changed()
+
     def _turn_failed(self, exc: Exception, held: int) -> None:
         """Back off after a failed turn, and say so once per failure rather than once per retry
         (StoreThreads has logged the store's own error once already)."""
@@ -210,6 +248,8 @@ class Scheduler:
         self._retry_at = time.monotonic() + self._retry_s
         self._retry_s = min(self._retry_s * 2, STORE_RETRY_MAX_S)
         self._store_failing = True
+        # A damaged row fails every transaction that touches it: find it by writing one at a time.
+        self._isolate = isinstance(exc, StoreDamaged) and bool(self._finished or self._spawned)
         if not isinstance(exc, QueuectlError):
             if self._repeats.check(f"turn:{type(exc).__name__}:{exc}", time.time())[0]:
                 log.error("scheduler turn failed (will retry): %s", exc, exc_info=exc)

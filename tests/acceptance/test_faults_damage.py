@@ -21,9 +21,10 @@ DAMAGED_PAGES = 8
 DAMAGED = "The job store is damaged"
 
 
-def damage_jobs_pages(db: Path) -> list[str]:
-    """Overwrite DAMAGED_PAGES leaf pages of the jobs table in the middle of the file; return the
-    ids of the jobs that lived on them (rows are in insertion order, job j<n> is rowid n + 1)."""
+def damage_jobs_pages(db: Path, *, holding: str | None = None) -> list[str]:
+    """Overwrite DAMAGED_PAGES leaf pages of the jobs table in the middle of the file (or, with
+    `holding`, the one page holding that job); return the ids of the jobs that lived on them
+    (rows are in insertion order: job j<n> is rowid n + 1)."""
     conn = sqlite3.connect(db)
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # every page is in the file itself
@@ -31,11 +32,14 @@ def damage_jobs_pages(db: Path) -> list[str]:
         leaves = conn.execute(
             "SELECT pageno, ncell FROM dbstat WHERE name = 'jobs' AND pagetype = 'leaf' ORDER BY path"
         ).fetchall()
+        rowid = holding and conn.execute("SELECT rowid FROM jobs WHERE id = ?", (holding,)).fetchone()[0]
     finally:
         conn.close()
-    first = len(leaves) // 2
+    first, count = len(leaves) // 2, DAMAGED_PAGES
+    if rowid:
+        first, count = next(i for i in range(len(leaves)) if sum(n for _, n in leaves[: i + 1]) >= rowid), 1
     rows_before = sum(n for _, n in leaves[:first])
-    hit = leaves[first : first + DAMAGED_PAGES]
+    hit = leaves[first : first + count]
     assert all(pageno > 2 for pageno, _ in hit), "the header and schema pages stay intact"
     fd = os.open(db, os.O_WRONLY)
     try:
@@ -47,16 +51,20 @@ def damage_jobs_pages(db: Path) -> list[str]:
     return [f"j{n:05d}" for n in range(rows_before, rows_before + sum(n for _, n in hit))]
 
 
+def enqueue_many(d: Daemon, command: Callable[[int], str], priority: Callable[[int], int]) -> None:
+    """JOBS jobs j00000... Commands are padded so the table far outgrows SQLite's page cache:
+    the damage is read from disk."""
+    d.cli("enqueue", "--file", "-", input="".join(
+        json.dumps({"id": f"j{i:05d}", "command": f"{command(i)} # {'x' * 600}", "priority": priority(i)}) + "\n"
+        for i in range(JOBS)
+    ))
+
+
 def test_a_damaged_page_fails_only_the_requests_that_touch_it(daemon_factory: Callable[..., Daemon]) -> None:
     d = daemon_factory().start("--workers", "1")
     d.cli("worker", "stop")
     marks = d.root / "marks"
-    # Commands padded so the table far outgrows SQLite's page cache: the damage is read from disk.
-    d.cli("enqueue", "--file", "-", input="".join(
-        json.dumps({"id": f"j{i:05d}", "command": f"echo $QUEUECTL_JOB_ID >> {marks} # {'x' * 600}",
-                    "priority": 1 if JOBS // 3 <= i < 2 * JOBS // 3 else 0}) + "\n"
-        for i in range(JOBS)
-    ))
+    enqueue_many(d, lambda i: f"echo $QUEUECTL_JOB_ID >> {marks}", lambda i: 1 if JOBS // 3 <= i < 2 * JOBS // 3 else 0)
     damaged = damage_jobs_pages(d.state_dir / "queuectl.db")
     assert damaged and JOBS // 3 <= int(damaged[0][1:]) and int(damaged[-1][1:]) < 2 * JOBS // 3, damaged[:3]
 
@@ -90,3 +98,32 @@ def test_a_damaged_page_fails_only_the_requests_that_touch_it(daemon_factory: Ca
     assert "Traceback" not in log, log[-5000:]
     assert log.count("database disk image is malformed") == 1, log[-5000:]
     assert d.json("status")["store"]["state"] == "degraded"  # it stays so until a restart
+
+
+def test_a_result_whose_row_is_damaged_does_not_hold_up_the_others(daemon_factory: Callable[..., Daemon]) -> None:
+    d = daemon_factory().start("--workers", "2")
+    d.cli("worker", "stop")
+    go = d.root / "go"
+    gated = f"while [ ! -e {go} ]; do sleep 0.05; done"
+    mid = f"j{JOBS // 2:05d}"
+    enqueue_many(d, lambda i: gated if i == JOBS // 2 else "true", lambda i: 2 if i == JOBS // 2 else 0)
+    d.cli("enqueue", "--id", "last", "--priority", "2", "--command", gated)
+    d.cli("worker", "start", "--count", "2")
+    wait_until(lambda: {j["id"] for j in d.json("list", "--state", "processing")} == {mid, "last"},
+               what="both urgent jobs to start")
+
+    assert mid in damage_jobs_pages(d.state_dir / "queuectl.db", holding=mid)
+    # Another process writes: SQLite drops the daemon's page caches, so it reads the damaged page.
+    with sqlite3.connect(d.state_dir / "queuectl.db") as conn:
+        conn.execute("UPDATE meta SET value = value")
+    d.cli("worker", "stop")  # only the two results are written from here on
+    go.touch()
+
+    # Both end together; one result cannot be stored, the other is.
+    assert d.wait_state("last", "completed")["state"] == "completed"
+    wait_until(lambda: d.json("status")["workers"]["active"] == 0, what="both slots to be free")
+    log = d.log_text()
+    assert d.running, log[-3000:]
+    assert log.count(f"job {mid} attempt 1 ended (exit code 0) but its row is on a damaged page") == 1, log[-3000:]
+    assert "Traceback" not in log, log[-5000:]
+    assert d.json("status")["store"]["state"] == "degraded"
