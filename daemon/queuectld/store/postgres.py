@@ -124,11 +124,12 @@ class PostgresStore(SqlStore):
                             for _ in conn.notifies(timeout=1.0, stop_after=1):
                                 on_jobs()
                 except Exception as exc:  # the database restarted, the network dropped, ...
-                    if not is_driver_error(exc):
-                        raise  # a bug of ours, not the server's: let the thread report it
-                    message = to_domain_error(exc, where=self.where, writing=False).message
+                    driver = is_driver_error(exc)
+                    message = (to_domain_error(exc, where=self.where, writing=False).message if driver
+                               else f"{type(exc).__name__}: {exc}")
                     if message != failing:
-                        log.warning("LISTEN %s failed: %s Retrying every 2 s.", CHANNEL, message)
+                        log.warning("LISTEN %s failed: %s Retrying every 2 s.", CHANNEL, message,
+                                    exc_info=None if driver else exc)
                         failing = message
                     stop.wait(2.0)
 
