@@ -191,3 +191,12 @@ def test_a_refused_postgresql_connection_is_unavailable() -> None:
     got = to_domain_error(exc, where="the PostgreSQL database", writing=True)
     assert isinstance(got, errors.StoreUnavailable) and "Connection refused" in got.message
     assert "\n" not in describe(exc)
+
+
+def test_opening_a_text_file_as_the_store_names_the_file(tmp_path: Path) -> None:
+    from queuectld.store.sqlite import SqliteStore
+
+    path = tmp_path / "queuectl.db"
+    path.write_text("a text file, not a queue\n" * 100)
+    with pytest.raises(errors.StoreDamaged, match=f"{path}: file is not a database"):
+        SqliteStore(f"sqlite:///{path}")

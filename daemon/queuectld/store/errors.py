@@ -141,12 +141,13 @@ def describe(exc: BaseException) -> str:
     return text[0] if text and text[0] else type(exc).__name__
 
 
-def to_domain_error(exc: BaseException, *, where: str, writing: bool) -> QueuectlError:
+def to_domain_error(exc: BaseException, *, where: str, writing: bool, subject: str = "") -> QueuectlError:
     """The queuectl error for a driver error. `where` names what holds the store (the state dir
     for SQLite) for DiskFull; `writing` says whether the failed call could have changed anything,
-    so that an error nobody recognizes never claims that nothing changed."""
+    so that an error nobody recognizes never claims that nothing changed; `subject` (a file)
+    goes before the driver's message."""
     fault = classify(exc)
-    detail = describe(exc)
+    detail = f"{subject}: {describe(exc)}" if subject else describe(exc)
     if fault is StoreFault.BUSY:
         return StoreBusy()
     if fault is StoreFault.DISK_FULL:

@@ -226,7 +226,7 @@ def _enable_wal(path: Path) -> None:
             return
         except sqlite3.Error as exc:
             if classify(exc) is not StoreFault.BUSY or time.monotonic() > deadline:
-                raise to_domain_error(exc, where=str(path.parent), writing=True) from exc
+                raise to_domain_error(exc, where=str(path.parent), writing=True, subject=str(path)) from exc
             time.sleep(0.05)
         finally:
             if conn is not None:
