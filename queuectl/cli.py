@@ -297,7 +297,8 @@ def status(as_json: JsonOpt = False) -> None:
     """Workers active and a count of jobs per state."""
     data = client().status()
     if as_json:
-        render().print_json({"workers": data["workers"], "counts": data["counts"], "daemon": data["daemon"]})
+        render().print_json({"workers": data["workers"], "counts": data["counts"], "store": data.get("store"),
+                            "daemon": data["daemon"]})
     else:
         render().status(data)
 

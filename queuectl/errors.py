@@ -147,7 +147,7 @@ class UnsafePath(QueuectlError):
 
 
 class StoreUnavailable(QueuectlError):
-    """The job store failed: {detail}. Nothing was changed; check the daemon log and the database."""
+    """The job store failed: {detail}. Check the daemon log and the database."""
 
     code = 1016
 

@@ -103,7 +103,8 @@ def _status(options: dict[str, Any], as_json: bool) -> None:
         render.error(exc.message)
         raise SystemExit(exc.exit_status) from None
     if as_json:
-        render.print_json({"workers": data["workers"], "counts": data["counts"], "daemon": data["daemon"]})
+        render.print_json({"workers": data["workers"], "counts": data["counts"], "store": data.get("store"),
+                          "daemon": data["daemon"]})
     else:
         render.status(data)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -233,12 +233,24 @@ class WorkersView(Result):
     daemons: int
 
 
+class StoreView(Result):
+    """The store's health as this daemon sees it."""
+
+    #: ok; degraded (a damaged page was found: requests that touch it fail; until a restart);
+    #: disk full (writes fail until one succeeds with space free); unavailable (until a call succeeds)
+    state: Literal["ok", "degraded", "disk full", "unavailable"]
+    detail: str | None = None  #: the error that changed the state
+    since: datetime | None = None  #: when it changed
+
+
 class StatusResult(Result):
-    """`daemon.status`: workers and a count per state, with `total`."""
+    """`daemon.status`: workers, a count per state with `total` (empty when the store could not
+    be read), and the store's health."""
 
     workers: WorkersView
     counts: dict[str, int]
     daemon: dict[str, Any]
+    store: StoreView
 
 
 class WaitResult(Result):

@@ -206,13 +206,26 @@ def status(data: dict[str, Any]) -> None:
     w = data["workers"]
     counts = data["counts"]
     claiming = "claiming" if w["claiming"] else "stopped (not claiming)"
-    width = max(4, *(len(str(n)) for n in counts.values()))
     lines = [
         f"{_paint('workers', 'bold', color)}  {w['active']} active of {w['slots']} slot(s), {claiming}",
-        _paint(f"{'STATE':<10}  {'JOBS':>{width}}", "bold", color),
+        f"{_paint('store', 'bold', color)}    {store_line(data.get('store'), color)}",
     ]
-    for state, n in counts.items():
-        if state != "total":
-            lines.append(f"{_paint(f'{state:<10}', STATE_STYLES.get(state, ''), color)}  {n:>{width}}")
-    lines.append(_paint(f"{'total':<10}  {counts['total']:>{width}}", "bold", color))
+    if counts:
+        width = max(4, *(len(str(n)) for n in counts.values()))
+        lines.append(_paint(f"{'STATE':<10}  {'JOBS':>{width}}", "bold", color))
+        for state, n in counts.items():
+            if state != "total":
+                lines.append(f"{_paint(f'{state:<10}', STATE_STYLES.get(state, ''), color)}  {n:>{width}}")
+        lines.append(_paint(f"{'total':<10}  {counts['total']:>{width}}", "bold", color))
+    else:
+        lines.append("jobs     unknown: the store could not be read")
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def store_line(store: dict[str, Any] | None, color: bool = False) -> str:
+    """`ok`, or the store's state, since when, and why (`daemon.status`'s `store` object)."""
+    if not store or store.get("state") == "ok":
+        return _paint("ok", "green", color)
+    since = f" since {store['since']}" if store.get("since") else ""
+    detail = f": {safe(store['detail'])}" if store.get("detail") else ""
+    return _paint(f"{store['state']}{since}", "bold red", color) + detail

@@ -15,7 +15,7 @@ from typing import Any
 
 from queuectl import __version__, ids
 from queuectl import protocol as p
-from queuectl.errors import InvalidValue, JobNotFound, ProtocolMismatch
+from queuectl.errors import InvalidValue, JobNotFound, ProtocolMismatch, QueuectlError
 from queuectld import config as config_keys
 from queuectld import runner
 from queuectld.jobs import TERMINAL_STATES, Job, JobState
@@ -261,8 +261,11 @@ async def _workers(ctx: Context) -> p.WorkersView:
     """This daemon's slots, plus what live peers sharing the store report in their heartbeats."""
     sched = ctx.scheduler
     fresh_after = time.time() - 3 * ctx.settings.lease_s
-    peers = [d for d in await ctx.db.read(ctx.db.store.daemons)
-             if d.id != sched.owner and d.heartbeat_at >= fresh_after]
+    try:
+        daemons = await ctx.db.read(ctx.db.store.daemons)
+    except QueuectlError:
+        daemons = []  # a store that fails still has this daemon's own slots to show (health says why)
+    peers = [d for d in daemons if d.id != sched.owner and d.heartbeat_at >= fresh_after]
     return p.WorkersView(
         active=sched.active + sum(d.active for d in peers),
         slots=sched.slots + sum(d.slots for d in peers),
@@ -272,10 +275,16 @@ async def _workers(ctx: Context) -> p.WorkersView:
 
 
 async def status(ctx: Context, params: p.EmptyParams) -> p.StatusResult:
-    """daemon.status"""
-    counts: dict[str, int] = await ctx.db.read(ctx.db.store.counts)
-    counts["total"] = sum(counts.values())
+    """daemon.status: answers even when the store fails, with the counts left out and the
+    store's state saying why."""
+    try:
+        counts: dict[str, int] = await ctx.db.read(ctx.db.store.counts)
+        counts["total"] = sum(counts.values())
+    except QueuectlError:
+        counts = {}
+    health = ctx.db.health.view()
     return p.StatusResult(
+        store=p.StoreView(state=health["state"], detail=health["detail"], since=_ts(health["since"])),
         workers=await _workers(ctx),
         counts=counts,
         daemon={

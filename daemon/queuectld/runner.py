@@ -8,6 +8,7 @@ nothing more is written. The last TAIL_BYTES are kept for `show`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -99,6 +100,8 @@ class Attempt:
         self._exited = False  #: the shell has exited (not yet reaped)
         self._tail = bytearray()
         self._written = 0
+        self._dropped_at: int | None = None  #: the log's size when writing it failed
+        self._drop_reason = ""
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -233,22 +236,41 @@ class Attempt:
             self._pipe = None
 
     def _write_output(self, chunk: bytes) -> None:
-        """Copy a chunk of the job's output to the log file up to the cap; keep the tail."""
-        room = self.output_max_bytes - self._written
-        if room > 0 or not self.truncated:
-            if self._log_fd is None:
-                self._log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            if room > 0:
-                part = chunk[:room]
-                os.write(self._log_fd, part)
-                self._written += len(part)
-            if len(chunk) > room:
-                self._mark_truncated(self._log_fd)
+        """Copy a chunk of the job's output to the log file up to the cap; keep the tail.
+
+        A log that cannot be written (a full disk: ENOSPC, a quota, an I/O error) costs the
+        attempt its log, never its run: the rest is dropped with one warning, the pipe is still
+        drained, and the tail kept in memory says from which byte."""
+        if self._dropped_at is None:
+            try:
+                self._write_log(chunk)
+            except OSError as exc:
+                self._drop_output(exc)
         if len(chunk) >= TAIL_BYTES:
             self._tail[:] = chunk[-TAIL_BYTES:]
         else:
             self._tail += chunk
             del self._tail[: max(0, len(self._tail) - TAIL_BYTES)]
+
+    def _write_log(self, chunk: bytes) -> None:
+        room = self.output_max_bytes - self._written
+        if room > 0 or not self.truncated:
+            if self._log_fd is None:
+                self._log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            if room > 0:
+                part = memoryview(chunk)[:room]
+                while part:  # a short write happens when the disk fills; the next one says why
+                    n = os.write(self._log_fd, part)
+                    self._written += n
+                    part = part[n:]
+            if len(chunk) > room:
+                self._mark_truncated(self._log_fd)
+
+    def _drop_output(self, exc: OSError) -> None:
+        self._dropped_at = self._written
+        self._drop_reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+        log.warning("job %s attempt %d: output dropped from byte %d (%s: %s); the job keeps running",
+                    self.job.id, self.job.run, self._dropped_at, self._drop_reason, self.log_file)
 
     def _mark_truncated(self, fd: int) -> None:
         if not self.truncated:
@@ -256,10 +278,12 @@ class Attempt:
             os.write(fd, f"\n[queuectl: output truncated at {self.output_max_bytes} bytes]\n".encode())
 
     def tail_text(self) -> str | None:
-        """The last few KiB of output as text."""
-        if not self._tail:
+        """The last few KiB of output as text, and a note when the log lost output."""
+        note = "" if self._dropped_at is None else (
+            f"\n[queuectl: output dropped from byte {self._dropped_at}: {self._drop_reason}]\n")
+        if not self._tail and not note:
             return None
-        return bytes(self._tail).decode("utf-8", errors="replace")
+        return bytes(self._tail).decode("utf-8", errors="replace") + note
 
     def _outcome(self, returncode: int | None) -> Outcome:
         if self._timed_out:

@@ -10,18 +10,21 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from queuectl.errors import QueuectlError, StoreBusy
+from queuectl.errors import QueuectlError, StoreBusy, StoreDamaged
 from queuectld import runner
 from queuectld.jobs import Job, JobState, Outcome, RetryPolicy
 from queuectld.runner import Attempt
 from queuectld.settings import Settings, fault_point
 from queuectld.store.base import FinishedAttempt, LostAttempt, SpawnedAttempt
+from queuectld.store_health import STORE_FAULTS, RepeatFilter
 from queuectld.store_threads import StoreThreads
 
 log = logging.getLogger("queuectld.scheduler")
 
 #: Back-off before retrying a store write that found the database locked.
 BUSY_RETRY_S = 0.5
+#: After any other store failure (full disk, damaged page, ...) the retries slow down to this.
+STORE_RETRY_MAX_S = 5.0
 
 
 class Scheduler:
@@ -50,6 +53,14 @@ class Scheduler:
         #: Turns whose claim may have committed without their attempts in `running` yet: while
         #: one is in flight, no row of ours can be called a stray (see `_maintain`).
         self._turns_in_flight = 0
+        # After a store failure other than a lock: when to write again, the next back-off, and
+        # whether turns record results only (a claim that hits a damaged row must not hold them up).
+        self._retry_at = 0.0
+        self._retry_s = BUSY_RETRY_S
+        self._store_failing = False
+        self._held_logged = False
+        self._isolate = False  #: write held results one per transaction on the next turn
+        self._repeats = RepeatFilter()
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -145,33 +156,45 @@ class Scheduler:
             self._woken = False
 
     async def _turn(self) -> tuple[bool, bool, float | None]:
-        """Record, claim and start. Returns (store busy, every free slot filled, next due time)."""
+        """Record, claim and start. Returns (store busy, every free slot filled, next due time).
+
+        When the store fails (full disk, damaged page, lost connection), the ended attempts stay
+        in memory and are written on a later turn, with a back-off up to STORE_RETRY_MAX_S; until a
+        turn succeeds, a turn with results to record claims nothing. Writing a result twice is
+        harmless: every write is fenced on the attempt, so a repeat matches nothing."""
+        if time.monotonic() < self._retry_at:
+            return True, False, None
+        if self._isolate:
+            await self._record_separately()
         batch, spawned = self._finished, self._spawned
         self._finished, self._spawned = [], []
-        free = self.slots - (len(self.running) - len(batch)) if self.claiming and not self._stopping else 0
+        record_only = self._store_failing and bool(batch or spawned)
+        claiming = self.claiming and not self._stopping and not record_only
+        free = self.slots - (len(self.running) - len(batch)) if claiming else 0
         if not batch and not spawned and free <= 0:
-            return False, False, None
+            return self._store_failing, False, None
         policy = RetryPolicy(float(self.config["backoff-base"]), float(self.config["backoff-max"]))
         self._turns_in_flight += 1
         try:
             results, started, next_due = await self.db.write(self._turn_in_store_thread, batch, spawned, free, policy)
-        except QueuectlError as exc:
+        except Exception as exc:  # the daemon must outlive any store failure: hold, back off, retry
+            self._finished[:0] = batch
+            self._spawned[:0] = spawned
+            self._turn_failed(exc, len(batch))
             if not isinstance(exc, StoreBusy):
-                log.error("could not record finished attempts (will retry): %s", exc.message)
                 # Its claim may have committed (the answer was lost, or a later step failed) with
                 # nothing started: maintenance puts such rows back, so run it now.
                 self._next_maintenance = 0.0
-            self._finished[:0] = batch
-            self._spawned[:0] = spawned
             return True, False, None
         finally:
             self._turns_in_flight -= 1
-        for attempt, _ in batch:
-            if self.running.get(attempt.job.id) is attempt:
-                del self.running[attempt.job.id]
-        canceled = {a.job.id for a, _ in batch if a.kill_reason == "canceled"}
-        for fa, job in results:
-            _log_result(fa, job, canceled=fa.job_id in canceled)
+        if self._store_failing:
+            if batch and self._held_logged:
+                log.warning("store: wrote %d held result(s) of finished attempts", len(batch))
+                self._held_logged = False
+            self._store_failing = record_only  # the claims held back go next turn; then all is normal
+            self._retry_s = BUSY_RETRY_S
+        self._recorded(batch, results)
         for attempt in started:
             self.running[attempt.job.id] = attempt
             job = attempt.job
@@ -182,7 +205,68 @@ class Scheduler:
             attempt.watch(self._attempt_done, self._attempt_spawned)
         if batch or started:
             self._signal_changed()
+        if self._store_failing:
+            return True, False, None  # look again soon: the claims that waited are due
         return False, free > 0 and len(started) == free, next_due
+
+    def _recorded(self, batch: list[tuple[Attempt, FinishedAttempt]],
+                  results: list[tuple[FinishedAttempt, Job | None]]) -> None:
+        """The ended attempts in `batch` are written: free their slots, log how each ended."""
+        for attempt, _ in batch:
+            if self.running.get(attempt.job.id) is attempt:
+                del self.running[attempt.job.id]
+        canceled = {a.job.id for a, _ in batch if a.kill_reason == "canceled"}
+        for fa, job in results:
+            _log_result(fa, job, canceled=fa.job_id in canceled)
+
+    async def _record_separately(self) -> None:
+        """After a damaged page failed a turn: write each held result (and pid) alone, so that one
+        whose row is damaged does not hold up the others. A result that still hits the damage
+        cannot be stored until the file is repaired: it is logged and let go, freeing its slot."""
+        self._isolate = False
+        batch, spawned = self._finished, self._spawned
+        self._finished, self._spawned = [], []
+        policy = RetryPolicy(float(self.config["backoff-base"]), float(self.config["backoff-max"]))
+        for sp in spawned:
+            try:
+                await self.db.write(self._turn_in_store_thread, [], [sp], 0, policy)
+            except StoreDamaged:
+                pass  # only crash recovery reads a pid, and this row cannot be read anyway
+            except Exception:
+                self._spawned.append(sp)
+        for item in batch:
+            try:
+                results, _, _ = await self.db.write(self._turn_in_store_thread, [item], [], 0, policy)
+            except StoreDamaged:
+                attempt, fa = item
+                log.error("job %s attempt %d ended (%s) but its row is on a damaged page of the store: the "
+                          "result cannot be stored", fa.job_id, fa.run, fa.outcome.describe())
+                if self.running.get(attempt.job.id) is attempt:
+                    del self.running[attempt.job.id]
+            except Exception:
+                self._finished.append(item)
+            else:
+                self._recorded([item], results)
+                self._signal_changed()
+
+    def _turn_failed(self, exc: Exception, held: int) -> None:
+        """Back off after a failed turn, and say so once per failure rather than once per retry
+        (StoreThreads has logged the store's own error once already)."""
+        if isinstance(exc, StoreBusy):
+            self._retry_at = time.monotonic() + BUSY_RETRY_S
+            return
+        self._retry_at = time.monotonic() + self._retry_s
+        self._retry_s = min(self._retry_s * 2, STORE_RETRY_MAX_S)
+        self._store_failing = True
+        # A damaged row fails every transaction that touches it: find it by writing one at a time.
+        self._isolate = isinstance(exc, StoreDamaged) and bool(self._finished or self._spawned)
+        if not isinstance(exc, QueuectlError):
+            if self._repeats.check(f"turn:{type(exc).__name__}:{exc}", time.time())[0]:
+                log.error("scheduler turn failed (will retry): %s", exc, exc_info=exc)
+        if held and not self._held_logged:
+            self._held_logged = True
+            log.warning("store: holding %d result(s) of finished attempts in memory; writing them when the "
+                        "store accepts writes again (retrying every %gs at most)", held, STORE_RETRY_MAX_S)
 
     def _turn_in_store_thread(
         self, batch: list[tuple[Attempt, FinishedAttempt]], spawned: list[SpawnedAttempt], free: int,
@@ -197,14 +281,18 @@ class Scheduler:
         live = [replace(sp, proc_start=runner.process_start_time(sp.pid))
                 for sp in spawned if (sp.job_id, sp.run) not in done]
         for attempt, fa in batch:
-            if attempt.requeue:
-                store.release(fa.job_id, fa.run, fa.owner, time.time())
+            # A repeat after a failed turn matches nothing (fenced) and is not logged again.
+            if attempt.requeue and store.release(fa.job_id, fa.run, fa.owner, time.time()):
                 log.info("job %s returned to pending (attempt %d not counted)", fa.job_id, fa.run)
         ended = [fa for a, fa in batch if not a.requeue]
         results, claimed = store.finish_and_claim(
             ended, policy, live, self.owner, self.settings.host, free, time.time(), self.settings.lease_s
         )
-        next_due = store.next_due_at() if 0 < free and len(claimed) < free else None
+        # Committed: from here on nothing may fail the turn, or the claimed jobs would never start.
+        try:
+            next_due = store.next_due_at() if 0 < free and len(claimed) < free else None
+        except QueuectlError:
+            next_due = time.time() + STORE_RETRY_MAX_S  # unknown: look again in a while
         if claimed and self._fault == "after-claim":
             _crash("after-claim")
         started = []
@@ -272,8 +360,13 @@ class Scheduler:
             await self.recover(now)
             self.config.update(await self.db.read(store.config_all))
             await self.db.write(store.checkpoint)
-        except QueuectlError as exc:
-            log.warning("maintenance skipped: %s", exc.message)
+        except Exception as exc:  # a full disk or a damaged page must not end the daemon: retry soon
+            message = exc.message if isinstance(exc, QueuectlError) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, STORE_FAULTS):
+                log.debug("maintenance skipped: %s", message)  # StoreThreads logged it once already
+            elif self._repeats.check(f"maintain:{message}", time.time())[0]:
+                log.warning("maintenance skipped (retrying every %gs): %s", BUSY_RETRY_S * 4, message,
+                            exc_info=None if isinstance(exc, QueuectlError) else exc)
             self._next_maintenance = now + BUSY_RETRY_S * 4
 
     def _running_keys(self) -> list[tuple[str, int]]:

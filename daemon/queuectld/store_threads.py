@@ -2,6 +2,10 @@
 
 With SQLite in WAL mode the reader never waits for the writer, so `status` and `list` keep
 answering while a write waits for another process's lock.
+
+This is also where every store call ends: a driver error that escaped the store's own
+translation still becomes a queuectl error here (nothing raw reaches the scheduler or a
+handler), and each outcome is reported to the store's health (`status`, logging once).
 """
 
 from __future__ import annotations
@@ -9,10 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any, TypeVar
 
+from queuectl.errors import QueuectlError
 from queuectld.store.base import Store
+from queuectld.store.errors import is_driver_error, to_domain_error
+from queuectld.store_health import StoreHealth
 
 T = TypeVar("T")
 
@@ -22,16 +28,39 @@ class StoreThreads:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.health = StoreHealth(getattr(store, "data_dir", None))
+        self._where: str = getattr(store, "where", "the database")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-write")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="store-read")
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a writing store call in the writer thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, partial(fn, *args, **kwargs))
+        return await self._run(self._writer, True, fn, args, kwargs)
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a reading store call in the reader thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._reader, partial(fn, *args, **kwargs))
+        return await self._run(self._reader, False, fn, args, kwargs)
+
+    async def _run(self, pool: ThreadPoolExecutor, writing: bool, fn: Callable[..., T], args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(pool, self._guarded, writing, fn, args, kwargs)
+        except QueuectlError as exc:
+            self.health.failed(exc)
+            raise
+        self.health.succeeded(wrote=writing)
+        return result
+
+    def _guarded(self, writing: bool, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except QueuectlError:
+            raise
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            raise to_domain_error(exc, where=self._where, writing=writing) from exc
 
     def shutdown(self) -> None:
         """Finish queued calls and stop the threads."""

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, create_engine, text
 
 from queuectld.jobs import Job
+from queuectld.store.errors import is_driver_error, to_domain_error
 from queuectld.store.sql import SqlStore, _job, translate_db_errors
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class PostgresStore(SqlStore):
     def __init__(self, url: str) -> None:
         engine = create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
         super().__init__(engine, engine)
+        self.where = f"the PostgreSQL database {engine.url.database or ''} on {engine.url.host or 'localhost'}"
         self.migrate()
 
     def _lock_schema(self, conn: Connection) -> None:
@@ -109,16 +111,26 @@ class PostgresStore(SqlStore):
         def run() -> None:
             import psycopg
 
+            failing: str | None = None  # the last failure logged: a server that stays down is logged once
             while not stop.is_set():
                 try:
                     with psycopg.connect(conninfo, autocommit=True) as conn:
                         conn.execute(f"LISTEN {CHANNEL}")
+                        if failing is not None:
+                            log.info("LISTEN %s works again", CHANNEL)
+                            failing = None
                         on_jobs()  # anything announced while we were not listening
                         while not stop.is_set():
                             for _ in conn.notifies(timeout=1.0, stop_after=1):
                                 on_jobs()
                 except Exception as exc:  # the database restarted, the network dropped, ...
-                    log.warning("LISTEN %s failed (%s); retrying in 2 s", CHANNEL, exc)
+                    driver = is_driver_error(exc)
+                    message = (to_domain_error(exc, where=self.where, writing=False).message if driver
+                               else f"{type(exc).__name__}: {exc}")
+                    if message != failing:
+                        log.warning("LISTEN %s failed: %s Retrying every 2 s.", CHANNEL, message,
+                                    exc_info=None if driver else exc)
+                        failing = message
                     stop.wait(2.0)
 
         thread = threading.Thread(target=run, name="store-listen", daemon=True)
@@ -132,7 +144,7 @@ class PostgresStore(SqlStore):
 
     def checkpoint(self) -> None:
         """Fold the counter deltas into one row per state (rows added meanwhile stay for next time)."""
-        with translate_db_errors(), self.write_engine.begin() as conn:
+        with translate_db_errors(where=self.where), self.write_engine.begin() as conn:
             conn.exec_driver_sql(
                 """WITH gone AS (DELETE FROM state_count_deltas RETURNING state, n)
                    INSERT INTO state_count_deltas (state, n) SELECT state, sum(n) FROM gone GROUP BY state"""

@@ -15,15 +15,16 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, RootTransaction, and_, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from queuectl.errors import DuplicateJob, InvalidState, JobNotFound, OutcomeUnknown, StoreBusy, StoreUnavailable
+from queuectl.errors import DuplicateJob, InvalidState, JobNotFound, OutcomeUnknown, QueuectlError, StoreUnavailable
 from queuectld.config import DEFAULTS
 from queuectld.jobs import TERMINAL_STATES, Job, JobState, Outcome, RetryPolicy
 from queuectld.store import models
 from queuectld.store.base import (
     AttemptRecord, DaemonInfo, Enqueued, FinishedAttempt, LostAttempt, NewJob, RunKey, SpawnedAttempt,
 )
+from queuectld.store.errors import is_driver_error, to_domain_error
 from queuectld.store.models import attempts, config, daemons, jobs, meta
 
 log = logging.getLogger(__name__)
@@ -38,21 +39,21 @@ T = TypeVar("T")
 
 
 @contextmanager
-def translate_db_errors() -> Iterator[None]:
-    """Turn SQLAlchemy's exceptions into the queuectl errors a user can act on."""
+def translate_db_errors(*, where: str = "the database", writing: bool = True) -> Iterator[None]:
+    """The one boundary between the drivers and the domain: every SQLAlchemy, sqlite3 or psycopg
+    error (and an OSError such as ENOSPC) raised inside becomes the queuectl error a user can act
+    on (store/errors.py says which). A SQLAlchemy IntegrityError passes through: the caller knows
+    which constraint means what. Nothing is logged here: StoreThreads logs each failure once."""
     try:
         yield
     except IntegrityError:
-        raise  # the caller knows which constraint means what
-    except OperationalError as exc:
-        text = str(exc.orig).lower()
-        if any(word in text for word in ("locked", "busy", "deadlock", "could not serialize")):
-            raise StoreBusy() from None
-        log.exception("store operation failed")
-        raise StoreUnavailable(detail=str(exc.orig).splitlines()[0]) from None
-    except DBAPIError as exc:
-        log.exception("store operation failed")
-        raise StoreUnavailable(detail=str(exc.orig).splitlines()[0]) from None
+        raise
+    except QueuectlError:
+        raise
+    except Exception as exc:
+        if not (is_driver_error(exc) or isinstance(exc, OSError)):
+            raise
+        raise to_domain_error(exc, where=where, writing=writing) from exc
 
 
 def _job(row: Any) -> Job:
@@ -65,6 +66,11 @@ def _job(row: Any) -> Job:
 class SqlStore:
     """The Store implementation shared by every dialect."""
 
+    #: What holds the store, as DiskFull names it: "the disk holding {where} is full".
+    where = "the database"
+    #: A local directory holding the store (SQLite), whose free space tells when a full disk has room again.
+    data_dir: str | None = None
+
     def __init__(self, write_engine: Engine, read_engine: Engine) -> None:
         self.write_engine = write_engine
         self.read_engine = read_engine
@@ -75,10 +81,10 @@ class SqlStore:
     def _write(self) -> Iterator[Connection]:
         """One write transaction. An error from its statements means nothing was changed (the
         transaction rolls back); an error from its COMMIT does not: see `_commit`."""
-        with translate_db_errors():
+        with translate_db_errors(where=self.where):
             conn = self.write_engine.connect()
         try:
-            with translate_db_errors():
+            with translate_db_errors(where=self.where):
                 trans = conn.begin()
                 try:
                     yield conn
@@ -99,7 +105,7 @@ class SqlStore:
             self._after_commit()
         except DBAPIError as exc:
             if self._commit_failed_cleanly(exc.orig):
-                with translate_db_errors():
+                with translate_db_errors(where=self.where):
                     raise
             log.error("the commit's outcome is unknown: %s", _first_line(exc.orig))
             raise OutcomeUnknown(detail=_first_line(exc.orig)) from None
@@ -114,7 +120,7 @@ class SqlStore:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with translate_db_errors(), self.read_engine.begin() as conn:
+        with translate_db_errors(where=self.where, writing=False), self.read_engine.begin() as conn:
             yield conn
 
     # -- schema ---------------------------------------------------------------------------------

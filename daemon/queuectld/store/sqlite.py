@@ -14,10 +14,11 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from queuectl.errors import OutcomeUnknown, StoreBusy, StoreUnavailable
+from queuectl.errors import OutcomeUnknown
 from queuectld.jobs import Job, JobState, RetryPolicy
 from queuectld.settings import fault_point
 from queuectld.store.base import FinishedAttempt, NewJob, SpawnedAttempt
+from queuectld.store.errors import StoreFault, classify, to_domain_error
 from queuectld.store.models import jobs
 from queuectld.store.sql import SqlStore, settle_attempts, translate_db_errors
 
@@ -92,6 +93,8 @@ class SqliteStore(SqlStore):
     def __init__(self, url: str, *, sync: str = "normal") -> None:
         path = make_url(url).database
         if path and path != ":memory:":
+            self.data_dir = str(Path(path).resolve().parent)
+            self.where = self.data_dir
             _create_private(Path(path))
             _enable_wal(Path(path))
         point = fault_point() or ""
@@ -190,15 +193,19 @@ class SqliteStore(SqlStore):
                 except sqlite3.Error as exc:
                     if not _committed_nothing(exc):
                         if dbapi.in_transaction:
-                            dbapi.execute("ROLLBACK")
+                            try:
+                                dbapi.execute("ROLLBACK")
+                            except sqlite3.Error:
+                                pass
                         raise OutcomeUnknown(detail=str(exc)) from None
                     raise
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 if dbapi.in_transaction:
-                    dbapi.execute("ROLLBACK")
-                if "locked" in str(exc) or "busy" in str(exc):
-                    raise StoreBusy() from None
-                raise StoreUnavailable(detail=str(exc)) from None
+                    try:
+                        dbapi.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # SQLite rolled back itself (it does on SQLITE_FULL, IOERR, ...)
+                raise to_domain_error(exc, where=self.where, writing=True) from exc
             finally:
                 cur.close()
         finally:
@@ -214,8 +221,9 @@ class SqliteStore(SqlStore):
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the database so it cannot grow while the daemon runs."""
-        # Outside any transaction: SQLite refuses to checkpoint inside one.
-        with translate_db_errors(), self.write_engine.connect() as conn:
+        # Outside any transaction: SQLite refuses to checkpoint inside one. The statement goes to
+        # the driver directly, so translate_db_errors sees sqlite3's own errors (SQLITE_FULL, ...).
+        with translate_db_errors(where=self.where), self.write_engine.connect() as conn:
             conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
 
 
@@ -280,18 +288,18 @@ def _enable_wal(path: Path) -> None:
     exclusive lock for which SQLite does not wait, so daemons opening a new file together retry."""
     deadline = time.monotonic() + BUSY_TIMEOUT_S
     while True:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+        conn: sqlite3.Connection | None = None
         try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
             conn.execute("PRAGMA journal_mode=WAL").fetchall()
             return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc):
-                raise StoreUnavailable(detail=f"{path}: {exc}") from None
-            if time.monotonic() > deadline:
-                raise StoreBusy() from None
+        except sqlite3.Error as exc:
+            if classify(exc) is not StoreFault.BUSY or time.monotonic() > deadline:
+                raise to_domain_error(exc, where=str(path.parent), writing=True, subject=str(path)) from exc
             time.sleep(0.05)
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
 
 def _engine(url: str, *, immediate: bool, sync: str, trace: _LostAnswer | None = None) -> Engine:
