@@ -48,17 +48,9 @@ def open_store(url: str, *, sync: str = "normal", state_dir: Path | None = None,
     if new_store:
         _set_aside(path, state_dir)
     recorded = identity.recorded(state_dir) if state_dir is not None else None
-    existed = False
+    existed = path is not None and path.exists()
     if path is not None:
-        from queuectld.store import sqlite_file
-
-        existed = path.exists()
-        if not existed and recorded is not None:
-            raise StoreRefused(path=where, detail=f"it is missing, but {identity.id_file(state_dir)} says queue "
-                               f"{recorded} lived there; {_advice(path)}")  # type: ignore[arg-type]
-        damage = sqlite_file.problem(path)
-        if damage is not None:
-            raise StoreRefused(path=where, detail=f"{damage}; {_advice(path)}")
+        check_file(path, state_dir, recorded)
     store = _construct(url, sync)
     try:
         if existed:
@@ -67,7 +59,13 @@ def open_store(url: str, *, sync: str = "normal", state_dir: Path | None = None,
                 raise StoreRefused(path=where, detail=f"PRAGMA quick_check failed: {complaint}; {_advice(path)}")
         if upgrade:
             store.migrate(may_create=recorded is None, queue_id=recorded)  # type: ignore[attr-defined]
-        _check_identity(store, where, state_dir, recorded, record=upgrade)
+            _check_identity(store, where, state_dir, recorded, record=True)
+        else:
+            current = store.schema_plan().current  # type: ignore[attr-defined]
+            if current is None and recorded is not None:
+                raise schema.EmptyDatabase("the database is empty")
+            if current is not None and current >= schema.IDENTITY_REVISION:
+                _check_identity(store, where, state_dir, recorded, record=False)
     except schema.EmptyDatabase:
         store.close()
         raise StoreRefused(path=where, detail=f"the database is empty, but {identity.id_file(state_dir)} says "  # type: ignore[arg-type]
@@ -80,6 +78,19 @@ def open_store(url: str, *, sync: str = "normal", state_dir: Path | None = None,
         store.close()
         raise
     return store
+
+
+def check_file(path: Path, state_dir: Path | None, recorded: str | None) -> None:
+    """Refuse a SQLite file that is damaged, or missing where the state dir says a queue lived;
+    reads the file only (before anything may create it)."""
+    from queuectld.store import sqlite_file
+
+    if not path.exists() and recorded is not None:
+        raise StoreRefused(path=str(path), detail=f"it is missing, but {identity.id_file(state_dir)} says queue "  # type: ignore[arg-type]
+                           f"{recorded} lived there; {_advice(path)}")
+    damage = sqlite_file.problem(path)
+    if damage is not None:
+        raise StoreRefused(path=str(path), detail=f"{damage}; {_advice(path)}")
 
 
 def _construct(url: str, sync: str) -> Store:
@@ -100,7 +111,7 @@ def _check_identity(store: Store, where: str, state_dir: Path | None, recorded: 
         return
     queue_id = store.queue_id()  # type: ignore[attr-defined]
     if queue_id is None:
-        return  # before revision 0002 (a dry run): nothing to compare yet
+        return  # cannot happen at revision 0002 or later; nothing to compare
     if recorded is None:
         if record:
             identity.record(state_dir, queue_id)

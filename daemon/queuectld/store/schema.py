@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: Revision 1 = the schema a database made before Alembic has.
 BASELINE = "0001"
+#: From this revision on, meta.queue_id holds the queue's identity.
+IDENTITY_REVISION = "0002"
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,13 @@ def plan(conn: Connection) -> SchemaPlan:
     revs.reverse()
     return SchemaPlan(current, tuple(Revision(r.revision, _first_line(r.doc)) for r in revs),
                       before_alembic=before_alembic)
+
+
+def all_revisions() -> tuple[Revision, ...]:
+    """Every revision, oldest first (what a new database gets)."""
+    revs = list(_script().iterate_revisions("head", "base"))
+    revs.reverse()
+    return tuple(Revision(r.revision, _first_line(r.doc)) for r in revs)
 
 
 def apply(conn: Connection, schema_plan: SchemaPlan, *, queue_id: str | None = None) -> None:
