@@ -91,6 +91,8 @@ class SqliteStore(SqlStore):
                 rows = conn.connection.dbapi_connection.execute("PRAGMA quick_check").fetchall()
         except DBAPIError as exc:
             return str(exc.orig).splitlines()[0]
+        except sqlite3.DatabaseError as exc:  # the driver's own, from the raw connection
+            return str(exc).splitlines()[0]
         problems = [row[0] for row in rows if row[0] != "ok"]
         return None if not problems else f"{problems[0]} ({len(problems)} problem(s) in all)"
 
