@@ -51,7 +51,7 @@ def open_store(url: str, *, sync: str = "normal", state_dir: Path | None = None,
     existed = path is not None and path.exists()
     if path is not None:
         check_file(path, state_dir, recorded)
-    store = _construct(url, sync)
+    store = _construct(url, sync, writable=upgrade)
     try:
         if existed:
             complaint = store.quick_check()  # type: ignore[attr-defined]
@@ -93,11 +93,11 @@ def check_file(path: Path, state_dir: Path | None, recorded: str | None) -> None
         raise StoreRefused(path=str(path), detail=f"{damage}; {_advice(path)}")
 
 
-def _construct(url: str, sync: str) -> Store:
+def _construct(url: str, sync: str, *, writable: bool) -> Store:
     if url.startswith("sqlite"):
         from queuectld.store.sqlite import SqliteStore
 
-        return SqliteStore(url, sync=sync)
+        return SqliteStore(url, sync=sync, switch_to_wal=writable)
     if url.startswith("postgresql"):
         from queuectld.store.postgres import PostgresStore
 

@@ -74,14 +74,15 @@ _INSERT = (
 class SqliteStore(SqlStore):
     """SQLite in WAL mode: a writer engine that takes the lock up front, a reader that never blocks on it."""
 
-    def __init__(self, url: str, *, sync: str = "normal") -> None:
+    def __init__(self, url: str, *, sync: str = "normal", switch_to_wal: bool = True) -> None:
         database = make_url(url).database
         #: The database file (None in memory). Opening creates it when missing: open_store decides
         #: before that whether a missing or damaged file may be (re)created.
         self.path = Path(database) if database and database != ":memory:" else None
         if self.path is not None:
             _create_private(self.path)
-            _enable_wal(self.path)
+            if switch_to_wal:  # not for a look that must change nothing (`migrate --dry-run`)
+                _enable_wal(self.path)
         super().__init__(_engine(url, immediate=True, sync=sync), _engine(url, immediate=False, sync=sync))
 
     def quick_check(self) -> str | None:
