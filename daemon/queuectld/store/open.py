@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from queuectl.errors import InvalidValue, StoreRefused
-from queuectld.store import identity, schema
+from queuectld.store import identity
 from queuectld.store.base import Store
+
+if TYPE_CHECKING:  # SQLAlchemy loads when a store is opened, not when the daemon parses its flags
+    from queuectld.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ def open_store(url: str, *, sync: str = "normal", state_dir: Path | None = None,
     the id file aside (`.replaced-<UTC time>`). With `upgrade` False nothing is applied (see
     `store.schema_plan()`). Raises StoreRefused for an empty, damaged, missing, newer or foreign
     database; nothing is changed then."""
+    from queuectld.store import schema
+
     path = sqlite_path(url)
     where = str(path) if path is not None else _redact(url)
     if new_store:
@@ -54,14 +60,14 @@ def open_store(url: str, *, sync: str = "normal", state_dir: Path | None = None,
     store = _construct(url, sync, writable=upgrade)
     try:
         if existed:
-            complaint = store.quick_check()  # type: ignore[attr-defined]
+            complaint = store.quick_check()  # type: ignore[attr-defined]  # existed: a SqliteStore
             if complaint is not None:
                 raise StoreRefused(path=where, detail=f"PRAGMA quick_check failed: {complaint}; {_advice(path)}")
         if upgrade:
-            store.migrate(may_create=recorded is None, queue_id=recorded)  # type: ignore[attr-defined]
+            store.migrate(may_create=recorded is None, queue_id=recorded)
             _check_identity(store, where, state_dir, recorded, record=True)
         else:
-            current = store.schema_plan().current  # type: ignore[attr-defined]
+            current = store.schema_plan().current
             if current is None and recorded is not None:
                 raise schema.EmptyDatabase("the database is empty")
             if current is not None and current >= schema.IDENTITY_REVISION:
@@ -93,7 +99,7 @@ def check_file(path: Path, state_dir: Path | None, recorded: str | None) -> None
         raise StoreRefused(path=str(path), detail=f"{damage}; {_advice(path)}")
 
 
-def _construct(url: str, sync: str, *, writable: bool) -> Store:
+def _construct(url: str, sync: str, *, writable: bool) -> SqlStore:
     if url.startswith("sqlite"):
         from queuectld.store.sqlite import SqliteStore
 
@@ -105,11 +111,11 @@ def _construct(url: str, sync: str, *, writable: bool) -> Store:
     raise InvalidValue(key="--db", detail=f"unsupported database URL {url!r}; use sqlite:///PATH or postgresql+psycopg://...")
 
 
-def _check_identity(store: Store, where: str, state_dir: Path | None, recorded: str | None, *, record: bool) -> None:
+def _check_identity(store: SqlStore, where: str, state_dir: Path | None, recorded: str | None, *, record: bool) -> None:
     """The database's queue id must be the one the state dir records; a first start records it."""
     if state_dir is None:
         return
-    queue_id = store.queue_id()  # type: ignore[attr-defined]
+    queue_id = store.queue_id()
     if queue_id is None:
         return  # cannot happen at revision 0002 or later; nothing to compare
     if recorded is None:
