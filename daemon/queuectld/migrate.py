@@ -16,8 +16,11 @@ from queuectld.settings import Settings
 
 def migrate(settings: Settings, *, dry_run: bool) -> int:
     """Print the plan and apply it (not with `dry_run`); returns the exit status."""
+    # What the store says it did (backed up, stamped, upgraded, recorded), one line each. Errors
+    # are left out: the one-line message below says it, and their tracebacks are for the log.
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_MessageOnly())
+    handler.addFilter(lambda record: record.levelno < logging.ERROR)
     store_log = logging.getLogger("queuectld.store")
     store_log.addHandler(handler)
     store_log.setLevel(logging.INFO)
@@ -66,6 +69,11 @@ def _migrate(settings: Settings, *, dry_run: bool) -> None:
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
+
+
+class _MessageOnly(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()
 
 
 def _print_pending(pending: tuple[object, ...]) -> None:

@@ -122,6 +122,13 @@ def test_migrate_takes_flags_after_the_subcommand_too(baseline: Daemon, tmp_path
     assert not other.exists()
 
 
+def test_migrate_against_an_unreachable_database_fails_in_one_line(baseline: Daemon) -> None:
+    baseline.db_url = "postgresql+psycopg://nobody@127.0.0.1:1/none"  # nothing listens on port 1
+    r = queuectld(baseline, "migrate")
+    one_line_error(r, "queuectld: The job store failed")
+    assert r.stdout.strip().splitlines() == ["store: postgresql+psycopg://***@127.0.0.1:1/none"]
+
+
 @pytest.mark.skipif(not PG_URL, reason=PG_SKIP_REASON)
 def test_postgresql_a_state_dir_pointed_at_another_queue_is_refused(daemon_factory: Callable[..., Daemon]) -> None:
     with pg_schema() as first_url, pg_schema() as second_url:
