@@ -1,4 +1,7 @@
-"""`queuectld`: parse flags -> Settings -> logging -> serve (in the foreground, or detached)."""
+"""`queuectld`: parse flags -> Settings -> logging -> serve (in the foreground, or detached).
+
+`queuectld migrate [--dry-run]` shows and applies the store's pending schema revisions and exits.
+"""
 
 from __future__ import annotations
 
@@ -43,10 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tls-key", type=Path, help="private key for --tls-cert (PEM)")
     ap.add_argument("--allow-group", action="append", default=[], metavar="GROUP",
                     help="also serve Unix-socket peers whose primary group is GROUP")
+    ap.add_argument("--new-store", action="store_true",
+                    help="start afresh on purpose: move the existing database and queue id aside (never deleted)")
     ap.add_argument("--lease-seconds", type=float, default=30.0, help=argparse.SUPPRESS)
     # Tests shorten this to see a silent connection closed without waiting the full 10 s.
     ap.add_argument("--first-request-timeout", type=float, default=FIRST_REQUEST_S, help=argparse.SUPPRESS)
     ap.add_argument("--version", action="version", version=f"queuectld {__version__}")
+    commands = ap.add_subparsers(dest="command", metavar="{migrate}")
+    mig = commands.add_parser("migrate", help="show and apply the store's pending schema revisions, then exit",
+                              description="Show the store's schema revision and the pending ones; apply them.")
+    mig.add_argument("--dry-run", action="store_true", help="only show what would be applied")
+    # Also accepted after `migrate`; SUPPRESS keeps the values given before it.
+    mig.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, help="as for queuectld")
+    mig.add_argument("--db", default=argparse.SUPPRESS, help="as for queuectld")
     return ap
 
 
@@ -98,6 +110,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         allow_groups=tuple(gids),
         first_request_s=args.first_request_timeout,
         detach=args.detach,
+        new_store=args.new_store,
     )
 
 
@@ -146,6 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     # Everything the daemon creates is private, whatever umask it was started with; jobs get
     # the original umask back.
     umask = os.umask(0o077)
+    if args.command == "migrate":
+        from queuectld.migrate import migrate
+
+        raise SystemExit(migrate(settings, dry_run=args.dry_run))
     if settings.detach:
         from queuectld.detach import detach
 

@@ -160,7 +160,8 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
     claim_socket_path(settings.socket_path)
     token = load_token(settings) if settings.tcp else None
 
-    store = await asyncio.to_thread(open_store, settings.db_url, sync=settings.sync)
+    store = await asyncio.to_thread(open_store, settings.db_url, sync=settings.sync, state_dir=settings.state_dir,
+                                    new_store=settings.new_store)
     db = StoreThreads(store)
     config = await db.read(store.config_all)
     owner = f"{settings.host}:{os.getpid()}:{secrets.token_hex(4)}"

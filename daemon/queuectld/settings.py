@@ -33,6 +33,7 @@ class Settings:
     allow_groups: tuple[int, ...] = ()
     first_request_s: float = FIRST_REQUEST_S
     detach: bool = False
+    new_store: bool = False  #: move the existing database and queue id aside and start afresh
     host: str = field(default_factory=socket.gethostname)
 
     @property

@@ -15,7 +15,11 @@ from typing import Any
 
 from queuectl.errors import StoreBusy
 from queuectld.store import postgres, sqlite  # noqa: F401  # imported at start-up, not during a race
+from queuectld.store import schema
 from queuectld.store.open import open_store
+
+# Alembic and its revision scripts load at start-up too, so that the first opens race for real.
+schema._script().get_current_head()
 
 #: A claim that keeps finding the store busy this many times in a row is a failure, not contention.
 MAX_BUSY_IN_A_ROW = 50

@@ -1,13 +1,14 @@
-"""The schema. Times are UNIX seconds (UTC) as floats: cheap to index and compare on every dialect."""
+"""The schema. Times are UNIX seconds (UTC) as floats: cheap to index and compare on every dialect.
+
+This describes the schema the revisions in migrations/versions make (a test compares the two);
+change it only together with a new revision. The per-state counters (dialect specific) are
+created by the revisions alone.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-#: Bump with a new entry in sql.MIGRATIONS when the schema changes.
-SCHEMA_VERSION = 1
-
 
 class Base(DeclarativeBase):
     """Declarative base; the store uses the tables through SQLAlchemy Core."""
@@ -104,7 +105,7 @@ class DaemonRow(Base):
 
 
 class MetaRow(Base):
-    """Schema version and other store facts."""
+    """Store facts: schema_version (the head revision's number) and queue_id (the queue's identity)."""
 
     __tablename__ = "meta"
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from queuectld.jobs import Job
 from queuectld.store.errors import is_driver_error, to_domain_error
@@ -40,35 +42,8 @@ _CLAIM = text(
     """
 )
 
-_COUNTERS = [
-    "CREATE TABLE IF NOT EXISTS state_count_deltas (state VARCHAR(16) NOT NULL, n BIGINT NOT NULL)",
-    """CREATE OR REPLACE FUNCTION queuectl_count_insert() RETURNS trigger AS $$
-       BEGIN
-         INSERT INTO state_count_deltas (state, n) SELECT state, count(*) FROM new_rows GROUP BY state;
-         RETURN NULL;
-       END $$ LANGUAGE plpgsql""",
-    """CREATE OR REPLACE FUNCTION queuectl_count_delete() RETURNS trigger AS $$
-       BEGIN
-         INSERT INTO state_count_deltas (state, n) SELECT state, -count(*) FROM old_rows GROUP BY state;
-         RETURN NULL;
-       END $$ LANGUAGE plpgsql""",
-    """CREATE OR REPLACE FUNCTION queuectl_count_update() RETURNS trigger AS $$
-       BEGIN
-         INSERT INTO state_count_deltas (state, n)
-         SELECT state, sum(n) FROM (
-           SELECT o.state, -1 AS n FROM old_rows o JOIN new_rows w ON o.id = w.id WHERE o.state <> w.state
-           UNION ALL
-           SELECT w.state, 1 AS n FROM old_rows o JOIN new_rows w ON o.id = w.id WHERE o.state <> w.state
-         ) d GROUP BY state;
-         RETURN NULL;
-       END $$ LANGUAGE plpgsql""",
-    """CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs REFERENCING NEW TABLE AS new_rows
-       FOR EACH STATEMENT EXECUTE FUNCTION queuectl_count_insert()""",
-    """CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs REFERENCING OLD TABLE AS old_rows
-       FOR EACH STATEMENT EXECUTE FUNCTION queuectl_count_delete()""",
-    """CREATE TRIGGER jobs_count_update AFTER UPDATE ON jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-       FOR EACH STATEMENT EXECUTE FUNCTION queuectl_count_update()""",
-]
+#: pg_advisory_lock key held while a daemon migrates, so daemons starting together migrate once.
+MIGRATION_LOCK = 7438190
 
 
 class PostgresStore(SqlStore):
@@ -78,19 +53,23 @@ class PostgresStore(SqlStore):
         engine = create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
         super().__init__(engine, engine)
         self.where = f"the PostgreSQL database {engine.url.database or ''} on {engine.url.host or 'localhost'}"
-        self.migrate()
 
-    def _lock_schema(self, conn: Connection) -> None:
-        # Held until the migration's transaction ends: two daemons starting together on an empty
-        # database must not both create the schema.
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7438190)")
-
-    def _install_counters(self, conn: Connection) -> None:
-        for ddl in _COUNTERS:
-            conn.exec_driver_sql(ddl)
-        conn.exec_driver_sql(
-            "INSERT INTO state_count_deltas (state, n) SELECT state, count(*) FROM jobs GROUP BY state"
-        )
+    @contextmanager
+    def _schema_lock(self) -> Iterator[Connection]:
+        """A transaction run while holding the migration advisory lock (a session lock, taken
+        before the transaction and released after it, so a waiting daemon sees the upgrade done)."""
+        with self.write_engine.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+            conn.commit()
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                try:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+                    conn.commit()
+                except DBAPIError:
+                    conn.invalidate()  # the session is gone, and its lock with it
 
     def _count_rows(self, conn: Connection) -> Any:
         return conn.exec_driver_sql("SELECT state, sum(n) FROM state_count_deltas GROUP BY state").all()

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from queuectl.errors import DuplicateJob, InvalidState, JobNotFound, OutcomeUnknown, QueuectlError, StoreUnavailable
 from queuectld.config import DEFAULTS
 from queuectld.jobs import TERMINAL_STATES, Job, JobState, Outcome, RetryPolicy
-from queuectld.store import models
+from queuectld.store import schema
 from queuectld.store.base import (
     AttemptRecord, DaemonInfo, Enqueued, FinishedAttempt, LostAttempt, NewJob, RunKey, SpawnedAttempt,
 )
@@ -125,20 +125,37 @@ class SqlStore:
 
     # -- schema ---------------------------------------------------------------------------------
 
-    def migrate(self) -> None:
-        """Create or upgrade the schema to models.SCHEMA_VERSION."""
-        with self._write() as conn:
-            self._lock_schema(conn)
-            models.Base.metadata.create_all(conn)
-            version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-            if version is None:
-                self._install_counters(conn)
-                conn.execute(insert(meta).values(key="schema_version", value=str(models.SCHEMA_VERSION)))
-            elif int(version) > models.SCHEMA_VERSION:
-                raise StoreUnavailable(
-                    detail=f"the database has schema {version}, newer than this queuectld "
-                    f"({models.SCHEMA_VERSION}); upgrade queuectld"
-                )
+    def migrate(self, *, may_create: bool = True, queue_id: str | None = None) -> schema.SchemaPlan:
+        """Create the schema, or upgrade it to the newest revision, under the migration lock.
+
+        `queue_id` is the identity to record if the database has none yet (else a random one).
+        Raises schema.SchemaRefused for a database newer than this release (or not queuectl's),
+        and schema.EmptyDatabase for an empty one when `may_create` is False."""
+        try:
+            with translate_db_errors(where=self.where):
+                return schema.upgrade(self._schema_lock, before_apply=self._before_upgrade, may_create=may_create,
+                                      queue_id=queue_id)
+        except IntegrityError as exc:  # no caller here knows a constraint to explain: a plain store error
+            raise to_domain_error(exc, where=self.where, writing=True) from exc
+
+    def schema_plan(self) -> schema.SchemaPlan:
+        """The revision the database is at and the ones opening it would apply; changes nothing."""
+        with self._read() as conn:
+            return schema.plan(conn)
+
+    def queue_id(self) -> str | None:
+        """The queue's identity recorded in the database (revision 0002 on), or None before it."""
+        with self._read() as conn:
+            return conn.execute(select(meta.c.value).where(meta.c.key == "queue_id")).scalar()
+
+    @contextmanager
+    def _schema_lock(self) -> Iterator[Connection]:
+        """A transaction holding the lock that serializes migrations (SQLite: its BEGIN IMMEDIATE)."""
+        with self.write_engine.begin() as conn:
+            yield conn
+
+    def _before_upgrade(self, plan: schema.SchemaPlan) -> None:
+        """Runs under the migration lock before an upgrade changes anything (SQLite: the backup)."""
 
     def _announce(self, conn: Connection) -> None:
         """A job became due now: tell other daemons sharing the store (dialect specific)."""
@@ -148,13 +165,6 @@ class SqlStore:
         function that stops listening. A store only one daemon uses needs nothing: its own
         requests already wake its scheduler."""
         return lambda: None
-
-    def _lock_schema(self, conn: Connection) -> None:
-        """Serialize migrations of daemons starting together (SQLite's BEGIN IMMEDIATE already does)."""
-
-    def _install_counters(self, conn: Connection) -> None:
-        """Create the per-state counters and whatever keeps them current (dialect specific)."""
-        raise NotImplementedError
 
     def _insert_jobs(self, conn: Connection, new: Sequence[NewJob], now: float) -> None:
         """Insert new pending jobs (dialects may take a faster path for big batches)."""

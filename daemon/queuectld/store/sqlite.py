@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -12,15 +14,19 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from queuectl.errors import OutcomeUnknown
 from queuectld.jobs import Job, JobState, RetryPolicy
 from queuectld.settings import fault_point
+from queuectld.store import sqlite_file
 from queuectld.store.base import FinishedAttempt, NewJob, SpawnedAttempt
 from queuectld.store.errors import StoreFault, classify, to_domain_error
 from queuectld.store.models import jobs
+from queuectld.store.schema import SchemaPlan
 from queuectld.store.sql import SqlStore, settle_attempts, translate_db_errors
+
+log = logging.getLogger(__name__)
 
 #: How long a write waits for another process's lock before the request fails with StoreBusy.
 BUSY_TIMEOUT_S = 5.0
@@ -74,34 +80,24 @@ _INSERT = (
     "INSERT INTO jobs (id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at,"
     " updated_at, run) VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6, ?7, ?7, 0)"
 )
-_COUNTERS = """CREATE TABLE IF NOT EXISTS state_counts (state VARCHAR(16) PRIMARY KEY, n INTEGER NOT NULL)"""
-# Inserts are counted by the store in one statement per batch (a per-row insert trigger cost
-# three quarters of batch-enqueue throughput); changes and deletes by triggers.
-_TRIGGERS = [
-    """CREATE TRIGGER IF NOT EXISTS jobs_count_delete AFTER DELETE ON jobs BEGIN
-         UPDATE state_counts SET n = n - 1 WHERE state = OLD.state; END""",
-    """CREATE TRIGGER IF NOT EXISTS jobs_count_update AFTER UPDATE OF state ON jobs
-         WHEN OLD.state <> NEW.state BEGIN
-         UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
-         UPDATE state_counts SET n = n + 1 WHERE state = NEW.state; END""",
-]
-
-
 class SqliteStore(SqlStore):
     """SQLite in WAL mode: a writer engine that takes the lock up front, a reader that never blocks on it."""
 
-    def __init__(self, url: str, *, sync: str = "normal") -> None:
-        path = make_url(url).database
-        if path and path != ":memory:":
-            self.data_dir = str(Path(path).resolve().parent)
+    def __init__(self, url: str, *, sync: str = "normal", switch_to_wal: bool = True) -> None:
+        database = make_url(url).database
+        #: The database file (None in memory). Opening creates it when missing: open_store decides
+        #: before that whether a missing or damaged file may be (re)created.
+        self.path = Path(database) if database and database != ":memory:" else None
+        if self.path is not None:
+            self.data_dir = str(self.path.resolve().parent)
             self.where = self.data_dir
-            _create_private(Path(path))
-            _enable_wal(Path(path))
+            _create_private(self.path)
+            if switch_to_wal:  # not for a look that must change nothing (`migrate --dry-run`)
+                _enable_wal(self.path)
         point = fault_point() or ""
         self._lost_answer = _LostAnswer(point[len(LOSE_COMMIT_ANSWER):]) if point.startswith(LOSE_COMMIT_ANSWER) else None
         super().__init__(_engine(url, immediate=True, sync=sync, trace=self._lost_answer),
                          _engine(url, immediate=False, sync=sync))
-        self.migrate()
 
     def _commit_failed_cleanly(self, error: BaseException | None) -> bool:
         return _committed_nothing(error)
@@ -110,16 +106,24 @@ class SqliteStore(SqlStore):
         if self._lost_answer is not None and self._lost_answer.fires():
             raise OperationalError("COMMIT", None, self._lost_answer.error())
 
-    def _install_counters(self, conn: Connection) -> None:
-        """One row per state, kept exact by triggers in the same transaction as each change."""
-        conn.exec_driver_sql(_COUNTERS)
-        for state in JobState:
-            conn.execute(
-                text("INSERT INTO state_counts (state, n) SELECT :s, count(*) FROM jobs WHERE state = :s"),
-                {"s": state.value},
-            )
-        for ddl in _TRIGGERS:
-            conn.exec_driver_sql(ddl)
+    def quick_check(self) -> str | None:
+        """SQLite's `PRAGMA quick_check`: None when the file is sound, else its first complaint."""
+        try:
+            with self.read_engine.connect() as conn:
+                rows = conn.connection.dbapi_connection.execute("PRAGMA quick_check").fetchall()
+        except DBAPIError as exc:
+            return str(exc.orig).splitlines()[0]
+        except sqlite3.DatabaseError as exc:  # the driver's own, from the raw connection
+            return str(exc).splitlines()[0]
+        problems = [row[0] for row in rows if row[0] != "ok"]
+        return None if not problems else f"{problems[0]} ({len(problems)} problem(s) in all)"
+
+    def _before_upgrade(self, plan: SchemaPlan) -> None:
+        """Copy an existing database aside (`<file>.bak-<revision>`) before any revision touches it."""
+        if plan.current is not None and self.path is not None:
+            backup = sqlite_file.backup(self.path, plan.current)
+            log.info("backed up %s to %s before upgrading it from revision %s to %s",
+                     self.path, backup, plan.current, plan.head)
 
     def _count_rows(self, conn: Connection) -> Any:
         return conn.exec_driver_sql("SELECT state, n FROM state_counts").all()
@@ -273,10 +277,25 @@ def _claim_raw(cur: sqlite3.Cursor, owner: str, host: str, limit: int, now: floa
 
 
 def _create_private(path: Path) -> None:
-    """Create the database file 0600 before SQLite does (its -wal and -shm files copy the mode)."""
+    """Create the database file 0600 before SQLite does (its -wal and -shm files copy the mode).
+
+    A new file is made whole (header written, in WAL mode) under a temporary name and linked into
+    place, so another process opening the same path never sees an empty file (which it refuses)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+    if not path.exists():
+        partial = path.with_name(f".{path.name}.new-{os.getpid()}-{secrets.token_hex(4)}")
+        os.close(os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            conn = sqlite3.connect(partial)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            finally:
+                conn.close()
+            os.link(partial, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            os.unlink(partial)
     for suffix in ("", "-wal", "-shm"):
         p = Path(str(path) + suffix)
         if p.exists() and (p.stat().st_mode & 0o077) and p.stat().st_uid == os.getuid():

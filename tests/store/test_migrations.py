@@ -1,0 +1,350 @@
+"""Schema migrations: revision 0001 is the schema made before Alembic, a baseline database made by
+that release (tests/data, see make_baseline.py) upgrades in place with everything intact, a newer
+database is refused, and the queue's identity is made once. On every backend (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from queuectl.errors import StoreRefused
+from queuectld.jobs import JobState
+from queuectld.store import identity, schema
+from queuectld.store.base import Store
+from queuectld.store.open import open_store, sqlite_path
+from tests.store.helpers import T0, add, assert_counts_exact, claim, finish, new_job
+
+DATA = Path(__file__).parent.parent / "data"
+EXPECTED = json.loads((DATA / "baseline-expected.json").read_text())
+
+
+def load_baseline(url: str) -> None:
+    """Replay the dump made by the release before Alembic into the empty database behind `url`."""
+    path = sqlite_path(url)
+    if path is not None:
+        conn = sqlite3.connect(path)
+        conn.executescript((DATA / "baseline-sqlite.sql").read_text())
+        conn.close()
+        return
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            driver.execute((DATA / "baseline-postgresql.sql").read_text())
+            driver.commit()
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def raw(url: str) -> Iterator[Any]:
+    """A plain SQLAlchemy connection (in a transaction) to look at the database behind the store's back."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def dialect_of(url: str) -> str:
+    return "sqlite" if url.startswith("sqlite") else "postgresql"
+
+
+def snapshot(store: Store) -> dict[str, Any]:
+    """What the baseline generator recorded, read back by this release."""
+    from dataclasses import asdict
+
+    jobs = store.list_jobs(None, None)
+    return {
+        "job_rows": [{**asdict(store.get(j.id)), "state": j.state.value} for j in jobs],
+        "attempt_rows": {j.id: [asdict(a) for a in store.attempts_of(j.id)] for j in jobs},
+        "dlq": [j.id for j in store.list_jobs(JobState.DEAD, None)],
+        "config": store.config_all(),
+        "counts": store.counts(),
+        "daemons": [asdict(d) for d in store.daemons()],
+    }
+
+
+def test_baseline_database_upgrades_in_place_with_everything_intact(store_url: str) -> None:
+    load_baseline(store_url)
+    store = open_store(store_url)
+    try:
+        expected = EXPECTED[dialect_of(store_url)]
+        got = json.loads(json.dumps(snapshot(store)))  # the same JSON round trip as the recorded side
+        assert got["job_rows"] == expected["job_rows"]
+        assert got["attempt_rows"] == expected["attempt_rows"]
+        assert got["dlq"] == expected["dlq"] == ["dead-1"]
+        assert got["config"] == expected["config"]
+        assert got["daemons"] == expected["daemons"]
+        assert assert_counts_exact(store) == expected["counts"]  # the counters agree with the rows
+        assert {j["state"] for j in got["job_rows"]} == {s.value for s in JobState}  # every state was there
+        # Upgraded, not re-created: stamped and at head, with an identity.
+        with raw(store_url) as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
+                schema.head_revision()]
+            assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == str(
+                int(schema.head_revision()))
+        assert store.queue_id() and len(store.queue_id()) == 32
+        # And the store keeps working, counters included.
+        add(store, new_job("after-upgrade", at=T0 + 20_000))
+        claimed = {j.id: j for j in claim(store, now=T0 + 20_000)}
+        assert sorted(claimed) == ["after-upgrade", "later-1", "pending-now", "waiting-retry"]
+        finish(store, claimed["after-upgrade"], 0, now=T0 + 20_001)
+        assert assert_counts_exact(store)["completed"] == expected["counts"]["completed"] + 1
+    finally:
+        store.close()
+    again = open_store(store_url)  # a second open finds nothing to do and the same queue
+    try:
+        assert again.schema_plan().pending == ()
+        assert again.get("done-1").output_tail == "hello\n"
+    finally:
+        again.close()
+
+
+def test_revision_0001_is_exactly_the_schema_made_before_alembic(store_url: str, tmp_path: Path) -> None:
+    load_baseline(store_url)
+    before = _schema_of(store_url)
+    fresh_url = _fresh_url_beside(store_url, tmp_path)
+    if fresh_url is None:
+        pytest.skip("needs a second schema")
+    try:
+        open_store(fresh_url).close()
+        made = _schema_of(fresh_url)
+    finally:
+        _drop(fresh_url)
+    assert {k: v for k, v in made.items() if "alembic_version" not in k} == before
+
+
+def test_models_describe_the_schema_the_revisions_make(store: Store) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from queuectld.store.models import Base
+
+    with store.write_engine.connect() as conn:  # type: ignore[attr-defined]
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    # The counters are dialect-specific and made by the revisions alone.
+    diff = [d for d in diff if not (d[0] == "remove_table" and d[1].name in ("state_counts", "state_count_deltas",
+                                                                                "alembic_version"))]
+    # Alembic cannot compare expression and partial indexes; it reports such an index as removed
+    # and added again. The index itself is checked by the exact-schema test above.
+    removed = {d[1].name for d in diff if d[0] == "remove_index"}
+    added = {d[1].name for d in diff if d[0] == "add_index"}
+    diff = [d for d in diff if not (d[0] in ("remove_index", "add_index") and d[1].name in removed & added)]
+    if store.write_engine.dialect.name == "sqlite":  # type: ignore[attr-defined]
+        # models.py makes ix_jobs_created on PostgreSQL only (ddl_if), which Alembic's compare ignores.
+        diff = [d for d in diff if not (d[0] == "add_index" and d[1].name == "ix_jobs_created")]
+    assert diff == []
+
+
+def test_head_revision_from_file_names_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    assert schema.head_revision() == ScriptDirectory.from_config(schema._config()).get_current_head()
+    assert [r.id for r in schema.all_revisions()] == ["0001", "0002"]
+    assert all(r.description for r in schema.all_revisions())
+
+
+def test_sqlite_upgrade_copies_the_file_first_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url = f"sqlite:///{tmp_path / 'queuectl.db'}"
+    load_baseline(url)
+    caplog.set_level("INFO", logger="queuectld.store")
+    open_store(url).close()
+    backup = tmp_path / "queuectl.db.bak-0001"
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert f"backed up {tmp_path / 'queuectl.db'} to {backup}" in caplog.text
+    copy = sqlite3.connect(backup)
+    try:  # the database as it was before the upgrade
+        assert copy.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+        assert copy.execute("SELECT count(*) FROM jobs").fetchone() == (8,)
+        assert copy.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("1",)
+        assert copy.execute("SELECT name FROM sqlite_master WHERE name = 'alembic_version'").fetchall() == []
+    finally:
+        copy.close()
+    caplog.clear()
+    open_store(url).close()  # at head: no second backup
+    assert "backed up" not in caplog.text
+    assert sorted(p.name for p in tmp_path.glob("queuectl.db.bak-*")) == ["queuectl.db.bak-0001"]
+
+
+def test_a_new_database_is_not_backed_up(tmp_path: Path) -> None:
+    open_store(f"sqlite:///{tmp_path / 'queuectl.db'}").close()
+    assert list(tmp_path.glob("*.bak-*")) == []
+
+
+def test_a_newer_database_is_refused_naming_both_revisions(store_url: str) -> None:
+    open_store(store_url).close()
+    with raw(store_url) as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+    before = _file_bytes(store_url)
+    with pytest.raises(StoreRefused) as refused:
+        open_store(store_url)
+    message = refused.value.message
+    assert "the database is at revision 0003, this queuectld knows up to 0002; upgrade queuectld" in message
+    assert "\n" not in message
+    assert _file_bytes(store_url) == before
+
+
+def test_queue_id_is_made_once_and_kept(store_url: str, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    first = open_store(store_url, state_dir=state)
+    queue_id = first.queue_id()
+    first.close()
+    assert identity.recorded(state) == queue_id
+    assert stat.S_IMODE(identity.id_file(state).stat().st_mode) == 0o600
+    again = open_store(store_url, state_dir=state)
+    try:
+        assert again.queue_id() == queue_id
+    finally:
+        again.close()
+
+
+def test_a_database_from_before_identity_takes_the_state_dirs_id(store_url: str, tmp_path: Path) -> None:
+    # A backup taken before revision 0002, restored into a state dir that records the queue.
+    state = tmp_path / "state"
+    state.mkdir()
+    identity.record(state, "0123456789abcdef0123456789abcdef")
+    load_baseline(store_url)
+    store = open_store(store_url, state_dir=state)
+    try:
+        assert store.queue_id() == "0123456789abcdef0123456789abcdef"
+    finally:
+        store.close()
+
+
+def test_another_queues_database_is_refused(store_url: str, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    identity.record(state, "f" * 32)  # this state dir's queue is another one
+    open_store(store_url).close()  # a queue of its own, made without the state dir
+    before = _file_bytes(store_url)
+    with pytest.raises(StoreRefused) as refused:
+        open_store(store_url, state_dir=state)
+    assert f"says this state dir's queue is {'f' * 32}" in refused.value.message
+    assert "queuectld --new-store" in refused.value.message
+    assert _file_bytes(store_url) == before
+    assert identity.recorded(state) == "f" * 32
+
+
+def test_an_empty_database_where_a_queue_lived_is_refused(store_url: str, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    identity.record(state, "e" * 32)
+    with pytest.raises(StoreRefused) as refused:
+        open_store(store_url, state_dir=state)
+    assert "e" * 32 in refused.value.message and "--new-store" in refused.value.message
+    path = sqlite_path(store_url)
+    if path is not None:
+        assert not path.exists()  # nothing created
+    else:
+        with raw(store_url) as conn:
+            assert conn.execute(text("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
+                                ).scalar() == 0
+
+
+def test_an_empty_database_with_a_fresh_state_dir_is_created(store_url: str, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    store = open_store(store_url, state_dir=state)
+    try:
+        assert store.queue_id() == identity.recorded(state)
+        assert store.schema_plan().current == schema.head_revision()
+    finally:
+        store.close()
+
+
+def test_new_store_moves_the_old_one_aside(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    url = f"sqlite:///{state / 'queuectl.db'}"
+    old = open_store(url, state_dir=state)
+    add(old, "keep-me")
+    old_id = old.queue_id()
+    old.close()
+    before = (state / "queuectl.db").read_bytes()
+    fresh = open_store(url, state_dir=state, new_store=True)
+    try:
+        assert fresh.list_jobs(None, None) == []
+        assert fresh.queue_id() != old_id and identity.recorded(state) == fresh.queue_id()
+    finally:
+        fresh.close()
+    [replaced] = state.glob("queuectl.db.replaced-*")
+    assert replaced.read_bytes() == before
+    [old_id_file] = state.glob("queue-id.replaced-*")
+    assert old_id_file.read_text().strip() == old_id
+
+
+def _schema_of(url: str) -> dict[str, Any]:
+    """Every table, column, index and trigger, as the database describes them."""
+    with raw(url) as conn:
+        if url.startswith("sqlite"):
+            rows = conn.execute(text("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")).all()
+            return {name: (kind, " ".join((sql or "").split())) for kind, name, sql in rows}
+        out: dict[str, Any] = {}
+        for table, column, dtype, nullable, default in conn.execute(text(
+                "SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns"
+                " WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position")):
+            out.setdefault(table, []).append((column, dtype, nullable, default))
+        for name, definition in conn.execute(text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()")):
+            out[name] = definition.replace(f"{_schema_name(conn)}.", "")
+        for name, definition in conn.execute(text(
+                "SELECT t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                " WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal")):
+            out[name] = definition.replace(f"{_schema_name(conn)}.", "")
+        for name, body in conn.execute(text(
+                "SELECT p.proname, p.prosrc FROM pg_proc p WHERE p.pronamespace = current_schema()::regnamespace")):
+            out[name] = " ".join(body.split())
+        return out
+
+
+def _schema_name(conn: Any) -> str:
+    return conn.execute(text("SELECT current_schema()")).scalar()
+
+
+def _fresh_url_beside(url: str, tmp_path: Path) -> str | None:
+    if url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'fresh.db'}"
+    import secrets
+
+    from sqlalchemy.engine import make_url
+
+    from tests.store.conftest import PG_URL
+
+    fresh = f"qt_{secrets.token_hex(6)}"
+    with raw(PG_URL) as conn:  # type: ignore[arg-type]
+        conn.execute(text(f'CREATE SCHEMA "{fresh}"'))
+    return make_url(PG_URL).update_query_dict({"options": f"-csearch_path={fresh}"}).render_as_string(False)
+
+
+def _drop(url: str) -> None:
+    if url.startswith("sqlite"):
+        return
+    from sqlalchemy.engine import make_url
+
+    from tests.store.conftest import PG_URL
+
+    schema_name = make_url(url).query["options"].split("=", 1)[1]  # type: ignore[union-attr]
+    with raw(PG_URL) as conn:  # type: ignore[arg-type]
+        conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
+
+
+def _file_bytes(url: str) -> bytes | None:
+    path = sqlite_path(url)
+    if path is None:
+        return None
+    for suffix in ("-wal", "-shm"):  # a clean close leaves no WAL; compare the database itself
+        assert not os.path.exists(f"{path}{suffix}") or suffix == "-shm"
+    return path.read_bytes()
