@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from queuectl import errors
 from queuectl.protocol import METHODS, AuthParams
-from queuectld.handlers import HANDLERS, Context
+from queuectld.handlers import HANDLERS, Context, Encoded
 from queuectld.settings import FIRST_REQUEST_S
 
 log = logging.getLogger("queuectld.server")
@@ -33,6 +33,8 @@ IDLE_S = 300.0
 #: A client that does not read its answers for this long is dropped.
 WRITE_S = 30.0
 MAX_CONNECTIONS = 512
+#: A large reply is written in slices of this size, each after the previous one drained.
+WRITE_CHUNK = 64 * 1024
 _ENVELOPE = frozenset({"jsonrpc", "method", "params", "id"})
 
 
@@ -156,10 +158,20 @@ class Server:
         return f"uid {uid} may not use this daemon (it serves uid {os.getuid()})"
 
     async def _send(self, writer: asyncio.StreamWriter, reply: bytes) -> bool:
-        writer.write(reply)
+        """Write one reply with backpressure, a slice at a time once the last has drained: a
+        client that does not read costs its one reply and WRITE_CHUNK of buffer, not a second
+        copy in the transport. False when it does not take the reply within WRITE_S."""
         try:
-            await asyncio.wait_for(writer.drain(), WRITE_S)
-        except (asyncio.TimeoutError, ConnectionError, OSError):
+            async with asyncio.timeout(WRITE_S):
+                if len(reply) <= WRITE_CHUNK:
+                    writer.write(reply)
+                    await writer.drain()
+                    return True
+                view = memoryview(reply)
+                for start in range(0, len(reply), WRITE_CHUNK):
+                    writer.write(view[start:start + WRITE_CHUNK])
+                    await writer.drain()
+        except (TimeoutError, ConnectionError, OSError):
             return False
         return True
 
@@ -192,7 +204,8 @@ class Server:
             if not authed:
                 return _error(request_id, errors.AuthenticationRequired()), False, False
             result = await HANDLERS[method](self.ctx, parsed)
-            return _result(request_id, result.model_dump_json()), True, authed
+            text = result.json if isinstance(result, Encoded) else result.model_dump_json()
+            return _result(request_id, text), True, authed
         # An unauthenticated TCP client gets one error and is gone: it cannot keep a connection by
         # sending garbage instead of its token.
         except errors.QueuectlError as exc:
