@@ -242,19 +242,29 @@ class Client:
         return self._pages("job.list", {"state": state}, limit)
 
     def _pages(self, method: str, params: dict[str, Any], limit: int | None) -> Iterator[list[dict[str, Any]]]:
-        cursor = None
+        # The next page is asked for before this one is handed over, so the daemon reads it while
+        # the caller prints this one: two pages at most are held, never the list.
+        if self._sock is None:
+            self._connect()
         left = limit
-        while left is None or left > 0:
-            page = self.call(method, _present({**params, "limit": left, "cursor": cursor}))
-            jobs = page["jobs"] if left is None else page["jobs"][:left]
-            if not jobs:
-                return
-            yield jobs
-            if left is not None:
-                left -= len(jobs)
-            cursor = page.get("next_cursor")
-            if cursor is None:
-                return
+        self._send(method, _encode(_present({**params, "limit": left})))
+        in_flight = True
+        try:
+            while in_flight:
+                page = self._receive(method)
+                in_flight = False
+                jobs = page["jobs"] if left is None else page["jobs"][:left]
+                if left is not None:
+                    left -= len(jobs)
+                cursor = page.get("next_cursor")
+                if jobs and cursor is not None and (left is None or left > 0):
+                    self._send(method, _encode(_present({**params, "limit": left, "cursor": cursor})))
+                    in_flight = True
+                if jobs:
+                    yield jobs
+        finally:
+            if in_flight:  # the caller stopped early: an answer is still coming on this connection
+                self.close()
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a job; a running one is killed."""

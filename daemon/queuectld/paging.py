@@ -19,7 +19,7 @@ from queuectl.protocol import JOB_ID_PATTERN, MAX_PAGE_BYTES, JobState
 from queuectld.store.base import ListPosition
 
 CURSOR_VERSION = 1
-_JOB_ID = re.compile(JOB_ID_PATTERN)
+_JOB_ID = re.compile(JOB_ID_PATTERN)  # fullmatch: `$` alone would let a final newline through
 _MAX_ROWID = 2**63 - 1
 
 
@@ -48,7 +48,7 @@ def decode_cursor(cursor: str, state: JobState | None) -> ListPosition:
         raise _bad(f"it continues a listing of {_listing(listed)}, not of {_listing(wanted)}")
     if isinstance(created_at, bool) or not isinstance(created_at, (int, float)) or not math.isfinite(created_at):
         raise _bad("its time is not a number")
-    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise _bad("its job id is not a job id")
     if rowid is not None and (isinstance(rowid, bool) or not isinstance(rowid, int) or not 0 <= rowid <= _MAX_ROWID):
         raise _bad("its row is not a row number")
