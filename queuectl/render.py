@@ -166,9 +166,9 @@ def _job_cells(job: dict[str, Any], now: datetime) -> list[str]:
 
 
 def _fit(widths: list[int], caps: list[int | None], columns: int) -> None:
-    """Narrow the cut columns (last first) until a row fits `columns`, down to a readable width."""
+    """Narrow the cut columns (COMMAND first) until a row fits `columns`, down to a readable width."""
     excess = sum(widths) + len(_GAP) * (len(widths) - 1) - columns
-    for i in reversed(range(len(widths))):
+    for i in range(len(widths)):
         if excess <= 0:
             return
         if caps[i] is not None and widths[i] > _SHORTEST_CUT:
