@@ -77,7 +77,7 @@ def _no_constant(name: str) -> float:
     raise ValueError(name)
 
 
-def _listing(state: str | None) -> str:
+def _listing(state: object) -> str:
     return "every state" if state is None else f"state {state!r}" if isinstance(state, str) else "something else"
 
 
