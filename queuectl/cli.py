@@ -125,14 +125,23 @@ def list_jobs(
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many (oldest first).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List jobs, oldest first."""
+    """List jobs, oldest first, printed page by page as they arrive."""
     if state is not None and state not in STATES:
         raise errors.InvalidValue(key="--state", detail=f"{state!r}; valid states: {', '.join(STATES)}")
-    jobs = client().list_jobs(state, limit)
+    _print_pages(client().list_pages(state, _check_limit(limit)), as_json)
+
+
+def _check_limit(limit: int | None) -> int | None:
+    if limit is not None and limit < 1:
+        raise errors.InvalidValue(key="--limit", detail=f"{limit}; expected an integer of at least 1")
+    return limit
+
+
+def _print_pages(pages: Any, as_json: bool) -> None:
     if as_json:
-        render().print_json(jobs)
+        render().json_array(pages)
     else:
-        render().jobs_table(jobs)
+        render().jobs_stream(pages)
 
 
 @app.command()
@@ -212,13 +221,12 @@ def logs(
 
 
 @dlq_app.command("list")
-def dlq_list(as_json: JsonOpt = False) -> None:
-    """List jobs in the dead-letter queue."""
-    jobs = client().dlq_list()
-    if as_json:
-        render().print_json(jobs)
-    else:
-        render().jobs_table(jobs)
+def dlq_list(
+    limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many (oldest first).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs in the dead-letter queue, oldest first, page by page as they arrive."""
+    _print_pages(client().dlq_pages(_check_limit(limit)), as_json)
 
 
 @dlq_app.command("retry")

@@ -304,8 +304,39 @@ class Client:
         return self.call("job.get", {"id": job_id})
 
     def list_jobs(self, state: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Jobs, oldest first, optionally of one state."""
-        return self.call("job.list", _present({"state": state, "limit": limit}))["jobs"]
+        """Jobs, oldest first, optionally of one state: at most `limit`, or all (in one list;
+        `list_pages` gives them as they arrive)."""
+        return [job for page in self.list_pages(state, limit) for job in page]
+
+    def list_pages(self, state: str | None = None, limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Jobs, oldest first, optionally of one state, at most `limit` in all: one page (at most
+        the daemon's page size) at a time, each fetched when the previous one has been used."""
+        return self._pages("job.list", {"state": state}, limit)
+
+    def _pages(self, method: str, params: dict[str, Any], limit: int | None) -> Iterator[list[dict[str, Any]]]:
+        # The next page is asked for before this one is handed over, so the daemon reads it while
+        # the caller prints this one: two pages at most are held, never the list.
+        if self._sock is None:
+            self._connect()
+        left = limit
+        self._send(method, _encode(_present({**params, "limit": left})))
+        in_flight = True
+        try:
+            while in_flight:
+                page = self._receive(method)
+                in_flight = False
+                jobs = page["jobs"] if left is None else page["jobs"][:left]
+                if left is not None:
+                    left -= len(jobs)
+                cursor = page.get("next_cursor")
+                if jobs and cursor is not None and (left is None or left > 0):
+                    self._send(method, _encode(_present({**params, "limit": left, "cursor": cursor})))
+                    in_flight = True
+                if jobs:
+                    yield jobs
+        finally:
+            if in_flight:  # the caller stopped early: an answer is still coming on this connection
+                self.close()
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a job; a running one is killed."""
@@ -325,9 +356,13 @@ class Client:
             "job.logs", _present({"id": job_id, "attempt": attempt, "offset": offset, "follow": follow})
         )
 
-    def dlq_list(self) -> list[dict[str, Any]]:
-        """Jobs in the dead-letter queue."""
-        return self.call("dlq.list", {})["jobs"]
+    def dlq_list(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Jobs in the dead-letter queue, oldest first: at most `limit`, or all."""
+        return [job for page in self.dlq_pages(limit) for job in page]
+
+    def dlq_pages(self, limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Jobs in the dead-letter queue, page by page as `list_pages` gives them."""
+        return self._pages("dlq.list", {}, limit)
 
     def dlq_retry(self, job_id: str) -> dict[str, Any]:
         """Move a dead job back to pending with its attempts reset."""

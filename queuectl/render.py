@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 # Annotations only: importing `typing` costs the client's start-up more than the rest of it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -109,36 +110,100 @@ def _state(state: str) -> Any:
     return Text(state, style=STATE_STYLES.get(state, ""))
 
 
-def jobs_table(jobs: list[dict[str, Any]], title: str | None = None) -> None:
-    """Jobs as a table: id, state, attempts, next run, updated, command, last error."""
-    if not jobs:
-        print("no jobs")
-        return
-    from rich.table import Table
+#: Columns of a jobs table: header, right-aligned, the most characters a terminal shows (None: all).
+_JOB_COLUMNS = (("ID", False, None), ("STATE", False, None), ("TRIES", True, None), ("NEXT RUN", False, None),
+                ("UPDATED", False, None), ("COMMAND", False, 48), ("LAST ERROR", False, 32))
+_GAP = "  "
+_SHORTEST_CUT = 12
 
-    table = Table(title=title, box=None, header_style="bold", pad_edge=False)
-    table.add_column("ID", no_wrap=True, overflow="fold")
-    table.add_column("STATE", no_wrap=True)
-    table.add_column("TRIES", justify="right", no_wrap=True)
-    table.add_column("NEXT RUN", no_wrap=True)
-    table.add_column("UPDATED", no_wrap=True)
-    # A terminal gets a table that fits; a pipe gets every character (for grep).
+
+def jobs_stream(pages: Iterable[list[dict[str, Any]]]) -> None:
+    """Jobs as a table (id, state, tries, next run, updated, command, last error), printed page
+    by page as the pages arrive, never holding more than one.
+
+    Column widths are computed from the header and the first page and kept for the rest (a
+    longer value on a later page widens only its own row). A terminal gets rows that fit it,
+    COMMAND and LAST ERROR cut with an ellipsis; a pipe gets every character, for grep."""
+    import os
+    import shutil
+
+    from rich.cells import cell_len
+
     tty = sys.stdout.isatty()
-    table.add_column("COMMAND", overflow="ellipsis", max_width=48 if tty else None, no_wrap=True)
-    table.add_column("LAST ERROR", overflow="ellipsis", max_width=32 if tty else None, no_wrap=True)
-    now = datetime.now(timezone.utc)
-    for job in jobs:
-        waiting = job["state"] in ("pending", "failed")
-        table.add_row(
-            _literal(job["id"]),
-            _state(job["state"]),
-            f"{job['attempts']}/{job['max_retries'] + 1}",
-            when(job["next_run_at"], now=now) if waiting else "-",
-            when(job["updated_at"], now=now),
-            _literal(job["command"]),
-            _literal(job.get("last_error") or ""),
-        )
-    _console().print(table)
+    color = tty and "NO_COLOR" not in os.environ
+    widths: list[int] | None = None
+    caps: list[int | None] = [cap if tty else None for _, _, cap in _JOB_COLUMNS]
+    for page in pages:
+        now = datetime.now(timezone.utc)
+        rows = [_job_cells(job, now) for job in page]
+        if not rows:
+            continue
+        if widths is None:
+            widths = [max(cell_len(header), *(cell_len(row[i]) for row in rows))
+                      for i, (header, _, _) in enumerate(_JOB_COLUMNS)]
+            widths = [w if cap is None else min(w, cap) for w, cap in zip(widths, caps)]
+            if tty:
+                _fit(widths, caps, shutil.get_terminal_size().columns)
+            header = [h for h, _, _ in _JOB_COLUMNS]
+            sys.stdout.write(_paint(_line(header, widths, caps), "bold", color) + "\n")
+        sys.stdout.write("".join(_line(row, widths, caps, color) + "\n" for row in rows))
+        sys.stdout.flush()
+    if widths is None:
+        print("no jobs")
+
+
+def _job_cells(job: dict[str, Any], now: datetime) -> list[str]:
+    waiting = job["state"] in ("pending", "failed")
+    return [
+        safe(job["id"]),
+        safe(job["state"]),
+        f"{job['attempts']}/{job['max_retries'] + 1}",
+        when(job["next_run_at"], now=now) if waiting else "-",
+        when(job["updated_at"], now=now),
+        safe(job["command"]),
+        safe(job.get("last_error") or ""),
+    ]
+
+
+def _fit(widths: list[int], caps: list[int | None], columns: int) -> None:
+    """Narrow the cut columns (COMMAND first) until a row fits `columns`, down to a readable width."""
+    excess = sum(widths) + len(_GAP) * (len(widths) - 1) - columns
+    for i in range(len(widths)):
+        if excess <= 0:
+            return
+        if caps[i] is not None and widths[i] > _SHORTEST_CUT:
+            take = min(excess, widths[i] - _SHORTEST_CUT)
+            widths[i] -= take
+            caps[i] = widths[i]
+            excess -= take
+
+
+def _line(cells: list[str], widths: list[int], caps: list[int | None], color: bool = False) -> str:
+    from rich.cells import cell_len, set_cell_size
+
+    out = []
+    for i, (cell, width, cap) in enumerate(zip(cells, widths, caps)):
+        size = len(cell) if cell.isascii() else cell_len(cell)
+        if cap is not None and size > cap:
+            cell, size = set_cell_size(cell, cap - 1) + "…", cap
+        pad = " " * max(0, width - size)
+        text = pad + cell if _JOB_COLUMNS[i][1] else cell + pad
+        out.append(_paint(text, STATE_STYLES[cell], color) if i == 1 and cell in STATE_STYLES else text)
+    return _GAP.join(out).rstrip()
+
+
+def json_array(pages: Iterable[list[Any]]) -> None:
+    """Items of every page as one JSON array, written as the pages arrive: the same text that
+    print_json prints for the whole list, without holding it."""
+    first = True
+    for page in pages:
+        for item in page:
+            sys.stdout.write("[\n  " if first else ",\n  ")
+            # JSON strings escape newlines, so indenting every line is safe.
+            sys.stdout.write(json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n  "))
+            first = False
+        sys.stdout.flush()
+    sys.stdout.write("[]\n" if first else "\n]\n")
 
 
 def job_detail(job: dict[str, Any]) -> None:

@@ -1,7 +1,9 @@
-"""Store calls off the event loop: one writer thread (writes are serial anyway) and one reader.
+"""Store calls off the event loop: one writer thread (writes are serial anyway), one reader, and
+one for the pages of `list`.
 
-With SQLite in WAL mode the reader never waits for the writer, so `status` and `list` keep
-answering while a write waits for another process's lock.
+With SQLite in WAL mode the readers never wait for the writer, so `status` and `list` keep
+answering while a write waits for another process's lock; and `status` never queues behind the
+pages (each up to ~25 ms of reading and encoding) that many `list` clients ask for at once.
 
 This is also where every store call ends: a driver error that escaped the store's own
 translation still becomes a queuectl error here (nothing raw reaches the scheduler or a
@@ -32,6 +34,7 @@ class StoreThreads:
         self._where: str = getattr(store, "where", "the database")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-write")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="store-read")
+        self._pages = ThreadPoolExecutor(1, thread_name_prefix="store-pages")
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a writing store call in the writer thread."""
@@ -62,7 +65,12 @@ class StoreThreads:
                 raise
             raise to_domain_error(exc, where=self._where, writing=writing) from exc
 
+    async def page(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a listing's page (reading and encoding it) in the page thread."""
+        return await self._run(self._pages, False, fn, args, kwargs)
+
     def shutdown(self) -> None:
         """Finish queued calls and stop the threads."""
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
+        self._pages.shutdown(wait=True)

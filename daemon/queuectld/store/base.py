@@ -83,6 +83,16 @@ class LostAttempt:
 
 
 @dataclass(frozen=True, slots=True)
+class ListPosition:
+    """Where a listing stands: the sort key of the last job a page held. `rowid` is set by a store
+    that lists without a state in insertion order (SQLite); the others order by (created_at, id)."""
+
+    created_at: float
+    id: str
+    rowid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonInfo:
     """A daemon instance registered in the store."""
 
@@ -103,6 +113,9 @@ class Store(Protocol):
     def get(self, job_id: str) -> Job: ...
     def attempts_of(self, job_id: str) -> list[AttemptRecord]: ...
     def list_jobs(self, state: JobState | None, limit: int | None) -> list[Job]: ...
+    def list_page(
+        self, state: JobState | None, limit: int | None, after: ListPosition | None
+    ) -> list[tuple[Job, ListPosition]]: ...
     def states_of(self, ids: Iterable[str]) -> dict[str, JobState]: ...
     def counts(self) -> dict[str, int]: ...
     def claim_due(self, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]: ...

@@ -12,15 +12,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, literal_column, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from queuectl.errors import OutcomeUnknown
+from queuectl.errors import InvalidParams, OutcomeUnknown
 from queuectld.jobs import Job, JobState, RetryPolicy
 from queuectld.settings import fault_point
 from queuectld.store import sqlite_file
-from queuectld.store.base import FinishedAttempt, NewJob, SpawnedAttempt
+from queuectld.store.base import FinishedAttempt, ListPosition, NewJob, SpawnedAttempt
 from queuectld.store.errors import StoreFault, classify, to_domain_error
 from queuectld.store.models import jobs
 from queuectld.store.schema import SchemaPlan
@@ -71,6 +71,10 @@ _FINISH_JOB = (
     " WHERE id = ? AND run = ? AND owner = ? AND state = 'processing'"
 )
 _FINISH_ATTEMPT = "UPDATE attempts SET finished_at = ?, exit_code = ?, reason = ?, error = ? WHERE job_id = ? AND attempt = ?"
+
+#: Insertion order, which `list` without a state pages on: a new row's rowid is above every row's
+#: there is (max + 1). VACUUM, which may renumber rowids, is never run.
+_ROWID = literal_column("jobs.rowid")
 
 _NEXT_DUE = text(
     "SELECT min(next_run_at) FROM jobs INDEXED BY ix_jobs_next WHERE state IN ('pending', 'failed')"
@@ -217,7 +221,17 @@ class SqliteStore(SqlStore):
 
     def _list_order(self, state: JobState | None) -> tuple[Any, ...]:
         # Without a state filter: rowid is insertion order, which is creation order (no index needed).
-        return (jobs.c.created_at, jobs.c.id) if state is not None else (text("jobs.rowid"),)
+        return super()._list_order(state) if state is not None else (_ROWID,)
+
+    def _list_after(self, state: JobState | None, after: ListPosition) -> Any:
+        if state is not None:
+            return super()._list_after(state, after)
+        if after.rowid is None:
+            raise InvalidParams(detail="cursor: not from this daemon's listing; list again without it")
+        return _ROWID > after.rowid
+
+    def _list_extra(self) -> tuple[Any, ...]:
+        return (_ROWID.label("list_rowid"),)
 
     def next_due_at(self) -> float | None:
         with self._read() as conn:
