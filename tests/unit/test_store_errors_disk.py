@@ -16,6 +16,7 @@ import pytest
 from queuectl import errors
 from queuectld.jobs import JobState, Outcome
 from queuectld.store.base import FinishedAttempt
+from queuectld.store.open import open_store
 from queuectld.store.sqlite import SqliteStore
 from tests.acceptance.test_faults_disk import fill_disk, small_tmpfs
 from tests.store.helpers import HOST, LEASE_S, OWNER, POLICY, T0, new_job
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpf
 @pytest.fixture
 def full_store(tmp_path: Path) -> Iterator[tuple[SqliteStore, Path]]:
     with small_tmpfs(tmp_path / "state") as state:
-        store = SqliteStore(f"sqlite:///{state / 'queuectl.db'}")
+        store = open_store(f"sqlite:///{state / 'queuectl.db'}")
+        assert isinstance(store, SqliteStore)
         try:
             yield store, state
         finally:
