@@ -57,6 +57,7 @@ class Server:
         self._first_request_s = first_request_s
         self._servers: list[asyncio.base_events.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     async def start_unix(self, path: Path) -> None:
         """Bind the Unix socket 0600 (umask is 077 while binding) and listen."""
@@ -90,17 +91,23 @@ class Server:
         return int(self.ctx.config["max-request-bytes"])
 
     async def close(self) -> None:
-        """Stop listening and close every connection."""
+        """Stop listening and close every connection; returns when none runs a request any more
+        (the store is closed next: no handler may reach it after this)."""
+        self._closing = True
         for server in self._servers:
             server.close()
         for task in list(self._connections):
             task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
         for server in self._servers:
             await server.wait_closed()
 
     # -- connections ----------------------------------------------------------------------------
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tcp: bool, limit: int) -> None:
+        if self._closing:  # accepted just before the listener closed: the client sees the daemon gone
+            writer.close()
+            return
         task = asyncio.get_running_loop().create_task(self._connection(reader, writer, tcp, limit), name="connection")
         self._connections.add(task)
         task.add_done_callback(self._connections.discard)
