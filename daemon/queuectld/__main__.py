@@ -116,8 +116,9 @@ def setup_logging(level: str, log_file: Path | None) -> None:
     import time
 
     if log_file is not None:
-        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        handler: logging.Handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+        from queuectld.logfile import ReopeningFileHandler
+
+        handler: logging.Handler = ReopeningFileHandler(log_file)  # SIGHUP reopens it (app.serve)
     else:
         handler = logging.StreamHandler(sys.stderr)
     formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")

@@ -11,12 +11,13 @@ from dataclasses import replace
 from typing import Any
 
 from queuectl.errors import QueuectlError, StoreBusy
-from queuectld import runner
+from queuectld import runner, tracking
 from queuectld.jobs import Job, JobState, Outcome, RetryPolicy
 from queuectld.runner import Attempt
 from queuectld.settings import Settings, fault_point
 from queuectld.store.base import FinishedAttempt, LostAttempt, SpawnedAttempt
 from queuectld.store_threads import StoreThreads
+from queuectld.tracking import Tracker
 
 log = logging.getLogger("queuectld.scheduler")
 
@@ -27,8 +28,10 @@ BUSY_RETRY_S = 0.5
 class Scheduler:
     """Runs up to `slots` attempts at once; wakes on events, never on a polling sleep."""
 
-    def __init__(self, db: StoreThreads, settings: Settings, owner: str, config: dict[str, Any], umask: int) -> None:
+    def __init__(self, db: StoreThreads, settings: Settings, owner: str, config: dict[str, Any], umask: int,
+                 tracker: Tracker) -> None:
         self.db = db
+        self.tracker = tracker  #: finds and kills every process of an attempt
         self.settings = settings
         self.owner = owner
         self.config = config  #: shared with the handlers, who update it on config.set
@@ -46,7 +49,11 @@ class Scheduler:
         self._changed = asyncio.Event()
         self._stopping = False
         self._fault = fault_point()
+        #: When `_maintain` last ran, wall time; it sets the next tick as wall time after that.
         self._next_maintenance = 0.0
+        #: The next maintenance tick on the monotonic clock: a wall clock stepped back (or
+        #: forward) neither stops nor hurries lease renewal and heartbeats.
+        self._maintenance_due = 0.0
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -112,16 +119,20 @@ class Scheduler:
         while True:
             if self._stopping and not self.running and not self._finished:
                 return
-            now = time.time()
-            if now >= self._next_maintenance:
+            if time.monotonic() >= self._maintenance_due:
+                started, now = time.monotonic(), time.time()
                 await self._maintain(now)
+                # _maintain names its next tick as wall time after `now`: keep only the interval.
+                self._maintenance_due = started + max(0.0, self._next_maintenance - now)
             busy, claimed_all, next_due = await self._turn()
             if claimed_all and not self._stopping:
                 continue  # there may be more due jobs; the slots decide
-            timeout = max(0.0, self._next_maintenance - time.time())
+            timeout = max(0.0, self._maintenance_due - time.monotonic())
             if busy:
                 timeout = min(timeout, BUSY_RETRY_S)
             elif next_due is not None:
+                # Due times are stored as wall time (shared with other hosts); the sleep itself
+                # is on the loop's monotonic clock.
                 timeout = min(timeout, max(0.0, next_due - time.time()))
             await self._sleep(timeout)
 
@@ -214,6 +225,7 @@ class Scheduler:
             timeout_s=job.timeout_s or (float(cfg["job-timeout"]) or None),
             kill_grace_s=float(cfg["kill-grace"]),
             output_max_bytes=int(cfg["output-max-bytes"]),
+            tracker=self.tracker,
         )
 
     def _attempt_spawned(self, attempt: Attempt) -> None:
@@ -250,7 +262,8 @@ class Scheduler:
             self._next_maintenance = now + BUSY_RETRY_S * 4
 
     async def recover(self, now: float) -> int:
-        """End attempts whose daemon is gone as failed ("worker lost"), killing orphans first."""
+        """End attempts whose daemon is gone as failed ("worker lost"), killing first the processes
+        of those attempts that ran on this host (and no other process: see tracking.kill_orphans)."""
         store = self.db.store
         dead = await self._dead_daemons(now)
         lost = [
@@ -259,13 +272,14 @@ class Scheduler:
         ]
         if not lost and not dead:
             return 0
-        local_owners = {la.owner for la in lost if la.host == self.settings.host}
-        local_owners |= {d for d in dead if d.startswith(self.settings.host + ":")}
-        groups = [(la.pid, la.proc_start) for la in lost if la.host == self.settings.host and la.pid]
-        if local_owners or groups:
-            killed = await asyncio.get_running_loop().run_in_executor(None, runner.kill_orphans, local_owners, groups)
+        host = self.settings.host
+        orphaned = [tracking.OrphanedAttempt(la.owner, la.job_id, la.run, la.pid, la.proc_start)
+                    for la in lost if la.host == host]
+        dead_here = {d for d in dead if d.startswith(host + ":")}
+        if orphaned or dead_here:
+            killed = await asyncio.get_running_loop().run_in_executor(None, tracking.kill_orphans, orphaned, dead_here)
             if killed:
-                log.warning("killed %d process(es) left behind by a stopped daemon", killed)
+                log.warning("killed %d process(es) of attempts that were running when their daemon stopped", killed)
         policy = RetryPolicy(float(self.config["backoff-base"]), float(self.config["backoff-max"]))
         ended = [_lost(la, now) for la in lost]
         if ended:
