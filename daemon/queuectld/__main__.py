@@ -137,7 +137,20 @@ def setup_logging(level: str, log_file: Path | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `queuectld` console script."""
+    """Entry point of the `queuectld` console script. Output into a closed pipe (`--detach |
+    head -1`, `--help | head -1`) ends quietly with status 141."""
+    from queuectld.detach import closed_pipe_exit
+
+    try:
+        try:
+            _main(argv)
+        finally:
+            sys.stdout.flush()  # a reader that has gone shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        closed_pipe_exit()
+
+
+def _main(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
