@@ -173,7 +173,7 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
     owner = f"{settings.host}:{os.getpid()}:{secrets.token_hex(4)}"
     reaper = ChildReaper()
     tracker = tracking.open_tracker(owner, reaper)  # before the reaper: its probe runs a shell
-    reaper.enable(loop)
+    reaper.enable()
     now = time.time()
     scheduler = Scheduler(db, settings, owner, config, umask, tracker)
     await db.write(store.register_daemon, DaemonInfo(owner, settings.host, os.getpid(),

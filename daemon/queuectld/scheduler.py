@@ -121,6 +121,7 @@ class Scheduler:
                 return
             if time.monotonic() >= self._maintenance_due:
                 started, now = time.monotonic(), time.time()
+                self.tracker.reaper.reap()  # orphans that exited while no attempt ended
                 await self._maintain(now)
                 # _maintain names its next tick as wall time after `now`: keep only the interval.
                 self._maintenance_due = started + max(0.0, self._next_maintenance - now)
