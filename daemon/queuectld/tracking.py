@@ -26,21 +26,17 @@ import logging
 import os
 import re
 import shlex
-import subprocess
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from queuectld import proctree
+from queuectld import cgroups, proctree
 from queuectld.proctree import ChildReaper, Proc
 
 log = logging.getLogger("queuectld.tracking")
 
 #: Set to "subreaper" by the tests to take the fallback where cgroups would be used.
 FORCE_ENV = "QUEUECTL_TEST_TRACKING"
-#: How long removing an attempt cgroup waits for its killed processes to be gone.
-_REMOVE_WAIT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +64,7 @@ class CgroupTracker:
         self._dirty: list[str] = []  #: killed leaves whose processes are still dying
         self._made = 1
         #: An open cgroup.events per leaf: a pread costs a microsecond, an open and read fifteen.
-        self._events = {first_leaf: _open_events(first_leaf)}
+        self._events = {first_leaf: cgroups.open_events(first_leaf)}
 
     def place(self) -> str:
         """An empty leaf cgroup for a new attempt (in the thread that spawns it)."""
@@ -82,7 +78,7 @@ class CgroupTracker:
             self._made += 1
             leaf = f"{self.root}/{self._made}"
         os.mkdir(leaf)
-        events = _open_events(leaf)
+        events = cgroups.open_events(leaf)
         with self._lock:
             self._events[leaf] = events
         return leaf
@@ -90,11 +86,11 @@ class CgroupTracker:
     def _populated(self, leaf: str) -> bool:
         fd = self._events.get(leaf)
         if fd is None:
-            return _populated(leaf)
+            return cgroups.populated(leaf)
         try:
             return b"populated 1" in os.pread(fd, 128, 0)
         except OSError:
-            return _populated(leaf)
+            return cgroups.populated(leaf)
 
     def shell_command(self, place: str | None, command: str) -> str:
         """The shell moves itself into the leaf before anything of the command runs (the whole
@@ -108,13 +104,13 @@ class CgroupTracker:
         """Send `sig` to every process in the attempt's cgroup."""
         assert target.place is not None
         sent = 0
-        for pid in _cgroup_pids(target.place):
+        for pid in cgroups.pids(target.place):
             try:
                 fd = os.pidfd_open(pid)
             except OSError:
                 continue
             try:  # the pid may have been reused between the read and the pidfd: check it is still here
-                if _cgroup_of(pid) == target.place:
+                if cgroups.cgroup_of(pid) == target.place:
                     sent += proctree.send(fd, sig)
             finally:
                 os.close(fd)
@@ -123,7 +119,7 @@ class CgroupTracker:
     def kill_all(self, target: Target) -> None:
         """SIGKILL everything in the attempt's cgroup, atomically (forks in progress fail)."""
         assert target.place is not None
-        _write(f"{target.place}/cgroup.kill", "1")
+        cgroups.write(f"{target.place}/cgroup.kill", "1")
 
     def any_left(self, target: Target) -> bool:
         """Whether a process of the attempt is still alive."""
@@ -152,7 +148,7 @@ class CgroupTracker:
             events, self._events = self._events, {}
         for fd in events.values():
             os.close(fd)
-        if not _remove_tree(self.root):
+        if not cgroups.remove_tree(self.root):
             log.warning("could not remove cgroup %s: processes are still in it", self.root)
 
 
@@ -233,14 +229,14 @@ def open_tracker(owner: str, reaper: ChildReaper) -> Tracker:
     if os.environ.get(FORCE_ENV) == "subreaper":
         log.info("process tracking: subreaper and process tree (forced by %s)", FORCE_ENV)
         return TreeTracker(reaper)
-    base, why = cgroup_base()
+    base, why = cgroups.cgroup_base()
     if base is not None:
         root = f"{base}/queuectl-{owner_suffix(owner)}"
         try:
-            first = _probe(root)
+            first = cgroups.probe(root)
         except OSError as exc:
             why = f"cannot use {root}: {exc.strerror or exc}"
-            _remove_tree(root)
+            cgroups.remove_tree(root)
         else:
             log.info("process tracking: a cgroup per attempt under %s", root)
             return CgroupTracker(root, reaper, first)
@@ -251,34 +247,6 @@ def open_tracker(owner: str, reaper: ChildReaper) -> Tracker:
 def owner_suffix(owner: str) -> str:
     """`<pid>-<random>` of an owner id `<host>:<pid>:<random>`: its cgroup is queuectl-<suffix>."""
     return "-".join(owner.rsplit(":", 2)[-2:])
-
-
-def cgroup_base() -> tuple[str | None, str]:
-    """The daemon's own cgroup v2 directory if it may create cgroups there, else (None, why)."""
-    own = _own_cgroup()
-    if own is None:
-        return None, "this process is in no cgroup v2 hierarchy"
-    path = _directory(own)
-    if path is None:
-        return None, "no cgroup v2 file system is mounted where this process's cgroup is"
-    if not (os.access(path, os.W_OK | os.X_OK) and os.access(f"{path}/cgroup.procs", os.W_OK)):
-        return None, f"the daemon's cgroup {path} is not writable (not delegated to this user)"
-    return path, ""
-
-
-def _probe(root: str) -> str:
-    """Make the daemon's cgroup and a first leaf, and check that a shell can move itself in and
-    that `cgroup.kill` exists (Linux 5.14+). Returns the leaf; raises OSError if not."""
-    os.mkdir(root)
-    leaf = f"{root}/1"
-    os.mkdir(leaf)
-    if not os.path.exists(f"{leaf}/cgroup.kill"):
-        raise OSError(0, "no cgroup.kill (Linux older than 5.14)")
-    done = subprocess.run(["/bin/sh", "-c", f"echo $$ > {shlex.quote(leaf + '/cgroup.procs')}"],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise OSError(0, done.stderr.strip().rsplit(": ", 1)[-1] or "a shell cannot move itself into it")
-    return leaf
 
 
 # -- after a crash ------------------------------------------------------------------------------
@@ -309,17 +277,17 @@ def kill_orphans(lost: list[OrphanedAttempt], dead_owners: set[str]) -> int:
     suffixes = {owner_suffix(o): o for o in owners}
     pattern = re.compile(r"/queuectl-(" + "|".join(re.escape(s) for s in suffixes) + r")(?:/|$)")
     roots: dict[str, str] = {}  # owner -> its cgroup directory
-    base, _ = cgroup_base()
+    base, _ = cgroups.cgroup_base()
     for sfx, owner in suffixes.items():
         if base is not None and os.path.isdir(f"{base}/queuectl-{sfx}"):
             roots[owner] = f"{base}/queuectl-{sfx}"
     for pid in proctree.scan():  # the dead daemon may have run in another cgroup than ours
-        cg = _cgroup_of(pid)
+        cg = cgroups.cgroup_of(pid)
         match = pattern.search(cg) if cg else None
         if cg and match:
             roots.setdefault(suffixes[match.group(1)], cg[: match.end(1)])
     for root in roots.values():
-        _write(f"{root}/cgroup.kill", "1")  # atomic where we may; the scan below gets the rest
+        cgroups.write(f"{root}/cgroup.kill", "1")  # atomic where we may; the scan below gets the rest
     by_env = [la for la in lost if la.owner not in roots]
     needles = [proctree.identity_needles(la.owner, la.job_id, la.run) for la in by_env]
     leaders = {la.pid for la in by_env if la.pid and la.proc_start is not None
@@ -328,7 +296,7 @@ def kill_orphans(lost: list[OrphanedAttempt], dead_owners: set[str]) -> int:
     def members(procs: dict[int, Proc]) -> set[int]:
         found = set()
         for proc in procs.values():
-            cg = _cgroup_of(proc.pid) if roots else None
+            cg = cgroups.cgroup_of(proc.pid) if roots else None
             if (cg and pattern.search(cg)) or proc.pgid in leaders or (needles and any(
                     proctree.has_identity(proctree.environ(proc.pid), n) for n in needles)):
                 found.add(proc.pid)
@@ -336,112 +304,6 @@ def kill_orphans(lost: list[OrphanedAttempt], dead_owners: set[str]) -> int:
 
     killed = proctree.stop_and_kill(members)
     for root in roots.values():
-        if not _remove_tree(root):
+        if not cgroups.remove_tree(root):
             log.warning("could not remove cgroup %s of a stopped daemon", root)
     return killed
-
-
-# -- cgroup files -------------------------------------------------------------------------------
-
-
-def _own_cgroup() -> str | None:
-    try:
-        with open("/proc/self/cgroup") as fh:
-            return next((line[3:].strip() for line in fh if line.startswith("0::")), None)
-    except OSError:
-        return None
-
-
-_HIERARCHY: list[tuple[str, str] | None] = []
-
-
-def _directory(cgroup: str) -> str | None:
-    """The directory of a cgroup named as in /proc/PID/cgroup (where the cgroup2 fs is mounted)."""
-    if not _HIERARCHY:
-        _HIERARCHY.append(_cgroup2_mount())
-    mount = _HIERARCHY[0]
-    if mount is None:
-        return None
-    point, root = mount
-    if root != "/" and cgroup != root and not cgroup.startswith(root + "/"):
-        return None
-    rel = cgroup if root == "/" else cgroup[len(root):]
-    return (point.rstrip("/") + rel).rstrip("/") or "/"
-
-
-def _cgroup2_mount() -> tuple[str, str] | None:
-    """(mount point, root within the hierarchy) of the cgroup2 file system, if mounted."""
-    try:
-        with open("/proc/self/mountinfo") as fh:
-            for line in fh:
-                fields = line.split()
-                sep = fields.index("-") if "-" in fields else -1
-                if sep > 0 and fields[sep + 1] == "cgroup2":
-                    return fields[4], fields[3]
-    except OSError:
-        pass
-    return None
-
-
-def _cgroup_of(pid: int) -> str | None:
-    """The process's cgroup v2 directory, or None."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as fh:
-            for line in fh:
-                if line.startswith("0::"):
-                    return _directory(line[3:].strip())
-    except OSError:
-        pass
-    return None
-
-
-def _cgroup_pids(place: str) -> list[int]:
-    try:
-        with open(f"{place}/cgroup.procs") as fh:
-            return [int(line) for line in fh if line.strip()]
-    except OSError:
-        return []
-
-
-def _open_events(leaf: str) -> int:
-    return os.open(f"{leaf}/cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
-
-
-def _populated(place: str) -> bool:
-    try:
-        with open(f"{place}/cgroup.events") as fh:
-            return "populated 1" in fh.read()
-    except OSError:
-        return False
-
-
-def _write(path: str, text: str) -> bool:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        os.write(fd, text.encode())
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def _remove_tree(root: str) -> bool:
-    """Remove a daemon's leaf cgroups and its own, waiting a little for killed processes to go."""
-    deadline = time.monotonic() + _REMOVE_WAIT_S
-    while True:
-        try:
-            for entry in os.scandir(root):
-                if entry.is_dir(follow_symlinks=False):
-                    os.rmdir(entry.path)
-            os.rmdir(root)
-            return True
-        except FileNotFoundError:
-            return True
-        except OSError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)

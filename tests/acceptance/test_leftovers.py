@@ -36,7 +36,7 @@ def start_tracked(d: Daemon, mode: str, *args: str) -> Daemon:
     if mode == "subreaper":
         assert "subreaper" in line, line
     elif "a cgroup per attempt" not in line:
-        from queuectld.tracking import cgroup_base
+        from queuectld.cgroups import cgroup_base
 
         if os.geteuid() == 0 and cgroup_base()[0] is not None:
             pytest.fail(f"root with a writable cgroup v2, yet the daemon did not use it: {line}")

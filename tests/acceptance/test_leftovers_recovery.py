@@ -70,7 +70,7 @@ def test_recovery_kills_the_running_attempts_processes_and_nothing_else(
     assert alive(ended_attempt), "a process with the identity of an attempt that had ended was killed"
     if mode == "cgroup":
         suffix = "-".join(owner.rsplit(":", 2)[-2:])
-        from queuectld.tracking import cgroup_base
+        from queuectld.cgroups import cgroup_base
 
         base = cgroup_base()[0]
         assert base is not None
