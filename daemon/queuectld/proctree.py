@@ -22,6 +22,8 @@ ATTEMPT_ID_ENV = "QUEUECTL_ATTEMPT_ID"
 _PR_SET_CHILD_SUBREAPER = 36
 #: How long a stop-then-kill waits for one process to stop (one in uninterruptible sleep may not).
 _STOP_WAIT_S = 1.0
+#: Reads of an empty environment before it is believed (1 ms apart): see `environ`.
+_ENV_RETRIES = 50
 
 
 def attempt_id(owner: str, job_id: str, run: int) -> str:
@@ -92,12 +94,24 @@ def scan() -> dict[int, Proc]:
 
 
 def environ(pid: int) -> frozenset[bytes]:
-    """The entries of the process's initial environment (empty if unreadable or gone)."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            return frozenset(fh.read().split(b"\0"))
-    except OSError:
-        return frozenset()
+    """The entries of the process's initial environment (empty if unreadable or gone).
+
+    A process in the middle of an exec reads as empty for a moment (the old memory is gone, the
+    new one not set up yet): an empty read is retried for up to ~50 ms before it is believed,
+    so `setsid CMD` caught exec'ing CMD is not mistaken for a process without an environment."""
+    for _ in range(_ENV_RETRIES):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                data = fh.read()
+        except OSError:
+            return frozenset()
+        if data:
+            return frozenset(data.split(b"\0"))
+        proc = read_proc(pid)
+        if proc is None or proc.gone or proc.ppid in (0, 2):  # gone, or a kernel thread
+            return frozenset()
+        time.sleep(0.001)
+    return frozenset()
 
 
 def has_identity(env: frozenset[bytes], needles: tuple[bytes, frozenset[bytes]]) -> bool:
