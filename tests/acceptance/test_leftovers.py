@@ -87,7 +87,9 @@ def test_setsid_as_the_last_command_is_killed_every_time(tracked: Daemon, short_
     tracked.cli("enqueue", "--file", "-", input=job_lines({i: f"setsid sleep 300 {redirect}&" for i in ids}))
     tracked.cli("wait", *ids, "--timeout", "60", timeout=90)
     survivors = [p for p in job_pids(tracked) if any(f"QUEUECTL_JOB_ID={i}\0" in environ(p) for i in ids)]
-    assert not survivors or none_alive(survivors), f"{len(survivors)} of {count} leftovers survived: {survivors}"
+    assert not survivors or none_alive(survivors), (
+        f"{len(survivors)} of {count} leftovers survived: {[(p, state(p)) for p in survivors]}\n"
+        + "\n".join(ln for ln in tracked.log_text().splitlines() if "tracking" in ln or "Traceback" in ln))
     assert {jobs_by_id(tracked)[i]["state"] for i in ids} == {"completed"}
 
 
@@ -132,6 +134,15 @@ def environ(pid: int) -> str:
             return fh.read().decode(errors="replace") + "\0"
     except OSError:
         return ""
+
+
+def state(pid: int) -> str:
+    """A process's state letter (R, S, T, Z...), or '-' when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0].decode()
+    except OSError:
+        return "-"
 
 
 def parent(pid: int) -> int | None:
