@@ -352,17 +352,44 @@ def daemon_status(as_json: JsonOpt = False) -> None:
 
 
 def main() -> None:
-    """Entry point of the `queuectl` console script: every QueuectlError becomes one red line."""
+    """Entry point of the console script (via the launcher): every QueuectlError becomes one red
+    line; output into a closed pipe (`| head -1`) ends quietly with status 141."""
+    from queuectl.launcher import closed_pipe_exit
+
+    stdout_before = _identity(1)
     try:
-        app()
+        try:
+            app()
+        except SystemExit:
+            # Click (pacified streams) and Rich (stdout put on /dev/null) turn a broken pipe into
+            # exit 1 of their own: say 141 instead, as everywhere else.
+            if _pacified(sys.stdout) or _pacified(sys.stderr) or _identity(1) != stdout_before:
+                closed_pipe_exit()
+            raise
+        finally:
+            sys.stdout.flush()  # a reader that has gone shows here, not in the interpreter's exit
     except errors.QueuectlError as exc:
-        render().error(exc.message)
+        try:
+            render().error(exc.message)
+        except BrokenPipeError:
+            closed_pipe_exit()
         raise SystemExit(exc.exit_status) from None
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(1) from None
+        closed_pipe_exit()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def _pacified(stream: object) -> bool:
+    return type(stream).__name__ == "PacifyFlushWrapper"
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 if __name__ == "__main__":

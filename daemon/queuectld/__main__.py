@@ -129,8 +129,9 @@ def setup_logging(level: str, log_file: Path | None) -> None:
     import time
 
     if log_file is not None:
-        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        handler: logging.Handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+        from queuectld.logfile import ReopeningFileHandler
+
+        handler: logging.Handler = ReopeningFileHandler(log_file)  # SIGHUP reopens it (app.serve)
     else:
         handler = logging.StreamHandler(sys.stderr)
     formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
@@ -149,7 +150,20 @@ def setup_logging(level: str, log_file: Path | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `queuectld` console script."""
+    """Entry point of the `queuectld` console script. Output into a closed pipe (`--detach |
+    head -1`, `--help | head -1`) ends quietly with status 141."""
+    from queuectld.detach import closed_pipe_exit
+
+    try:
+        try:
+            _main(argv)
+        finally:
+            sys.stdout.flush()  # a reader that has gone shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        closed_pipe_exit()
+
+
+def _main(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)

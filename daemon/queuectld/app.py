@@ -18,8 +18,9 @@ from pathlib import Path
 
 from queuectl import paths
 from queuectl.errors import DaemonAlreadyRunning, InvalidValue, UnsafePath
-from queuectld import runner
+from queuectld import logfile, runner, tracking
 from queuectld.handlers import Context
+from queuectld.proctree import ChildReaper
 from queuectld.scheduler import Scheduler
 from queuectld.server import Server
 from queuectld.settings import Settings
@@ -150,7 +151,13 @@ def sd_notify(message: str) -> None:
 
 
 async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) -> None:
-    """Run the daemon until SIGTERM/SIGINT or `daemon.stop`; drain, then close in order."""
+    """Run the daemon until SIGTERM/SIGINT or `daemon.stop`; drain, then close in order.
+
+    Signals: SIGTERM or SIGINT drains (stop claiming, let running jobs finish, exit 0); a second
+    one kills the running jobs and returns them to pending uncounted. SIGHUP reopens the log file
+    (logrotate); in the foreground, logging to stderr, it is ignored (and logged)."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, _reopen_logs)  # first: a SIGHUP must never kill the daemon
     _reap_children_with_pidfds()
     private_dir(settings.state_dir, "state dir")
     private_dir(settings.logs_dir, "logs dir")
@@ -165,8 +172,11 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
     db = StoreThreads(store)
     config = await db.read(store.config_all)
     owner = f"{settings.host}:{os.getpid()}:{secrets.token_hex(4)}"
+    reaper = ChildReaper()
+    tracker = tracking.open_tracker(owner, reaper)  # before the reaper: its probe runs a shell
+    reaper.enable()
     now = time.time()
-    scheduler = Scheduler(db, settings, owner, config, umask)
+    scheduler = Scheduler(db, settings, owner, config, umask, tracker)
     await db.write(store.register_daemon, DaemonInfo(owner, settings.host, os.getpid(),
                                                       runner.process_start_time(os.getpid()), now, now,
                                                       scheduler.slots, 0))
@@ -175,7 +185,6 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
         log.warning("recovered %d job(s) from a daemon that stopped mid-attempt (counted as failed attempts)",
                     recovered)
 
-    loop = asyncio.get_running_loop()
     stop_event = asyncio.Event()
     signals_seen = 0
 
@@ -228,7 +237,21 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
             db.shutdown()
             store.close()
             os.close(lock_fd)
+            tracker.close()
         log.info("queuectld stopped")
+
+
+def _reopen_logs() -> None:
+    """SIGHUP: reopen the log file at its path (logrotate has renamed the old one)."""
+    try:
+        reopened = logfile.reopen_all()
+    except OSError as exc:
+        log.error("SIGHUP: cannot reopen the log file (%s); still writing to the old one", exc.strerror or exc)
+        return
+    if reopened:
+        log.info("SIGHUP: reopened the log file %s", ", ".join(map(str, reopened)))
+    else:
+        log.info("SIGHUP ignored: logging to stderr, there is no log file to reopen")
 
 
 def _reap_children_with_pidfds() -> None:

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from queuectld.settings import Settings
 
 
-
 def detach(settings: Settings, run: Callable[[Callable[[], None]], None]) -> None:
     """Fork a session leader's child to run the daemon; print its pid once ready, or its error."""
     read_fd, write_fd = os.pipe()
@@ -18,13 +17,17 @@ def detach(settings: Settings, run: Callable[[Callable[[], None]], None]) -> Non
         os.close(write_fd)
         os.waitpid(pid, 0)  # the intermediate child exits right after the second fork
         message = _read_all(read_fd)
-        if message.startswith("ready "):
-            print(f"queuectld started (pid {message.split()[1]}); socket {settings.socket_path}")
-            print(f"log: {settings.daemon_log}")
-            raise SystemExit(0)
-        print(f"queuectld: {message.strip() or 'the daemon exited before it was ready; see ' + str(settings.daemon_log)}",
-              file=sys.stderr)
-        raise SystemExit(1)
+        try:
+            if message.startswith("ready "):
+                print(f"queuectld started (pid {message.split()[1]}); socket {settings.socket_path}")
+                print(f"log: {settings.daemon_log}")
+                sys.stdout.flush()
+                raise SystemExit(0)
+            print(f"queuectld: {message.strip() or 'the daemon exited before it was ready; see ' + str(settings.daemon_log)}",
+                  file=sys.stderr)
+            raise SystemExit(1)
+        except BrokenPipeError:
+            closed_pipe_exit()
 
     os.close(read_fd)
     os.setsid()
@@ -48,6 +51,18 @@ def detach(settings: Settings, run: Callable[[Callable[[], None]], None]) -> Non
         _report_failure(write_fd, settings)
         os._exit(exc.code if isinstance(exc.code, int) else 1)
     os._exit(0)
+
+
+def closed_pipe_exit() -> None:
+    """`queuectld --detach | head -1`: the reader has gone. Exit 141 (128 + SIGPIPE, as a shell
+    reports a program killed by SIGPIPE), quietly; the daemon itself, if started, runs on."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, sys.stderr.fileno())
+    except (OSError, ValueError):
+        pass
+    raise SystemExit(141)
 
 
 def _report_failure(write_fd: int, settings: Settings) -> None:

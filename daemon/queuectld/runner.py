@@ -1,4 +1,5 @@
-"""One attempt: `/bin/sh -c COMMAND` in its own process group, output streamed to a capped log file.
+"""One attempt: `/bin/sh -c COMMAND` in its own session, tracked wherever its processes go
+(tracking.py), output streamed to a capped log file.
 
 The daemon's memory stays flat whatever a job prints: each chunk read from the pipe goes straight
 to the log file, up to a cap; past the cap the pipe is still drained (so the job never blocks) but
@@ -15,8 +16,12 @@ import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from queuectld import proctree
 from queuectld.jobs import Job, Outcome
+from queuectld.proctree import process_start_time
+from queuectld.tracking import FORCE_ENV, Target, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -26,27 +31,14 @@ READ_CHUNK = 64 * 1024
 DRAIN_AFTER_EXIT_S = 1.0
 #: Environment variables a job must not inherit from the daemon.
 SECRET_ENV = ("QUEUECTL_TOKEN", "QUEUECTL_TOKEN_FILE", "QUEUECTL_DB", "PGPASSWORD", "NOTIFY_SOCKET",
-              "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "QUEUECTL_FAULT_POINT")
+              "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "QUEUECTL_FAULT_POINT", FORCE_ENV)
+
+__all__ = ["Attempt", "base_environment", "job_environment", "log_path", "process_start_time"]
 
 
 def log_path(logs_dir: Path | str, job_id: str, run: int) -> str:
     """Where attempt `run` of a job writes its output (ids cannot contain '/')."""
     return f"{logs_dir}/{job_id}.{run}.log"
-
-
-def process_start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    # Field 2 (comm) may contain spaces and parentheses: split after its closing paren.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
 
 
 def base_environment(daemon_env: dict[str, str]) -> dict[str, str]:
@@ -55,11 +47,13 @@ def base_environment(daemon_env: dict[str, str]) -> dict[str, str]:
 
 
 def job_environment(base: dict[str, str], job: Job, owner: str) -> dict[str, str]:
-    """A job's environment: `base_environment(...)` plus the job's identity."""
+    """A job's environment: `base_environment(...)` plus the job's and the attempt's identity
+    (QUEUECTL_ATTEMPT_ID marks every process of the attempt for the tracker and for recovery)."""
     env = dict(base)
     env["QUEUECTL_JOB_ID"] = job.id
     env["QUEUECTL_ATTEMPT"] = str(job.run)
     env["QUEUECTL_OWNER"] = owner
+    env[proctree.ATTEMPT_ID_ENV] = proctree.attempt_id(owner, job.id, job.run)
     return env
 
 
@@ -67,19 +61,22 @@ class Attempt:
     """One running attempt, driven by event-loop callbacks: no task, no asyncio transport.
 
     The shell is spawned in a new session (its own process group) with stdout and stderr on one
-    pipe. Two readers on the loop follow it: the pipe (output, then EOF) and a pidfd (exit).
-    The attempt ends when the shell has exited and its output is closed, or DRAIN_AFTER_EXIT_S
-    after the exit if a background child keeps the pipe open; then whatever is left of the
-    process group is killed and `on_done(self, outcome)` is called exactly once.
+    pipe, tracked by `tracker` (its cgroup, or the daemon's process tree). Two readers on the loop
+    follow it: the pipe (output, then EOF) and a pidfd (exit). The attempt ends when the shell has
+    exited and its output is closed, or DRAIN_AFTER_EXIT_S after the exit if a background child
+    keeps the pipe open; then whatever the attempt left anywhere is killed (if it was being
+    killed, what is left gets the rest of kill-grace first), the shell is reaped, and
+    `on_done(self, outcome)` is called exactly once.
 
     The log file is created on the first byte of output: a silent job costs no file (creating
     one is a large part of running `true` on some file systems).
     """
 
     def __init__(self, job: Job, owner: str, log_file: str, *, timeout_s: float | None,
-                 kill_grace_s: float, output_max_bytes: int) -> None:
+                 kill_grace_s: float, output_max_bytes: int, tracker: Tracker) -> None:
         self.job = job
         self.owner = owner
+        self.tracker = tracker
         self.log_file = log_file
         self.timeout_s = timeout_s
         self.kill_grace_s = kill_grace_s
@@ -98,6 +95,12 @@ class Attempt:
         self._timers: list[asyncio.TimerHandle] = []
         self._timed_out = False
         self._exited = False  #: the shell has exited (not yet reaped)
+        self._place: str | None = None  #: the attempt's cgroup (CgroupTracker)
+        self._ident = proctree.identity_needles(owner, job.id, job.run)
+        self._ending = False  #: the shell has exited and its output is done: ending now
+        self._end_started = False  #: the final kill of what is left has begun
+        self._hard_killed = False  #: the kill-grace is over
+        self._timers_armed = False  #: a kill has sent SIGTERM and set the SIGKILL timer
         self._tail = bytearray()
         self._written = 0
         self._dropped_at: int | None = None  #: the log's size when writing it failed
@@ -109,18 +112,28 @@ class Attempt:
         """Start the shell. Blocking (the calling thread waits, vfork-style, until the child has
         exec'd /bin/sh), so the scheduler calls it off the event loop; then `watch` on the loop.
         A failure is kept and reported by `watch` as the attempt's outcome."""
+        try:
+            self._place = self.tracker.place()
+        except OSError as exc:
+            self._spawn_error = exc
+            return
+        command = self.tracker.shell_command(self._place, self.job.command)
         read_fd, write_fd = os.pipe()  # both close-on-exec; the child gets write_fd as 1 and 2
         try:
             try:
-                proc = subprocess.Popen(
-                    ["/bin/sh", "-c", self.job.command],
-                    stdin=_devnull(), stdout=write_fd, stderr=write_fd,
-                    start_new_session=True, env=env, umask=umask, close_fds=True,
-                )
+                # Registered with the reaper before it can run again, so it never reaps our shell.
+                with self.tracker.reaper.spawning() as register:
+                    proc = subprocess.Popen(
+                        ["/bin/sh", "-c", command],
+                        stdin=_devnull(), stdout=write_fd, stderr=write_fd,
+                        start_new_session=True, env=env, umask=umask, close_fds=True,
+                    )
+                    register(proc.pid)
             finally:
                 os.close(write_fd)
         except Exception as exc:
             os.close(read_fd)
+            self.tracker.release(self._place)
             self._spawn_error = exc
             return
         # We reap the child ourselves (pidfd + waitpid); Popen must not report it as still running.
@@ -154,18 +167,41 @@ class Attempt:
         return self._loop is not None and self._on_done is None
 
     def kill(self, reason: str) -> None:
-        """SIGTERM the process group now, SIGKILL it after the grace period."""
-        if self.kill_reason is None:
+        """SIGTERM every process of the attempt now, SIGKILL what is left after the grace period."""
+        first = self.kill_reason is None
+        if first:
             self.kill_reason = reason
-        if self.pid is None or self._loop is None or self._status is not None:
+        if self.pid is None or self._loop is None or self._status is not None or self._end_started:
             return
-        _signal_group(self.pid, signal.SIGTERM)
+        if not first and self._timers_armed:
+            return  # already being killed: the first kill's grace stands
+        self._timers_armed = True
+        self._track(self.tracker.signal_all, signal.SIGTERM)
         # Even when the shell exits on SIGTERM, children that ignore it may remain.
         self._timers.append(self._loop.call_later(self.kill_grace_s, self._kill_hard))
 
     def _kill_hard(self) -> None:
-        if self.pid is not None:
-            _signal_group(self.pid, signal.SIGKILL)
+        self._hard_killed = True
+        if self._ending:
+            self._end()  # the shell is gone; this kills what is left and finishes
+        else:
+            self._track(self.tracker.kill_all)
+
+    def _target(self) -> Target:
+        return Target(self._ident, self.pid, self._place)
+
+    def _track(self, method: Callable[..., Any], *args: Any, then: Callable[[Any], None] | None = None) -> None:
+        """Call a tracker method on the attempt: inline, or in the tracker's thread (a /proc scan)
+        with `then(result)` back on the loop."""
+        assert self._loop is not None
+        if not self.tracker.blocking:
+            result = _safely(method, self._target(), *args)
+            if then is not None:
+                then(result)
+            return
+        future = self._loop.run_in_executor(self.tracker.executor, _safely, method, self._target(), *args)
+        if then is not None:
+            future.add_done_callback(lambda f: then(f.result()))
 
     def _on_timeout(self) -> None:
         if not self._exited:  # a shell that exited in time is not timed out by its leftovers
@@ -184,15 +220,33 @@ class Attempt:
             self._timers.append(self._loop.call_later(DRAIN_AFTER_EXIT_S, self._reap_and_finish))
 
     def _reap_and_finish(self) -> None:
-        if self._pidfd is None:
-            return  # already finished
-        # Background processes the job left behind end with it.
-        assert self.pid is not None
-        _signal_group(self.pid, signal.SIGKILL)
+        """The shell has exited and its output is done (or the drain time is over)."""
+        if self._pidfd is None or self._ending:
+            return  # already ending
+        self._ending = True
+        if self.kill_reason is not None and self._timers_armed and not self._hard_killed:
+            # Being killed: what is left gets the rest of kill-grace (then _kill_hard ends it),
+            # unless nothing is left.
+            self._track(self.tracker.any_left, then=lambda left: None if left else self._end())
+        else:
+            self._end()
+
+    def _end(self) -> None:
+        """Kill whatever the attempt left behind, anywhere; then reap the shell and finish. The
+        shell stays a zombie until then, so its pid (the process group and session id that the
+        tracker may use) cannot be reused meanwhile."""
+        if self._end_started:
+            return
+        self._end_started = True
+        self._track(self.tracker.end, then=lambda _: self._reap())
+
+    def _reap(self) -> None:
+        assert self.pid is not None and self._pidfd is not None
         try:
             _, status = os.waitpid(self.pid, 0)
         except ChildProcessError:
             status = None
+        self.tracker.reaper.forget(self.pid)
         self._status = status if status is not None else -1
         os.close(self._pidfd)
         self._pidfd = None
@@ -312,44 +366,10 @@ def _devnull() -> int:
     return _DEVNULL[0]
 
 
-def _signal_group(pgid: int, sig: int) -> None:
+def _safely(method: Callable[..., Any], *args: Any) -> Any:
+    """A tracker call that cannot break the attempt: an error is logged, the attempt goes on."""
     try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def kill_orphans(owner_ids: set[str], groups: list[tuple[int, int | None]]) -> int:
-    """Kill processes a dead daemon left behind on this host; returns how many were signaled.
-
-    Two nets: the process groups recorded in the store (checked against the recorded start
-    time so a reused pid is left alone), and any process whose environment names a dead owner
-    (catches children that escaped their group, and attempts whose pid was not yet recorded).
-    """
-    killed = 0
-    for pgid, start in groups:
-        if start is not None and process_start_time(pgid) == start:
-            _signal_group(pgid, signal.SIGKILL)
-            killed += 1
-    if not owner_ids:
-        return killed
-    needles = {f"QUEUECTL_OWNER={o}".encode() for o in owner_ids}
-    me = os.getpid()
-    uid = os.getuid()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            if entry.stat().st_uid != uid and uid != 0:
-                continue
-            with open(f"/proc/{entry.name}/environ", "rb") as fh:
-                env = fh.read().split(b"\0")
-        except OSError:
-            continue
-        if any(var in needles for var in env):
-            try:
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-            except (ProcessLookupError, PermissionError):
-                pass
-    return killed
+        return method(*args)
+    except Exception:
+        log.exception("process tracking failed")
+        return None

@@ -11,13 +11,14 @@ from dataclasses import replace
 from typing import Any
 
 from queuectl.errors import QueuectlError, StoreBusy, StoreDamaged
-from queuectld import runner
+from queuectld import runner, tracking
 from queuectld.jobs import Job, JobState, Outcome, RetryPolicy
 from queuectld.runner import Attempt
 from queuectld.settings import Settings, fault_point
 from queuectld.store.base import FinishedAttempt, LostAttempt, SpawnedAttempt
 from queuectld.store_health import STORE_FAULTS, RepeatFilter
 from queuectld.store_threads import StoreThreads
+from queuectld.tracking import Tracker
 
 log = logging.getLogger("queuectld.scheduler")
 
@@ -30,8 +31,10 @@ STORE_RETRY_MAX_S = 5.0
 class Scheduler:
     """Runs up to `slots` attempts at once; wakes on events, never on a polling sleep."""
 
-    def __init__(self, db: StoreThreads, settings: Settings, owner: str, config: dict[str, Any], umask: int) -> None:
+    def __init__(self, db: StoreThreads, settings: Settings, owner: str, config: dict[str, Any], umask: int,
+                 tracker: Tracker) -> None:
         self.db = db
+        self.tracker = tracker  #: finds and kills every process of an attempt
         self.settings = settings
         self.owner = owner
         self.config = config  #: shared with the handlers, who update it on config.set
@@ -49,6 +52,7 @@ class Scheduler:
         self._changed = asyncio.Event()
         self._stopping = False
         self._fault = fault_point()
+        #: When `_maintain` last ran, wall time; it sets the next tick as wall time after that.
         self._next_maintenance = 0.0
         #: Turns whose claim may have committed without their attempts in `running` yet: while
         #: one is in flight, no row of ours can be called a stray (see `_maintain`).
@@ -61,6 +65,9 @@ class Scheduler:
         self._held_logged = False
         self._isolate = False  #: write held results one per transaction on the next turn
         self._repeats = RepeatFilter()
+        #: The next maintenance tick on the monotonic clock: a wall clock stepped back (or
+        #: forward) neither stops nor hurries lease renewal and heartbeats.
+        self._maintenance_due = 0.0
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -126,16 +133,21 @@ class Scheduler:
         while True:
             if self._stopping and not self.running and not self._finished:
                 return
-            now = time.time()
-            if now >= self._next_maintenance:
+            if time.monotonic() >= self._maintenance_due:
+                started, now = time.monotonic(), time.time()
+                self.tracker.reaper.reap()  # orphans that exited while no attempt ended
                 await self._maintain(now)
+                # _maintain names its next tick as wall time after `now`: keep only the interval.
+                self._maintenance_due = started + max(0.0, self._next_maintenance - now)
             busy, claimed_all, next_due = await self._turn()
             if claimed_all and not self._stopping:
                 continue  # there may be more due jobs; the slots decide
-            timeout = max(0.0, self._next_maintenance - time.time())
+            timeout = max(0.0, self._maintenance_due - time.monotonic())
             if busy:
                 timeout = min(timeout, BUSY_RETRY_S)
             elif next_due is not None:
+                # Due times are stored as wall time (shared with other hosts); the sleep itself
+                # is on the loop's monotonic clock.
                 timeout = min(timeout, max(0.0, next_due - time.time()))
             await self._sleep(timeout)
 
@@ -184,7 +196,7 @@ class Scheduler:
             if not isinstance(exc, StoreBusy):
                 # Its claim may have committed (the answer was lost, or a later step failed) with
                 # nothing started: maintenance puts such rows back, so run it now.
-                self._next_maintenance = 0.0
+                self._maintenance_due = 0.0
             return True, False, None
         finally:
             self._turns_in_flight -= 1
@@ -311,6 +323,7 @@ class Scheduler:
             timeout_s=job.timeout_s or (float(cfg["job-timeout"]) or None),
             kill_grace_s=float(cfg["kill-grace"]),
             output_max_bytes=int(cfg["output-max-bytes"]),
+            tracker=self.tracker,
         )
 
     def _attempt_spawned(self, attempt: Attempt) -> None:
@@ -374,7 +387,8 @@ class Scheduler:
         return [(a.job.id, a.job.run) for a in self.running.values()]
 
     async def recover(self, now: float) -> int:
-        """End attempts whose daemon is gone as failed ("worker lost"), killing orphans first."""
+        """End attempts whose daemon is gone as failed ("worker lost"), killing first the processes
+        of those attempts that ran on this host (and no other process: see tracking.kill_orphans)."""
         store = self.db.store
         dead = await self._dead_daemons(now)
         lost = [
@@ -383,13 +397,14 @@ class Scheduler:
         ]
         if not lost and not dead:
             return 0
-        local_owners = {la.owner for la in lost if la.host == self.settings.host}
-        local_owners |= {d for d in dead if d.startswith(self.settings.host + ":")}
-        groups = [(la.pid, la.proc_start) for la in lost if la.host == self.settings.host and la.pid]
-        if local_owners or groups:
-            killed = await asyncio.get_running_loop().run_in_executor(None, runner.kill_orphans, local_owners, groups)
+        host = self.settings.host
+        orphaned = [tracking.OrphanedAttempt(la.owner, la.job_id, la.run, la.pid, la.proc_start)
+                    for la in lost if la.host == host]
+        dead_here = {d for d in dead if d.startswith(host + ":")}
+        if orphaned or dead_here:
+            killed = await asyncio.get_running_loop().run_in_executor(None, tracking.kill_orphans, orphaned, dead_here)
             if killed:
-                log.warning("killed %d process(es) left behind by a stopped daemon", killed)
+                log.warning("killed %d process(es) of attempts that were running when their daemon stopped", killed)
         policy = RetryPolicy(float(self.config["backoff-base"]), float(self.config["backoff-max"]))
         ended = [_lost(la, now) for la in lost]
         if ended:
