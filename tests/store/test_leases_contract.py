@@ -25,6 +25,8 @@ from queuectld.store.base import Store
 from queuectld.store.open import open_store
 from queuectld.store.sql import STRAY_ERROR
 from queuectld.store_threads import StoreThreads
+from queuectld.proctree import ChildReaper
+from queuectld.tracking import TreeTracker
 from tests.acceptance.pgproxy import PgProxy
 from tests.store.helpers import HOST, OWNER, T0, add, assert_counts_exact, claim, claim_one, finish, new_job
 
@@ -238,7 +240,7 @@ def test_maintenance_during_a_claim_does_not_put_the_claimed_attempt_back(
         settings = Settings(state_dir=tmp_path, socket_path=tmp_path / "q.sock", db_url="unused", workers=1,
                             host=HOST)
         settings.logs_dir.mkdir()
-        sched = Scheduler(db, settings, OWNER, store.config_all(), os.umask(0o077))
+        sched = Scheduler(db, settings, OWNER, store.config_all(), os.umask(0o077), TreeTracker(ChildReaper()))
         try:
             steps = [sched._maintain(time.time()), sched._turn()]
             await asyncio.gather(*(steps if first == "maintenance" else steps[::-1]))

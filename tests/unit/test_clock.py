@@ -50,9 +50,9 @@ async def renewals_after_a_step(tmp_path: Path, clock: SteppedClock, step_s: flo
     renewals: list[float] = []
     real_renew = store.renew_leases
 
-    def renew(owner_id: str, at: float, *args: Any) -> set[str]:
+    def renew(owner_id: str, running: Any, at: float, *args: Any) -> set[str]:
         renewals.append(at)
-        return real_renew(owner_id, at, *args)
+        return real_renew(owner_id, running, at, *args)
 
     store.renew_leases = renew  # type: ignore[method-assign]
     task = asyncio.create_task(scheduler.run())

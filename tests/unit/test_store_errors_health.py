@@ -110,7 +110,11 @@ def test_repeat_filter_forgets_old_keys() -> None:
 def attempt(log_file: str) -> Attempt:
     job = Job(id="j", command="true", state=JobState.PROCESSING, attempts=0, max_retries=0, priority=0,
               timeout_s=None, next_run_at=None, created_at=0.0, updated_at=0.0, run=1)
-    return Attempt(job, "owner", log_file, timeout_s=None, kill_grace_s=1, output_max_bytes=1 << 20)
+    from queuectld.proctree import ChildReaper
+    from queuectld.tracking import TreeTracker
+
+    return Attempt(job, "owner", log_file, timeout_s=None, kill_grace_s=1, output_max_bytes=1 << 20,
+                   tracker=TreeTracker(ChildReaper()))
 
 
 def test_output_on_a_full_disk_is_dropped_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
