@@ -51,6 +51,7 @@ class Scheduler:
         self._waiter: asyncio.Future[None] | None = None
         self._changed = asyncio.Event()
         self._stopping = False
+        self._forced = False  #: a second stop request: do not wait for a store that refuses writes
         self._fault = fault_point()
         #: When `_maintain` last ran, wall time; it sets the next tick as wall time after that.
         self._next_maintenance = 0.0
@@ -117,6 +118,7 @@ class Scheduler:
     def request_stop(self, force: bool = False) -> None:
         """Drain: stop claiming and let running attempts finish. `force` kills and requeues them."""
         self._stopping = True
+        self._forced = self._forced or force
         self.stop_workers(now=force)
 
     @property
@@ -132,6 +134,8 @@ class Scheduler:
         ended attempt, the next due time, or maintenance."""
         while True:
             if self._stopping and not self.running and not self._finished:
+                return
+            if self._gave_up_on_held_results():
                 return
             if time.monotonic() >= self._maintenance_due:
                 started, now = time.monotonic(), time.time()
@@ -150,6 +154,19 @@ class Scheduler:
                 # is on the loop's monotonic clock.
                 timeout = min(timeout, max(0.0, next_due - time.time()))
             await self._sleep(timeout)
+
+    def _gave_up_on_held_results(self) -> bool:
+        """A forced stop while the store refuses writes (a full disk) and every attempt has ended:
+        stop rather than wait for space. The held results are lost with the process; those jobs
+        stay `processing` in the store, and the next start (or a peer) recovers them as `worker
+        lost` once their leases expire, so they run again: at least once, never lost."""
+        if not (self._forced and self._store_failing and self._finished):
+            return False
+        if any(not attempt.ended for attempt in self.running.values()):
+            return False
+        log.error("stopping with %d result(s) of finished attempts that the store would not take; the next "
+                  "start recovers those jobs as `worker lost` and runs them again", len(self._finished))
+        return True
 
     async def _sleep(self, timeout: float) -> None:
         """Until notify() or `timeout` seconds; not at all if something happened since the last

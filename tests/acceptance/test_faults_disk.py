@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sqlite3
 import subprocess
 import time
@@ -143,3 +144,37 @@ def run_scenario(d: Daemon, marks: Path, go: Path) -> None:
     assert "held result(s) of finished attempts" in d.log_text()
     assert d.running and d.json("status")["daemon"]["pid"] == pid, "the daemon never restarted"
     assert "Traceback" not in d.log_text()
+
+
+def test_a_second_sigterm_on_a_full_disk_stops_the_daemon_and_the_next_start_recovers_the_jobs(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    # Without the forced stop, the daemon waits for space forever, holding results no one can
+    # store; with it, it exits and the jobs (still `processing` in the store) are recovered.
+    d = daemon_factory()
+    marks = d.root / "marks"
+    with small_tmpfs(d.state_dir):
+        try:
+            d.start("--workers", "1", "--lease-seconds", "2")
+            d.cli("enqueue", "--id", "held", "--command", f"sleep 0.5; echo $QUEUECTL_JOB_ID >> {marks}")
+            d.wait_state("held", "processing")
+            fill_disk(d.state_dir)
+            wait_until(lambda: marks.exists(), what="the job to end")
+            wait_until(lambda: "in memory" in d.log_text(), what="its result to be held")
+            assert d.proc is not None
+            d.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            d.proc.send_signal(signal.SIGTERM)
+            d.proc.wait(20)  # raises TimeoutExpired if the daemon keeps waiting for space
+            assert "the next start recovers those jobs" in d.log_text()
+            assert "Traceback" not in d.log_text()
+
+            for filler in d.state_dir.glob("filler*"):
+                filler.unlink()
+            d.start("--workers", "1", "--lease-seconds", "2")
+            job = d.wait_state("held", "completed", timeout=60)
+            # At least once, never lost: the attempt whose result was lost is counted as worker lost.
+            assert marks.read_text().split() == ["held", "held"]
+            assert [a["reason"] for a in job["attempt_history"]][0].startswith("worker lost"), job
+        finally:
+            d.cleanup()
