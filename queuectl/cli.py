@@ -354,7 +354,7 @@ def daemon_status(as_json: JsonOpt = False) -> None:
 def main() -> None:
     """Entry point of the console script (via the launcher): every QueuectlError becomes one red
     line; output into a closed pipe (`| head -1`) ends quietly with status 141."""
-    from queuectl.launcher import closed_pipe_exit
+    from queuectl.pipes import closed_pipe_exit
 
     stdout_before = _identity(1)
     try:

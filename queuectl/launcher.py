@@ -109,27 +109,14 @@ def _status(options: dict[str, Any], as_json: bool) -> None:
         render.status(data)
 
 
-def closed_pipe_exit() -> None:
-    """The reader of our output has gone (`queuectl list | head -1`): stop at once, quietly, with
-    exit status 141 (128 + SIGPIPE, what a shell reports for a program killed by SIGPIPE) and no
-    message. stdout and stderr are pointed at /dev/null so nothing left in a buffer can fail later."""
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.dup2(devnull, sys.stderr.fileno())
-    except (OSError, ValueError):
-        pass
-    raise SystemExit(141)
-
-
 def main() -> None:
     """Entry point of `queuectl`. Output into a closed pipe ends it with `closed_pipe_exit`."""
     try:
         _main()
         sys.stdout.flush()  # a reader that has gone shows here, not in the interpreter's exit
     except BrokenPipeError:
+        from queuectl.pipes import closed_pipe_exit
+
         closed_pipe_exit()
 
 

@@ -152,7 +152,7 @@ def setup_logging(level: str, log_file: Path | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `queuectld` console script. Output into a closed pipe (`--detach |
     head -1`, `--help | head -1`) ends quietly with status 141."""
-    from queuectld.detach import closed_pipe_exit
+    from queuectl.pipes import closed_pipe_exit
 
     try:
         try:

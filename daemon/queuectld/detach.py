@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from queuectl.pipes import closed_pipe_exit
 from queuectld.settings import Settings
 
 
@@ -51,18 +52,6 @@ def detach(settings: Settings, run: Callable[[Callable[[], None]], None]) -> Non
         _report_failure(write_fd, settings)
         os._exit(exc.code if isinstance(exc.code, int) else 1)
     os._exit(0)
-
-
-def closed_pipe_exit() -> None:
-    """`queuectld --detach | head -1`: the reader has gone. Exit 141 (128 + SIGPIPE, as a shell
-    reports a program killed by SIGPIPE), quietly; the daemon itself, if started, runs on."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.dup2(devnull, sys.stderr.fileno())
-    except (OSError, ValueError):
-        pass
-    raise SystemExit(141)
 
 
 def _report_failure(write_fd: int, settings: Settings) -> None:
