@@ -25,6 +25,7 @@ from queuectld.scheduler import Scheduler
 from queuectld.server import Server
 from queuectld.settings import Settings
 from queuectld.store import open_store
+from queuectld.store.upgrade_apart import needs_upgrade, upgrade_apart
 from queuectld.store.base import DaemonInfo
 from queuectld.store_threads import StoreThreads
 
@@ -167,8 +168,12 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
     claim_socket_path(settings.socket_path)
     token = load_token(settings) if settings.tcp else None
 
-    store = await asyncio.to_thread(open_store, settings.db_url, sync=settings.sync, state_dir=settings.state_dir,
-                                    new_store=settings.new_store)
+    # Still one thread here: a first start, an upgrade or --new-store runs in a forked child, so
+    # Alembic never loads into the daemon (see store/upgrade_apart.py).
+    if needs_upgrade(settings.db_url, new_store=settings.new_store):
+        upgrade_apart(settings.db_url, sync=settings.sync, state_dir=settings.state_dir,
+                      new_store=settings.new_store)
+    store = await asyncio.to_thread(open_store, settings.db_url, sync=settings.sync, state_dir=settings.state_dir)
     db = StoreThreads(store)
     config = await db.read(store.config_all)
     owner = f"{settings.host}:{os.getpid()}:{secrets.token_hex(4)}"
