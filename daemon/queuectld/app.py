@@ -175,52 +175,66 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
                       new_store=settings.new_store)
     store = await asyncio.to_thread(open_store, settings.db_url, sync=settings.sync, state_dir=settings.state_dir)
     db = StoreThreads(store)
-    config = await db.read(store.config_all)
-    owner = f"{settings.host}:{os.getpid()}:{secrets.token_hex(4)}"
-    reaper = ChildReaper()
-    tracker = tracking.open_tracker(owner, reaper)  # before the reaper: its probe runs a shell
-    reaper.enable()
-    now = time.time()
-    scheduler = Scheduler(db, settings, owner, config, umask, tracker)
-    await db.write(store.register_daemon, DaemonInfo(owner, settings.host, os.getpid(),
-                                                      runner.process_start_time(os.getpid()), now, now,
-                                                      scheduler.slots, 0))
-    recovered = await scheduler.recover(now)
-    if recovered:
-        log.warning("recovered %d job(s) from a daemon that stopped mid-attempt (counted as failed attempts)",
-                    recovered)
+    tracker: tracking.Tracker | None = None
+    server: Server | None = None
+    try:
+        config = await db.read(store.config_all)
+        owner = f"{settings.host}:{os.getpid()}:{secrets.token_hex(4)}"
+        reaper = ChildReaper()
+        tracker = tracking.open_tracker(owner, reaper)  # before the reaper: its probe runs a shell
+        reaper.enable()
+        now = time.time()
+        scheduler = Scheduler(db, settings, owner, config, umask, tracker)
+        await db.write(store.register_daemon, DaemonInfo(owner, settings.host, os.getpid(),
+                                                          runner.process_start_time(os.getpid()), now, now,
+                                                          scheduler.slots, 0))
+        recovered = await scheduler.recover(now)
+        if recovered:
+            log.warning("recovered %d job(s) from a daemon that stopped mid-attempt (counted as failed attempts)",
+                        recovered)
 
-    stop_event = asyncio.Event()
-    signals_seen = 0
+        stop_event = asyncio.Event()
+        signals_seen = 0
 
-    def request_stop() -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen == 1:
-            log.info("stopping: no new jobs are claimed; waiting for %d running job(s)", scheduler.active)
-        else:
-            log.warning("second stop request: killing running jobs and returning them to pending")
-        scheduler.request_stop(force=signals_seen > 1)
-        stop_event.set()
+        def request_stop() -> None:
+            nonlocal signals_seen
+            signals_seen += 1
+            if signals_seen == 1:
+                log.info("stopping: no new jobs are claimed; waiting for %d running job(s)", scheduler.active)
+            else:
+                log.warning("second stop request: killing running jobs and returning them to pending")
+            scheduler.request_stop(force=signals_seen > 1)
+            stop_event.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, request_stop)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, request_stop)
 
-    ctx = Context(db=db, scheduler=scheduler, settings=settings, config=config, stop=request_stop)
-    server = Server(ctx, token=token, allow_gids=settings.allow_groups, first_request_s=settings.first_request_s)
-    await server.start_unix(settings.socket_path)
-    if settings.tcp:
-        await server.start_tcp(settings.tcp[0], settings.tcp[1], tls)
-        log.info("listening on tcp://%s:%d (token required%s)", *settings.tcp,
-                 ", TLS" if settings.tls_cert else "")
-        if settings.tcp_allow_remote and tls is None:
-            log.warning("TCP without TLS: the token and every command cross the network in clear text; "
-                        "anyone who reads them can run commands as this user. Add --tls-cert/--tls-key")
-    write_private(settings.pidfile, f"{os.getpid()}\n")
-    log.info("queuectld %s ready on %s (pid %d, %d slot(s), store %s)", _version(), settings.socket_path,
-             os.getpid(), scheduler.slots, _redact(settings.db_url))
-    sd_notify("READY=1")
-    on_ready()
+        ctx = Context(db=db, scheduler=scheduler, settings=settings, config=config, stop=request_stop)
+        server = Server(ctx, token=token, allow_gids=settings.allow_groups, first_request_s=settings.first_request_s)
+        await server.start_unix(settings.socket_path)
+        if settings.tcp:
+            await server.start_tcp(settings.tcp[0], settings.tcp[1], tls)
+            log.info("listening on tcp://%s:%d (token required%s)", *settings.tcp,
+                     ", TLS" if settings.tls_cert else "")
+            if settings.tcp_allow_remote and tls is None:
+                log.warning("TCP without TLS: the token and every command cross the network in clear text; "
+                            "anyone who reads them can run commands as this user. Add --tls-cert/--tls-key")
+        write_private(settings.pidfile, f"{os.getpid()}\n")
+        log.info("queuectld %s ready on %s (pid %d, %d slot(s), store %s)", _version(), settings.socket_path,
+                 os.getpid(), scheduler.slots, _redact(settings.db_url))
+        sd_notify("READY=1")
+        on_ready()
+
+    except BaseException:
+        # A start-up that fails after the store opened (a full disk at register, a socket that
+        # cannot be bound, ...) leaves nothing behind: no open store, no empty cgroup.
+        if server is not None:
+            await server.close()
+        db.shutdown()
+        store.close()
+        if tracker is not None:
+            tracker.close()
+        raise
 
     stop_listening = store.listen(lambda: loop.call_soon_threadsafe(scheduler.notify))
     sched_task = loop.create_task(scheduler.run(), name="scheduler")

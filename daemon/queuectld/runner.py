@@ -112,13 +112,20 @@ class Attempt:
         """Start the shell. Blocking (the calling thread waits, vfork-style, until the child has
         exec'd /bin/sh), so the scheduler calls it off the event loop; then `watch` on the loop.
         A failure is kept and reported by `watch` as the attempt's outcome."""
+        # Nothing may escape from here: the claim has committed, and an attempt that raised
+        # instead of failing would leave its job `processing` with no one to run or end it.
         try:
             self._place = self.tracker.place()
-        except OSError as exc:
+        except Exception as exc:
             self._spawn_error = exc
             return
-        command = self.tracker.shell_command(self._place, self.job.command)
-        read_fd, write_fd = os.pipe()  # both close-on-exec; the child gets write_fd as 1 and 2
+        try:
+            command = self.tracker.shell_command(self._place, self.job.command)
+            read_fd, write_fd = os.pipe()  # both close-on-exec; the child gets write_fd as 1 and 2
+        except Exception as exc:  # e.g. EMFILE: out of file descriptors
+            self.tracker.release(self._place)
+            self._spawn_error = exc
+            return
         try:
             try:
                 # Registered with the reaper before it can run again, so it never reaps our shell.

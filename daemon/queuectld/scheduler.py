@@ -379,8 +379,14 @@ class Scheduler:
             # loop. `run()` awaits turns and maintenance one after the other, so none is in flight
             # there; the check keeps it so. Between the check and the submission to the writer
             # thread (FIFO) nothing else runs on the loop, so a later turn's claim comes after.
+            strays: list[tuple[str, int]] = []
             if self._turns_in_flight == 0:
-                strays = await self.db.write(store.release_strays, self.owner, self._running_keys(), time.time())
+                try:
+                    strays = list(await self.db.write(store.release_strays, self.owner, self._running_keys(),
+                                                      time.time()))
+                except QueuectlError as exc:
+                    # E.g. a stray on a damaged page: it must not stop recovery and the rest below.
+                    log.debug("putting strays back failed: %s", exc.message)
                 for job_id, run in strays:
                     log.warning("job %s: claimed by this daemon (attempt %d) but not running here, e.g. the "
                                 "answer to its claim was lost; returned to pending (not counted)", job_id, run)

@@ -58,3 +58,19 @@ def test_a_refusal_in_the_child_is_raised_here_in_the_same_words(tmp_path: Path)
     with pytest.raises(StoreRefused, match="is empty|empty"):
         upgrade_apart(url, sync="normal", state_dir=tmp_path, new_store=False)
     assert db.read_bytes() == b"", "the refused file is left as it was"
+
+
+def test_telling_an_old_database_needs_an_upgrade_loads_no_alembic(tmp_path: Path) -> None:
+    # schema.plan() short of head reads Alembic's scripts; the daemon's check must not.
+    db = tmp_path / "queuectl.db"
+    script = (
+        "import sqlite3, sys\n"
+        "from queuectld.store.upgrade_apart import needs_upgrade\n"
+        f"conn = sqlite3.connect({str(db)!r}); conn.executescript(open(sys.argv[1]).read()); conn.close()\n"
+        f"print(needs_upgrade('sqlite:///{db}', new_store=False),"
+        " sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    data = Path(__file__).parent.parent / "data" / "baseline-sqlite.sql"
+    out = subprocess.run([sys.executable, "-c", script, str(data)], capture_output=True, text=True, timeout=60,
+                         check=True)
+    assert out.stdout.split(None, 1) == ["True", "[]\n"], out.stdout

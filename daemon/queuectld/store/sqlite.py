@@ -192,7 +192,8 @@ class SqliteStore(SqlStore):
                 try:
                     yield cur
                 except BaseException:
-                    cur.execute("ROLLBACK")
+                    if dbapi.in_transaction:  # SQLite rolls back by itself on SQLITE_FULL, IOERR, ...
+                        cur.execute("ROLLBACK")
                     raise
                 try:
                     cur.execute("COMMIT")

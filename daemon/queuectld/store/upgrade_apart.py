@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 
 from queuectl.errors import QueuectlError, StoreUnavailable, from_wire
+from queuectld.store import schema
 from queuectld.store.open import _construct, open_store, sqlite_path
 
 
@@ -31,8 +32,10 @@ def needs_upgrade(url: str, *, new_store: bool) -> bool:
     except QueuectlError:
         return True
     try:
-        plan = store.schema_plan()
-        return plan.current is None or bool(plan.pending)
+        # Not store.schema_plan(): short of head, that reads Alembic's scripts (and loads Alembic).
+        with store.read_engine.connect() as conn:
+            current, before_alembic = schema.current_revision(conn)
+        return current is None or before_alembic or current != schema.head_revision()
     except Exception:
         return True
     finally:
