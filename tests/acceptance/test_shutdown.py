@@ -32,7 +32,7 @@ def _status_storm(path: str, stop: threading.Event, errors_seen: list[dict[str, 
 def test_status_during_shutdown_is_answered_or_refused_never_an_internal_error(
     daemon_factory: Callable[..., Daemon],
 ) -> None:
-    for round_no in range(8):
+    for round_no in range(3):
         d = daemon_factory(f"s{round_no}").start()
         stop = threading.Event()
         seen: list[dict[str, object]] = []
