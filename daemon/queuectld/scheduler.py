@@ -53,8 +53,6 @@ class Scheduler:
         self._stopping = False
         self._forced = False  #: a second stop request: do not wait for a store that refuses writes
         self._fault = fault_point()
-        #: When `_maintain` last ran, wall time; it sets the next tick as wall time after that.
-        self._next_maintenance = 0.0
         #: Turns whose claim may have committed without their attempts in `running` yet: while
         #: one is in flight, no row of ours can be called a stray (see `_maintain`).
         self._turns_in_flight = 0
@@ -138,11 +136,8 @@ class Scheduler:
             if self._gave_up_on_held_results():
                 return
             if time.monotonic() >= self._maintenance_due:
-                started, now = time.monotonic(), time.time()
                 self.tracker.reaper.reap()  # orphans that exited while no attempt ended
-                await self._maintain(now)
-                # _maintain names its next tick as wall time after `now`: keep only the interval.
-                self._maintenance_due = started + max(0.0, self._next_maintenance - now)
+                await self._maintain(time.time())
             busy, claimed_all, next_due = await self._turn()
             if claimed_all and not self._stopping:
                 continue  # there may be more due jobs; the slots decide
@@ -361,7 +356,7 @@ class Scheduler:
     async def _maintain(self, now: float) -> None:
         """Renew the leases of the attempts we run and heartbeat; put back rows of ours that we do
         not run; recover attempts of dead daemons; refresh config."""
-        self._next_maintenance = now + self.settings.lease_s / 3
+        self._maintenance_due = time.monotonic() + self.settings.lease_s / 3
         store = self.db.store
         try:
             renewing = self._running_keys()
@@ -403,7 +398,7 @@ class Scheduler:
             elif self._repeats.check(f"maintain:{message}", time.time())[0]:
                 log.warning("maintenance skipped (retrying every %gs): %s", BUSY_RETRY_S * 4, message,
                             exc_info=None if isinstance(exc, QueuectlError) else exc)
-            self._next_maintenance = now + BUSY_RETRY_S * 4
+            self._maintenance_due = time.monotonic() + BUSY_RETRY_S * 4
 
     def _running_keys(self) -> list[tuple[str, int]]:
         """(job id, run) of every attempt this daemon runs, ended ones not yet recorded included."""
