@@ -37,6 +37,20 @@ class JobState(StrEnum):
 TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELED})
 
 
+class OutcomeKind(StrEnum):
+    """How an attempt ended."""
+
+    EXIT = "exit"  #: the shell exited by itself, with `exit_code` (0 = success)
+    SIGNAL = "signal"  #: the shell died of a signal queuectl did not send (`signal`)
+    TIMEOUT = "timeout"  #: it ran past its timeout and was killed
+    KILLED = "killed"  #: queuectl killed it for another reason (its lease was lost, ...)
+    WORKER_LOST = "worker-lost"  #: its daemon stopped (crashed, was killed) during the attempt
+    SPAWN_FAILED = "spawn-failed"  #: /bin/sh could not be started
+    CANCELED = "canceled"  #: canceled by a user while it ran
+    REQUEUED = "requeued"  #: put back uncounted (`worker stop --now`, a claim never started)
+    SNOOZED = "snoozed"  #: the job asked to run again later (config `snooze-exit`); uncounted
+
+
 def _check_command(command: str) -> str:
     # One pass instead of a regex per command (batches validate 100,000 of them). max_length
     # counts characters; the limit is on the UTF-8 the daemon stores and passes to sh.
@@ -56,6 +70,10 @@ Command = Annotated[
 MaxRetries = Annotated[int, Field(ge=0, le=1000)]
 Priority = Annotated[int, Field(ge=-1000, le=1000)]
 TimeoutS = Annotated[float, Field(gt=0, le=365 * 86400)]
+ExitCodes = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(max_length=256)]
+#: Signal names without SIG (KILL, TERM); the daemon checks that each is a signal it knows.
+SignalNames = Annotated[list[Annotated[str, Field(pattern=r"^[A-Z0-9+-]{1,16}$")]], Field(max_length=64)]
+DurationS = Annotated[float, Field(ge=0, le=100 * 365 * 86400)]
 
 
 class Params(BaseModel):
@@ -86,6 +104,13 @@ class JobSpec(Params):
     priority: Priority = 0  #: higher runs first among due jobs
     timeout_s: TimeoutS | None = None  #: per attempt; config `job-timeout` if omitted
     delay_s: Annotated[float, Field(ge=0, le=365 * 86400)] = 0  #: first run no earlier than now + delay
+    #: Retry rules (omitted: the config's). An attempt they exclude goes straight to the DLQ.
+    retry_on_exit: ExitCodes | None = None  #: only these exit codes retry
+    no_retry_on_exit: ExitCodes | None = None  #: these exit codes never retry
+    retry_on_timeout: bool | None = None  #: whether a timed-out attempt retries
+    no_retry_on_signal: SignalNames | None = None  #: dying of these signals never retries
+    backoff_base: Annotated[float, Field(ge=1, le=1e6)] | None = None  #: config `backoff-base` if omitted
+    backoff_max_s: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None  #: config `backoff-max` if omitted
 
 
 class EnqueueParams(JobSpec):
@@ -131,6 +156,7 @@ class ListParams(Params):
     more than MAX_PAGE_JOBS; `cursor` continues after the previous page."""
 
     state: Annotated[JobState | None, Field(strict=False)] = None  #: a state name
+    outcome: Annotated[OutcomeKind | None, Field(strict=False)] = None  #: how the last attempt ended
     limit: PageLimit | None = None  #: at most this many in this page (the daemon caps it)
     cursor: Cursor | None = None  #: `next_cursor` of the previous page; omitted for the first
 
@@ -138,8 +164,41 @@ class ListParams(Params):
 class DlqListParams(Params):
     """List the dead-letter queue oldest first (`dlq.list`), paged like `job.list`."""
 
+    outcome: Annotated[OutcomeKind | None, Field(strict=False)] = None  #: how the last attempt ended
     limit: PageLimit | None = None  #: at most this many in this page (the daemon caps it)
     cursor: Cursor | None = None  #: `next_cursor` of the previous page; omitted for the first
+
+
+class DlqRetryParams(Params):
+    """Move dead jobs back to pending, attempts reset (`dlq.retry`): all of `ids` or none (an id
+    that is missing or not dead fails the request). `command` replaces the command first (one
+    id only): fix, then retry."""
+
+    ids: Annotated[list[JobId], Field(min_length=1, max_length=10_000)]
+    command: Command | None = None
+
+
+class DlqFilter(Params):
+    """Which dead jobs a bulk action takes: all of them, or those matching every field given."""
+
+    outcome: Annotated[OutcomeKind | None, Field(strict=False)] = None  #: how the last attempt ended
+    since_s: DurationS | None = None  #: died within the last this many seconds
+    older_than_s: DurationS | None = None  #: died more than this many seconds ago
+
+
+class DlqPurgeParams(Params):
+    """Delete dead jobs, their attempts and their output (`dlq.purge`): `ids`, or every dead job
+    matching `filter` (`all` must be true to take every dead job: nothing is purged by accident)."""
+
+    ids: Annotated[list[JobId], Field(min_length=1, max_length=10_000)] | None = None
+    filter: DlqFilter | None = None
+    all: bool = False
+
+
+class DlqRetryAllParams(Params):
+    """Retry every dead job matching `filter` (`dlq.retry_all`), one transaction per page."""
+
+    filter: DlqFilter = DlqFilter()
 
 
 class WaitParams(Params):
@@ -200,13 +259,18 @@ class HelloParams(Params):
 
 
 class AttemptView(Result):
-    """One run of a job: when, and how it ended."""
+    """One run of a job: when, where, and how it ended (outcome null: still running)."""
 
     attempt: int
     started_at: datetime | None
     finished_at: datetime | None
+    outcome: OutcomeKind | None = None
     exit_code: int | None
-    reason: str | None  #: exit, timeout, killed, worker lost, canceled, ...
+    signal: str | None = None  #: e.g. SIGKILL, when a signal ended the shell
+    error: str | None = None  #: what went wrong, in words (null for a success)
+    host: str | None = None
+    duration_s: float | None = None
+    reason: str | None  #: `error`, or the outcome when there is no error text (kept for older clients)
     owner: str | None
 
 
@@ -229,6 +293,16 @@ class JobView(Result):
     last_error: str | None
     owner: str | None
     lease_expires_at: datetime | None
+    last_outcome: OutcomeKind | None = None  #: how the last attempt ended
+    signal: str | None = None  #: the signal that ended the last attempt's shell, e.g. SIGKILL
+    host: str | None = None  #: where the last attempt ran
+    duration_s: float | None = None  #: how long the last attempt ran
+    retry_on_exit: list[int] | None = None  #: the job's own retry rules (null: the config's)
+    no_retry_on_exit: list[int] | None = None
+    retry_on_timeout: bool | None = None
+    no_retry_on_signal: list[str] | None = None
+    backoff_base: float | None = None  #: the job's own backoff (null: the config's)
+    backoff_max_s: float | None = None
     output_tail: str | None = None  #: only in `job.get`
     attempt_history: list[AttemptView] | None = None  #: only in `job.get`
 
@@ -246,6 +320,13 @@ class IdsResult(Result):
 
     ids: list[str]
     existing: int = 0
+
+
+class CountResult(Result):
+    """How many jobs a bulk action took (`dlq.retry_all`, `dlq.purge`), and their ids when few."""
+
+    count: int
+    ids: list[str] | None = None  #: the ids, when at most 1,000
 
 
 class WorkersView(Result):
@@ -332,7 +413,9 @@ METHODS: dict[str, type[Params]] = {
     "job.wait": WaitParams,
     "job.logs": LogsParams,
     "dlq.list": DlqListParams,
-    "dlq.retry": JobRef,
+    "dlq.retry": DlqRetryParams,
+    "dlq.retry_all": DlqRetryAllParams,
+    "dlq.purge": DlqPurgeParams,
     "config.get": ConfigGetParams,
     "config.set": ConfigSetParams,
     "config.list": EmptyParams,

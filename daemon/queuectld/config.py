@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from queuectl.errors import InvalidValue, UnknownConfigKey
+from queuectl.rules import format_exit_codes, format_signals, parse_duration, parse_exit_codes, parse_signals
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,59 @@ def _float_range(low: float, high: float, *, low_open: bool = False) -> Callable
     return parse
 
 
+def _exit_codes(value: Any) -> str:
+    text = str(value).strip()
+    if text.lower() in ("", "all", "none"):
+        return text.lower() if text else ""
+    return format_exit_codes(parse_exit_codes(text))
+
+
+def _signals(value: Any) -> str:
+    return format_signals(parse_signals(str(value)))
+
+
+def _switch(value: Any) -> bool:
+    text = str(value).strip().lower()
+    if isinstance(value, bool):
+        return value
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _snooze_exit(value: Any) -> int:
+    text = str(value).strip().lower()
+    if text in ("off", "none", ""):
+        return 0
+    return _int_at_least(0, 255)(value)
+
+
+def _duration(high: float) -> Callable[[Any], float | int]:
+    def parse(value: Any) -> float | int:
+        seconds = parse_duration(value)
+        if seconds > high:
+            raise ValueError(f"expected at most {high:.0f} seconds")
+        return int(seconds) if seconds.is_integer() else seconds
+
+    return parse
+
+
 KEYS: dict[str, ConfigKey] = {
     k.name: k
     for k in [
         ConfigKey("max-retries", 3, "retries after the first attempt (integer >= 0)", _int_at_least(0, 1000)),
         ConfigKey("backoff-base", 2, "exponential backoff base (number >= 1)", _float_range(1, 1e6)),
         ConfigKey("backoff-max", 300, "longest backoff in seconds (> 0)", _float_range(0, 365 * 86400, low_open=True)),
+        ConfigKey("backoff-jitter", 0.1, "fraction of each backoff taken off at random, 0-1", _float_range(0, 1)),
+        ConfigKey("retry-on-exit", "", "exit codes that retry, e.g. 1,75 (empty: every nonzero code)", _exit_codes),
+        ConfigKey("no-retry-on-exit", "", "exit codes that never retry, e.g. 2,64-78", _exit_codes),
+        ConfigKey("retry-on-timeout", True, "whether a timed-out attempt retries (true/false)", _switch),
+        ConfigKey("no-retry-on-signal", "", "signals that never retry, e.g. KILL,SEGV", _signals),
+        ConfigKey("snooze-exit", 0, "exit code meaning 'run me again later', uncounted (0 = off)", _snooze_exit),
+        ConfigKey("snooze-delay", 60, "seconds a snoozed job waits unless it asks (e.g. 30, 5m)",
+                  _duration(365 * 86400)),
         ConfigKey("workers", 1, "worker slots the daemon starts with (integer >= 1)", _int_at_least(1, 256)),
         ConfigKey("job-timeout", 0, "seconds an attempt may run, 0 = no limit", _float_range(0, 365 * 86400)),
         ConfigKey("kill-grace", 5, "seconds between SIGTERM and SIGKILL (>= 0)", _float_range(0, 3600)),

@@ -1,20 +1,37 @@
-"""Jobs as the daemon sees them, how an attempt ended, legal transitions, and the retry policy.
+"""The job lifecycle, owned here: how an attempt ended, what that does to its job, the retry rules,
+backoff, and the transitions every state change must take.
 
-Pure: no I/O, no clock reads (callers pass `now`), so all of it is unit-tested without a daemon.
+Pure: no I/O, no clock reads (callers pass `now`), no randomness (jitter is derived from the
+attempt's identity, so one decision is always the same decision). Every state change the store
+makes is a `Decision` from a function of this module: an ended attempt (`after_attempt`), a
+cancel (`on_cancel`), a dead-letter retry (`on_dlq_retry`). The store stores; it decides nothing.
 """
 
 from __future__ import annotations
 
+import json
+import zlib
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
-from queuectl.protocol import TERMINAL_STATES, JobState
+from queuectl.errors import InvalidState
+from queuectl.protocol import TERMINAL_STATES, JobState, OutcomeKind
 
-__all__ = ["Job", "JobState", "Outcome", "RetryPolicy", "TRANSITIONS", "check_transition", "TERMINAL_STATES"]
+__all__ = [
+    "Decision", "IllegalTransition", "Job", "JobState", "LifecyclePolicy", "Outcome", "OutcomeKind",
+    "RetryPolicy", "RetryRules", "TERMINAL_STATES", "TRANSITIONS", "after_attempt", "check_transition",
+    "on_cancel", "on_dlq_retry", "require_transition", "rules_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One job row. Times are UNIX seconds (UTC); `run` numbers the attempts started so far."""
+    """One job row. Times are UNIX seconds (UTC); `run` numbers the attempts started so far.
+
+    `retry_rules` is the job's own rules as stored (RetryRules.encode; None: the config's);
+    `backoff_base` / `backoff_max_s` None: the config's. `last_outcome` / `signal` describe how
+    the last attempt ended."""
 
     id: str
     command: str
@@ -37,31 +54,64 @@ class Job:
     proc_start: int | None = None
     host: str | None = None
     output_tail: str | None = None
+    last_outcome: OutcomeKind | None = None
+    signal: int | None = None
+    retry_rules: str | None = None
+    backoff_base: float | None = None
+    backoff_max_s: float | None = None
+
+
+#: Outcomes that do not count as a failed attempt: the job goes back to waiting as it was.
+UNCOUNTED = frozenset({OutcomeKind.REQUEUED, OutcomeKind.SNOOZED})
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How one attempt ended. `exit_code` is None when no exit status exists (lost, killed)."""
+    """How one attempt ended.
 
-    exit_code: int | None
-    reason: str  #: "exit", "timeout", "killed", "worker lost", "canceled", "spawn failed"
-    error: str | None = None  #: human text for last_error
+    `exit_code`: the shell's exit status when it exited (EXIT, and a TIMEOUT whose shell exited
+    after SIGTERM); `signal`: the number of the signal that ended the shell (SIGNAL, and KILLED /
+    TIMEOUT when it died of queuectl's kill); `error`: human text for last_error; `snooze_s`: the
+    delay a SNOOZED attempt asked for (None: config `snooze-delay`)."""
+
+    kind: OutcomeKind
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    snooze_s: float | None = None
 
     @property
     def succeeded(self) -> bool:
         """True when the command exited 0 on its own."""
-        return self.reason == "exit" and self.exit_code == 0
+        return self.kind is OutcomeKind.EXIT and self.exit_code == 0
+
+    @property
+    def counted(self) -> bool:
+        """Whether this attempt counts against the job's retries (a requeue or snooze does not)."""
+        return self.kind not in UNCOUNTED and not self.succeeded
 
     def describe(self) -> str:
         """One line for last_error and the log."""
         if self.error:
             return self.error
-        if self.reason == "exit":
+        if self.kind is OutcomeKind.EXIT:
             return f"exit code {self.exit_code}"
-        return self.reason
+        if self.kind is OutcomeKind.SIGNAL and self.signal is not None:
+            return f"killed by {signal_name(self.signal)}"
+        return self.kind.value
 
 
-#: state -> states it may move to. Everything else is a bug or a request to refuse.
+def signal_name(number: int) -> str:
+    """`SIGKILL` for 9; `signal 77` for one this system has no name for."""
+    import signal as _signal
+
+    try:
+        return _signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+#: state -> states it may move to. Everything else is a bug, or a request to refuse.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.PENDING: frozenset({JobState.PROCESSING, JobState.CANCELED}),
     JobState.FAILED: frozenset({JobState.PROCESSING, JobState.CANCELED}),
@@ -74,26 +124,139 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 
+class IllegalTransition(Exception):
+    """A state change the transition table forbids: a bug in the caller, never a user's mistake."""
+
+
 def check_transition(current: JobState, target: JobState) -> bool:
     """True when a job in `current` may move to `target`."""
     return target in TRANSITIONS[current]
 
 
+def require_transition(current: JobState, target: JobState) -> None:
+    """Raise IllegalTransition unless a job in `current` may move to `target`."""
+    if target not in TRANSITIONS[current]:
+        raise IllegalTransition(f"a {current.value} job cannot become {target.value}")
+
+
+# -- retry rules ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRules:
+    """Which failed attempts retry. A field left None takes the value of the rules under it (the
+    job's over the config's, the config's over the defaults): every failure retries.
+
+    - `retry_on_exit`: only these exit codes retry (None: every nonzero code);
+    - `no_retry_on_exit`: these exit codes never retry (wins over `retry_on_exit`);
+    - `retry_on_timeout`: whether a timed-out attempt retries;
+    - `no_retry_on_signal`: the shell dying of these signals (names without SIG) never retries.
+    A rule that excludes an attempt sends the job straight to the dead-letter queue."""
+
+    retry_on_exit: tuple[int, ...] | None = None
+    no_retry_on_exit: tuple[int, ...] | None = None
+    retry_on_timeout: bool | None = None
+    no_retry_on_signal: tuple[str, ...] | None = None
+
+    def over(self, under: RetryRules) -> RetryRules:
+        """These rules, with every unset field taken from `under`."""
+        return RetryRules(
+            self.retry_on_exit if self.retry_on_exit is not None else under.retry_on_exit,
+            self.no_retry_on_exit if self.no_retry_on_exit is not None else under.no_retry_on_exit,
+            self.retry_on_timeout if self.retry_on_timeout is not None else under.retry_on_timeout,
+            self.no_retry_on_signal if self.no_retry_on_signal is not None else under.no_retry_on_signal,
+        )
+
+    @property
+    def empty(self) -> bool:
+        """No field set."""
+        return self == _NO_RULES
+
+    def excluded_by(self, outcome: Outcome) -> str | None:
+        """The rule that keeps this failed attempt from retrying, in words, or None if it retries."""
+        from queuectl.rules import format_exit_codes, format_signals
+
+        if outcome.kind is OutcomeKind.EXIT and outcome.exit_code is not None:
+            code = outcome.exit_code
+            if self.no_retry_on_exit is not None and code in self.no_retry_on_exit:
+                return f"exit code {code} is in no-retry-on-exit {format_exit_codes(self.no_retry_on_exit)}"
+            if self.retry_on_exit is not None and code not in self.retry_on_exit:
+                listed = format_exit_codes(self.retry_on_exit) or "(none)"
+                return f"exit code {code} is not in retry-on-exit {listed}"
+        elif outcome.kind is OutcomeKind.TIMEOUT:
+            if self.retry_on_timeout is False:
+                return "retry-on-timeout is off"
+        elif outcome.kind is OutcomeKind.SIGNAL and outcome.signal is not None:
+            name = signal_name(outcome.signal).removeprefix("SIG")
+            if self.no_retry_on_signal is not None and name in self.no_retry_on_signal:
+                return f"signal {name} is in no-retry-on-signal {format_signals(self.no_retry_on_signal)}"
+        return None
+
+    def encode(self) -> str | None:
+        """The stored form (compact JSON of the set fields), None when no field is set."""
+        if self.empty:
+            return None
+        data: dict[str, Any] = {}
+        if self.retry_on_exit is not None:
+            data["retry_on_exit"] = list(self.retry_on_exit)
+        if self.no_retry_on_exit is not None:
+            data["no_retry_on_exit"] = list(self.no_retry_on_exit)
+        if self.retry_on_timeout is not None:
+            data["retry_on_timeout"] = self.retry_on_timeout
+        if self.no_retry_on_signal is not None:
+            data["no_retry_on_signal"] = list(self.no_retry_on_signal)
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+    @staticmethod
+    def decode(text: str | None) -> RetryRules:
+        """The rules from their stored form (cached: most jobs of a queue share theirs)."""
+        return _decode_rules(text)
+
+
+_NO_RULES = RetryRules()
+
+
+@lru_cache(maxsize=256)
+def _decode_rules(text: str | None) -> RetryRules:
+    if not text:
+        return _NO_RULES
+    data = json.loads(text)
+    return RetryRules(
+        tuple(data["retry_on_exit"]) if "retry_on_exit" in data else None,
+        tuple(data["no_retry_on_exit"]) if "no_retry_on_exit" in data else None,
+        data.get("retry_on_timeout"),
+        tuple(data["no_retry_on_signal"]) if "no_retry_on_signal" in data else None,
+    )
+
+
+def rules_of(job: Job, defaults: RetryRules) -> RetryRules:
+    """The rules that apply to `job`: its own over the config's."""
+    return RetryRules.decode(job.retry_rules).over(defaults)
+
+
+# -- backoff and the policy ----------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff: after failed attempt n the job waits min(base ** n, max) seconds."""
+    """Exponential backoff: after failed attempt n the job waits min(base ** n, max) seconds, less
+    up to `jitter` of that (a fraction), so a burst of failures does not retry in lockstep."""
 
     backoff_base: float = 2.0
     backoff_max_s: float = 300.0
+    jitter: float = 0.0
 
-    def delay_s(self, attempts: int) -> float:
-        """Seconds to wait after the `attempts`-th failed attempt (1-based)."""
+    def delay_s(self, attempts: int, spread: float = 0.0) -> float:
+        """Seconds to wait after the `attempts`-th failed attempt (1-based). `spread` in [0, 1)
+        picks where in the jitter band the delay falls; it never exceeds backoff_max_s."""
         try:
-            return float(min(self.backoff_base**attempts, self.backoff_max_s))
+            delay = float(min(self.backoff_base**attempts, self.backoff_max_s))
         except OverflowError:
-            return float(self.backoff_max_s)
+            delay = float(self.backoff_max_s)
+        return delay * (1.0 - self.jitter * spread)
 
-    def after_failure(self, attempts_before: int, max_retries: int, now: float) -> tuple[JobState, int, float | None]:
+    def after_failure(self, attempts_before: int, max_retries: int, now: float,
+                      spread: float = 0.0) -> tuple[JobState, int, float | None]:
         """State, new attempt count and next_run_at after one more failed attempt.
 
         `max_retries` counts retries after the first attempt, so a job runs at most
@@ -101,5 +264,124 @@ class RetryPolicy:
         """
         attempts = attempts_before + 1
         if attempts <= max_retries:
-            return JobState.FAILED, attempts, now + self.delay_s(attempts)
+            return JobState.FAILED, attempts, now + self.delay_s(attempts, spread)
         return JobState.DEAD, attempts, None
+
+
+@dataclass(frozen=True, slots=True)
+class LifecyclePolicy:
+    """What the config says about ended attempts: backoff, the default retry rules, snoozing."""
+
+    backoff: RetryPolicy = RetryPolicy()
+    rules: RetryRules = _NO_RULES
+    #: An attempt exiting with this code asks to run again later, uncounted (None: off).
+    snooze_exit: int | None = None
+    snooze_delay_s: float = 60.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LifecyclePolicy:
+        """From validated config values (config.py keys)."""
+        from queuectl.rules import parse_exit_codes, parse_signals
+
+        def codes(key: str) -> tuple[int, ...] | None:
+            text = str(config.get(key, "") or "").strip().lower()
+            if text in ("", "all"):
+                return None
+            return () if text == "none" else parse_exit_codes(text)
+
+        def signals(key: str) -> tuple[str, ...] | None:
+            text = str(config.get(key, "") or "").strip()
+            return parse_signals(text) if text else None
+
+        snooze = int(config.get("snooze-exit", 0) or 0)
+        return cls(
+            backoff=RetryPolicy(float(config.get("backoff-base", 2)), float(config.get("backoff-max", 300)),
+                                float(config.get("backoff-jitter", 0.1))),
+            rules=RetryRules(codes("retry-on-exit"), codes("no-retry-on-exit"),
+                             bool(config.get("retry-on-timeout", True)), signals("no-retry-on-signal")),
+            snooze_exit=snooze or None,
+            snooze_delay_s=float(config.get("snooze-delay", 60)),
+        )
+
+    def backoff_of(self, job: Job) -> RetryPolicy:
+        """The job's own backoff base and max over the config's."""
+        if job.backoff_base is None and job.backoff_max_s is None:
+            return self.backoff
+        return RetryPolicy(
+            self.backoff.backoff_base if job.backoff_base is None else job.backoff_base,
+            self.backoff.backoff_max_s if job.backoff_max_s is None else job.backoff_max_s,
+            self.backoff.jitter,
+        )
+
+
+def jitter_spread(job_id: str, run: int) -> float:
+    """A number in [0, 1) fixed by the attempt: the jitter of its retry, the same on every daemon."""
+    return zlib.crc32(f"{job_id}:{run}".encode()) / 2**32
+
+
+# -- decisions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A job's new state and the fields that go with it. `rule` names the retry rule that sent
+    a failed attempt to the dead-letter queue (it is also in `last_error`)."""
+
+    state: JobState
+    attempts: int
+    next_run_at: float | None
+    last_error: str | None
+    rule: str | None = None
+
+
+def after_attempt(job: Job, outcome: Outcome, policy: LifecyclePolicy, now: float) -> Decision:
+    """What an ended attempt of `job` (as read, still processing) does to it:
+
+    - exit 0: completed;
+    - requeued (worker stop --now, a claim never started here): pending, due when it was, uncounted;
+    - snoozed: pending, due after the delay it asked for, uncounted;
+    - canceled: canceled;
+    - any other failure: dead if a retry rule excludes it or its retries are used up, else failed
+      and due after the backoff (with jitter).
+    """
+    if job.state is not JobState.PROCESSING:
+        raise IllegalTransition(f"job {job.id} is {job.state.value}; only a processing job has an attempt to end")
+    kind = outcome.kind
+    if outcome.succeeded:
+        decision = Decision(JobState.COMPLETED, job.attempts, None, None)
+    elif kind is OutcomeKind.REQUEUED:
+        decision = Decision(JobState.PENDING, job.attempts, job.next_run_at if job.next_run_at is not None else now,
+                            job.last_error)
+    elif kind is OutcomeKind.SNOOZED:
+        delay = policy.snooze_delay_s if outcome.snooze_s is None else outcome.snooze_s
+        decision = Decision(JobState.PENDING, job.attempts, now + delay, job.last_error)
+    elif kind is OutcomeKind.CANCELED:
+        decision = Decision(JobState.CANCELED, job.attempts, None, "canceled")
+    else:
+        rule = rules_of(job, policy.rules).excluded_by(outcome)
+        if rule is not None:
+            decision = Decision(JobState.DEAD, job.attempts + 1, None, f"{outcome.describe()}; not retried: {rule}",
+                                rule)
+        else:
+            state, attempts, next_run_at = policy.backoff_of(job).after_failure(
+                job.attempts, job.max_retries, now, jitter_spread(job.id, job.run))
+            decision = Decision(state, attempts, next_run_at, outcome.describe())
+    require_transition(job.state, decision.state)
+    return decision
+
+
+def on_cancel(job: Job, now: float) -> Decision:
+    """A user cancels `job`: canceled, unless it has already ended (InvalidState)."""
+    if job.state in TERMINAL_STATES:
+        raise InvalidState(job_id=job.id, state=job.state.value, action="cancel")
+    require_transition(job.state, JobState.CANCELED)
+    return Decision(JobState.CANCELED, job.attempts, None, "canceled")
+
+
+def on_dlq_retry(job: Job, now: float) -> Decision:
+    """A user retries a dead job: pending now, its attempts reset; InvalidState unless dead."""
+    if job.state is not JobState.DEAD:
+        raise InvalidState(job_id=job.id, state=job.state.value, action="dlq retry (only dead jobs can be retried)")
+    require_transition(job.state, JobState.PENDING)
+    return Decision(JobState.PENDING, 0, now, None)
+

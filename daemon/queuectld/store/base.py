@@ -6,7 +6,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from queuectld.jobs import Job, JobState, Outcome, RetryPolicy
+from queuectld.jobs import Job, JobState, LifecyclePolicy, Outcome, OutcomeKind
 
 
 class NewJob(NamedTuple):
@@ -19,6 +19,9 @@ class NewJob(NamedTuple):
     timeout_s: float | None
     next_run_at: float
     created_at: float
+    retry_rules: str | None = None  #: RetryRules.encode() of the job's own rules (None: the config's)
+    backoff_base: float | None = None
+    backoff_max_s: float | None = None
 
 
 #: An attempt by job id and run: what every attempt write is fenced on (with the owner).
@@ -59,15 +62,27 @@ class SpawnedAttempt:
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
-    """One attempt as stored."""
+    """One attempt as stored (outcome None: not ended yet)."""
 
     attempt: int
     started_at: float | None
     finished_at: float | None
+    outcome: OutcomeKind | None
     exit_code: int | None
-    reason: str | None
+    signal: int | None
     error: str | None
     owner: str | None
+    host: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadFilter:
+    """Which dead jobs a bulk DLQ action takes: every field given must match. `finished_before`
+    is set to the moment the action began, so that a job dying again meanwhile is not taken twice."""
+
+    outcome: OutcomeKind | None = None
+    finished_after: float | None = None
+    finished_before: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,19 +129,19 @@ class Store(Protocol):
     def attempts_of(self, job_id: str) -> list[AttemptRecord]: ...
     def list_jobs(self, state: JobState | None, limit: int | None) -> list[Job]: ...
     def list_page(
-        self, state: JobState | None, limit: int | None, after: ListPosition | None
+        self, state: JobState | None, limit: int | None, after: ListPosition | None,
+        outcome: OutcomeKind | None = None,
     ) -> list[tuple[Job, ListPosition]]: ...
     def states_of(self, ids: Iterable[str]) -> dict[str, JobState]: ...
     def counts(self) -> dict[str, int]: ...
     def claim_due(self, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]: ...
     def finish(
-        self, finished: Sequence[FinishedAttempt], policy: RetryPolicy, spawned: Sequence[SpawnedAttempt] = ()
+        self, finished: Sequence[FinishedAttempt], policy: LifecyclePolicy, spawned: Sequence[SpawnedAttempt] = ()
     ) -> list[tuple[FinishedAttempt, Job | None]]: ...
     def finish_and_claim(
-        self, finished: Sequence[FinishedAttempt], policy: RetryPolicy, spawned: Sequence[SpawnedAttempt],
+        self, finished: Sequence[FinishedAttempt], policy: LifecyclePolicy, spawned: Sequence[SpawnedAttempt],
         owner: str, host: str, limit: int, now: float, lease_s: float,
     ) -> tuple[list[tuple[FinishedAttempt, Job | None]], list[Job]]: ...
-    def release(self, job_id: str, run: int, owner: str, now: float) -> bool: ...
     def renew_leases(
         self, owner: str, running: Collection[RunKey], now: float, lease_s: float, active: int, slots: int
     ) -> set[str]: ...
@@ -135,7 +150,10 @@ class Store(Protocol):
     def next_due_at(self) -> float | None: ...
     def cancel(self, job_id: str, now: float) -> tuple[Job, JobState]: ...
     def delete(self, job_id: str) -> Job: ...
-    def dlq_retry(self, job_id: str, now: float) -> Job: ...
+    def dlq_retry(self, ids: Sequence[str], now: float, command: str | None = None) -> list[Job]: ...
+    def dlq_retry_matching(self, where: DeadFilter, now: float, limit: int) -> list[str]: ...
+    def dlq_purge(self, ids: Sequence[str]) -> list[Job]: ...
+    def dlq_purge_matching(self, where: DeadFilter, limit: int) -> list[Job]: ...
     def config_all(self) -> dict[str, Any]: ...
     def config_set(self, key: str, value: Any) -> None: ...
     def register_daemon(self, info: DaemonInfo) -> None: ...
