@@ -10,6 +10,10 @@ from typing import Any
 from queuectl.errors import InvalidValue, UnknownConfigKey
 from queuectl.rules import format_exit_codes, format_signals, parse_duration, parse_exit_codes, parse_signals
 
+#: The longest text value a key may hold: what protocol.ConfigSetParams carries, so every value
+#: `config get` shows can be given back to `config set`.
+MAX_VALUE_CHARS = 64
+
 
 @dataclass(frozen=True)
 class ConfigKey:
@@ -63,21 +67,29 @@ def _float_range(low: float, high: float, *, low_open: bool = False) -> Callable
     return parse
 
 
+def _text(value: Any, expected: str) -> str:
+    # Text keys take text (or an int, as a JSON client may send 75); str(None) or str([]) would
+    # only be refused later with a puzzling message about "None".
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"expected {expected}")
+    return str(value).strip()
+
+
 def _exit_codes(value: Any) -> str:
-    text = str(value).strip()
+    text = _text(value, "exit codes such as 1,75 or 2,64-78, or all / none")
     if text.lower() in ("", "all", "none"):
-        return text.lower() if text else ""
+        return text.lower()
     return format_exit_codes(parse_exit_codes(text))
 
 
 def _signals(value: Any) -> str:
-    return format_signals(parse_signals(str(value)))
+    return format_signals(parse_signals(_text(value, "signal names such as KILL,SEGV")))
 
 
 def _switch(value: Any) -> bool:
-    text = str(value).strip().lower()
     if isinstance(value, bool):
         return value
+    text = _text(value, "true or false").lower()
     if text in ("1", "true", "yes", "on"):
         return True
     if text in ("0", "false", "no", "off"):
@@ -86,8 +98,7 @@ def _switch(value: Any) -> bool:
 
 
 def _snooze_exit(value: Any) -> int:
-    text = str(value).strip().lower()
-    if text in ("off", "none", ""):
+    if isinstance(value, str) and value.strip().lower() in ("off", "none", ""):
         return 0
     return _int_at_least(0, 255)(value)
 
@@ -147,7 +158,24 @@ def validate(name: str, value: Any) -> Any:
     key = KEYS.get(name)
     if key is None:
         raise UnknownConfigKey(key=name, valid=valid_keys())
+    if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+        raise InvalidValue(key=name, detail=_too_long(name, value, f"is {len(value)} characters"))
     try:
-        return key.parse(value)
+        parsed = key.parse(value)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidValue(key=name, detail=f"{value!r}: {exc if str(exc) else key.help}") from None
+        raise InvalidValue(key=name, detail=f"{_shown(value)}: {exc if str(exc) else key.help}") from None
+    # The stored form may be longer than what was typed (signal 9 is stored as KILL).
+    if isinstance(parsed, str) and len(parsed) > MAX_VALUE_CHARS:
+        raise InvalidValue(key=name, detail=_too_long(name, value, f"is {len(parsed)} characters written out"))
+    return parsed
+
+
+def _too_long(name: str, value: Any, length: str) -> str:
+    hint = " (write runs of exit codes as ranges, e.g. 64-78)" if name.endswith("-exit") else ""
+    return f"{_shown(value)} {length}; a config value holds at most {MAX_VALUE_CHARS}{hint}"
+
+
+def _shown(value: Any) -> str:
+    # A refused value is quoted, but never a whole long list into one error line.
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:36]}...{text[-1]}"

@@ -10,6 +10,7 @@ cancel (`on_cancel`), a dead-letter retry (`on_dlq_retry`). The store stores; it
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -64,6 +65,10 @@ class Job:
 #: Outcomes that do not count as a failed attempt: the job goes back to waiting as it was.
 UNCOUNTED = frozenset({OutcomeKind.REQUEUED, OutcomeKind.SNOOZED})
 
+#: The longest wait any decision sets (the config's and the protocol's ceiling for backoff-max and
+#: snooze-delay): an infinite or absurd value from a job or the database is cut to this.
+LONGEST_WAIT_S = 365 * 86400.0
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -87,8 +92,9 @@ class Outcome:
 
     @property
     def counted(self) -> bool:
-        """Whether this attempt counts against the job's retries (a requeue or snooze does not)."""
-        return self.kind not in UNCOUNTED and not self.succeeded
+        """Whether this attempt counts against the job's retries, as after_attempt counts it: a
+        failure does; a success, requeue, snooze or cancel does not."""
+        return self.kind not in UNCOUNTED and self.kind is not OutcomeKind.CANCELED and not self.succeeded
 
     def describe(self) -> str:
         """One line for last_error and the log."""
@@ -187,8 +193,10 @@ class RetryRules:
             if self.retry_on_timeout is False:
                 return "retry-on-timeout is off"
         elif outcome.kind is OutcomeKind.SIGNAL and outcome.signal is not None:
-            name = signal_name(outcome.signal).removeprefix("SIG")
-            if self.no_retry_on_signal is not None and name in self.no_retry_on_signal:
+            # By number: a rule's IOT is the ABRT a shell dies of, and rules built without
+            # parse_signals (SIGKILL, kill) still apply.
+            if self.no_retry_on_signal is not None and outcome.signal in _signal_numbers(self.no_retry_on_signal):
+                name = signal_name(outcome.signal).removeprefix("SIG")
                 return f"signal {name} is in no-retry-on-signal {format_signals(self.no_retry_on_signal)}"
         return None
 
@@ -214,6 +222,13 @@ class RetryRules:
 
 
 _NO_RULES = RetryRules()
+
+
+@lru_cache(maxsize=256)
+def _signal_numbers(names: tuple[str, ...]) -> frozenset[int]:
+    from queuectl.rules import signal_number
+
+    return frozenset(n for n in map(signal_number, names) if n is not None)
 
 
 @lru_cache(maxsize=256)
@@ -248,12 +263,21 @@ class RetryPolicy:
 
     def delay_s(self, attempts: int, spread: float = 0.0) -> float:
         """Seconds to wait after the `attempts`-th failed attempt (1-based). `spread` in [0, 1)
-        picks where in the jitter band the delay falls; it never exceeds backoff_max_s."""
+        picks where in the jitter band the delay falls; it never exceeds backoff_max_s.
+
+        Always finite and >= 0, whatever the fields hold (config and the protocol validate them,
+        but a NaN here would become a due time no comparison ever reaches): an infinite or NaN cap
+        is LONGEST_WAIT_S, a NaN base waits the cap, a NaN or out-of-range jitter or spread is
+        clamped."""
+        cap = _clamp(self.backoff_max_s, 0.0, LONGEST_WAIT_S, nan=LONGEST_WAIT_S)
         try:
-            delay = float(min(self.backoff_base**attempts, self.backoff_max_s))
+            # float(): an int base would compute 2 ** 100000 exactly, digit by digit.
+            raw = float(self.backoff_base) ** attempts
         except OverflowError:
-            delay = float(self.backoff_max_s)
-        return delay * (1.0 - self.jitter * spread)
+            raw = math.inf
+        delay = _clamp(raw, 0.0, cap, nan=cap)
+        jitter = _clamp(self.jitter, 0.0, 1.0, nan=0.0)
+        return delay * (1.0 - jitter * _clamp(spread, 0.0, 1.0, nan=0.0))
 
     def after_failure(self, attempts_before: int, max_retries: int, now: float,
                       spread: float = 0.0) -> tuple[JobState, int, float | None]:
@@ -280,27 +304,33 @@ class LifecyclePolicy:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LifecyclePolicy:
-        """From validated config values (config.py keys)."""
+        """From config values (config.py keys; a missing key takes its default). Each value goes
+        through config.validate, so a stored "false" is False, never bool("false"); a value the
+        config refuses raises InvalidValue.
+
+        retry-on-exit: "" or "all" -> every nonzero code retries; "none" -> no exit code retries.
+        no-retry-on-exit: "" or "none" -> none excluded; "all" -> every nonzero code excluded."""
         from queuectl.rules import parse_exit_codes, parse_signals
 
-        def codes(key: str) -> tuple[int, ...] | None:
-            text = str(config.get(key, "") or "").strip().lower()
-            if text in ("", "all"):
-                return None
-            return () if text == "none" else parse_exit_codes(text)
+        from .config import DEFAULTS, validate
 
-        def signals(key: str) -> tuple[str, ...] | None:
-            text = str(config.get(key, "") or "").strip()
-            return parse_signals(text) if text else None
+        def value(key: str) -> Any:
+            return validate(key, config.get(key, DEFAULTS[key]))
 
-        snooze = int(config.get("snooze-exit", 0) or 0)
+        def codes(key: str, words: dict[str, tuple[int, ...] | None]) -> tuple[int, ...] | None:
+            text = str(value(key))
+            return words[text] if text in words else parse_exit_codes(text)
+
+        signals = str(value("no-retry-on-signal"))
+        snooze = int(value("snooze-exit"))
         return cls(
-            backoff=RetryPolicy(float(config.get("backoff-base", 2)), float(config.get("backoff-max", 300)),
-                                float(config.get("backoff-jitter", 0.1))),
-            rules=RetryRules(codes("retry-on-exit"), codes("no-retry-on-exit"),
-                             bool(config.get("retry-on-timeout", True)), signals("no-retry-on-signal")),
+            backoff=RetryPolicy(float(value("backoff-base")), float(value("backoff-max")),
+                                float(value("backoff-jitter"))),
+            rules=RetryRules(codes("retry-on-exit", {"": None, "all": None, "none": ()}),
+                             codes("no-retry-on-exit", {"": None, "none": None, "all": tuple(range(1, 256))}),
+                             bool(value("retry-on-timeout")), parse_signals(signals) if signals else None),
             snooze_exit=snooze or None,
-            snooze_delay_s=float(config.get("snooze-delay", 60)),
+            snooze_delay_s=float(value("snooze-delay")),
         )
 
     def backoff_of(self, job: Job) -> RetryPolicy:
@@ -312,6 +342,13 @@ class LifecyclePolicy:
             self.backoff.backoff_max_s if job.backoff_max_s is None else job.backoff_max_s,
             self.backoff.jitter,
         )
+
+
+def _clamp(value: float, low: float, high: float, *, nan: float) -> float:
+    """`value` within [low, high]; `nan` when it is NaN (a NaN passes every min and max)."""
+    if value != value:
+        return nan
+    return min(max(float(value), low), high)
 
 
 def jitter_spread(job_id: str, run: int) -> float:
@@ -346,15 +383,15 @@ def after_attempt(job: Job, outcome: Outcome, policy: LifecyclePolicy, now: floa
     """
     if job.state is not JobState.PROCESSING:
         raise IllegalTransition(f"job {job.id} is {job.state.value}; only a processing job has an attempt to end")
+    _require_finite(now)
     kind = outcome.kind
     if outcome.succeeded:
         decision = Decision(JobState.COMPLETED, job.attempts, None, None)
     elif kind is OutcomeKind.REQUEUED:
-        decision = Decision(JobState.PENDING, job.attempts, job.next_run_at if job.next_run_at is not None else now,
-                            job.last_error)
+        keeps = job.next_run_at is not None and math.isfinite(job.next_run_at)
+        decision = Decision(JobState.PENDING, job.attempts, job.next_run_at if keeps else now, job.last_error)
     elif kind is OutcomeKind.SNOOZED:
-        delay = policy.snooze_delay_s if outcome.snooze_s is None else outcome.snooze_s
-        decision = Decision(JobState.PENDING, job.attempts, now + delay, job.last_error)
+        decision = Decision(JobState.PENDING, job.attempts, now + snooze_delay_s(outcome, policy), job.last_error)
     elif kind is OutcomeKind.CANCELED:
         decision = Decision(JobState.CANCELED, job.attempts, None, "canceled")
     else:
@@ -370,6 +407,23 @@ def after_attempt(job: Job, outcome: Outcome, policy: LifecyclePolicy, now: floa
     return decision
 
 
+def snooze_delay_s(outcome: Outcome, policy: LifecyclePolicy) -> float:
+    """How long a snoozed attempt waits: what it asked for, else config snooze-delay; a request
+    that is negative, NaN or infinite counts as no request, and no wait exceeds LONGEST_WAIT_S."""
+    asked = outcome.snooze_s
+    if asked is None or not 0 <= asked < math.inf:
+        asked = policy.snooze_delay_s
+        if not 0 <= asked < math.inf:
+            asked = LifecyclePolicy.snooze_delay_s
+    return min(float(asked), LONGEST_WAIT_S)
+
+
+def _require_finite(now: float) -> None:
+    # A NaN `now` would give a due time no comparison ever reaches: a bug in the caller.
+    if not math.isfinite(now):
+        raise ValueError(f"now must be a finite time, not {now!r}")
+
+
 def on_cancel(job: Job, now: float) -> Decision:
     """A user cancels `job`: canceled, unless it has already ended (InvalidState)."""
     if job.state in TERMINAL_STATES:
@@ -382,6 +436,7 @@ def on_dlq_retry(job: Job, now: float) -> Decision:
     """A user retries a dead job: pending now, its attempts reset; InvalidState unless dead."""
     if job.state is not JobState.DEAD:
         raise InvalidState(job_id=job.id, state=job.state.value, action="dlq retry (only dead jobs can be retried)")
+    _require_finite(now)
     require_transition(job.state, JobState.PENDING)
     return Decision(JobState.PENDING, 0, now, None)
 
