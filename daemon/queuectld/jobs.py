@@ -68,6 +68,8 @@ UNCOUNTED = frozenset({OutcomeKind.REQUEUED, OutcomeKind.SNOOZED})
 #: The longest wait any decision sets (the config's and the protocol's ceiling for backoff-max and
 #: snooze-delay): an infinite or absurd value from a job or the database is cut to this.
 LONGEST_WAIT_S = 365 * 86400.0
+#: config `snooze-delay`'s default, also what a snooze waits when the policy's delay makes no sense.
+DEFAULT_SNOOZE_DELAY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +302,7 @@ class LifecyclePolicy:
     rules: RetryRules = _NO_RULES
     #: An attempt exiting with this code asks to run again later, uncounted (None: off).
     snooze_exit: int | None = None
-    snooze_delay_s: float = 60.0
+    snooze_delay_s: float = DEFAULT_SNOOZE_DELAY_S
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LifecyclePolicy:
@@ -414,7 +416,7 @@ def snooze_delay_s(outcome: Outcome, policy: LifecyclePolicy) -> float:
     if asked is None or not 0 <= asked < math.inf:
         asked = policy.snooze_delay_s
         if not 0 <= asked < math.inf:
-            asked = LifecyclePolicy.snooze_delay_s
+            asked = DEFAULT_SNOOZE_DELAY_S
     return min(float(asked), LONGEST_WAIT_S)
 
 
