@@ -101,7 +101,7 @@ def format_signals(names: tuple[str, ...] | list[str]) -> str:
     return ",".join(sorted(names))
 
 
-def parse_duration(text: str | int | float) -> float:
+def parse_duration(text: str | float) -> float:
     """Seconds from `90`, `1.5`, `500ms`, `5m`, `1h30m`, `7d`, `2w`: finite and >= 0.
     Raises ValueError."""
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):

@@ -20,9 +20,10 @@ from queuectl.errors import InvalidState
 from queuectl.protocol import TERMINAL_STATES, JobState, OutcomeKind
 
 __all__ = [
-    "Decision", "IllegalTransition", "Job", "JobState", "LifecyclePolicy", "Outcome", "OutcomeKind",
-    "RetryPolicy", "RetryRules", "TERMINAL_STATES", "TRANSITIONS", "after_attempt", "check_transition",
-    "on_cancel", "on_dlq_retry", "require_transition", "rules_of",
+    "DEFAULT_SNOOZE_DELAY_S", "LONGEST_WAIT_S", "TERMINAL_STATES", "TRANSITIONS", "Decision", "IllegalTransition",
+    "Job", "JobState", "LifecyclePolicy", "Outcome", "OutcomeKind", "RetryPolicy", "RetryRules", "after_attempt",
+    "check_transition", "jitter_spread", "on_cancel", "on_dlq_retry", "require_transition", "rules_of",
+    "signal_name", "snooze_delay_s",
 ]
 
 
@@ -194,12 +195,13 @@ class RetryRules:
         elif outcome.kind is OutcomeKind.TIMEOUT:
             if self.retry_on_timeout is False:
                 return "retry-on-timeout is off"
-        elif outcome.kind is OutcomeKind.SIGNAL and outcome.signal is not None:
-            # By number: a rule's IOT is the ABRT a shell dies of, and rules built without
-            # parse_signals (SIGKILL, kill) still apply.
-            if self.no_retry_on_signal is not None and outcome.signal in _signal_numbers(self.no_retry_on_signal):
-                name = signal_name(outcome.signal).removeprefix("SIG")
-                return f"signal {name} is in no-retry-on-signal {format_signals(self.no_retry_on_signal)}"
+        elif (outcome.kind is OutcomeKind.SIGNAL and outcome.signal is not None
+              and self.no_retry_on_signal is not None
+              # By number: a rule's IOT is the ABRT a shell dies of, and rules built without
+              # parse_signals (SIGKILL, kill) still apply.
+              and outcome.signal in _signal_numbers(self.no_retry_on_signal)):
+            name = signal_name(outcome.signal).removeprefix("SIG")
+            return f"signal {name} is in no-retry-on-signal {format_signals(self.no_retry_on_signal)}"
         return None
 
     def encode(self) -> str | None:
@@ -348,7 +350,7 @@ class LifecyclePolicy:
 
 def _clamp(value: float, low: float, high: float, *, nan: float) -> float:
     """`value` within [low, high]; `nan` when it is NaN (a NaN passes every min and max)."""
-    if value != value:
+    if math.isnan(value):
         return nan
     return min(max(float(value), low), high)
 

@@ -105,6 +105,7 @@ def test_job_runs_exactly_max_retries_plus_one_times(max_retries: int) -> None:
             assert next_run_at is None
             break
         assert state is JobState.FAILED
+        assert next_run_at is not None
         assert next_run_at == now + min(2**attempts, 60)
         now = next_run_at
     assert runs == max_retries + 1
@@ -214,13 +215,12 @@ DUE_BEFORE = NOW - 10  # when the attempt's job was due
 
 def processing(**fields: Any) -> Job:
     """A job whose attempt (run 1 unless told) just ended, as the store read it."""
-    base: dict[str, Any] = dict(
-        id="job-1", command="make", state=JobState.PROCESSING, attempts=0, max_retries=MAX_RETRIES, priority=0,
-        timeout_s=None, next_run_at=DUE_BEFORE, created_at=NOW - 100, updated_at=NOW - 5, started_at=NOW - 5,
-        run=1, last_error="earlier: exit code 1", owner="daemon-a", host="box",
-    )
-    base.update(fields)
-    return Job(**base)
+    return Job(**{
+        "id": "job-1", "command": "make", "state": JobState.PROCESSING, "attempts": 0, "max_retries": MAX_RETRIES,
+        "priority": 0, "timeout_s": None, "next_run_at": DUE_BEFORE, "created_at": NOW - 100, "updated_at": NOW - 5,
+        "started_at": NOW - 5, "run": 1, "last_error": "earlier: exit code 1", "owner": "daemon-a", "host": "box",
+        **fields,
+    })
 
 
 def failed(attempts: int, text: str) -> Decision:
@@ -637,7 +637,7 @@ def test_empty() -> None:
 @pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(RetryRules)])
 def test_over_takes_each_unset_field_from_under(field: str) -> None:
     under = RetryRules((1,), (2,), False, ("KILL",))
-    own_value = {"retry_on_exit": (5,), "no_retry_on_exit": (), "retry_on_timeout": True,
+    own_value: Any = {"retry_on_exit": (5,), "no_retry_on_exit": (), "retry_on_timeout": True,
                  "no_retry_on_signal": ("TERM",)}[field]
     own = RetryRules(**{field: own_value})
     merged = own.over(under)
