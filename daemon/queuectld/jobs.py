@@ -199,7 +199,7 @@ class RetryRules:
               and self.no_retry_on_signal is not None
               # By number: a rule's IOT is the ABRT a shell dies of, and rules built without
               # parse_signals (SIGKILL, kill) still apply.
-              and outcome.signal in _signal_numbers(self.no_retry_on_signal)):
+              and outcome.signal in _signal_numbers(tuple(self.no_retry_on_signal))):
             name = signal_name(outcome.signal).removeprefix("SIG")
             return f"signal {name} is in no-retry-on-signal {format_signals(self.no_retry_on_signal)}"
         return None
