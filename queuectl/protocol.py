@@ -228,7 +228,7 @@ class ConfigSetParams(Params):
     """Validate and store one config key (`config.set`). Values arrive as text or numbers."""
 
     key: Annotated[str, Field(min_length=1, max_length=64)]
-    value: Annotated[str, Field(max_length=64)] | int | float
+    value: Annotated[str, Field(max_length=64)] | bool | int | float
 
 
 class WorkersStartParams(Params):
