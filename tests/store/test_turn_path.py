@@ -12,13 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import event
-
 from queuectld.jobs import JobState, Outcome, OutcomeKind
 from queuectld.store import sqlite as sqlite_store
 from queuectld.store import turn
 from queuectld.store.base import FinishedAttempt, SpawnedAttempt, Store
 from queuectld.store.sql import SqlStore
+from sqlalchemy import event
+
 from tests.store.helpers import HOST, LEASE_S, OWNER, POLICY, T0, add, claim, new_job
 
 
@@ -88,7 +88,10 @@ def test_a_sqlite_turn_runs_on_the_driver_in_six_statements(store: Store, store_
                         lambda self, cur: original(self, _CountingCursor(cur, calls)))  # type: ignore[arg-type]
     through_sqlalchemy: list[str] = []
     engine = store.write_engine  # type: ignore[attr-defined]
-    listener = lambda conn, cursor, statement, *rest: through_sqlalchemy.append(statement)  # noqa: E731
+
+    def listener(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        through_sqlalchemy.append(statement)
+
     event.listen(engine, "before_cursor_execute", listener)
     try:
         results, claimed = store.finish_and_claim(

@@ -7,7 +7,9 @@ created by the revisions alone.
 
 from __future__ import annotations
 
-from sqlalchemy import Float, Index, Integer, String, Text, text
+from typing import cast
+
+from sqlalchemy import Float, Index, Integer, String, Table, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -125,8 +127,10 @@ class MetaRow(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-jobs = JobRow.__table__
-attempts = AttemptRow.__table__
-config = ConfigRow.__table__
-daemons = DaemonRow.__table__
-meta = MetaRow.__table__
+# Typed as the Tables they are (SQLAlchemy types __table__ as a FromClause, which insert/update/
+# delete do not take).
+jobs = cast(Table, JobRow.__table__)
+attempts = cast(Table, AttemptRow.__table__)
+config = cast(Table, ConfigRow.__table__)
+daemons = cast(Table, DaemonRow.__table__)
+meta = cast(Table, MetaRow.__table__)

@@ -41,7 +41,7 @@ def job_from_row(row: Any) -> Job:
 def row_job(row: Sequence[Any]) -> Job:
     """A Job from a driver row of JOB_COLUMNS_SQL, by position (the claim's hot path)."""
     outcome = row[_OUTCOME_AT]
-    return Job(row[0], row[1], JobState(row[2]), *row[3:_OUTPUT_TAIL_AT], None,
+    return Job(row[0], row[1], JobState(row[2]), *row[3:_OUTPUT_TAIL_AT], None,  # type: ignore[call-arg]
                OutcomeKind(outcome) if outcome is not None else None, *row[_OUTCOME_AT + 1:])
 
 

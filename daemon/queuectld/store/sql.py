@@ -14,51 +14,20 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    RootTransaction,
-    and_,
-    delete,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Engine, RootTransaction, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from queuectl.errors import (
-    DuplicateJob,
-    InvalidState,
-    JobNotFound,
-    OutcomeUnknown,
-    QueuectlError,
-)
+from queuectl.errors import DuplicateJob, InvalidState, JobNotFound, OutcomeUnknown, QueuectlError
 from queuectld.config import DEFAULTS
 from queuectld.jobs import Job, JobState, LifecyclePolicy, OutcomeKind, on_cancel
 from queuectld.store import dlq, schema, turn
 from queuectld.store.base import (
-    AttemptRecord,
-    DaemonInfo,
-    DeadFilter,
-    Enqueued,
-    FinishedAttempt,
-    ListPosition,
-    LostAttempt,
-    NewJob,
-    RunKey,
+    AttemptRecord, DaemonInfo, DeadFilter, Enqueued, FinishedAttempt, ListPosition, LostAttempt, NewJob, RunKey,
     SpawnedAttempt,
 )
 from queuectld.store.errors import is_driver_error, to_domain_error
 from queuectld.store.models import attempts, config, daemons, jobs, meta
-from queuectld.store.rows import (
-    LIST_COLUMNS,
-    LIST_NAMES,
-    chunks,
-    job_from_mapping,
-    job_from_row,
-)
+from queuectld.store.rows import LIST_COLUMNS, LIST_NAMES, chunks, job_from_mapping, job_from_row
 from queuectld.store.turn import STRAY_ERROR, ClaimRequest, TurnResult, TurnWrites
 
 __all__ = ["STRAY_ERROR", "SqlStore", "translate_db_errors"]

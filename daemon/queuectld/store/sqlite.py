@@ -10,9 +10,9 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, create_engine, event, literal_column, text
+from sqlalchemy import ColumnClause, Connection, Engine, create_engine, event, literal_column, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -74,7 +74,7 @@ _END_ATTEMPT = (
 
 #: Insertion order, which `list` without a state pages on: a new row's rowid is above every row's
 #: there is (max + 1). VACUUM, which may renumber rowids, is never run.
-_ROWID = literal_column("jobs.rowid")
+_ROWID: ColumnClause[Any] = literal_column("jobs.rowid")
 
 _NEXT_DUE = text(
     "SELECT min(next_run_at) FROM jobs INDEXED BY ix_jobs_next WHERE state IN ('pending', 'failed')"
@@ -120,7 +120,7 @@ class SqliteStore(SqlStore):
         """SQLite's `PRAGMA quick_check`: None when the file is sound, else its first complaint."""
         try:
             with self.read_engine.connect() as conn:
-                rows = conn.connection.dbapi_connection.execute("PRAGMA quick_check").fetchall()
+                rows = _driver(conn).execute("PRAGMA quick_check").fetchall()
         except DBAPIError as exc:
             return str(exc.orig).splitlines()[0]
         except sqlite3.DatabaseError as exc:  # the driver's own, from the raw connection
@@ -156,7 +156,7 @@ class SqliteStore(SqlStore):
         An error from COMMIT is OutcomeUnknown unless SQLite guarantees nothing was committed."""
         raw = self.write_engine.raw_connection()
         try:
-            dbapi = raw.driver_connection
+            dbapi = cast(sqlite3.Connection, raw.driver_connection)
             cur = dbapi.cursor()
             try:
                 cur.execute("BEGIN IMMEDIATE")
@@ -214,7 +214,12 @@ class SqliteStore(SqlStore):
         # Outside any transaction: SQLite refuses to checkpoint inside one. The statement goes to
         # the driver directly, so translate_db_errors sees sqlite3's own errors (SQLITE_FULL, ...).
         with translate_db_errors(where=self.where), self.write_engine.connect() as conn:
-            conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+            _driver(conn).execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+
+
+def _driver(conn: Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under a SQLAlchemy one."""
+    return cast(sqlite3.Connection, conn.connection.dbapi_connection)
 
 
 def _committed_nothing(error: BaseException | None) -> bool:

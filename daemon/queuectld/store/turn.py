@@ -18,15 +18,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from queuectld.jobs import (
-    Decision,
-    Job,
-    JobState,
-    LifecyclePolicy,
-    Outcome,
-    OutcomeKind,
-    after_attempt,
-)
+from queuectld.jobs import Decision, Job, JobState, LifecyclePolicy, Outcome, OutcomeKind, after_attempt
 from queuectld.store.base import FinishedAttempt, RunKey, SpawnedAttempt
 from queuectld.store.models import attempts, jobs
 from queuectld.store.rows import LIST_COLUMNS, chunks, job_from_row, unique
