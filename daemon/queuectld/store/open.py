@@ -59,7 +59,7 @@ def open_store(url: str, *, sync: str = "normal", state_dir: Path | None = None,
         check_file(path, state_dir, recorded)
     store = _construct(url, sync, writable=upgrade)
     try:
-        if existed:
+        if existed and path is not None:
             complaint = store.quick_check()  # type: ignore[attr-defined]  # existed: a SqliteStore
             if complaint is not None:
                 raise StoreRefused(path=where, detail=f"PRAGMA quick_check failed: {complaint}; {_advice(path)}")
