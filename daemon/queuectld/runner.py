@@ -258,6 +258,10 @@ class Attempt:
         assert self._loop is not None
         if self.phase is Phase.RUNNING:
             self.phase = Phase.KILLING
+            # The shell itself, through its pidfd (it cannot be another process: we hold it until
+            # reaped): a shell killed right after its spawn may not have entered its cgroup yet.
+            assert self._pidfd is not None
+            proctree.send(self._pidfd, signal.SIGTERM)
         self._track(self.tracker.signal_all, signal.SIGTERM)
         # Even when the shell exits on SIGTERM, children that ignore it may remain.
         self._grace = self._loop.call_later(self.kill_grace_s, self._grace_over)
