@@ -14,7 +14,7 @@ import pytest
 from queuectl import protocol as p
 from queuectl.errors import InvalidParams
 from queuectld import handlers
-from queuectld.jobs import JobState, Outcome, RetryPolicy
+from queuectld.jobs import JobState, LifecyclePolicy, Outcome, OutcomeKind
 from queuectld.paging import decode_cursor, page_json
 from queuectld.store.base import FinishedAttempt, ListPosition, NewJob
 from queuectld.store.open import open_store
@@ -117,9 +117,9 @@ def test_big_commands_make_smaller_pages(ctx: handlers.Context) -> None:
 def test_dlq_list_pages_the_dead_jobs(ctx: handlers.Context) -> None:
     store = ctx.db.store
     store.enqueue([NewJob(f"j{i}", "false", 0, 0, None, T0, T0 + i) for i in range(7)], replace=False, now=T0)
-    ended = [FinishedAttempt(job.id, job.run, "me", Outcome(1 if job.id in DEAD else 0, "exit"), T0 + 2)
+    ended = [FinishedAttempt(job.id, job.run, "me", Outcome(OutcomeKind.EXIT, exit_code=1 if job.id in DEAD else 0), T0 + 2)
              for job in store.claim_due("me", "host", 100, T0 + 1, 30)]
-    store.finish(ended, RetryPolicy(2, 300))
+    store.finish(ended, LifecyclePolicy())
     assert _walk(ctx, "dlq.list", {"limit": 2}) == [["j1", "j3"], ["j4", "j6"]]
     assert _walk(ctx, "dlq.list", {}) == [["j1", "j3", "j4", "j6"]]
 

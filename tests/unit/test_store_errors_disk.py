@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from queuectl import errors
-from queuectld.jobs import JobState, Outcome
+from queuectld.jobs import JobState, Outcome, OutcomeKind
 from queuectld.store.base import FinishedAttempt
 from queuectld.store.open import open_store
 from queuectld.store.sqlite import SqliteStore
@@ -42,7 +42,7 @@ def test_a_refused_result_lands_once_space_returns_and_a_repeat_is_a_no_op(
     store.enqueue([new_job("a"), new_job("b")], replace=False, now=T0)
     _, claimed = store.finish_and_claim([], POLICY, [], OWNER, HOST, 2, T0, LEASE_S)
     assert sorted(j.id for j in claimed) == ["a", "b"]
-    done = FinishedAttempt("a", 1, OWNER, Outcome(0, "exit"), T0 + 1, "output")
+    done = FinishedAttempt("a", 1, OWNER, Outcome(OutcomeKind.EXIT, exit_code=0), T0 + 1, "output")
 
     fill_disk(state)
     with pytest.raises(errors.DiskFull, match=f"The disk holding {state} is full; nothing was stored"):
