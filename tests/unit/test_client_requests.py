@@ -90,7 +90,7 @@ def test_every_client_method_sends_valid_params(recorded: tuple[Client, Recorder
     c.config_set("max-retries", "5")
     c.config_list()
     c.workers_start(3)
-    c.workers_start(None)  # type: ignore[arg-type]  # `worker start` without --count
+    c.workers_start(None)  # `worker start` without --count
     c.workers_stop()
     c.workers_stop(True)
     c.daemon_stop()
