@@ -130,8 +130,9 @@ JOB_COLUMNS = (Column("ID"), Column("STATE"), Column("TRIES", right=True), Colum
                Column("UPDATED"), Column("COMMAND", cap=48), Column("LAST ERROR", cap=32))
 #: Columns of the dead-letter queue (`dlq list`): how each job's last attempt ended, where, how
 #: long it ran, when it died, and the first line of its last error. The id is never cut.
-DLQ_COLUMNS = (Column("ID"), Column("OUTCOME"), Column("EXIT", right=True), Column("HOST", cap=16, drop=1),
-               Column("RAN", right=True, drop=2), Column("DIED"), Column("LAST ERROR", cap=60))
+#: LAST ERROR may take the whole rest of a terminal's width: it is the column to read.
+DLQ_COLUMNS = (Column("ID"), Column("OUTCOME"), Column("EXIT", right=True), Column("HOST", cap=24, drop=1),
+               Column("RAN", right=True, drop=2), Column("DIED"), Column("LAST ERROR", cap=1000))
 _GAP = "  "
 _SHORTEST_CUT = 12
 
