@@ -20,6 +20,7 @@ from queuectl import paths
 from queuectl.errors import DaemonAlreadyRunning, InvalidValue, UnsafePath
 from queuectld import logfile, runner, tracking
 from queuectld.handlers import Context
+from queuectld.maintenance import DaemonServices
 from queuectld.proctree import ChildReaper
 from queuectld.scheduler import Scheduler
 from queuectld.server import Server
@@ -185,10 +186,11 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
         reaper.enable()
         now = time.time()
         scheduler = Scheduler(db, settings, owner, config, umask, tracker)
+        services = DaemonServices(scheduler, db, settings, config)
         await db.write(store.register_daemon, DaemonInfo(owner, settings.host, os.getpid(),
                                                           runner.process_start_time(os.getpid()), now, now,
                                                           scheduler.slots, 0))
-        recovered = await scheduler.recover(now)
+        recovered = await services.recovery.recover(now)
         if recovered:
             log.warning("recovered %d job(s) from a daemon that stopped mid-attempt (counted as failed attempts)",
                         recovered)
@@ -236,16 +238,27 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
             tracker.close()
         raise
 
-    stop_listening = store.listen(lambda: loop.call_soon_threadsafe(scheduler.notify))
+    def wake_scheduler() -> None:  # from the store's listening thread
+        loop.call_soon_threadsafe(scheduler.notify)
+
+    stop_listening = store.listen(wake_scheduler)
     sched_task = loop.create_task(scheduler.run(), name="scheduler")
+    # Leases go on being renewed while the scheduler drains; maintenance stops after it.
+    maint_task = loop.create_task(services.maintenance.run(), name="maintenance")
     try:
         stopper = loop.create_task(stop_event.wait(), name="stop")
-        done, _ = await asyncio.wait({sched_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({sched_task, stopper, maint_task}, return_when=asyncio.FIRST_COMPLETED)
         if sched_task in done:
             sched_task.result()  # the scheduler only returns when draining; re-raise a crash
+        if maint_task in done:
+            maint_task.result()  # maintenance never returns before stop(); re-raise a crash
         sd_notify("STOPPING=1")
         await sched_task
     finally:
+        services.maintenance.stop()
+        if not sched_task.done():
+            sched_task.cancel()
+        await asyncio.gather(sched_task, maint_task, return_exceptions=True)
         await asyncio.to_thread(stop_listening)
         await server.close()
         for path in (settings.socket_path, settings.pidfile):

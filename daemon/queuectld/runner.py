@@ -1,5 +1,5 @@
 """One attempt: `/bin/sh -c COMMAND` in its own session, tracked wherever its processes go
-(tracking.py), output streamed to a capped log file.
+(tracking.py), output streamed to a capped log file, ended with a typed Outcome.
 
 The daemon's memory stays flat whatever a job prints: each chunk read from the pipe goes straight
 to the log file, up to a cap; past the cap the pipe is still drained (so the job never blocks) but
@@ -13,13 +13,15 @@ import errno
 import logging
 import os
 import signal
+import stat
 import subprocess
 from collections.abc import Callable
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
 from queuectld import proctree
-from queuectld.jobs import Job, Outcome
+from queuectld.jobs import Job, Outcome, OutcomeKind
 from queuectld.proctree import process_start_time
 from queuectld.tracking import FORCE_ENV, Target, Tracker
 
@@ -29,16 +31,29 @@ TAIL_BYTES = 4096
 READ_CHUNK = 64 * 1024
 #: After the shell exits, how long to keep reading output its background children still write.
 DRAIN_AFTER_EXIT_S = 1.0
+#: Where a job may write the delay it wants before exiting with config `snooze-exit`.
+SNOOZE_FILE_ENV = "QUEUECTL_SNOOZE_FILE"
+#: A snooze file is a short duration ("90", "5m", "1h30m"): more than this is not one.
+SNOOZE_READ_BYTES = 64
+#: The longest delay a job may ask for (as config `snooze-delay` allows).
+SNOOZE_MAX_S = 365 * 86400.0
 #: Environment variables a job must not inherit from the daemon.
 SECRET_ENV = ("QUEUECTL_TOKEN", "QUEUECTL_TOKEN_FILE", "QUEUECTL_DB", "PGPASSWORD", "NOTIFY_SOCKET",
               "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "QUEUECTL_FAULT_POINT", FORCE_ENV)
 
-__all__ = ["Attempt", "base_environment", "job_environment", "log_path", "process_start_time"]
+__all__ = ["Attempt", "KillReason", "Phase", "base_environment", "job_environment", "log_path",
+           "process_start_time", "read_snooze_file", "snooze_path"]
 
 
 def log_path(logs_dir: Path | str, job_id: str, run: int) -> str:
     """Where attempt `run` of a job writes its output (ids cannot contain '/')."""
     return f"{logs_dir}/{job_id}.{run}.log"
+
+
+def snooze_path(logs_dir: Path | str, job_id: str, run: int) -> str:
+    """The attempt's $QUEUECTL_SNOOZE_FILE, beside its log: private to the attempt, removed when
+    the attempt ends."""
+    return f"{logs_dir}/{job_id}.{run}.snooze"
 
 
 def base_environment(daemon_env: dict[str, str]) -> dict[str, str]:
@@ -48,7 +63,8 @@ def base_environment(daemon_env: dict[str, str]) -> dict[str, str]:
 
 def job_environment(base: dict[str, str], job: Job, owner: str) -> dict[str, str]:
     """A job's environment: `base_environment(...)` plus the job's and the attempt's identity
-    (QUEUECTL_ATTEMPT_ID marks every process of the attempt for the tracker and for recovery)."""
+    (QUEUECTL_ATTEMPT_ID marks every process of the attempt for the tracker and for recovery).
+    The Attempt adds $QUEUECTL_SNOOZE_FILE when it spawns."""
     env = dict(base)
     env["QUEUECTL_JOB_ID"] = job.id
     env["QUEUECTL_ATTEMPT"] = str(job.run)
@@ -57,23 +73,74 @@ def job_environment(base: dict[str, str], job: Job, owner: str) -> dict[str, str
     return env
 
 
+class Phase(Enum):
+    """Where an attempt is in its life. It only moves forward:
+
+    SPAWNING -> RUNNING -> [KILLING ->] DRAINING -> [LINGERING ->] ENDING -> ENDED,
+    or SPAWNING -> ENDED when the shell could not be started."""
+
+    SPAWNING = "spawning"  #: created; its shell is being started (in the store's writer thread); not watched yet
+    RUNNING = "running"  #: the shell runs
+    KILLING = "killing"  #: the shell runs and is being killed: SIGTERM sent, SIGKILL after kill-grace
+    DRAINING = "draining"  #: the shell has exited (its zombie is held); reading what its leftovers still write
+    LINGERING = "lingering"  #: shell and output are done, but a kill's grace runs: leftovers may still exit
+    ENDING = "ending"  #: killing whatever the attempt left and reaping the shell
+    ENDED = "ended"  #: the outcome has been reported (it may not be recorded yet)
+
+
+class KillReason(StrEnum):
+    """Why queuectl kills an attempt; it decides the outcome when the shell dies of the kill."""
+
+    TIMEOUT = "timeout"  #: it ran past its timeout -> TIMEOUT
+    CANCELED = "canceled"  #: a user canceled its job -> CANCELED
+    REQUEUE = "requeue"  #: `worker stop --now` -> REQUEUED (uncounted)
+    SHUTDOWN = "shutdown"  #: a second stop request while the daemon drains -> REQUEUED (uncounted)
+    LEASE_LOST = "lease lost"  #: its lease is gone (canceled or recovered elsewhere) -> KILLED
+
+    @property
+    def outcome(self) -> OutcomeKind:
+        """The outcome of an attempt whose shell died of (or exited after) this kill."""
+        return _KILL_OUTCOMES[self]
+
+
+_KILL_OUTCOMES = {
+    KillReason.TIMEOUT: OutcomeKind.TIMEOUT,
+    KillReason.CANCELED: OutcomeKind.CANCELED,
+    KillReason.REQUEUE: OutcomeKind.REQUEUED,
+    KillReason.SHUTDOWN: OutcomeKind.REQUEUED,
+    KillReason.LEASE_LOST: OutcomeKind.KILLED,
+}
+_KILL_ERRORS = {
+    KillReason.CANCELED: "canceled",
+    KillReason.REQUEUE: "stopped by `worker stop --now`; returned to pending",
+    KillReason.SHUTDOWN: "stopped by a forced daemon stop; returned to pending",
+    KillReason.LEASE_LOST: "killed: its lease was lost (canceled or recovered elsewhere)",
+}
+
+
 class Attempt:
     """One running attempt, driven by event-loop callbacks: no task, no asyncio transport.
 
     The shell is spawned in a new session (its own process group) with stdout and stderr on one
     pipe, tracked by `tracker` (its cgroup, or the daemon's process tree). Two readers on the loop
     follow it: the pipe (output, then EOF) and a pidfd (exit). The attempt ends when the shell has
-    exited and its output is closed, or DRAIN_AFTER_EXIT_S after the exit if a background child
-    keeps the pipe open; then whatever the attempt left anywhere is killed (if it was being
-    killed, what is left gets the rest of kill-grace first), the shell is reaped, and
-    `on_done(self, outcome)` is called exactly once.
+    exited and its output is closed, or `drain_s` after the exit if a background child keeps the
+    pipe open; then whatever the attempt left anywhere is killed (if it was being killed, what is
+    left gets the rest of kill-grace first), the shell is reaped, and `on_done(self, outcome)` is
+    called exactly once. `phase` says where it is (see Phase).
+
+    How it ended is decided by the shell alone: a kill (timeout, cancel, `worker stop --now`,
+    a lost lease) decides the outcome only if it came while the shell still ran. A shell that has
+    exited by itself keeps its own outcome, whatever then kills its leftovers.
 
     The log file is created on the first byte of output: a silent job costs no file (creating
     one is a large part of running `true` on some file systems).
     """
 
     def __init__(self, job: Job, owner: str, log_file: str, *, timeout_s: float | None,
-                 kill_grace_s: float, output_max_bytes: int, tracker: Tracker) -> None:
+                 kill_grace_s: float, output_max_bytes: int, tracker: Tracker,
+                 snooze_exit: int | None = None, snooze_file: str | None = None,
+                 drain_s: float = DRAIN_AFTER_EXIT_S) -> None:
         self.job = job
         self.owner = owner
         self.tracker = tracker
@@ -81,26 +148,25 @@ class Attempt:
         self.timeout_s = timeout_s
         self.kill_grace_s = kill_grace_s
         self.output_max_bytes = output_max_bytes
+        self.snooze_exit = snooze_exit  #: an exit code meaning "run me again later" (None: off)
+        self.snooze_file = snooze_file or _beside(log_file, ".snooze")
+        self.drain_s = drain_s
+        self.phase = Phase.SPAWNING
         self.pid: int | None = None
-        self.requeue = False  #: return the job to pending instead of recording a failure
-        self.kill_reason: str | None = None
+        self.kill_reason: KillReason | None = None  #: why queuectl is killing it (the first kill's)
         self.truncated = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_done: Callable[[Attempt, Outcome], None] | None = None
         self._pipe: int | None = None
         self._pidfd: int | None = None
         self._log_fd: int | None = None
-        self._status: int | None = None  #: raw wait status once reaped
         self._spawn_error: BaseException | None = None
-        self._timers: list[asyncio.TimerHandle] = []
-        self._timed_out = False
-        self._exited = False  #: the shell has exited (not yet reaped)
+        self._timers: list[asyncio.TimerHandle] = []  #: cancelled when the attempt ends
+        self._grace: asyncio.TimerHandle | None = None  #: a kill's grace is running (SIGKILL when it fires)
+        #: The kill the shell died of (or exited after): set when the shell exits during KILLING.
+        self._shell_killed_for: KillReason | None = None
         self._place: str | None = None  #: the attempt's cgroup (CgroupTracker)
         self._ident = proctree.identity_needles(owner, job.id, job.run)
-        self._ending = False  #: the shell has exited and its output is done: ending now
-        self._end_started = False  #: the final kill of what is left has begun
-        self._hard_killed = False  #: the kill-grace is over
-        self._timers_armed = False  #: a kill has sent SIGTERM and set the SIGKILL timer
         self._tail = bytearray()
         self._written = 0
         self._dropped_at: int | None = None  #: the log's size when writing it failed
@@ -111,9 +177,11 @@ class Attempt:
     def spawn(self, env: dict[str, str], umask: int) -> None:
         """Start the shell. Blocking (the calling thread waits, vfork-style, until the child has
         exec'd /bin/sh), so the scheduler calls it off the event loop; then `watch` on the loop.
-        A failure is kept and reported by `watch` as the attempt's outcome."""
+        A failure is kept and reported by `watch` as the attempt's outcome. `env` gains
+        $QUEUECTL_SNOOZE_FILE (the caller's dict is changed: it is the attempt's own)."""
         # Nothing may escape from here: the claim has committed, and an attempt that raised
         # instead of failing would leave its job `processing` with no one to run or end it.
+        env[SNOOZE_FILE_ENV] = self.snooze_file
         try:
             self._place = self.tracker.place()
         except Exception as exc:
@@ -156,8 +224,9 @@ class Attempt:
         if self.pid is None or self._pipe is None:
             exc = self._spawn_error
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self._finish_now(Outcome(None, "spawn failed", f"could not start /bin/sh: {detail}"))
+            self._finish(Outcome(OutcomeKind.SPAWN_FAILED, error=f"could not start /bin/sh: {detail}"))
             return
+        self.phase = Phase.RUNNING
         os.set_blocking(self._pipe, False)
         loop.add_reader(self._pipe, self._on_output)
         self._pidfd = os.pidfd_open(self.pid)
@@ -165,34 +234,116 @@ class Attempt:
         if self.timeout_s:
             self._timers.append(loop.call_later(self.timeout_s, self._on_timeout))
         on_spawn(self)
-        if self.kill_reason is not None:  # killed before it was watched
-            self.kill(self.kill_reason)
+        if self.kill_reason is not None:  # killed while it was being spawned
+            self._start_kill()
 
     @property
     def ended(self) -> bool:
         """The attempt has ended and reported its outcome (it may not be recorded yet)."""
-        return self._loop is not None and self._on_done is None
+        return self.phase is Phase.ENDED
 
-    def kill(self, reason: str) -> None:
-        """SIGTERM every process of the attempt now, SIGKILL what is left after the grace period."""
-        first = self.kill_reason is None
-        if first:
-            self.kill_reason = reason
-        if self.pid is None or self._loop is None or self._status is not None or self._end_started:
+    def kill(self, reason: KillReason) -> None:
+        """SIGTERM every process of the attempt now, SIGKILL what is left after the grace period.
+
+        The first kill's reason stands; a later kill changes nothing. A kill after the shell has
+        exited by itself only hastens the end of its leftovers: the outcome stays the shell's
+        own. A kill of an attempt that is ending or has ended does nothing at all."""
+        if self.kill_reason is not None or self.phase in (Phase.LINGERING, Phase.ENDING, Phase.ENDED):
             return
-        if not first and self._timers_armed:
-            return  # already being killed: the first kill's grace stands
-        self._timers_armed = True
+        self.kill_reason = KillReason(reason)
+        if self.phase is not Phase.SPAWNING:  # otherwise `watch` starts the kill
+            self._start_kill()
+
+    def _start_kill(self) -> None:
+        assert self._loop is not None
+        if self.phase is Phase.RUNNING:
+            self.phase = Phase.KILLING
+            # The shell itself, through its pidfd (it cannot be another process: we hold it until
+            # reaped): a shell killed right after its spawn may not have entered its cgroup yet.
+            assert self._pidfd is not None
+            proctree.send(self._pidfd, signal.SIGTERM)
         self._track(self.tracker.signal_all, signal.SIGTERM)
         # Even when the shell exits on SIGTERM, children that ignore it may remain.
-        self._timers.append(self._loop.call_later(self.kill_grace_s, self._kill_hard))
+        self._grace = self._loop.call_later(self.kill_grace_s, self._grace_over)
+        self._timers.append(self._grace)
 
-    def _kill_hard(self) -> None:
-        self._hard_killed = True
-        if self._ending:
-            self._end()  # the shell is gone; this kills what is left and finishes
-        else:
+    def _grace_over(self) -> None:
+        self._grace = None
+        if self.phase is Phase.LINGERING:
+            self._end()  # the shell and its output are gone: this kills what is left and finishes
+        elif self.phase in (Phase.KILLING, Phase.DRAINING):
             self._track(self.tracker.kill_all)
+
+    def _on_timeout(self) -> None:
+        # Only a running shell times out: one that exited in time (DRAINING: a background child
+        # still holds the pipe) is not timed out by its leftovers, and a kill already under way
+        # keeps its reason.
+        if self.phase is Phase.RUNNING:
+            self.kill(KillReason.TIMEOUT)
+
+    def _on_exit(self) -> None:
+        assert self._loop is not None and self._pidfd is not None
+        self._loop.remove_reader(self._pidfd)
+        if self.phase is Phase.KILLING:
+            self._shell_killed_for = self.kill_reason
+        self.phase = Phase.DRAINING
+        if self._pipe is None:
+            self._output_done()
+        else:
+            # Keep the zombie until the end: its pid (and so its process group id) cannot be
+            # reused while we may still signal the group.
+            self._timers.append(self._loop.call_later(self.drain_s, self._output_done))
+
+    def _output_done(self) -> None:
+        """The shell has exited and its output is closed (or the drain time is over)."""
+        if self.phase is not Phase.DRAINING:
+            return  # already past it: the other of EOF and the drain timer came first
+        if self._grace is not None:
+            # Being killed: what is left gets the rest of kill-grace (then _grace_over ends it),
+            # unless nothing is left.
+            self.phase = Phase.LINGERING
+            self._track(self.tracker.any_left, then=self._lingering_checked)
+        else:
+            self._end()
+
+    def _lingering_checked(self, left: Any) -> None:
+        if not left and self.phase is Phase.LINGERING:
+            self._end()
+
+    def _end(self) -> None:
+        """Kill whatever the attempt left behind, anywhere; then reap the shell and finish. The
+        shell stays a zombie until then, so its pid (the process group and session id that the
+        tracker may use) cannot be reused meanwhile."""
+        if self.phase in (Phase.ENDING, Phase.ENDED):
+            return
+        self.phase = Phase.ENDING
+        self._track(self.tracker.end, then=lambda _: self._reap())
+
+    def _reap(self) -> None:
+        assert self.pid is not None and self._pidfd is not None
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            status = None
+        self.tracker.reaper.forget(self.pid)
+        os.close(self._pidfd)
+        self._pidfd = None
+        self._close_pipe()
+        self._finish(self._outcome(status))
+
+    def _finish(self, outcome: Outcome) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self._grace = None
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
+        _unlink(self.snooze_file)
+        self.phase = Phase.ENDED
+        if self._on_done is not None:
+            on_done, self._on_done = self._on_done, None
+            on_done(self, outcome)
 
     def _target(self) -> Target:
         return Target(self._ident, self.pid, self._place)
@@ -210,67 +361,24 @@ class Attempt:
         if then is not None:
             future.add_done_callback(lambda f: then(f.result()))
 
-    def _on_timeout(self) -> None:
-        if not self._exited:  # a shell that exited in time is not timed out by its leftovers
-            self._timed_out = True
-            self.kill("timeout")
+    # -- how it ended -------------------------------------------------------------------------
 
-    def _on_exit(self) -> None:
-        assert self._loop is not None and self._pidfd is not None
-        self._loop.remove_reader(self._pidfd)
-        self._exited = True
-        if self._pipe is None:
-            self._reap_and_finish()
-        else:
-            # Keep the zombie until the end: its pid (and so its process group id) cannot be
-            # reused while we may still signal the group.
-            self._timers.append(self._loop.call_later(DRAIN_AFTER_EXIT_S, self._reap_and_finish))
-
-    def _reap_and_finish(self) -> None:
-        """The shell has exited and its output is done (or the drain time is over)."""
-        if self._pidfd is None or self._ending:
-            return  # already ending
-        self._ending = True
-        if self.kill_reason is not None and self._timers_armed and not self._hard_killed:
-            # Being killed: what is left gets the rest of kill-grace (then _kill_hard ends it),
-            # unless nothing is left.
-            self._track(self.tracker.any_left, then=lambda left: None if left else self._end())
-        else:
-            self._end()
-
-    def _end(self) -> None:
-        """Kill whatever the attempt left behind, anywhere; then reap the shell and finish. The
-        shell stays a zombie until then, so its pid (the process group and session id that the
-        tracker may use) cannot be reused meanwhile."""
-        if self._end_started:
-            return
-        self._end_started = True
-        self._track(self.tracker.end, then=lambda _: self._reap())
-
-    def _reap(self) -> None:
-        assert self.pid is not None and self._pidfd is not None
-        try:
-            _, status = os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            status = None
-        self.tracker.reaper.forget(self.pid)
-        self._status = status if status is not None else -1
-        os.close(self._pidfd)
-        self._pidfd = None
-        self._close_pipe()
-        returncode = None if status is None else os.waitstatus_to_exitcode(status)
-        self._finish_now(self._outcome(returncode))
-
-    def _finish_now(self, outcome: Outcome) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
-        if self._log_fd is not None:
-            os.close(self._log_fd)
-            self._log_fd = None
-        if self._on_done is not None:
-            on_done, self._on_done = self._on_done, None
-            on_done(self, outcome)
+    def _outcome(self, status: int | None) -> Outcome:
+        """The outcome from the shell's wait status (None: someone else reaped it)."""
+        if status is None:
+            return Outcome(OutcomeKind.KILLED, error="exit status unknown (the shell was reaped elsewhere)")
+        code = os.waitstatus_to_exitcode(status)
+        exit_code, signum = (code, None) if code >= 0 else (None, -code)
+        reason = self._shell_killed_for
+        if reason is KillReason.TIMEOUT:
+            return Outcome(OutcomeKind.TIMEOUT, exit_code, signum, f"timed out after {self.timeout_s:g}s")
+        if reason is not None:
+            return Outcome(reason.outcome, exit_code, signum, _KILL_ERRORS[reason])
+        if signum is not None:
+            return Outcome(OutcomeKind.SIGNAL, signal=signum)
+        if self.snooze_exit is not None and exit_code == self.snooze_exit:
+            return Outcome(OutcomeKind.SNOOZED, exit_code, snooze_s=read_snooze_file(self.snooze_file, self.job))
+        return Outcome(OutcomeKind.EXIT, exit_code)
 
     # -- output -------------------------------------------------------------------------------
 
@@ -284,8 +392,8 @@ class Attempt:
             chunk = b""
         if not chunk:
             self._close_pipe()
-            if self._exited:
-                self._reap_and_finish()
+            if self.phase is Phase.DRAINING:
+                self._output_done()
             return
         self._write_output(chunk)
 
@@ -346,21 +454,65 @@ class Attempt:
             return None
         return bytes(self._tail).decode("utf-8", errors="replace") + note
 
-    def _outcome(self, returncode: int | None) -> Outcome:
-        if self._timed_out:
-            return Outcome(None if returncode is None or returncode < 0 else returncode, "timeout",
-                           f"timed out after {self.timeout_s:g}s")
-        if self.kill_reason is not None:
-            return Outcome(None, "killed", f"killed: {self.kill_reason}")
-        if returncode is None:
-            return Outcome(None, "killed", "exit status unknown")
-        if returncode < 0:
-            try:
-                name = signal.Signals(-returncode).name
-            except ValueError:
-                name = f"signal {-returncode}"
-            return Outcome(128 - returncode, "killed", f"killed by {name}")
-        return Outcome(returncode, "exit")
+
+def read_snooze_file(path: str, job: Job) -> float | None:
+    """The delay a snoozing job wrote to its $QUEUECTL_SNOOZE_FILE, in seconds (queuectl.rules
+    durations: `90`, `5m`, `1h30m`); None when it wrote none, so config `snooze-delay` applies.
+
+    The file is the job's to write, so it is read with care: never more than SNOOZE_READ_BYTES,
+    never through a symlink, never from a FIFO or device (which could block the loop). One that is
+    not a short valid duration is logged and ignored."""
+    from queuectl.rules import parse_duration  # only snoozing jobs need the parser
+
+    def bad(why: str) -> None:
+        log.warning("job %s attempt %d: ignoring its snooze file %s (%s); using config snooze-delay",
+                    job.id, job.run, path, why)
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        bad(exc.strerror or str(exc))
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            bad("not a regular file")
+            return None
+        data = os.read(fd, SNOOZE_READ_BYTES + 1)
+    except OSError as exc:
+        bad(exc.strerror or str(exc))
+        return None
+    finally:
+        os.close(fd)
+    if len(data) > SNOOZE_READ_BYTES:
+        bad(f"longer than {SNOOZE_READ_BYTES} bytes")
+        return None
+    text = data.decode("utf-8", errors="replace").strip()
+    if not text:
+        return None  # an empty file asks for nothing
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        bad(f"{text!r} is not a duration such as 90, 5m or 1h30m")
+        return None
+    if seconds > SNOOZE_MAX_S:
+        bad(f"{text!r} is longer than {SNOOZE_MAX_S / 86400:.0f} days")
+        return None
+    return seconds
+
+
+def _beside(log_file: str, suffix: str) -> str:
+    return log_file.removesuffix(".log") + suffix
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot remove %s: %s", path, exc.strerror or exc)
 
 
 _DEVNULL: list[int] = []

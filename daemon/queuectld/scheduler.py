@@ -1,4 +1,7 @@
-"""Worker slots: claiming due jobs, running attempts, recording their ends, leases and recovery."""
+"""Worker slots and turns: claiming due jobs, running attempts, recording how they ended.
+
+Leases, heartbeats, strays, recovery of dead peers, config refresh and checkpoints are
+maintenance services (maintenance.py), apart from the slots and turns here."""
 
 from __future__ import annotations
 
@@ -7,16 +10,17 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from queuectl.errors import QueuectlError, StoreBusy, StoreDamaged
-from queuectld import runner, tracking
-from queuectld.jobs import Job, JobState, Outcome, RetryPolicy
-from queuectld.runner import Attempt
+from queuectld import runner
+from queuectld.jobs import Job, JobState, LifecyclePolicy, Outcome, OutcomeKind
+from queuectld.runner import Attempt, KillReason
 from queuectld.settings import Settings, fault_point
-from queuectld.store.base import FinishedAttempt, LostAttempt, SpawnedAttempt
-from queuectld.store_health import STORE_FAULTS, RepeatFilter
+from queuectld.store.base import FinishedAttempt, RunKey, SpawnedAttempt
+from queuectld.store_health import RepeatFilter
 from queuectld.store_threads import StoreThreads
 from queuectld.tracking import Tracker
 
@@ -26,6 +30,9 @@ log = logging.getLogger("queuectld.scheduler")
 BUSY_RETRY_S = 0.5
 #: After any other store failure (full disk, damaged page, ...) the retries slow down to this.
 STORE_RETRY_MAX_S = 5.0
+#: The config keys LifecyclePolicy.from_config reads: the policy is rebuilt when one changes.
+POLICY_KEYS = ("backoff-base", "backoff-max", "backoff-jitter", "retry-on-exit", "no-retry-on-exit",
+               "retry-on-timeout", "no-retry-on-signal", "snooze-exit", "snooze-delay")
 
 
 class Scheduler:
@@ -44,7 +51,8 @@ class Scheduler:
         self._umask = umask
         self._env = runner.base_environment(dict(os.environ))
         self._logs_dir = str(settings.logs_dir)
-        self._kill_new = False  #: `worker stop --now`: kill attempts that are still being spawned too
+        #: `worker stop --now` or a forced stop: kill attempts that are still being spawned too
+        self._kill_new: KillReason | None = None
         self._finished: list[tuple[Attempt, FinishedAttempt]] = []
         self._spawned: list[SpawnedAttempt] = []
         self._woken = False
@@ -54,7 +62,7 @@ class Scheduler:
         self._forced = False  #: a second stop request: do not wait for a store that refuses writes
         self._fault = fault_point()
         #: Turns whose claim may have committed without their attempts in `running` yet: while
-        #: one is in flight, no row of ours can be called a stray (see `_maintain`).
+        #: one is in flight, no row of ours can be called a stray (see maintenance.StrayRelease).
         self._turns_in_flight = 0
         # After a store failure other than a lock: when to write again, the next back-off, and
         # whether turns record results only (a claim that hits a damaged row must not hold them up).
@@ -64,9 +72,14 @@ class Scheduler:
         self._held_logged = False
         self._isolate = False  #: write held results one per transaction on the next turn
         self._repeats = RepeatFilter()
-        #: The next maintenance tick on the monotonic clock: a wall clock stepped back (or
-        #: forward) neither stops nor hurries lease renewal and heartbeats.
-        self._maintenance_due = 0.0
+        self._policy = LifecyclePolicy.from_config(config)
+        self._policy_key = self._policy_values()
+        #: Called when a turn failed after its claim may have committed (the stray release
+        #: service puts such rows back); set by the wiring (maintenance.DaemonServices).
+        self.on_claim_in_doubt: Callable[[], None] = lambda: None
+        #: The longest idle sleep: a lost wake-up (a peer's NOTIFY while the listening connection
+        #: reconnects) delays a claim at most this long.
+        self.idle_recheck_s = settings.lease_s / 3
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -84,64 +97,90 @@ class Scheduler:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def jobs_changed(self) -> None:
+        """Jobs changed outside a turn (strays put back, a peer's attempts recovered): wake
+        `job.wait` and `logs --follow`, and run a turn."""
+        self._signal_changed()
+        self.notify()
+
+    def policy(self) -> LifecyclePolicy:
+        """What the current config says about ended attempts; rebuilt only when it changed."""
+        key = self._policy_values()
+        if key != self._policy_key:
+            self._policy, self._policy_key = LifecyclePolicy.from_config(self.config), key
+        return self._policy
+
+    def _policy_values(self) -> tuple[Any, ...]:
+        return tuple(self.config.get(k) for k in POLICY_KEYS)
+
     # -- control --------------------------------------------------------------------------------
 
     def start_workers(self, count: int) -> None:
         """Run `count` slots and resume claiming."""
         self.slots = count
         self.claiming = True
-        self._kill_new = False
+        self._kill_new = None
         self.notify()
 
-    def stop_workers(self, now: bool) -> int:
-        """Stop claiming; with `now`, kill running attempts and requeue them uncounted."""
+    def stop_workers(self, now: bool, reason: KillReason = KillReason.REQUEUE) -> int:
+        """Stop claiming; with `now`, kill running attempts to requeue them uncounted (`reason`:
+        REQUEUE or SHUTDOWN). An attempt that has already ended, or whose shell has exited by
+        itself, keeps its own outcome: a completed job is never run again."""
         self.claiming = False
-        self._kill_new = now
+        self._kill_new = reason if now else None
         if now:
             for attempt in self.running.values():
-                if not attempt.ended:  # one that just ended is recorded as it ended, not re-run
-                    attempt.requeue = True
-                    attempt.kill("worker stop --now")
+                attempt.kill(reason)
         self.notify()
         return len(self.running)
 
-    def kill_local(self, job_id: str, reason: str) -> bool:
-        """Kill the local attempt of a job, if one runs here (cancel)."""
+    def kill_local(self, job_id: str, reason: KillReason) -> bool:
+        """Kill the local attempt of a job, if one runs here (cancel: KillReason.CANCELED)."""
         attempt = self.running.get(job_id)
         if attempt is None:
             return False
-        attempt.kill(reason)
+        attempt.kill(KillReason(reason))
         return True
 
     def request_stop(self, force: bool = False) -> None:
         """Drain: stop claiming and let running attempts finish. `force` kills and requeues them."""
         self._stopping = True
         self._forced = self._forced or force
-        self.stop_workers(now=force)
+        if force:
+            self.stop_workers(now=True, reason=KillReason.SHUTDOWN)
+        else:
+            self.stop_workers(now=False)
 
     @property
     def active(self) -> int:
         """Slots running an attempt now."""
         return len(self.running)
 
+    @property
+    def turns_in_flight(self) -> int:
+        """Turns whose claim may have committed without their attempts in `running` yet: while
+        one is in flight, no row of ours can be called a stray."""
+        return self._turns_in_flight
+
+    def running_keys(self) -> list[RunKey]:
+        """(job id, run) of every attempt this daemon runs, ended ones not yet recorded included."""
+        return [(a.job.id, a.job.run) for a in self.running.values()]
+
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Each turn: maintain leases when due; record ended attempts and claim due jobs for the
-        free slots (one trip to the store thread); start them; then sleep until a new job, an
-        ended attempt, the next due time, or maintenance."""
+        """Each turn: record ended attempts and claim due jobs for the free slots (one trip to
+        the store thread); start them; then sleep until a new job, an ended attempt, the next
+        due time, or a store retry. Returns when draining is done."""
         while True:
             if self._stopping and not self.running and not self._finished:
                 return
             if self._gave_up_on_held_results():
                 return
-            if time.monotonic() >= self._maintenance_due:
-                self.tracker.reaper.reap()  # orphans that exited while no attempt ended
-                await self._maintain(time.time())
             busy, claimed_all, next_due = await self._turn()
             if claimed_all and not self._stopping:
                 continue  # there may be more due jobs; the slots decide
-            timeout = max(0.0, self._maintenance_due - time.monotonic())
+            timeout = self.idle_recheck_s
             if busy:
                 timeout = min(timeout, BUSY_RETRY_S)
             elif next_due is not None:
@@ -197,7 +236,7 @@ class Scheduler:
         free = self.slots - (len(self.running) - len(batch)) if claiming else 0
         if not batch and not spawned and free <= 0:
             return self._store_failing, False, None
-        policy = RetryPolicy(float(self.config["backoff-base"]), float(self.config["backoff-max"]))
+        policy = self.policy()
         self._turns_in_flight += 1
         try:
             results, started, next_due = await self.db.write(self._turn_in_store_thread, batch, spawned, free, policy)
@@ -207,8 +246,8 @@ class Scheduler:
             self._turn_failed(exc, len(batch))
             if not isinstance(exc, StoreBusy):
                 # Its claim may have committed (the answer was lost, or a later step failed) with
-                # nothing started: maintenance puts such rows back, so run it now.
-                self._maintenance_due = 0.0
+                # nothing started: the stray release puts such rows back, so run it now.
+                self.on_claim_in_doubt()
             return True, False, None
         finally:
             self._turns_in_flight -= 1
@@ -223,9 +262,8 @@ class Scheduler:
             self.running[attempt.job.id] = attempt
             job = attempt.job
             log.info("job %s started (attempt %d): %s", job.id, job.run, _short(job.command))
-            if self._kill_new:  # `worker stop --now` came while this one was being spawned
-                attempt.requeue = True
-                attempt.kill("worker stop --now")
+            if self._kill_new is not None:  # `worker stop --now` came while this one was being spawned
+                attempt.kill(self._kill_new)
             attempt.watch(self._attempt_done, self._attempt_spawned)
         if batch or started:
             self._signal_changed()
@@ -239,9 +277,9 @@ class Scheduler:
         for attempt, _ in batch:
             if self.running.get(attempt.job.id) is attempt:
                 del self.running[attempt.job.id]
-        canceled = {a.job.id for a, _ in batch if a.kill_reason == "canceled"}
+        canceled = {a.job.id for a, _ in batch if a.kill_reason is KillReason.CANCELED}
         for fa, job in results:
-            _log_result(fa, job, canceled=fa.job_id in canceled)
+            log_result(fa, job, canceled=fa.job_id in canceled)
 
     async def _record_separately(self) -> None:
         """After a damaged page failed a turn: write each held result (and pid) alone, so that one
@@ -250,7 +288,7 @@ class Scheduler:
         self._isolate = False
         batch, spawned = self._finished, self._spawned
         self._finished, self._spawned = [], []
-        policy = RetryPolicy(float(self.config["backoff-base"]), float(self.config["backoff-max"]))
+        policy = self.policy()
         for sp in spawned:
             try:
                 await self.db.write(self._turn_in_store_thread, [], [sp], 0, policy)
@@ -284,9 +322,9 @@ class Scheduler:
         self._store_failing = True
         # A damaged row fails every transaction that touches it: find it by writing one at a time.
         self._isolate = isinstance(exc, StoreDamaged) and bool(self._finished or self._spawned)
-        if not isinstance(exc, QueuectlError):
-            if self._repeats.check(f"turn:{type(exc).__name__}:{exc}", time.time())[0]:
-                log.error("scheduler turn failed (will retry): %s", exc, exc_info=exc)
+        unexpected = not isinstance(exc, QueuectlError)  # the store's own errors were logged once already
+        if unexpected and self._repeats.check(f"turn:{type(exc).__name__}:{exc}", time.time())[0]:
+            log.error("scheduler turn failed (will retry): %s", exc, exc_info=exc)
         if held and not self._held_logged:
             self._held_logged = True
             log.warning("store: holding %d result(s) of finished attempts in memory; writing them when the "
@@ -294,7 +332,7 @@ class Scheduler:
 
     def _turn_in_store_thread(
         self, batch: list[tuple[Attempt, FinishedAttempt]], spawned: list[SpawnedAttempt], free: int,
-        policy: RetryPolicy,
+        policy: LifecyclePolicy,
     ) -> tuple[list[tuple[FinishedAttempt, Job | None]], list[Attempt], float | None]:
         """The blocking side of a turn, in the writer thread: record, claim, and spawn the claimed
         jobs' shells right after the claim commits (no trip back to the loop in between)."""
@@ -304,13 +342,10 @@ class Scheduler:
         # off the event loop.
         live = [replace(sp, proc_start=runner.process_start_time(sp.pid))
                 for sp in spawned if (sp.job_id, sp.run) not in done]
-        for attempt, fa in batch:
-            # A repeat after a failed turn matches nothing (fenced) and is not logged again.
-            if attempt.requeue and store.release(fa.job_id, fa.run, fa.owner, time.time()):
-                log.info("job %s returned to pending (attempt %d not counted)", fa.job_id, fa.run)
-        ended = [fa for a, fa in batch if not a.requeue]
+        # Requeued attempts too: an Outcome(REQUEUED) is recorded like any other. A repeat after
+        # a failed turn matches nothing (fenced on the attempt).
         results, claimed = store.finish_and_claim(
-            ended, policy, live, self.owner, self.settings.host, free, time.time(), self.settings.lease_s
+            [fa for _, fa in batch], policy, live, self.owner, self.settings.host, free, time.time(), self.settings.lease_s
         )
         # Committed: from here on nothing may fail the turn, or the claimed jobs would never start.
         try:
@@ -321,12 +356,12 @@ class Scheduler:
             _crash("after-claim")
         started = []
         for job in claimed:
-            attempt = self._attempt(job)
+            attempt = self._attempt(job, policy)
             attempt.spawn(runner.job_environment(self._env, job, self.owner), self._umask)
             started.append(attempt)
         return results, started, next_due
 
-    def _attempt(self, job: Job) -> Attempt:
+    def _attempt(self, job: Job, policy: LifecyclePolicy) -> Attempt:
         cfg = self.config
         return Attempt(
             job,
@@ -336,6 +371,8 @@ class Scheduler:
             kill_grace_s=float(cfg["kill-grace"]),
             output_max_bytes=int(cfg["output-max-bytes"]),
             tracker=self.tracker,
+            snooze_exit=policy.snooze_exit,
+            snooze_file=runner.snooze_path(self._logs_dir, job.id, job.run),
         )
 
     def _attempt_spawned(self, attempt: Attempt) -> None:
@@ -351,115 +388,14 @@ class Scheduler:
         )
         self.notify()
 
-    # -- leases, heartbeat, recovery ------------------------------------------------------------
-
-    async def _maintain(self, now: float) -> None:
-        """Renew the leases of the attempts we run and heartbeat; put back rows of ours that we do
-        not run; recover attempts of dead daemons; refresh config."""
-        self._maintenance_due = time.monotonic() + self.settings.lease_s / 3
-        store = self.db.store
-        try:
-            renewing = self._running_keys()
-            held = await self.db.write(store.renew_leases, self.owner, renewing, now, self.settings.lease_s,
-                                       len(self.running), self.slots)
-            for job_id, run in renewing:  # not attempts that joined `running` during the renewal
-                attempt = self.running.get(job_id)
-                if attempt is None or attempt.job.run != run or job_id in held:
-                    continue
-                if attempt.pid is not None and not attempt.kill_reason and not attempt.ended:
-                    log.warning("job %s: lease lost (canceled or recovered elsewhere); killing its process", job_id)
-                    attempt.kill("lease lost")
-            # A row of ours is a stray only if no claim of ours can be on its way to `running`: a
-            # turn's claim commits in the writer thread before its attempts join `running` on the
-            # loop. `run()` awaits turns and maintenance one after the other, so none is in flight
-            # there; the check keeps it so. Between the check and the submission to the writer
-            # thread (FIFO) nothing else runs on the loop, so a later turn's claim comes after.
-            strays: list[tuple[str, int]] = []
-            if self._turns_in_flight == 0:
-                try:
-                    strays = list(await self.db.write(store.release_strays, self.owner, self._running_keys(),
-                                                      time.time()))
-                except QueuectlError as exc:
-                    # E.g. a stray on a damaged page: it must not stop recovery and the rest below.
-                    log.debug("putting strays back failed: %s", exc.message)
-                for job_id, run in strays:
-                    log.warning("job %s: claimed by this daemon (attempt %d) but not running here, e.g. the "
-                                "answer to its claim was lost; returned to pending (not counted)", job_id, run)
-                if strays:
-                    self._signal_changed()
-                    self.notify()
-            await self.recover(now)
-            self.config.update(await self.db.read(store.config_all))
-            await self.db.write(store.checkpoint)
-        except Exception as exc:  # a full disk or a damaged page must not end the daemon: retry soon
-            message = exc.message if isinstance(exc, QueuectlError) else f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, STORE_FAULTS):
-                log.debug("maintenance skipped: %s", message)  # StoreThreads logged it once already
-            elif self._repeats.check(f"maintain:{message}", time.time())[0]:
-                log.warning("maintenance skipped (retrying every %gs): %s", BUSY_RETRY_S * 4, message,
-                            exc_info=None if isinstance(exc, QueuectlError) else exc)
-            self._maintenance_due = time.monotonic() + BUSY_RETRY_S * 4
-
-    def _running_keys(self) -> list[tuple[str, int]]:
-        """(job id, run) of every attempt this daemon runs, ended ones not yet recorded included."""
-        return [(a.job.id, a.job.run) for a in self.running.values()]
-
-    async def recover(self, now: float) -> int:
-        """End attempts whose daemon is gone as failed ("worker lost"), killing first the processes
-        of those attempts that ran on this host (and no other process: see tracking.kill_orphans)."""
-        store = self.db.store
-        dead = await self._dead_daemons(now)
-        lost = [
-            la for la in await self.db.read(store.lost_attempts, now, dead)
-            if la.owner != self.owner
-        ]
-        if not lost and not dead:
-            return 0
-        host = self.settings.host
-        orphaned = [tracking.OrphanedAttempt(la.owner, la.job_id, la.run, la.pid, la.proc_start)
-                    for la in lost if la.host == host]
-        dead_here = {d for d in dead if d.startswith(host + ":")}
-        if orphaned or dead_here:
-            killed = await asyncio.get_running_loop().run_in_executor(None, tracking.kill_orphans, orphaned, dead_here)
-            if killed:
-                log.warning("killed %d process(es) of attempts that were running when their daemon stopped", killed)
-        policy = RetryPolicy(float(self.config["backoff-base"]), float(self.config["backoff-max"]))
-        ended = [_lost(la, now) for la in lost]
-        if ended:
-            results = await self.db.write(store.finish, ended, policy)
-            for fa, job in results:
-                _log_result(fa, job)
-            self._signal_changed()
-            self.notify()
-        await self.db.write(store.forget_daemons, dead)
-        return len(ended)
-
-    async def _dead_daemons(self, now: float) -> list[str]:
-        """Daemon rows whose process is gone (this host) or whose heartbeat stopped (any host)."""
-        dead = []
-        for d in await self.db.read(self.db.store.daemons):
-            if d.id == self.owner:
-                continue
-            if d.host == self.settings.host and runner.process_start_time(d.pid) != d.proc_start:
-                dead.append(d.id)
-            elif d.heartbeat_at < now - 3 * self.settings.lease_s:
-                dead.append(d.id)
-        return dead
-
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
 
 
-def _lost(la: LostAttempt, now: float) -> FinishedAttempt:
-    return FinishedAttempt(
-        la.job_id, la.run, la.owner,
-        Outcome(None, "worker lost", f"worker lost: daemon {la.owner} stopped during the attempt"), now,
-    )
-
-
-def _log_result(fa: FinishedAttempt, job: Job | None, *, canceled: bool = False) -> None:
+def log_result(fa: FinishedAttempt, job: Job | None, *, canceled: bool = False) -> None:
+    """Log how a recorded attempt left its job (None: the write was fenced off)."""
     if job is None and canceled:
         log.info("job %s canceled; its attempt %d was stopped", fa.job_id, fa.run)
     elif job is None:
@@ -467,6 +403,11 @@ def _log_result(fa: FinishedAttempt, job: Job | None, *, canceled: bool = False)
                     fa.job_id, fa.run, fa.outcome.describe())
     elif job.state is JobState.COMPLETED:
         log.info("job %s completed", job.id)
+    elif job.state is JobState.PENDING and fa.outcome.kind is OutcomeKind.SNOOZED:
+        delay = (job.next_run_at or fa.finished_at) - fa.finished_at
+        log.info("job %s snoozed (attempt %d not counted); runs again in %.1fs", job.id, fa.run, delay)
+    elif job.state is JobState.PENDING:
+        log.info("job %s returned to pending (attempt %d not counted): %s", job.id, fa.run, fa.outcome.describe())
     elif job.state is JobState.FAILED:
         delay = (job.next_run_at or fa.finished_at) - fa.finished_at
         log.info("job %s failed (%s); retry %d/%d in %.1fs", job.id, fa.outcome.describe(),

@@ -1,4 +1,4 @@
-"""Make the baseline databases of tests/store/test_migrations_baseline.py (run once, at commit cc950b5).
+"""Make the baseline databases of tests/store/test_migrations.py (each run once, by the release it records).
 
 The dumps in this folder were made by the store as it was before Alembic (schema version 1, no
 `alembic_version` table), so the test proves that a queue made by that release upgrades in place.
@@ -11,6 +11,15 @@ wanted on purpose. It was run as:
 
 It writes baseline-sqlite.sql (sqlite3 iterdump), baseline-postgresql.sql (DDL and INSERTs, to
 replay into an empty schema) and baseline-expected.json (what that release read back from them).
+
+The revision-0002 dataset (the last schema whose attempts had a free-text `reason`) was made by
+commit 5710076, with an attempt of every reason that release wrote, by the same steps:
+
+    git archive 5710076 | tar -x -C /tmp/qctl-old-5710076
+    PYTHONPATH=/tmp/qctl-old-5710076:/tmp/qctl-old-5710076/daemon python tests/data/make_baseline.py \
+        --revision 0002 tests/data postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+into baseline-0002-sqlite.sql, baseline-0002-postgresql.sql and baseline-0002-expected.json.
 """
 
 from __future__ import annotations
@@ -77,6 +86,58 @@ def populate(store: Any) -> None:
     store.finish([], POLICY, [SpawnedAttempt("running-1", 1, OWNER, 7777, 888)])
 
 
+def populate_0002(store: Any) -> None:
+    """Jobs whose attempts ended in every way the revision-0002 release recorded (attempts.reason):
+    exit, timeout, killed (by a signal, and for other reasons), worker lost, spawn failed,
+    canceled and requeued (released, and put back as a stray); a job with several attempts and
+    one still running; a dead job retried from the DLQ."""
+
+    def job(job_id: str, max_retries: int = 3, at: float = T0, priority: int = 0) -> NewJob:
+        return _job(job_id, f"echo {job_id}", max_retries=max_retries, at=at, priority=priority)
+
+    store.enqueue([
+        job("exit-ok"), job("exit-dead", 0), job("timeout-dead", 0), job("timeout-exited"), job("sigkill-dead", 0),
+        job("sigsegv-failed"), job("unknown-signal-failed"), job("killed-lease"), job("killed-unknown"),
+        job("lost-failed"), job("spawn-dead", 0), job("canceled-running"), job("released"), job("stray"),
+        job("many-attempts", 5, priority=9), job("dlq-retried", 0), job("never-ran", at=T0 + 50_000),
+    ], replace=False, now=T0)
+    store.register_daemon(DaemonInfo(OWNER, "old-host", 4242, 123456, T0, T0 + 30, 4, 2))
+    store.config_set("max-retries", 4)
+    claimed = {j.id: j for j in store.claim_due(OWNER, "old-host", 100, T0 + 1, 30.0)}
+    assert len(claimed) == 16, sorted(claimed)
+    store.finish([], POLICY, [SpawnedAttempt(j.id, j.run, OWNER, 2000 + i, 700 + i)
+                              for i, j in enumerate(claimed.values())])
+    ended = {
+        "exit-ok": Outcome(0, "exit"),
+        "exit-dead": Outcome(3, "exit"),
+        "timeout-dead": Outcome(None, "timeout", "timed out after 5s"),
+        "timeout-exited": Outcome(1, "timeout", "timed out after 5s"),
+        "sigkill-dead": Outcome(137, "killed", "killed by SIGKILL"),
+        "sigsegv-failed": Outcome(139, "killed", "killed by SIGSEGV"),
+        "unknown-signal-failed": Outcome(205, "killed", "killed by signal 77"),
+        "killed-lease": Outcome(None, "killed", "killed: its lease was lost"),
+        "killed-unknown": Outcome(None, "killed", "exit status unknown"),
+        "lost-failed": Outcome(None, "worker lost", f"worker lost: daemon {OWNER} stopped during the attempt"),
+        "spawn-dead": Outcome(None, "spawn failed", "could not start /bin/sh: [Errno 24] Too many open files"),
+        "many-attempts": Outcome(None, "timeout", "timed out after 5s"),
+        "dlq-retried": Outcome(2, "exit"),
+    }
+    store.finish([FinishedAttempt(i, claimed[i].run, OWNER, o, T0 + 2, f"tail of {i}\n") for i, o in ended.items()],
+                 POLICY)
+    store.cancel("canceled-running", T0 + 3)
+    assert store.release("released", claimed["released"].run, OWNER, T0 + 3)
+    running = [(j.id, j.run) for j in claimed.values() if j.id not in ("stray",)]
+    assert store.release_strays(OWNER, running, T0 + 3) == [("stray", 1)]
+    store.dlq_retry("dlq-retried", T0 + 4)
+    # many-attempts: a timeout (above), then exit 1, then worker lost, then one still running.
+    for number, outcome in ((2, Outcome(1, "exit")), (3, Outcome(None, "worker lost", "worker lost")), (4, None)):
+        now = T0 + 1000 * number
+        [again] = store.claim_due(OWNER, "old-host", 1, now, 30.0)  # the highest priority: only this one
+        assert (again.id, again.run) == ("many-attempts", number), again
+        if outcome is not None:
+            store.finish([FinishedAttempt(again.id, again.run, OWNER, outcome, now + 1)], POLICY)
+
+
 def expected(store: Any) -> dict[str, Any]:
     """Everything the store reads back, as JSON."""
     jobs = store.list_jobs(None, None)
@@ -114,21 +175,23 @@ def _literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def make_sqlite(out: Path) -> dict[str, Any]:
+def make_sqlite(out: Path, prefix: str = "baseline", fill: Any = populate) -> dict[str, Any]:
     """A SQLite file made by the store, dumped with iterdump."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "queuectl.db"
         store = open_store(f"sqlite:///{path}")
-        populate(store)
+        fill(store)
         got = expected(store)
         store.close()
         conn = sqlite3.connect(path)
-        (out / "baseline-sqlite.sql").write_text("\n".join(conn.iterdump()) + "\n")
+        (out / f"{prefix}-sqlite.sql").write_text("\n".join(conn.iterdump()) + "\n")
         conn.close()
     return got
 
 
-def make_postgresql(out: Path, pg_url: str) -> dict[str, Any]:
+def make_postgresql(out: Path, pg_url: str, prefix: str = "baseline", fill: Any = populate,
+                    tables: tuple[str, ...] = ("meta", "config", "daemons", "jobs", "attempts", "state_count_deltas"),
+                    ) -> dict[str, Any]:
     """A PostgreSQL schema made by the store: its DDL as the store issued it, then its rows as INSERTs."""
     schema = f"qt_base_{secrets.token_hex(4)}"
     admin = create_engine(pg_url)
@@ -147,20 +210,20 @@ def make_postgresql(out: Path, pg_url: str) -> dict[str, Any]:
     finally:
         event.remove(Engine, "before_cursor_execute", capture)
     try:
-        populate(store)
+        fill(store)
         got = expected(store)
-        lines = ["-- queuectl baseline (schema version 1, before Alembic), made by tests/data/make_baseline.py",
+        lines = [f"-- queuectl {prefix} (schema as that release made it), made by tests/data/make_baseline.py",
                  "-- Replay into an empty schema (search_path set to it)."]
         triggers = [s for s in ddl if s.upper().startswith("CREATE TRIGGER")]
         lines += [s + ";" for s in ddl if s not in triggers]
         with store.write_engine.connect() as conn:
-            for table in ("meta", "config", "daemons", "jobs", "attempts", "state_count_deltas"):
+            for table in tables:
                 result = conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY 1")
                 cols = ", ".join(result.keys())
                 for row in result:
                     lines.append(f"INSERT INTO {table} ({cols}) VALUES ({', '.join(_literal(v) for v in row)});")
         lines += [s + ";" for s in triggers]
-        (out / "baseline-postgresql.sql").write_text("\n".join(lines) + "\n")
+        (out / f"{prefix}-postgresql.sql").write_text("\n".join(lines) + "\n")
     finally:
         store.close()
         with admin.begin() as conn:
@@ -170,9 +233,20 @@ def make_postgresql(out: Path, pg_url: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    out = Path(sys.argv[1])
+    args = sys.argv[1:]
+    if args[0] == "--revision":
+        if args[1] != "0002":
+            raise SystemExit(f"no dataset for revision {args[1]}")
+        out = Path(args[2])
+        tables = ("meta", "config", "daemons", "jobs", "attempts", "state_count_deltas", "alembic_version")
+        sqlite_expected = make_sqlite(out, "baseline-0002", populate_0002)
+        pg_expected = make_postgresql(out, args[3], "baseline-0002", populate_0002, tables)
+        (out / "baseline-0002-expected.json").write_text(
+            json.dumps({"sqlite": sqlite_expected, "postgresql": pg_expected}, indent=1, sort_keys=True) + "\n")
+        return
+    out = Path(args[0])
     sqlite_expected = make_sqlite(out)
-    pg_expected = make_postgresql(out, sys.argv[2])
+    pg_expected = make_postgresql(out, args[1])
     (out / "baseline-expected.json").write_text(
         json.dumps({"sqlite": sqlite_expected, "postgresql": pg_expected}, indent=1, sort_keys=True) + "\n"
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from queuectld.jobs import Job, JobState, Outcome, RetryPolicy
+from queuectld.jobs import Job, JobState, LifecyclePolicy, Outcome, OutcomeKind, RetryPolicy
 from queuectld.store.base import FinishedAttempt, NewJob, Store
 
 #: A fixed "now" (2023-11-14): tests move time forward from here by passing `now`.
@@ -15,7 +15,8 @@ T0 = 1_700_000_000.0
 OWNER = "daemon-1"
 HOST = "host-a"
 LEASE_S = 30.0
-POLICY = RetryPolicy(backoff_base=2, backoff_max_s=300)
+#: Backoff without jitter, so tests can name the exact due time of a retry.
+POLICY = LifecyclePolicy(backoff=RetryPolicy(backoff_base=2, backoff_max_s=300, jitter=0.0))
 
 
 def new_job(
@@ -27,6 +28,9 @@ def new_job(
     timeout_s: float | None = None,
     at: float = T0,
     created_at: float | None = None,
+    retry_rules: str | None = None,
+    backoff_base: float | None = None,
+    backoff_max_s: float | None = None,
 ) -> NewJob:
     """A job due at `at` (created then too, unless told otherwise)."""
     return NewJob(
@@ -37,6 +41,9 @@ def new_job(
         timeout_s=timeout_s,
         next_run_at=at,
         created_at=at if created_at is None else created_at,
+        retry_rules=retry_rules,
+        backoff_base=backoff_base,
+        backoff_max_s=backoff_max_s,
     )
 
 
@@ -66,24 +73,30 @@ def finish(
     exit_code: int | None = 1,
     *,
     now: float,
-    reason: str = "exit",
+    outcome: Outcome | None = None,
     owner: str | None = None,
     run: int | None = None,
     output_tail: str | None = None,
-    policy: RetryPolicy = POLICY,
+    policy: LifecyclePolicy = POLICY,
 ) -> Job | None:
-    """Record the end of `job`'s current attempt (fenced on its run and owner unless overridden)."""
+    """Record the end of `job`'s current attempt (fenced on its run and owner unless overridden):
+    `outcome`, or by default the shell exiting with `exit_code`."""
     attempt = FinishedAttempt(
         job_id=job.id,
         run=job.run if run is None else run,
         owner=(job.owner or "") if owner is None else owner,
-        outcome=Outcome(exit_code, reason),
+        outcome=Outcome(OutcomeKind.EXIT, exit_code=exit_code) if outcome is None else outcome,
         finished_at=now,
         output_tail=output_tail,
     )
     [(echo, after)] = store.finish([attempt], policy)
     assert echo == attempt
     return after
+
+
+def requeue(store: Store, job: Job, *, now: float) -> Job | None:
+    """End `job`'s attempt as requeued (worker stop --now): the path that replaced `release`."""
+    return finish(store, job, now=now, outcome=Outcome(OutcomeKind.REQUEUED, error="stopped by `worker stop --now`"))
 
 
 def assert_counts_exact(store: Store) -> dict[str, int]:

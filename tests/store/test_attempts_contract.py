@@ -1,4 +1,4 @@
-"""Store contract, attempts: claiming, backoff, the DLQ boundary, fencing, release, leases, due times.
+"""Store contract, attempts: claiming, backoff, the DLQ boundary, fencing, requeue, leases, due times.
 
 Runs on every backend (see conftest.py).
 """
@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from queuectld.jobs import JobState, Outcome, RetryPolicy
-from queuectld.store.base import DaemonInfo, FinishedAttempt, LostAttempt, SpawnedAttempt, Store
-from tests.store.helpers import HOST, LEASE_S, OWNER, POLICY, T0, add, claim, claim_one, finish, new_job
+from queuectld.jobs import JobState, LifecyclePolicy, Outcome, OutcomeKind, RetryPolicy
+from queuectld.store.base import AttemptRecord, DaemonInfo, FinishedAttempt, LostAttempt, SpawnedAttempt, Store
+from tests.store.helpers import HOST, LEASE_S, OWNER, POLICY, T0, add, claim, claim_one, finish, new_job, requeue
+
+EXIT_0 = Outcome(OutcomeKind.EXIT, exit_code=0)
 
 # -- claiming -------------------------------------------------------------------------------------
 
@@ -20,8 +22,7 @@ def test_claim_stamps_owner_lease_and_an_attempt(store: Store) -> None:
     assert (job.state, job.owner, job.host, job.run, job.attempts) == (JobState.PROCESSING, OWNER, HOST, 1, 0)
     assert (job.started_at, job.lease_expires_at, job.updated_at) == (T0 + 2, T0 + 2 + LEASE_S, T0 + 2)
     assert store.get("a") == job
-    [attempt] = store.attempts_of("a")
-    assert (attempt.attempt, attempt.started_at, attempt.finished_at, attempt.owner) == (1, T0 + 2, None, OWNER)
+    assert store.attempts_of("a") == [AttemptRecord(1, T0 + 2, None, None, None, None, None, OWNER, HOST)]
     assert claim(store, now=T0 + 3) == []  # already taken
 
 
@@ -63,7 +64,7 @@ def test_limit_is_respected(store: Store) -> None:
 
 
 def test_failed_attempt_schedules_exponential_backoff(store: Store) -> None:
-    policy = RetryPolicy(backoff_base=3, backoff_max_s=20)
+    policy = LifecyclePolicy(backoff=RetryPolicy(backoff_base=3, backoff_max_s=20))
     add(store, new_job("a", max_retries=4))
     now = T0
     for attempts, delay in [(1, 3), (2, 9), (3, 20), (4, 20)]:  # min(3 ** n, 20)
@@ -116,19 +117,30 @@ def test_success_completes_and_records_output(store: Store) -> None:
     assert (after.state, after.exit_code, after.last_error, after.finished_at) == (JobState.COMPLETED, 0, None, T0 + 1)
     assert (after.next_run_at, after.attempts, after.owner) == (None, 0, None)
     assert store.get("a").output_tail == "hello\n"
-    [attempt] = store.attempts_of("a")
-    assert (attempt.exit_code, attempt.reason, attempt.error, attempt.finished_at) == (0, "exit", None, T0 + 1)
+    assert store.attempts_of("a") == [AttemptRecord(1, T0, T0 + 1, OutcomeKind.EXIT, 0, None, None, OWNER, HOST)]
+    assert (after.last_outcome, after.signal) == (OutcomeKind.EXIT, None)
 
 
 @pytest.mark.parametrize(
-    ("exit_code", "reason", "error"), [(0, "timeout", "timeout"), (None, "worker lost", "worker lost")]
+    ("outcome", "error"),
+    [
+        (Outcome(OutcomeKind.TIMEOUT, exit_code=0, error="timed out after 5s"), "timed out after 5s"),
+        (Outcome(OutcomeKind.TIMEOUT, signal=15), "timeout"),
+        (Outcome(OutcomeKind.WORKER_LOST, error="worker lost: daemon d9 stopped"), "worker lost: daemon d9 stopped"),
+        (Outcome(OutcomeKind.SIGNAL, signal=11), "killed by SIGSEGV"),
+        (Outcome(OutcomeKind.KILLED, signal=9, error="killed: its lease was lost"), "killed: its lease was lost"),
+        (Outcome(OutcomeKind.SPAWN_FAILED, error="could not start /bin/sh: EMFILE"), "could not start /bin/sh: EMFILE"),
+    ],
 )
-def test_non_exit_outcomes_count_as_failures(store: Store, exit_code: int | None, reason: str, error: str) -> None:
+def test_other_outcomes_count_as_failures_and_are_recorded(store: Store, outcome: Outcome, error: str) -> None:
     add(store, "a")
-    after = finish(store, claim_one(store, "a"), exit_code, reason=reason, now=T0 + 1)
+    after = finish(store, claim_one(store, "a"), now=T0 + 1, outcome=outcome)
     assert after is not None
     assert (after.state, after.attempts, after.last_error) == (JobState.FAILED, 1, error)
-    assert store.attempts_of("a")[0].reason == reason
+    assert (after.last_outcome, after.exit_code, after.signal) == (outcome.kind, outcome.exit_code, outcome.signal)
+    assert store.get("a") == after
+    assert store.attempts_of("a") == [
+        AttemptRecord(1, T0, T0 + 1, outcome.kind, outcome.exit_code, outcome.signal, error, OWNER, HOST)]
 
 
 # -- fencing --------------------------------------------------------------------------------------
@@ -159,8 +171,8 @@ def test_finish_after_cancel_or_a_previous_finish_changes_nothing(store: Store) 
 def test_group_finish_answers_each_attempt_in_order(store: Store) -> None:
     add(store, new_job("a", at=T0), new_job("b", at=T0 + 0.1))
     a, b = claim(store, now=T0 + 1, limit=2)
-    stale = FinishedAttempt(b.id, b.run, "someone-else", Outcome(0, "exit"), T0 + 2)
-    good = FinishedAttempt(a.id, a.run, OWNER, Outcome(0, "exit"), T0 + 2)
+    stale = FinishedAttempt(b.id, b.run, "someone-else", EXIT_0, T0 + 2)
+    good = FinishedAttempt(a.id, a.run, OWNER, EXIT_0, T0 + 2)
     spawned = [SpawnedAttempt(b.id, b.run, OWNER, pid=4242, proc_start=99),
                SpawnedAttempt(a.id, a.run, "someone-else", pid=1, proc_start=1)]
     results = store.finish([stale, good], POLICY, spawned)
@@ -171,31 +183,44 @@ def test_group_finish_answers_each_attempt_in_order(store: Store) -> None:
     assert store.get(b.id).state is JobState.PROCESSING
 
 
-# -- release (worker stop --now) ------------------------------------------------------------------
+# -- requeued (worker stop --now) ----------------------------------------------------------------
 
 
-def test_release_does_not_count_an_attempt(store: Store) -> None:
-    add(store, new_job("a", max_retries=0))
-    job = claim_one(store, "a")
-    assert store.release("a", job.run, OWNER, T0 + 5)
-    back = store.get("a")
-    assert (back.state, back.attempts, back.owner, back.lease_expires_at, back.next_run_at) == (
-        JobState.PENDING, 0, None, None, T0 + 5,
-    )
+def test_a_requeued_attempt_is_not_counted_and_keeps_its_place(store: Store) -> None:
+    add(store, new_job("a", max_retries=0, at=T0 - 5), new_job("b", at=T0 - 1))
+    job = claim(store, limit=1)[0]
+    assert job.id == "a"
+    back = requeue(store, job, now=T0 + 5)
+    assert back is not None and back == store.get("a")
+    assert (back.state, back.attempts, back.owner, back.lease_expires_at, back.next_run_at, back.run) == (
+        JobState.PENDING, 0, None, None, T0 - 5, 1,
+    )  # due when it was: ahead of "b" still
+    assert (back.last_outcome, back.last_error) == (OutcomeKind.REQUEUED, None)
     [attempt] = store.attempts_of("a")
-    assert (attempt.reason, attempt.finished_at) == ("requeued", T0 + 5)
+    assert (attempt.outcome, attempt.finished_at, attempt.error) == (
+        OutcomeKind.REQUEUED, T0 + 5, "stopped by `worker stop --now`")
     # With max_retries=0 a counted attempt would have sent it to the DLQ; it runs again instead.
-    again = claim_one(store, "a", now=T0 + 5)
-    assert again.run == 2
-    assert finish(store, job, 0, now=T0 + 6) is None  # the released attempt is fenced off
+    again = claim(store, now=T0 + 5, limit=1)[0]
+    assert (again.id, again.run) == ("a", 2)
+    assert finish(store, job, 0, now=T0 + 6) is None  # the requeued attempt is fenced off
 
 
-def test_release_with_a_wrong_fence_changes_nothing(store: Store) -> None:
+def test_a_requeue_keeps_the_last_error_of_a_counted_attempt(store: Store) -> None:
+    add(store, new_job("a", max_retries=3))
+    failed = finish(store, claim_one(store, "a"), 4, now=T0 + 1)
+    assert failed is not None and failed.next_run_at == T0 + 3
+    back = requeue(store, claim_one(store, "a", now=T0 + 3), now=T0 + 4)
+    assert back is not None
+    assert (back.state, back.attempts, back.last_error, back.next_run_at) == (JobState.PENDING, 1, "exit code 4", T0 + 3)
+
+
+def test_a_requeue_with_a_wrong_fence_changes_nothing(store: Store) -> None:
     add(store, "a")
     job = claim_one(store, "a")
     before = (store.get("a"), store.attempts_of("a"))
-    assert not store.release("a", job.run, "daemon-2", T0 + 5)
-    assert not store.release("a", job.run + 1, OWNER, T0 + 5)
+    requeued = Outcome(OutcomeKind.REQUEUED, error="stopped by `worker stop --now`")
+    assert finish(store, job, now=T0 + 5, outcome=requeued, owner="daemon-2") is None
+    assert finish(store, job, now=T0 + 5, outcome=requeued, run=job.run + 1) is None
     # Neither the job nor its running attempt's record may change.
     assert (store.get("a"), store.attempts_of("a")) == before
 

@@ -10,9 +10,9 @@ import random
 import pytest
 
 from queuectl.errors import DuplicateJob, InvalidState, JobNotFound
-from queuectld.jobs import JobState, check_transition
+from queuectld.jobs import JobState, OutcomeKind, check_transition
 from queuectld.store.base import Store
-from tests.store.helpers import OWNER, T0, add, assert_counts_exact, claim, claim_one, finish, new_job
+from tests.store.helpers import OWNER, T0, add, assert_counts_exact, claim, claim_one, finish, new_job, requeue
 
 # -- (1) enqueue and list -------------------------------------------------------------------------
 
@@ -142,7 +142,8 @@ def test_cancel_a_processing_job_fences_its_attempt(store: Store) -> None:
     assert before is JobState.PROCESSING
     assert (job.state, job.owner, job.lease_expires_at) == (JobState.CANCELED, None, None)
     [attempt] = store.attempts_of("a")
-    assert (attempt.reason, attempt.finished_at) == ("canceled", T0 + 5)
+    assert (attempt.outcome, attempt.finished_at, attempt.error) == (OutcomeKind.CANCELED, T0 + 5, "canceled while running")
+    assert (job.last_outcome, job.last_error) == (OutcomeKind.CANCELED, "canceled")
     # The attempt ends later on the worker: it must not resurrect the job.
     assert finish(store, running, 0, now=T0 + 6) is None
     assert store.get("a") == job
@@ -198,9 +199,10 @@ def test_dlq_retry_resets_counters(store: Store) -> None:
     dead = finish(store, claim_one(store, "a", now=failed.next_run_at or 0), 7, now=T0 + 10)
     assert dead is not None and (dead.state, dead.attempts) == (JobState.DEAD, 2)
     assert [j.id for j in store.list_jobs(JobState.DEAD, None)] == ["a"]
-    job = store.dlq_retry("a", T0 + 20)
+    [job] = store.dlq_retry(["a"], T0 + 20)
+    assert job == store.get("a")
     assert (job.state, job.attempts, job.next_run_at) == (JobState.PENDING, 0, T0 + 20)
-    assert (job.exit_code, job.last_error, job.finished_at) == (None, None, None)
+    assert (job.exit_code, job.last_error, job.finished_at, job.last_outcome, job.signal) == (None,) * 5
     assert job.max_retries == 1  # retries are reset, not the job's settings
     # It runs again, and its history keeps every earlier attempt.
     again = claim_one(store, "a", now=T0 + 20)
@@ -214,10 +216,10 @@ def test_dlq_retry_refuses_a_job_that_is_not_dead(store: Store, state: JobState)
     job_id = make_one_of_each_state(store)[state]
     before = store.get(job_id)
     with pytest.raises(InvalidState, match=state.value):
-        store.dlq_retry(job_id, T0 + 50)
+        store.dlq_retry([job_id], T0 + 50)
     assert store.get(job_id) == before
     with pytest.raises(JobNotFound):
-        store.dlq_retry("nope", T0)
+        store.dlq_retry(["nope"], T0)
 
 
 # -- counts ---------------------------------------------------------------------------------------
@@ -236,13 +238,13 @@ def test_counts_stay_exact_through_every_transition(store: Store) -> None:
     assert_counts_exact(store)
     finish(store, jobs["c"], 0, now=T0 + 1)  # -> completed
     assert_counts_exact(store)
-    store.release("d", jobs["d"].run, OWNER, T0 + 1)  # -> pending
+    requeue(store, jobs["d"], now=T0 + 1)  # -> pending
     assert_counts_exact(store)
     store.checkpoint()
     assert_counts_exact(store)
     store.cancel("e", T0 + 2)  # pending -> canceled
     assert_counts_exact(store)
-    store.dlq_retry("a", T0 + 3)  # dead -> pending
+    store.dlq_retry(["a"], T0 + 3)  # dead -> pending
     assert_counts_exact(store)
     add(store, new_job("c", command="again"), "f", replace=True, now=T0 + 4)  # completed -> pending, + 1
     assert_counts_exact(store)
@@ -287,14 +289,13 @@ def test_counts_stay_exact_through_a_random_walk(store: Store) -> None:
             elif op == "finish" and running:
                 finish(store, rng.choice(running), rng.choice([0, 1, 1]), now=now)
             elif op == "release" and running:
-                job = rng.choice(running)
-                assert store.release(job.id, job.run, job.owner or "", now)
+                assert requeue(store, rng.choice(running), now=now) is not None
             elif op == "cancel" and pick is not None:
                 store.cancel(pick.id, now)
             elif op == "delete" and pick is not None:
                 store.delete(pick.id)
             elif op == "dlq" and retryable:
-                store.dlq_retry(rng.choice(retryable).id, now)
+                store.dlq_retry([rng.choice(retryable).id], now)
             elif op == "checkpoint":
                 store.checkpoint()
         except InvalidState:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from queuectl.errors import DuplicateJob, OutcomeUnknown, QueuectlError
-from queuectld.jobs import JobState
+from queuectld.jobs import JobState, OutcomeKind
 from queuectld.scheduler import Scheduler
 from queuectld.settings import Settings
 from queuectld.store.base import Store
@@ -28,7 +28,7 @@ from queuectld.store_threads import StoreThreads
 from queuectld.proctree import ChildReaper
 from queuectld.tracking import TreeTracker
 from tests.acceptance.pgproxy import PgProxy
-from tests.store.helpers import HOST, OWNER, T0, add, assert_counts_exact, claim, claim_one, finish, new_job
+from tests.store.helpers import HOST, OWNER, POLICY, T0, add, assert_counts_exact, claim, claim_one, finish, new_job
 
 # -- renewing only what runs ----------------------------------------------------------------------
 
@@ -71,7 +71,9 @@ def test_release_strays_puts_back_what_the_owner_holds_but_does_not_run(store: S
     assert (back.state, back.attempts, back.owner, back.lease_expires_at, back.next_run_at, back.updated_at) == (
         JobState.PENDING, 0, None, None, T0 + 0.1, T0 + 2)  # due when it was: it keeps its place
     [record] = store.attempts_of("stray")
-    assert (record.attempt, record.finished_at, record.reason, record.error) == (1, T0 + 2, "requeued", STRAY_ERROR)
+    assert (record.attempt, record.finished_at, record.outcome, record.error) == (
+        1, T0 + 2, OutcomeKind.REQUEUED, STRAY_ERROR)
+    assert (record.owner, record.host) == (OWNER, HOST)
     assert {j: store.get(j) for j in ("runs", "theirs", "waits")} == before  # nothing else touched
     assert_counts_exact(store)
     # It runs again as the next attempt, and nothing was counted against its retries.
@@ -90,7 +92,8 @@ def test_release_strays_keeps_the_failed_attempts_already_counted(store: Store) 
     assert store.release_strays(OWNER, [("flaky", second.run - 1)], T0 + 4) == [("flaky", 2)]
     back = store.get("flaky")
     assert (back.state, back.attempts, back.run) == (JobState.PENDING, 1, 2)
-    assert [a.reason for a in store.attempts_of("flaky")] == ["exit", "requeued"]
+    assert [a.outcome for a in store.attempts_of("flaky")] == [OutcomeKind.EXIT, OutcomeKind.REQUEUED]
+    assert (back.last_error, back.next_run_at) == ("exit code 1", T0 + 3)  # kept: the requeue was not a failure
     assert_counts_exact(store)
 
 
@@ -212,7 +215,7 @@ def test_a_lost_commit_answer_on_a_claim_leaves_a_stray_to_put_back(
     store = open_()
     add(store, "a", new_job("b", at=T0 + 1))
     with pytest.raises(OutcomeUnknown):
-        store.finish_and_claim([], None, [], OWNER, HOST, 1, T0 + 2, 30)  # type: ignore[arg-type]
+        store.finish_and_claim([], POLICY, [], OWNER, HOST, 1, T0 + 2, 30)
     assert lost()
     assert store.get("a").state is JobState.PROCESSING  # committed, though its claimer never heard
     assert store.release_strays(OWNER, [], T0 + 3) == [("a", 1)]
@@ -259,7 +262,7 @@ def test_maintenance_during_a_claim_does_not_put_the_claimed_attempt_back(
     job = store.get("j")
     assert (job.state, job.run) == (JobState.COMPLETED, 1)
     assert marker.read_text().split() == ["1"]
-    assert [a.reason for a in store.attempts_of("j")] == ["exit"]
+    assert [a.outcome for a in store.attempts_of("j")] == [OutcomeKind.EXIT]
 
 
 def test_a_full_disk_at_commit_on_sqlite_is_not_an_unknown_outcome(tmp_path: Path) -> None:

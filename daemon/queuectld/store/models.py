@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+
 class Base(DeclarativeBase):
     """Declarative base; the store uses the tables through SQLAlchemy Core."""
 
@@ -41,6 +42,13 @@ class JobRow(Base):
     proc_start: Mapped[int | None] = mapped_column(Integer)
     host: Mapped[str | None] = mapped_column(String(255))
     output_tail: Mapped[str | None] = mapped_column(Text)
+    #: how the last attempt ended (an OutcomeKind value), and the signal that ended it
+    last_outcome: Mapped[str | None] = mapped_column(String(16))
+    signal: Mapped[int | None] = mapped_column(Integer)
+    #: the job's own retry rules (RetryRules.encode) and backoff; None: the config's
+    retry_rules: Mapped[str | None] = mapped_column(Text)
+    backoff_base: Mapped[float | None] = mapped_column(Float)
+    backoff_max_s: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         # Claiming walks this in order and stops after `limit` due rows: no scan, at any size.
@@ -75,9 +83,13 @@ class AttemptRow(Base):
     started_at: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float)
     exit_code: Mapped[int | None] = mapped_column(Integer)
-    reason: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     owner: Mapped[str | None] = mapped_column(String(200))
+    #: how it ended (an OutcomeKind value; None while it runs), the signal that ended it, and
+    #: the host it ran on
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    signal: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str | None] = mapped_column(String(255))
 
 
 class ConfigRow(Base):

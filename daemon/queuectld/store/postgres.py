@@ -19,7 +19,8 @@ from sqlalchemy.exc import DBAPIError
 
 from queuectld.jobs import Job
 from queuectld.store.errors import is_driver_error, to_domain_error
-from queuectld.store.sql import SqlStore, _job, translate_db_errors
+from queuectld.store.rows import JOB_COLUMNS_SQL, job_from_row
+from queuectld.store.sql import SqlStore, translate_db_errors
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,7 @@ _CLAIM = text(
                    ORDER BY priority DESC, next_run_at
                    LIMIT :limit
                    FOR UPDATE SKIP LOCKED)
-    RETURNING id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at,
-              updated_at, started_at, finished_at, exit_code, last_error, owner, lease_expires_at,
-              run, pid, proc_start, host
-    """
+    RETURNING """ + JOB_COLUMNS_SQL
 )
 
 #: pg_advisory_lock key held while a daemon migrates, so daemons starting together migrate once.
@@ -76,7 +74,7 @@ class PostgresStore(SqlStore):
 
     def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
         rows = conn.execute(_CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def _announce(self, conn: Connection) -> None:
         # Delivered at commit, and only if the transaction commits.

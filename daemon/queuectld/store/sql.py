@@ -1,8 +1,9 @@
 """The store over SQLAlchemy Core: one implementation for every dialect.
 
 Subclasses in sqlite.py / postgres.py override only what differs: engines, the claim statement,
-the per-state counters, maintenance. Every public method is one transaction; SQLAlchemy errors are
-translated to queuectl errors here and never leave the package.
+the turn's statements (turn.py), the per-state counters, maintenance. Every public method is one
+transaction; SQLAlchemy errors are translated to queuectl errors here and never leave the package.
+The scheduler's turn lives in turn.py, the dead-letter queue's bulk actions in dlq.py.
 """
 
 from __future__ import annotations
@@ -11,32 +12,62 @@ import json
 import logging
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Connection, Engine, RootTransaction, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RootTransaction,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from queuectl.errors import DuplicateJob, InvalidState, JobNotFound, OutcomeUnknown, QueuectlError, StoreUnavailable
+from queuectl.errors import (
+    DuplicateJob,
+    InvalidState,
+    JobNotFound,
+    OutcomeUnknown,
+    QueuectlError,
+)
 from queuectld.config import DEFAULTS
-from queuectld.jobs import TERMINAL_STATES, Job, JobState, Outcome, RetryPolicy
-from queuectld.store import schema
+from queuectld.jobs import Job, JobState, LifecyclePolicy, OutcomeKind, on_cancel
+from queuectld.store import dlq, schema, turn
 from queuectld.store.base import (
-    AttemptRecord, DaemonInfo, Enqueued, FinishedAttempt, ListPosition, LostAttempt, NewJob, RunKey, SpawnedAttempt,
+    AttemptRecord,
+    DaemonInfo,
+    DeadFilter,
+    Enqueued,
+    FinishedAttempt,
+    ListPosition,
+    LostAttempt,
+    NewJob,
+    RunKey,
+    SpawnedAttempt,
 )
 from queuectld.store.errors import is_driver_error, to_domain_error
 from queuectld.store.models import attempts, config, daemons, jobs, meta
+from queuectld.store.rows import (
+    LIST_COLUMNS,
+    LIST_NAMES,
+    chunks,
+    job_from_mapping,
+    job_from_row,
+)
+from queuectld.store.turn import STRAY_ERROR, ClaimRequest, TurnResult, TurnWrites
+
+__all__ = ["STRAY_ERROR", "SqlStore", "translate_db_errors"]
 
 log = logging.getLogger(__name__)
 
 _WAITING = (JobState.PENDING.value, JobState.FAILED.value)
-_LIST_COLUMNS = [c for c in jobs.c if c.name != "output_tail"]
-_LIST_NAMES = tuple(c.name for c in _LIST_COLUMNS)
-_IN_CHUNK = 500
-#: Why an attempt was put back by `release_strays` (kept in its attempt row).
-STRAY_ERROR = "never started here: this daemon does not run it (e.g. the answer to its claim was lost); not counted"
-
-T = TypeVar("T")
+#: The fields a repeated enqueue must match to be the same job (times are not compared).
+_SAME_JOB_FIELDS = ("command", "max_retries", "priority", "timeout_s", "retry_rules", "backoff_base", "backoff_max_s")
 
 
 @contextmanager
@@ -56,12 +87,6 @@ def translate_db_errors(*, where: str = "the database", writing: bool = True) ->
             raise
         raise to_domain_error(exc, where=where, writing=writing) from exc
 
-
-def _job(row: Any) -> Job:
-    data = dict(row._mapping)
-    data["state"] = JobState(data["state"])
-    data.setdefault("output_tail", None)
-    return Job(**data)
 
 
 class SqlStore:
@@ -176,6 +201,7 @@ class SqlStore:
                     "id": j.id, "command": j.command, "state": JobState.PENDING.value, "attempts": 0,
                     "max_retries": j.max_retries, "priority": j.priority, "timeout_s": j.timeout_s,
                     "next_run_at": j.next_run_at, "created_at": j.created_at, "updated_at": now, "run": 0,
+                    "retry_rules": j.retry_rules, "backoff_base": j.backoff_base, "backoff_max_s": j.backoff_max_s,
                 }
                 for j in new
             ],
@@ -184,6 +210,13 @@ class SqlStore:
     def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
         """Move up to `limit` due jobs to processing in one statement (dialect specific)."""
         raise NotImplementedError
+
+    @contextmanager
+    def _turn_writes(self) -> Iterator[TurnWrites]:
+        """A write transaction and the turn's statements in it: the one write path of every
+        turn (finish, claim, strays). Here over SQLAlchemy; SQLite runs its own on the driver."""
+        with self._write() as conn:
+            yield turn.SqlTurnWrites(conn, self._claim, self._announce)
 
     def checkpoint(self) -> None:
         """Periodic maintenance (e.g. SQLite's WAL checkpoint)."""
@@ -199,7 +232,7 @@ class SqlStore:
         """Insert jobs in one transaction; with replace, overwrite any that are not running.
 
         Without replace, a job whose id exists with identical fields (command, max_retries,
-        priority, timeout_s; times are not compared) is a repeat of the same request, e.g. a
+        priority, timeout_s, retry rules and backoff; times are not compared) is a repeat of the same request, e.g. a
         retry after a lost answer: it is not added again and comes back in `existing`. An id
         that exists with different fields is DuplicateJob, and nothing of the batch is added.
         """
@@ -211,7 +244,7 @@ class SqlStore:
         try:
             with self._write() as conn:
                 if replace:
-                    for chunk in _chunks(ids):
+                    for chunk in chunks(ids):
                         running = conn.execute(
                             select(jobs.c.id).where(jobs.c.id.in_(chunk), jobs.c.state == JobState.PROCESSING.value)
                         ).scalar()
@@ -230,7 +263,7 @@ class SqlStore:
             with self._write() as conn:
                 existing = self._existing_fields(conn, ids)
                 for j in new:
-                    if j.id in existing and existing[j.id] != (j.command, j.max_retries, j.priority, j.timeout_s):
+                    if j.id in existing and existing[j.id] != _same_job_key(j):
                         raise DuplicateJob(job_id=j.id)
                 fresh = [j for j in new if j.id not in existing]
                 if fresh:
@@ -241,19 +274,17 @@ class SqlStore:
         return Enqueued(ids, [i for i in ids if i in existing])
 
     def _existing_fields(self, conn: Connection, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-        """(command, max_retries, priority, timeout_s) of the jobs among `ids` that exist."""
+        """The _SAME_JOB_FIELDS of the jobs among `ids` that exist."""
         out: dict[str, tuple[Any, ...]] = {}
-        for chunk in _chunks(ids):
-            rows = conn.execute(
-                select(jobs.c.id, jobs.c.command, jobs.c.max_retries, jobs.c.priority, jobs.c.timeout_s)
-                .where(jobs.c.id.in_(chunk))
-            )
-            out.update((r.id, (r.command, r.max_retries, r.priority, r.timeout_s)) for r in rows)
+        columns = [jobs.c[name] for name in _SAME_JOB_FIELDS]
+        for chunk in chunks(ids):
+            rows = conn.execute(select(jobs.c.id, *columns).where(jobs.c.id.in_(chunk)))
+            out.update((r[0], tuple(r[1:])) for r in rows)
         return out
 
     def _first_existing(self, ids: Sequence[str]) -> str | None:
         with self._read() as conn:
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 found = conn.execute(select(jobs.c.id).where(jobs.c.id.in_(chunk)).limit(1)).scalar()
                 if found is not None:
                     return found
@@ -265,7 +296,7 @@ class SqlStore:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
         if row is None:
             raise JobNotFound(job_id=job_id)
-        return _job(row)
+        return job_from_row(row)
 
     def attempts_of(self, job_id: str) -> list[AttemptRecord]:
         """Every recorded attempt of a job, oldest first."""
@@ -274,7 +305,9 @@ class SqlStore:
                 select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.attempt)
             ).all()
         return [
-            AttemptRecord(r.attempt, r.started_at, r.finished_at, r.exit_code, r.reason, r.error, r.owner) for r in rows
+            AttemptRecord(r.attempt, r.started_at, r.finished_at, None if r.outcome is None else OutcomeKind(r.outcome),
+                          r.exit_code, r.signal, r.error, r.owner, r.host)
+            for r in rows
         ]
 
     def list_jobs(self, state: JobState | None, limit: int | None) -> list[Job]:
@@ -282,14 +315,19 @@ class SqlStore:
         return [job for job, _ in self.list_page(state, limit, None)]
 
     def list_page(
-        self, state: JobState | None, limit: int | None, after: ListPosition | None
+        self, state: JobState | None, limit: int | None, after: ListPosition | None,
+        outcome: OutcomeKind | None = None,
     ) -> list[tuple[Job, ListPosition]]:
-        """Up to `limit` jobs oldest first, optionally of one state, after the position `after`
-        (taken from an earlier page), each with its own position. Keyset paging on an index, no
-        OFFSET: a page costs the same at any depth and any store size."""
-        query = select(*_LIST_COLUMNS, *self._list_extra())
+        """Up to `limit` jobs oldest first, optionally of one state and of one last outcome,
+        after the position `after` (taken from an earlier page), each with its own position.
+        Keyset paging on an index, no OFFSET: a page costs the same at any depth and any store
+        size. The outcome is filtered on the rows the index walks (it has no index of its own,
+        which every finish would pay for): a page of a rare outcome reads past the others."""
+        query = select(*LIST_COLUMNS, *self._list_extra())
         if state is not None:
             query = query.where(jobs.c.state == state.value)
+        if outcome is not None:
+            query = query.where(jobs.c.last_outcome == outcome.value)
         if after is not None:
             query = query.where(self._list_after(state, after))
         query = query.order_by(*self._list_order(state))
@@ -317,16 +355,15 @@ class SqlStore:
 
     def _listed(self, row: Any) -> tuple[Job, ListPosition]:
         # By position, names zipped once per row: row._mapping cost three times the query.
-        data = dict(zip(_LIST_NAMES, row))
-        data["state"] = JobState(data["state"])
-        rowid = row[len(_LIST_NAMES)] if len(row) > len(_LIST_NAMES) else None
-        return Job(**data), ListPosition(data["created_at"], data["id"], rowid)
+        job = job_from_mapping(dict(zip(LIST_NAMES, row)))
+        rowid = row[len(LIST_NAMES)] if len(row) > len(LIST_NAMES) else None
+        return job, ListPosition(job.created_at, job.id, rowid)
 
     def states_of(self, ids: Iterable[str]) -> dict[str, JobState]:
         """Current state of each existing job among `ids`."""
         out: dict[str, JobState] = {}
         with self._read() as conn:
-            for chunk in _chunks(list(ids)):
+            for chunk in chunks(list(ids)):
                 for job_id, state in conn.execute(select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(chunk))):
                     out[job_id] = JobState(state)
         return out
@@ -349,109 +386,42 @@ class SqlStore:
     # -- attempts -------------------------------------------------------------------------------
 
     def claim_due(self, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
-        """Atomically move up to `limit` due jobs to processing, stamped with `owner` and a lease."""
-        with self._write() as conn:
-            return self._claim_due_in(conn, owner, host, limit, now, lease_s)
-
-    def _claim_due_in(self, conn: Connection, owner: str, host: str, limit: int, now: float,
-                      lease_s: float) -> list[Job]:
-        claimed = self._claim(conn, owner, host, limit, now, lease_s)
-        if claimed:
-            conn.execute(
-                insert(attempts),
-                [{"job_id": j.id, "attempt": j.run, "started_at": now, "owner": owner} for j in claimed],
-            )
-        claimed.sort(key=lambda j: (-j.priority, j.next_run_at or 0.0))
-        return claimed
+        """Atomically move up to `limit` due jobs to processing, stamped with `owner`, `host` and a
+        lease, each with a new attempt row; in claim order (priority, then due time)."""
+        with self._turn_writes() as writes:
+            return turn.run_turn(writes, (), LifecyclePolicy(), (), ClaimRequest(owner, host, limit, now, lease_s))[1]
 
     def finish(
         self,
         finished: Sequence[FinishedAttempt],
-        policy: RetryPolicy,
+        policy: LifecyclePolicy,
         spawned: Sequence[SpawnedAttempt] = (),
     ) -> list[tuple[FinishedAttempt, Job | None]]:
         """Record started processes and ended attempts in one transaction (group commit).
 
-        Each write is fenced on (id, run, owner, processing): an attempt whose lease was lost
+        What each end does to its job is `jobs.after_attempt`'s decision under `policy`. Each
+        write is fenced on (id, run, owner, processing): an attempt whose lease was lost
         (recovered elsewhere, canceled) matches nothing and comes back with None. A batch costs
-        four statements however many attempts it holds.
+        four statements however many attempts it holds. The scheduler's turn without a claim.
         """
-        with self._write() as conn:
-            return self._finish_in(conn, finished, policy, spawned)
+        with self._turn_writes() as writes:
+            return turn.run_turn(writes, finished, policy, spawned)[0]
 
     def finish_and_claim(
         self,
         finished: Sequence[FinishedAttempt],
-        policy: RetryPolicy,
+        policy: LifecyclePolicy,
         spawned: Sequence[SpawnedAttempt],
         owner: str,
         host: str,
         limit: int,
         now: float,
         lease_s: float,
-    ) -> tuple[list[tuple[FinishedAttempt, Job | None]], list[Job]]:
+    ) -> TurnResult:
         """`finish`, then `claim_due` for the slots it freed, in one transaction: a scheduler turn
         costs one commit."""
-        with self._write() as conn:
-            results = self._finish_in(conn, finished, policy, spawned)
-            claimed = self._claim_due_in(conn, owner, host, limit, now, lease_s) if limit > 0 else []
-        return results, claimed
-
-    def _finish_in(
-        self, conn: Connection, finished: Sequence[FinishedAttempt], policy: RetryPolicy,
-        spawned: Sequence[SpawnedAttempt],
-    ) -> list[tuple[FinishedAttempt, Job | None]]:
-        out: list[tuple[FinishedAttempt, Job | None]] = []
-        if spawned:
-            conn.execute(_RECORD_PROCESS, [
-                {"k_id": sp.job_id, "k_run": sp.run, "k_owner": sp.owner, "v_pid": sp.pid,
-                 "v_start": sp.proc_start} for sp in spawned
-            ])
-        if not finished:
-            return out
-        current: dict[str, Job] = {}
-        for chunk in _chunks([fa.job_id for fa in finished]):
-            rows = conn.execute(
-                select(*_LIST_COLUMNS)
-                .where(jobs.c.id.in_(chunk), jobs.c.state == JobState.PROCESSING.value)
-                .with_for_update()
-            )
-            current.update((row.id, _job(row)) for row in rows)
-        settled = settle_attempts(finished, current, policy)
-        job_rows = [
-            {"k_id": fa.job_id, "k_run": fa.run, "k_owner": fa.owner, **{f"v_{k}": v for k, v in values.items()}}
-            for fa, _, values in settled if values
-        ]
-        if job_rows:
-            conn.execute(_FINISH_JOB, job_rows)
-            conn.execute(_FINISH_ATTEMPT, [
-                {"k_id": fa.job_id, "k_run": fa.run, "v_finished_at": fa.finished_at,
-                 "v_exit_code": fa.outcome.exit_code, "v_reason": fa.outcome.reason,
-                 "v_error": None if fa.outcome.succeeded else fa.outcome.describe()}
-                for fa, _, values in settled if values
-            ])
-        return [(fa, job) for fa, job, _ in settled]
-
-    def release(self, job_id: str, run: int, owner: str, now: float) -> bool:
-        """Return a running job to pending without counting a failed attempt (worker stop --now)."""
-        with self._write() as conn:
-            res = conn.execute(
-                update(jobs)
-                .where(*_fence(job_id, run, owner))
-                .values(
-                    state=JobState.PENDING.value, owner=None, lease_expires_at=None, pid=None, proc_start=None,
-                    next_run_at=now, updated_at=now,
-                )
-            )
-            if res.rowcount != 1:
-                return False  # the lease was lost: the attempt is not ours to close
-            self._announce(conn)
-            conn.execute(
-                update(attempts)
-                .where(attempts.c.job_id == job_id, attempts.c.attempt == run)
-                .values(finished_at=now, reason="requeued", error="stopped by `worker stop --now`; not counted")
-            )
-        return True
+        with self._turn_writes() as writes:
+            return turn.run_turn(writes, finished, policy, spawned, ClaimRequest(owner, host, limit, now, lease_s))
 
     def renew_leases(
         self, owner: str, running: Collection[RunKey], now: float, lease_s: float, active: int, slots: int
@@ -461,7 +431,7 @@ class SqlStore:
         owner holds but does not run is not renewed (see `release_strays`)."""
         held: set[str] = set()
         with self._write() as conn:
-            for chunk in _chunks(list(running), 200):
+            for chunk in chunks(list(running), 200):
                 held.update(conn.execute(
                     update(jobs)
                     .where(or_(*(and_(jobs.c.id == job_id, jobs.c.run == run) for job_id, run in chunk)),
@@ -476,34 +446,14 @@ class SqlStore:
 
     def release_strays(self, owner: str, running: Collection[RunKey], now: float) -> list[RunKey]:
         """Put back every processing row of this owner that is not among the attempts it runs
-        (the claim committed but its answer was lost, or any other reason): pending, due when it
-        was, no attempt counted, the attempt row saying why, announced to other daemons. Returns
-        them.
+        (the claim committed but its answer was lost, or any other reason): each is an attempt
+        ended as requeued (STRAY_ERROR), through the turn's own writes: pending, due when it was,
+        no attempt counted, announced to other daemons. Returns them.
 
         The caller must pass every attempt whose claim it has seen commit; a claim still in
         flight when `running` was taken would be put back under its own process."""
-        keep = set(running)
-        with self._write() as conn:
-            rows = conn.execute(
-                select(jobs.c.id, jobs.c.run).where(jobs.c.owner == owner, jobs.c.state == JobState.PROCESSING.value)
-            ).all()
-            strays = [(r.id, r.run) for r in rows if (r.id, r.run) not in keep]
-            for job_id, run in strays:
-                conn.execute(
-                    update(jobs)
-                    .where(*_fence(job_id, run, owner))
-                    # next_run_at is left as it was when claimed: the job keeps its place in line.
-                    .values(state=JobState.PENDING.value, owner=None, lease_expires_at=None, pid=None,
-                            proc_start=None, updated_at=now)
-                )
-                conn.execute(
-                    update(attempts)
-                    .where(attempts.c.job_id == job_id, attempts.c.attempt == run)
-                    .values(finished_at=now, reason="requeued", error=STRAY_ERROR)
-                )
-            if strays:
-                self._announce(conn)
-        return strays
+        with self._turn_writes() as writes:
+            return turn.release_strays(writes, owner, running, now)
 
     def lost_attempts(self, now: float, dead_owners: Iterable[str]) -> list[LostAttempt]:
         """Running attempts whose lease expired or whose owner is known dead."""
@@ -520,30 +470,30 @@ class SqlStore:
         return [LostAttempt(r.id, r.run, r.owner or "", r.host, r.pid, r.proc_start) for r in rows]
 
     def cancel(self, job_id: str, now: float) -> tuple[Job, JobState]:
-        """Cancel a waiting or running job; returns it and the state it was in."""
+        """Cancel a waiting or running job (`jobs.on_cancel`); returns it and the state it was in.
+        A running job's attempt ends as canceled; its process is the caller's to stop."""
         with self._write() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            row = conn.execute(select(*LIST_COLUMNS).where(jobs.c.id == job_id).with_for_update()).first()
             if row is None:
                 raise JobNotFound(job_id=job_id)
-            before = JobState(row.state)
-            if before in TERMINAL_STATES:
-                raise InvalidState(job_id=job_id, state=before.value, action="cancel")
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id)
-                .values(
-                    state=JobState.CANCELED.value, owner=None, lease_expires_at=None, next_run_at=None,
-                    finished_at=now, updated_at=now, last_error="canceled",
-                )
-            )
-            if before is JobState.PROCESSING:
+            job = job_from_row(row)
+            decision = on_cancel(job, now)
+            values: dict[str, Any] = {
+                "state": decision.state.value, "attempts": decision.attempts, "next_run_at": decision.next_run_at,
+                "last_error": decision.last_error, "owner": None, "lease_expires_at": None, "pid": None,
+                "proc_start": None, "finished_at": now, "updated_at": now,
+            }
+            if job.state is JobState.PROCESSING:
+                values.update(last_outcome=OutcomeKind.CANCELED.value, exit_code=None, signal=None)
                 conn.execute(
                     update(attempts)
-                    .where(attempts.c.job_id == job_id, attempts.c.attempt == row.run)
-                    .values(finished_at=now, reason="canceled", error="canceled while running")
+                    .where(attempts.c.job_id == job_id, attempts.c.attempt == job.run)
+                    .values(finished_at=now, outcome=OutcomeKind.CANCELED.value, exit_code=None, signal=None,
+                            error="canceled while running")
                 )
+            conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state == job.state.value).values(**values))
             after = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
-        return _job(after), before
+        return job_from_row(after), job.state
 
     def delete(self, job_id: str) -> Job:
         """Delete a job that is not running, with its attempt history."""
@@ -555,26 +505,41 @@ class SqlStore:
                 raise InvalidState(job_id=job_id, state="processing", action="delete (cancel it first)")
             conn.execute(delete(attempts).where(attempts.c.job_id == job_id))
             conn.execute(delete(jobs).where(jobs.c.id == job_id))
-        return _job(row)
+        return job_from_row(row)
 
-    def dlq_retry(self, job_id: str, now: float) -> Job:
-        """Move a dead job back to pending with attempts reset."""
+    # -- the dead-letter queue (dlq.py) ---------------------------------------------------------
+
+    def dlq_retry(self, ids: Sequence[str], now: float, command: str | None = None) -> list[Job]:
+        """Move dead jobs back to pending, attempts reset (`jobs.on_dlq_retry`), in one
+        transaction: all of `ids` or none (a missing id is JobNotFound, a job not dead
+        InvalidState, and nothing changes). `command` replaces the command of the one job given
+        (InvalidParams with more). Returns the jobs as they are now, in the order given."""
         with self._write() as conn:
-            row = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).first()
-            if row is None:
-                raise JobNotFound(job_id=job_id)
-            if row.state != JobState.DEAD.value:
-                raise InvalidState(job_id=job_id, state=row.state, action="dlq retry (only dead jobs can be retried)")
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id)
-                .values(
-                    state=JobState.PENDING.value, attempts=0, next_run_at=now, updated_at=now,
-                    finished_at=None, exit_code=None, last_error=None,
-                )
-            )
-            self._announce(conn)
-            return _job(conn.execute(select(jobs).where(jobs.c.id == job_id)).one())
+            retried = dlq.retry(conn, ids, now, command)
+            if retried:
+                self._announce(conn)
+        return retried
+
+    def dlq_retry_matching(self, where: DeadFilter, now: float, limit: int) -> list[str]:
+        """Retry up to `limit` dead jobs matching `where` (oldest first) in one transaction;
+        returns their ids. Callers loop until fewer than `limit` come back."""
+        with self._write() as conn:
+            retried = dlq.retry_matching(conn, where, now, limit)
+            if retried:
+                self._announce(conn)
+        return retried
+
+    def dlq_purge(self, ids: Sequence[str]) -> list[Job]:
+        """Delete dead jobs with their attempts, in one transaction: all of `ids` or none (as
+        dlq_retry). Returns the deleted jobs (their log files are the caller's to remove)."""
+        with self._write() as conn:
+            return dlq.purge(conn, ids)
+
+    def dlq_purge_matching(self, where: DeadFilter, limit: int) -> list[Job]:
+        """Delete up to `limit` dead jobs matching `where` (oldest first) with their attempts,
+        in one transaction; returns them. Callers loop until fewer than `limit` come back."""
+        with self._write() as conn:
+            return dlq.purge_matching(conn, where, limit)
 
     # -- config and daemons ---------------------------------------------------------------------
 
@@ -614,75 +579,8 @@ class SqlStore:
                 conn.execute(delete(daemons).where(daemons.c.id.in_(ids)))
 
 
-def _fence(job_id: str, run: int, owner: str) -> tuple[Any, ...]:
-    """The guard on every write that ends or renews an attempt."""
-    return (
-        jobs.c.id == job_id,
-        jobs.c.run == run,
-        jobs.c.owner == owner,
-        jobs.c.state == JobState.PROCESSING.value,
-    )
-
-
-def settle_attempts(
-    finished: Sequence[FinishedAttempt], current: dict[str, Job], policy: RetryPolicy
-) -> list[tuple[FinishedAttempt, Job | None, dict[str, Any]]]:
-    """For each ended attempt: the job after it and the column values to write, or (None, {})
-    when the fence fails. `current` holds the processing jobs by id, as read in this transaction."""
-    out: list[tuple[FinishedAttempt, Job | None, dict[str, Any]]] = []
-    for fa in finished:
-        job = current.get(fa.job_id)
-        if job is None or job.run != fa.run or job.owner != fa.owner:
-            out.append((fa, None, {}))
-            continue
-        del current[fa.job_id]  # the same attempt reported twice in one batch counts once
-        values = _after_attempt(fa.outcome, job.attempts, job.max_retries, policy, fa.finished_at)
-        values.update(updated_at=fa.finished_at, finished_at=fa.finished_at, output_tail=fa.output_tail)
-        out.append((fa, replace(job, **{**values, "state": JobState(values["state"])}), values))
-    return out
-
-
-def _after_attempt(
-    outcome: Outcome, attempts_before: int, max_retries: int, policy: RetryPolicy, now: float
-) -> dict[str, Any]:
-    """The job's new values after an attempt (the same keys either way, for one executemany)."""
-    common = {"owner": None, "lease_expires_at": None, "pid": None, "proc_start": None, "exit_code": outcome.exit_code}
-    if outcome.succeeded:
-        return {**common, "state": JobState.COMPLETED.value, "attempts": attempts_before, "next_run_at": None,
-                "last_error": None}
-    state, attempts_now, next_run_at = policy.after_failure(attempts_before, max_retries, now)
-    return {
-        **common,
-        "state": state.value,
-        "attempts": attempts_now,
-        "next_run_at": next_run_at,
-        "last_error": outcome.describe(),
-    }
-
-
-_FENCE_PARAMS = (
-    jobs.c.id == bindparam("k_id"),
-    jobs.c.run == bindparam("k_run"),
-    jobs.c.owner == bindparam("k_owner"),
-    jobs.c.state == JobState.PROCESSING.value,
-)
-_RECORD_PROCESS = update(jobs).where(*_FENCE_PARAMS).values(pid=bindparam("v_pid"), proc_start=bindparam("v_start"))
-_FINISH_JOB = update(jobs).where(*_FENCE_PARAMS).values(**{
-    name: bindparam(f"v_{name}")
-    for name in ("owner", "lease_expires_at", "pid", "proc_start", "exit_code", "state", "attempts", "next_run_at",
-                 "last_error", "updated_at", "finished_at", "output_tail")
-})
-_FINISH_ATTEMPT = (
-    update(attempts)
-    .where(attempts.c.job_id == bindparam("k_id"), attempts.c.attempt == bindparam("k_run"))
-    .values(finished_at=bindparam("v_finished_at"), exit_code=bindparam("v_exit_code"),
-            reason=bindparam("v_reason"), error=bindparam("v_error"))
-)
-
-
-def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def _same_job_key(job: NewJob) -> tuple[Any, ...]:
+    return tuple(getattr(job, name) for name in _SAME_JOB_FIELDS)
 
 
 def _first_line(error: BaseException | None) -> str:

@@ -17,14 +17,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from queuectl.errors import InvalidParams, OutcomeUnknown
-from queuectld.jobs import Job, JobState, RetryPolicy
+from queuectld.jobs import Job, JobState
 from queuectld.settings import fault_point
 from queuectld.store import sqlite_file
-from queuectld.store.base import FinishedAttempt, ListPosition, NewJob, SpawnedAttempt
+from queuectld.store.base import ListPosition, NewJob, RunKey, SpawnedAttempt
 from queuectld.store.errors import StoreFault, classify, to_domain_error
-from queuectld.store.models import jobs
+from queuectld.store.rows import IN_CHUNK, JOB_COLUMNS_SQL, row_job
 from queuectld.store.schema import SchemaPlan
-from queuectld.store.sql import SqlStore, settle_attempts, translate_db_errors
+from queuectld.store.sql import SqlStore, translate_db_errors
+from queuectld.store.turn import Settled, TurnWrites
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,6 @@ LOSE_COMMIT_ANSWER = "lose-commit-answer:"
 
 # INDEXED BY: without statistics SQLite may pick ix_jobs_state_created and sort every waiting
 # row (0.5 s per claim at a million jobs); the partial indexes answer in microseconds.
-_JOB_COLUMNS = (
-    "id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at, updated_at,"
-    " started_at, finished_at, exit_code, last_error, owner, lease_expires_at, run, pid, proc_start, host"
-)
-# INDEXED BY: without statistics SQLite may pick ix_jobs_state_created and sort every waiting
-# row (0.5 s per claim at a million jobs); the partial indexes answer in microseconds.
 _CLAIM = f"""
     UPDATE jobs
        SET state = 'processing', owner = :owner, host = :host, lease_expires_at = :lease,
@@ -56,21 +51,26 @@ _CLAIM = f"""
                    WHERE state IN ('pending', 'failed') AND next_run_at <= :now
                    ORDER BY priority DESC, next_run_at
                    LIMIT :limit)
-    RETURNING {_JOB_COLUMNS}
+    RETURNING {JOB_COLUMNS_SQL}
 """
-# The scheduler's turn runs these through the driver directly: SQLAlchemy's per-statement work
-# was five times SQLite's own on this path.
-_INSERT_ATTEMPT = "INSERT INTO attempts (job_id, attempt, started_at, owner) VALUES (?, ?, ?, ?)"
+# The scheduler's turn runs these through the driver directly (RawTurnWrites): SQLAlchemy's
+# per-statement work was five times SQLite's own on this path.
+_INSERT_ATTEMPT = "INSERT INTO attempts (job_id, attempt, started_at, owner, host) VALUES (?, ?, ?, ?, ?)"
 _RECORD_PROCESS = (
     "UPDATE jobs SET pid = ?, proc_start = ? WHERE id = ? AND run = ? AND owner = ? AND state = 'processing'"
 )
-_SELECT_PROCESSING = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'processing' AND id IN "
-_FINISH_JOB = (
-    "UPDATE jobs SET owner = NULL, lease_expires_at = NULL, pid = NULL, proc_start = NULL, exit_code = ?,"
-    " state = ?, attempts = ?, next_run_at = ?, last_error = ?, updated_at = ?, finished_at = ?, output_tail = ?"
+_SELECT_PROCESSING = f"SELECT {JOB_COLUMNS_SQL} FROM jobs WHERE state = 'processing' AND id IN "
+_SELECT_HELD = "SELECT id, run FROM jobs WHERE owner = ? AND state = 'processing'"
+_END_JOB = (
+    "UPDATE jobs SET state = ?, attempts = ?, next_run_at = ?, last_error = ?, exit_code = ?, signal = ?,"
+    " last_outcome = ?, finished_at = ?, updated_at = ?, output_tail = ?, owner = NULL, lease_expires_at = NULL,"
+    " pid = NULL, proc_start = NULL"
     " WHERE id = ? AND run = ? AND owner = ? AND state = 'processing'"
 )
-_FINISH_ATTEMPT = "UPDATE attempts SET finished_at = ?, exit_code = ?, reason = ?, error = ? WHERE job_id = ? AND attempt = ?"
+_END_ATTEMPT = (
+    "UPDATE attempts SET finished_at = ?, outcome = ?, exit_code = ?, signal = ?, error = ?"
+    " WHERE job_id = ? AND attempt = ?"
+)
 
 #: Insertion order, which `list` without a state pages on: a new row's rowid is above every row's
 #: there is (max + 1). VACUUM, which may renumber rowids, is never run.
@@ -79,11 +79,17 @@ _ROWID = literal_column("jobs.rowid")
 _NEXT_DUE = text(
     "SELECT min(next_run_at) FROM jobs INDEXED BY ix_jobs_next WHERE state IN ('pending', 'failed')"
 )
-# NewJob tuples bind as they are: (id, command, max_retries, priority, timeout_s, next_run_at, created_at).
+# NewJob tuples bind as they are: (id, command, max_retries, priority, timeout_s, next_run_at, created_at,
+# retry_rules, backoff_base, backoff_max_s).
 _INSERT = (
     "INSERT INTO jobs (id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at,"
-    " updated_at, run) VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6, ?7, ?7, 0)"
+    " updated_at, run, retry_rules, backoff_base, backoff_max_s)"
+    " VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6, ?7, ?7, 0, ?8, ?9, ?10)"
 )
+assert NewJob._fields == ("id", "command", "max_retries", "priority", "timeout_s", "next_run_at", "created_at",
+                          "retry_rules", "backoff_base", "backoff_max_s"), "_INSERT binds NewJob by position"
+
+
 class SqliteStore(SqlStore):
     """SQLite in WAL mode: a writer engine that takes the lock up front, a reader that never blocks on it."""
 
@@ -137,47 +143,12 @@ class SqliteStore(SqlStore):
         conn.exec_driver_sql(_INSERT, new)
         conn.exec_driver_sql("UPDATE state_counts SET n = n + ? WHERE state = 'pending'", (len(new),))
 
-    def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
-        cursor = conn.connection.driver_connection.cursor()
-        return _claim_raw(cursor, owner, host, limit, now, lease_s)
-
-    def finish_and_claim(
-        self,
-        finished: Sequence[FinishedAttempt],
-        policy: RetryPolicy,
-        spawned: Sequence[SpawnedAttempt],
-        owner: str,
-        host: str,
-        limit: int,
-        now: float,
-        lease_s: float,
-    ) -> tuple[list[tuple[FinishedAttempt, Job | None]], list[Job]]:
+    @contextmanager
+    def _turn_writes(self) -> Iterator[TurnWrites]:
+        """The turn on the writer's own driver connection: the same statements as SqlTurnWrites
+        (a turn costs the same four to six), without SQLAlchemy's per-statement work."""
         with self._raw_write() as cur:
-            if spawned:
-                cur.executemany(_RECORD_PROCESS, [(sp.pid, sp.proc_start, sp.job_id, sp.run, sp.owner) for sp in spawned])
-            settled: list[tuple[FinishedAttempt, Job | None, dict[str, Any]]] = []
-            if finished:
-                current: dict[str, Job] = {}
-                ids = list({fa.job_id for fa in finished})
-                for i in range(0, len(ids), 500):
-                    chunk = ids[i : i + 500]
-                    cur.execute(_SELECT_PROCESSING + f"({', '.join('?' * len(chunk))})", chunk)
-                    current.update((row[0], _row_job(row)) for row in cur.fetchall())
-                settled = settle_attempts(finished, current, policy)
-                done = [(fa, v) for fa, _, v in settled if v]
-                cur.executemany(_FINISH_JOB, [
-                    (v["exit_code"], v["state"], v["attempts"], v["next_run_at"], v["last_error"], v["updated_at"],
-                     v["finished_at"], v["output_tail"], fa.job_id, fa.run, fa.owner) for fa, v in done
-                ])
-                cur.executemany(_FINISH_ATTEMPT, [
-                    (fa.finished_at, fa.outcome.exit_code, fa.outcome.reason,
-                     None if fa.outcome.succeeded else fa.outcome.describe(), fa.job_id, fa.run) for fa, _ in done
-                ])
-            claimed = _claim_raw(cur, owner, host, limit, now, lease_s) if limit > 0 else []
-            if claimed:
-                cur.executemany(_INSERT_ATTEMPT, [(j.id, j.run, now, owner) for j in claimed])
-        claimed.sort(key=lambda j: (-j.priority, j.next_run_at or 0.0))
-        return [(fa, job) for fa, job, _ in settled], claimed
+            yield RawTurnWrites(cur)
 
     @contextmanager
     def _raw_write(self) -> Iterator[sqlite3.Cursor]:
@@ -282,13 +253,55 @@ class _LostAnswer:
         return exc
 
 
-def _row_job(row: Sequence[Any]) -> Job:
-    return Job(row[0], row[1], JobState(row[2]), *row[3:])
+class RawTurnWrites:
+    """TurnWrites on a sqlite3 cursor inside BEGIN IMMEDIATE (SQLite's one write path of a turn)."""
 
+    def __init__(self, cur: sqlite3.Cursor) -> None:
+        self.cur = cur
 
-def _claim_raw(cur: sqlite3.Cursor, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
-    cur.execute(_CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
-    return [_row_job(row) for row in cur.fetchall()]
+    def record_processes(self, spawned: Sequence[SpawnedAttempt]) -> None:
+        """See TurnWrites."""
+        self.cur.executemany(_RECORD_PROCESS, [(sp.pid, sp.proc_start, sp.job_id, sp.run, sp.owner) for sp in spawned])
+
+    def processing(self, ids: Sequence[str]) -> dict[str, Job]:
+        """See TurnWrites. (BEGIN IMMEDIATE already holds the only write lock.)"""
+        current: dict[str, Job] = {}
+        for i in range(0, len(ids), IN_CHUNK):
+            chunk = ids[i : i + IN_CHUNK]
+            self.cur.execute(_SELECT_PROCESSING + f"({', '.join('?' * len(chunk))})", chunk)
+            current.update((row[0], row_job(row)) for row in self.cur.fetchall())
+        return current
+
+    def held_by(self, owner: str) -> list[RunKey]:
+        """See TurnWrites."""
+        self.cur.execute(_SELECT_HELD, (owner,))
+        return [(row[0], row[1]) for row in self.cur.fetchall()]
+
+    def write_ends(self, settled: Sequence[Settled]) -> None:
+        """See TurnWrites."""
+        self.cur.executemany(_END_JOB, [
+            (s.decision.state.value, s.decision.attempts, s.decision.next_run_at, s.decision.last_error,
+             s.finished.outcome.exit_code, s.finished.outcome.signal, s.finished.outcome.kind.value,
+             s.finished.finished_at, s.finished.finished_at, s.finished.output_tail,
+             s.finished.job_id, s.finished.run, s.finished.owner)
+            for s in settled
+        ])
+        self.cur.executemany(_END_ATTEMPT, [
+            (s.finished.finished_at, s.finished.outcome.kind.value, s.finished.outcome.exit_code,
+             s.finished.outcome.signal, s.attempt_error, s.finished.job_id, s.finished.run)
+            for s in settled
+        ])
+
+    def claim(self, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
+        """See TurnWrites."""
+        self.cur.execute(_CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
+        claimed = [row_job(row) for row in self.cur.fetchall()]
+        if claimed:
+            self.cur.executemany(_INSERT_ATTEMPT, [(j.id, j.run, now, owner, host) for j in claimed])
+        return claimed
+
+    def announce(self) -> None:
+        """Nothing to do: one host uses a SQLite store, and its own requests wake its scheduler."""
 
 
 def _create_private(path: Path) -> None:

@@ -1,0 +1,320 @@
+"""The daemon's maintenance services, apart from the scheduler's slots and turns.
+
+Each duty is a small service with its own interval: lease renewal and heartbeat, putting back
+rows of ours that no attempt runs (strays), recovery of dead peers' attempts, config refresh,
+the store's checkpoint, and reaping adopted orphans. `Maintenance` runs them one after another
+on the event loop, each when it is due by an injected monotonic clock, and passes each the time
+by an injected wall clock (the time the store keeps). Tests drive `run_due()` with fake clocks.
+
+A service that fails (a full disk, a damaged page, a lost connection) is retried after
+`retry_s`, logged once per distinct failure; the others go on at their own intervals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from queuectl.errors import QueuectlError
+from queuectld import runner, tracking
+from queuectld.jobs import Outcome, OutcomeKind
+from queuectld.proctree import ChildReaper
+from queuectld.runner import KillReason
+from queuectld.settings import Settings
+from queuectld.store.base import FinishedAttempt, LostAttempt
+from queuectld.store_health import STORE_FAULTS, RepeatFilter
+from queuectld.store_threads import StoreThreads
+
+if TYPE_CHECKING:
+    from queuectld.scheduler import Scheduler
+
+log = logging.getLogger("queuectld.maintenance")
+
+#: After a failed run, a service tries again this soon (or at its interval, if that is sooner).
+FAILED_RETRY_S = 2.0
+
+Clock = Callable[[], float]
+
+
+class Service:
+    """One maintenance duty: `run(now)` every `interval_s` seconds (monotonic), `now` being the
+    wall time. `run` may return a delay to be run again sooner (or later) than the interval."""
+
+    name = "service"
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.retry_s = min(interval_s, FAILED_RETRY_S)
+
+    async def run(self, now: float) -> float | None:
+        """Do the duty once; return None to run again after `interval_s`."""
+        raise NotImplementedError
+
+
+class Maintenance:
+    """Runs services, each when due on the `monotonic` clock; see the module docstring."""
+
+    def __init__(self, services: Sequence[Service], *, monotonic: Clock = time.monotonic,
+                 wall: Clock = time.time) -> None:
+        self.services = list(services)
+        self._monotonic = monotonic
+        self._wall = wall
+        self._due = {id(s): 0.0 for s in self.services}  #: each service's next run; 0: at once
+        self._repeats = RepeatFilter()
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+
+    def due_at(self, service: Service) -> float:
+        """When `service` runs next, on the monotonic clock."""
+        return self._due[id(service)]
+
+    def run_soon(self, service: Service) -> None:
+        """Run `service` at the next chance rather than at its interval."""
+        self._due[id(service)] = 0.0
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run_due(self) -> float:
+        """Run every service that is due now, in order; return when the next one is due."""
+        for service in self.services:
+            if self._monotonic() < self._due[id(service)]:
+                continue
+            try:
+                delay = await service.run(self._wall())
+            except Exception as exc:  # no failure may end maintenance: retry that duty soon
+                self._failed(service, exc)
+                delay = service.retry_s
+            self._due[id(service)] = self._monotonic() + (service.interval_s if delay is None else delay)
+        return min(self._due.values(), default=self._monotonic() + 60.0)
+
+    def _failed(self, service: Service, exc: Exception) -> None:
+        message = exc.message if isinstance(exc, QueuectlError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, STORE_FAULTS):
+            log.debug("%s skipped: %s", service.name, message)  # StoreThreads logged it once already
+        elif self._repeats.check(f"{service.name}:{message}", self._wall())[0]:
+            log.warning("%s skipped (retrying every %gs): %s", service.name, service.retry_s, message,
+                        exc_info=None if isinstance(exc, QueuectlError) else exc)
+
+    async def run(self) -> None:
+        """Until `stop()`: run what is due, then sleep until the next is due or `run_soon`."""
+        self._wake = asyncio.Event()
+        while not self._stopping:
+            next_due = await self.run_due()
+            if self._stopping:
+                break
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_due - self._monotonic()))
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    def stop(self) -> None:
+        """Stop after the service running now (if any) has finished."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+
+
+# -- the services --------------------------------------------------------------------------------
+
+
+class LeaseRenewal(Service):
+    """Renew the leases of the attempts this daemon runs, and heartbeat; kill an attempt whose
+    lease is gone (canceled, or recovered by a peer that thought us dead)."""
+
+    name = "lease renewal"
+
+    def __init__(self, scheduler: Scheduler, db: StoreThreads, lease_s: float) -> None:
+        super().__init__(lease_s / 3)
+        self.scheduler = scheduler
+        self.db = db
+        self.lease_s = lease_s
+
+    async def run(self, now: float) -> float | None:
+        """One renewal and heartbeat."""
+        sched = self.scheduler
+        renewing = sched.running_keys()
+        held = await self.db.write(self.db.store.renew_leases, sched.owner, renewing, now, self.lease_s,
+                                   sched.active, sched.slots)
+        for job_id, run in renewing:  # not attempts that joined `running` during the renewal
+            attempt = sched.running.get(job_id)
+            if attempt is None or attempt.job.run != run or job_id in held:
+                continue
+            if attempt.pid is not None and attempt.kill_reason is None and not attempt.ended:
+                log.warning("job %s: lease lost (canceled or recovered elsewhere); killing its process", job_id)
+                attempt.kill(KillReason.LEASE_LOST)
+        return None
+
+
+class StrayRelease(Service):
+    """Put back rows this daemon holds as `processing` but runs no attempt for (the answer to a
+    claim was lost, ...): pending again, uncounted (the store records them as requeued)."""
+
+    name = "stray release"
+    #: While a turn is in flight, look again this soon.
+    BUSY_RETRY_S = 0.1
+
+    def __init__(self, scheduler: Scheduler, db: StoreThreads, interval_s: float) -> None:
+        super().__init__(interval_s)
+        self.scheduler = scheduler
+        self.db = db
+
+    async def run(self, now: float) -> float | None:
+        """Release the strays, unless a claim of ours may be on its way to `running`."""
+        sched = self.scheduler
+        # A row of ours is a stray only if no claim of ours can be on its way to `running`: a
+        # turn's claim commits in the writer thread before its attempts join `running` on the
+        # loop. Between this check and the submission to the writer thread (FIFO) nothing else
+        # runs on the loop, so a later turn's claim commits after the release.
+        if sched.turns_in_flight:
+            return self.BUSY_RETRY_S
+        strays = await self.db.write(self.db.store.release_strays, sched.owner, sched.running_keys(), now)
+        for job_id, run in strays:
+            log.warning("job %s: claimed by this daemon (attempt %d) but not running here, e.g. the answer to "
+                        "its claim was lost; returned to pending (not counted)", job_id, run)
+        if strays:
+            sched.jobs_changed()
+        return None
+
+
+class PeerRecovery(Service):
+    """End the attempts of dead daemons as `worker lost`, killing first the processes of those
+    that ran on this host (and no other process: see tracking.kill_orphans)."""
+
+    name = "recovery"
+
+    def __init__(self, scheduler: Scheduler, db: StoreThreads, settings: Settings) -> None:
+        super().__init__(settings.lease_s / 3)
+        self.scheduler = scheduler
+        self.db = db
+        self.settings = settings
+
+    async def run(self, now: float) -> float | None:
+        """One recovery pass."""
+        await self.recover(now)
+        return None
+
+    async def recover(self, now: float) -> int:
+        """Recover what dead daemons left; returns how many attempts were ended."""
+        store = self.db.store
+        owner = self.scheduler.owner
+        dead = await self._dead_daemons(now)
+        lost = [la for la in await self.db.read(store.lost_attempts, now, dead) if la.owner != owner]
+        if not lost and not dead:
+            return 0
+        host = self.settings.host
+        orphaned = [tracking.OrphanedAttempt(la.owner, la.job_id, la.run, la.pid, la.proc_start)
+                    for la in lost if la.host == host]
+        dead_here = {d for d in dead if d.startswith(host + ":")}
+        if orphaned or dead_here:
+            killed = await asyncio.get_running_loop().run_in_executor(None, tracking.kill_orphans, orphaned, dead_here)
+            if killed:
+                log.warning("killed %d process(es) of attempts that were running when their daemon stopped", killed)
+        ended = [_lost(la, now) for la in lost]
+        if ended:
+            from queuectld.scheduler import log_result
+
+            results = await self.db.write(store.finish, ended, self.scheduler.policy())
+            for fa, job in results:
+                log_result(fa, job)
+            for la in lost:
+                if la.host == host:  # a snooze file the dead daemon could not remove
+                    _remove(runner.snooze_path(self.settings.logs_dir, la.job_id, la.run))
+            self.scheduler.jobs_changed()
+        await self.db.write(store.forget_daemons, dead)
+        return len(ended)
+
+    async def _dead_daemons(self, now: float) -> list[str]:
+        """Daemon rows whose process is gone (this host) or whose heartbeat stopped (any host)."""
+        dead = []
+        for d in await self.db.read(self.db.store.daemons):
+            if d.id == self.scheduler.owner:
+                continue
+            gone_here = d.host == self.settings.host and runner.process_start_time(d.pid) != d.proc_start
+            if gone_here or d.heartbeat_at < now - 3 * self.settings.lease_s:
+                dead.append(d.id)
+        return dead
+
+
+class ConfigRefresh(Service):
+    """Read the run-time config again: a peer sharing the store may have changed it."""
+
+    name = "config refresh"
+
+    def __init__(self, config: dict[str, Any], db: StoreThreads, interval_s: float) -> None:
+        super().__init__(interval_s)
+        self.config = config
+        self.db = db
+
+    async def run(self, now: float) -> float | None:
+        """Update the shared config dict in place."""
+        self.config.update(await self.db.read(self.db.store.config_all))
+        return None
+
+
+class Checkpoint(Service):
+    """The store's periodic checkpoint (SQLite: copy the WAL back so it cannot grow forever)."""
+
+    name = "checkpoint"
+
+    def __init__(self, db: StoreThreads, interval_s: float) -> None:
+        super().__init__(interval_s)
+        self.db = db
+
+    async def run(self, now: float) -> float | None:
+        """One checkpoint."""
+        await self.db.write(self.db.store.checkpoint)
+        return None
+
+
+class OrphanReaping(Service):
+    """Reap adopted orphans that exited while no attempt ended (attempt ends reap them too)."""
+
+    name = "orphan reaping"
+
+    def __init__(self, reaper: ChildReaper, interval_s: float) -> None:
+        super().__init__(interval_s)
+        self.reaper = reaper
+
+    async def run(self, now: float) -> float | None:
+        """Reap (never blocks)."""
+        self.reaper.reap()
+        return None
+
+
+class DaemonServices:
+    """The standard services of one daemon, by name, and the Maintenance that runs them."""
+
+    def __init__(self, scheduler: Scheduler, db: StoreThreads, settings: Settings, config: dict[str, Any], *,
+                 monotonic: Clock = time.monotonic, wall: Clock = time.time) -> None:
+        every = settings.lease_s / 3
+        self.leases = LeaseRenewal(scheduler, db, settings.lease_s)
+        self.strays = StrayRelease(scheduler, db, every)
+        self.recovery = PeerRecovery(scheduler, db, settings)
+        self.config = ConfigRefresh(config, db, every)
+        self.checkpoint = Checkpoint(db, every)
+        self.reaping = OrphanReaping(scheduler.tracker.reaper, every)
+        self.maintenance = Maintenance(
+            [self.reaping, self.leases, self.strays, self.recovery, self.config, self.checkpoint],
+            monotonic=monotonic, wall=wall,
+        )
+        # A turn whose claim may have committed with nothing started: put such rows back now.
+        scheduler.on_claim_in_doubt = lambda: self.maintenance.run_soon(self.strays)
+
+
+def _lost(la: LostAttempt, now: float) -> FinishedAttempt:
+    return FinishedAttempt(
+        la.job_id, la.run, la.owner,
+        Outcome(OutcomeKind.WORKER_LOST, error=f"worker lost: daemon {la.owner} stopped during the attempt"), now,
+    )
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

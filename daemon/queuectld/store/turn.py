@@ -1,0 +1,250 @@
+"""The scheduler's turn: record started processes, end attempts, claim due jobs, in one transaction.
+
+The logic is written once, here, over `TurnWrites`: the handful of statements a turn runs,
+implemented once per dialect (`SqlTurnWrites` below over SQLAlchemy, for PostgreSQL;
+`sqlite.RawTurnWrites` on the driver, for SQLite's speed). Every path that ends or claims an
+attempt goes through it: `finish`, `finish_and_claim`, `claim_due` and `release_strays`. So the
+store contract suite, which calls those, runs exactly the production path of each dialect.
+
+What an ended attempt does to its job is decided by `jobs.after_attempt`; this module only
+writes the Decision, fenced on (id, run, owner, processing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from queuectld.jobs import (
+    Decision,
+    Job,
+    JobState,
+    LifecyclePolicy,
+    Outcome,
+    OutcomeKind,
+    after_attempt,
+)
+from queuectld.store.base import FinishedAttempt, RunKey, SpawnedAttempt
+from queuectld.store.models import attempts, jobs
+from queuectld.store.rows import LIST_COLUMNS, chunks, job_from_row, unique
+
+#: Why an attempt was put back by `release_strays` (kept in its attempt row).
+STRAY_ERROR = "never started here: this daemon does not run it (e.g. the answer to its claim was lost); not counted"
+#: The policy of a stray's end: a requeue, which no config setting changes.
+_STRAY_POLICY = LifecyclePolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """An ended attempt that passed its fence: the job as read, the decision, the job after it."""
+
+    finished: FinishedAttempt
+    before: Job
+    decision: Decision
+    after: Job
+
+    def job_values(self) -> dict[str, Any]:
+        """The job row's new values (the same keys for every attempt: one executemany)."""
+        fa, d, outcome = self.finished, self.decision, self.finished.outcome
+        return {
+            "state": d.state.value, "attempts": d.attempts, "next_run_at": d.next_run_at, "last_error": d.last_error,
+            "exit_code": outcome.exit_code, "signal": outcome.signal, "last_outcome": outcome.kind.value,
+            "finished_at": fa.finished_at, "updated_at": fa.finished_at, "output_tail": fa.output_tail,
+            "owner": None, "lease_expires_at": None, "pid": None, "proc_start": None,
+        }
+
+    @property
+    def attempt_error(self) -> str | None:
+        """The attempt row's error text: none for a success."""
+        return None if self.finished.outcome.succeeded else self.finished.outcome.describe()
+
+
+def settle_attempts(
+    finished: Sequence[FinishedAttempt], current: dict[str, Job], policy: LifecyclePolicy
+) -> list[tuple[FinishedAttempt, Settled | None]]:
+    """For each ended attempt, its Settled, or None when the fence fails (the job is not the
+    processing run of that owner). `current` holds the processing jobs by id, as read (locked)
+    in this transaction. The same attempt reported twice in one batch is settled once."""
+    out: list[tuple[FinishedAttempt, Settled | None]] = []
+    pending = dict(current)
+    for fa in finished:
+        job = pending.get(fa.job_id)
+        if job is None or job.run != fa.run or job.owner != fa.owner:
+            out.append((fa, None))
+            continue
+        del pending[fa.job_id]
+        decision = after_attempt(job, fa.outcome, policy, fa.finished_at)
+        after = replace(
+            job, state=decision.state, attempts=decision.attempts, next_run_at=decision.next_run_at,
+            last_error=decision.last_error, exit_code=fa.outcome.exit_code, signal=fa.outcome.signal,
+            last_outcome=fa.outcome.kind, finished_at=fa.finished_at, updated_at=fa.finished_at,
+            output_tail=fa.output_tail, owner=None, lease_expires_at=None, pid=None, proc_start=None,
+        )
+        out.append((fa, Settled(fa, job, decision, after)))
+    return out
+
+
+class TurnWrites(Protocol):
+    """The statements of a turn, inside one open write transaction; one implementation per dialect."""
+
+    def record_processes(self, spawned: Sequence[SpawnedAttempt]) -> None:
+        """Store each started attempt's pid and process start time, fenced on (id, run, owner)."""
+
+    def processing(self, ids: Sequence[str]) -> dict[str, Job]:
+        """The processing jobs among `ids` (distinct), locked until the transaction ends."""
+
+    def held_by(self, owner: str) -> list[RunKey]:
+        """Every processing (id, run) that `owner` holds."""
+
+    def write_ends(self, settled: Sequence[Settled]) -> None:
+        """Write the job row and the attempt row of each settled attempt (fenced again)."""
+
+    def claim(self, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
+        """Move up to `limit` due jobs to processing and insert their attempt rows (owner and host)."""
+
+    def announce(self) -> None:
+        """A job became due: tell the other daemons sharing the store (at commit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """A turn's claim: up to `limit` due jobs for this owner at `now`, leased for `lease_s`."""
+
+    owner: str
+    host: str
+    limit: int
+    now: float
+    lease_s: float
+
+
+TurnResult = tuple[list[tuple[FinishedAttempt, Job | None]], list[Job]]
+
+
+def run_turn(
+    writes: TurnWrites, finished: Sequence[FinishedAttempt], policy: LifecyclePolicy,
+    spawned: Sequence[SpawnedAttempt] = (), claim: ClaimRequest | None = None,
+) -> TurnResult:
+    """One turn in the open transaction of `writes`: spawns recorded, attempts ended, due jobs
+    claimed (in claim order: priority, then due time). Each ended attempt comes back with its
+    job after the end, or None when its fence failed (nothing was written for it)."""
+    if spawned:
+        writes.record_processes(spawned)
+    results = end_attempts(writes, finished, policy)
+    claimed: list[Job] = []
+    if claim is not None and claim.limit > 0:
+        claimed = writes.claim(claim.owner, claim.host, claim.limit, claim.now, claim.lease_s)
+        claimed.sort(key=lambda j: (-j.priority, j.next_run_at or 0.0))
+    return results, claimed
+
+
+def end_attempts(
+    writes: TurnWrites, finished: Sequence[FinishedAttempt], policy: LifecyclePolicy
+) -> list[tuple[FinishedAttempt, Job | None]]:
+    """Settle and write ended attempts; announce when one of them made its job wait again."""
+    if not finished:
+        return []
+    current = writes.processing(unique([fa.job_id for fa in finished]))
+    settled = settle_attempts(finished, current, policy)
+    done = [s for _, s in settled if s is not None]
+    if done:
+        writes.write_ends(done)
+        if any(s.decision.state is JobState.PENDING for s in done):
+            writes.announce()
+    return [(fa, None if s is None else s.after) for fa, s in settled]
+
+
+def release_strays(writes: TurnWrites, owner: str, running: Collection[RunKey], now: float) -> list[RunKey]:
+    """Every processing row of `owner` that is not among `running` ends as a requeued attempt
+    (uncounted, due when it was, its attempt row saying why), through the same writes."""
+    keep = set(running)
+    strays = [key for key in writes.held_by(owner) if key not in keep]
+    ended = [FinishedAttempt(job_id, run, owner, Outcome(OutcomeKind.REQUEUED, error=STRAY_ERROR), now)
+             for job_id, run in strays]
+    end_attempts(writes, ended, _STRAY_POLICY)
+    return strays
+
+
+# -- over SQLAlchemy (PostgreSQL) ------------------------------------------------------------------
+
+_FENCE = (
+    jobs.c.id == bindparam("k_id"),
+    jobs.c.run == bindparam("k_run"),
+    jobs.c.owner == bindparam("k_owner"),
+    jobs.c.state == JobState.PROCESSING.value,
+)
+_JOB_END_COLUMNS = ("state", "attempts", "next_run_at", "last_error", "exit_code", "signal", "last_outcome",
+                    "finished_at", "updated_at", "output_tail", "owner", "lease_expires_at", "pid", "proc_start")
+_RECORD_PROCESS = update(jobs).where(*_FENCE).values(pid=bindparam("v_pid"), proc_start=bindparam("v_start"))
+_END_JOB = update(jobs).where(*_FENCE).values(**{name: bindparam(f"v_{name}") for name in _JOB_END_COLUMNS})
+_END_ATTEMPT = (
+    update(attempts)
+    .where(attempts.c.job_id == bindparam("k_id"), attempts.c.attempt == bindparam("k_run"))
+    .values(finished_at=bindparam("v_finished_at"), outcome=bindparam("v_outcome"),
+            exit_code=bindparam("v_exit_code"), signal=bindparam("v_signal"), error=bindparam("v_error"))
+)
+
+
+class SqlTurnWrites:
+    """TurnWrites over a SQLAlchemy connection in a transaction; the claim statement is the dialect's."""
+
+    def __init__(self, conn: Connection, claim: Callable[[Connection, str, str, int, float, float], list[Job]],
+                 announce: Callable[[Connection], None]) -> None:
+        self.conn = conn
+        self._claim = claim
+        self._announce = announce
+
+    def record_processes(self, spawned: Sequence[SpawnedAttempt]) -> None:
+        """See TurnWrites."""
+        self.conn.execute(_RECORD_PROCESS, [
+            {"k_id": sp.job_id, "k_run": sp.run, "k_owner": sp.owner, "v_pid": sp.pid, "v_start": sp.proc_start}
+            for sp in spawned
+        ])
+
+    def processing(self, ids: Sequence[str]) -> dict[str, Job]:
+        """See TurnWrites."""
+        current: dict[str, Job] = {}
+        for chunk in chunks(ids):
+            rows = self.conn.execute(
+                select(*LIST_COLUMNS)
+                .where(jobs.c.id.in_(chunk), jobs.c.state == JobState.PROCESSING.value)
+                .with_for_update()
+            )
+            current.update((row.id, job_from_row(row)) for row in rows)
+        return current
+
+    def held_by(self, owner: str) -> list[RunKey]:
+        """See TurnWrites."""
+        rows = self.conn.execute(
+            select(jobs.c.id, jobs.c.run).where(jobs.c.owner == owner, jobs.c.state == JobState.PROCESSING.value)
+        )
+        return [(r.id, r.run) for r in rows]
+
+    def write_ends(self, settled: Sequence[Settled]) -> None:
+        """See TurnWrites."""
+        self.conn.execute(_END_JOB, [
+            {"k_id": s.finished.job_id, "k_run": s.finished.run, "k_owner": s.finished.owner,
+             **{f"v_{k}": v for k, v in s.job_values().items()}}
+            for s in settled
+        ])
+        self.conn.execute(_END_ATTEMPT, [
+            {"k_id": s.finished.job_id, "k_run": s.finished.run, "v_finished_at": s.finished.finished_at,
+             "v_outcome": s.finished.outcome.kind.value, "v_exit_code": s.finished.outcome.exit_code,
+             "v_signal": s.finished.outcome.signal, "v_error": s.attempt_error}
+            for s in settled
+        ])
+
+    def claim(self, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
+        """See TurnWrites."""
+        claimed = self._claim(self.conn, owner, host, limit, now, lease_s)
+        if claimed:
+            self.conn.execute(insert(attempts), [
+                {"job_id": j.id, "attempt": j.run, "started_at": now, "owner": owner, "host": host} for j in claimed
+            ])
+        return claimed
+
+    def announce(self) -> None:
+        """See TurnWrites."""
+        self._announce(self.conn)
