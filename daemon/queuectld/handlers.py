@@ -213,7 +213,7 @@ async def cancel(ctx: Context, params: p.JobRef) -> p.JobView:
     """job.cancel"""
     job, before = await ctx.db.write(ctx.db.store.cancel, params.id, time.time())
     if before is JobState.PROCESSING:
-        ctx.scheduler.kill_local(params.id, "canceled")
+        ctx.scheduler.kill_local(params.id, runner.KillReason.CANCELED)
     return job_view(job)
 
 

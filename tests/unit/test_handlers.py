@@ -1,7 +1,7 @@
 """Handlers over a real SQLite store: enqueue with the job's own retry rules and backoff (stored,
-shown, a bad signal refused), and the DLQ: `dlq.retry` (all or none, a new command for one job), `dlq.retry_all` and `dlq.purge` one page of BULK_PAGE jobs per
-transaction, counted, filtered, with the purged jobs' output removed and nothing done on a
-request that does not say which jobs."""
+shown, a bad signal refused), and the DLQ: `dlq.retry` (all or none, a new command for one job),
+`dlq.retry_all` and `dlq.purge` one page of BULK_PAGE jobs per transaction, counted, filtered,
+with the purged jobs' output removed and nothing done on a request that does not say which jobs."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from queuectl import protocol as p
-from queuectl.errors import InvalidState, InvalidValue, JobNotFound
 from queuectld import handlers, runner
 from queuectld.jobs import LifecyclePolicy, Outcome, OutcomeKind, RetryRules
 from queuectld.store.base import DeadFilter, FinishedAttempt, NewJob
 from queuectld.store.open import open_store
 from queuectld.store_threads import StoreThreads
+
+from queuectl import protocol as p
+from queuectl.errors import InvalidState, InvalidValue, JobNotFound
 
 
 class Notified:
@@ -66,7 +66,13 @@ def kill(ctx: handlers.Context, outcomes: dict[str, Outcome], finished_at: float
 
 def call(ctx: handlers.Context, method: str, params: dict[str, Any]) -> dict[str, Any]:
     model = p.METHODS[method].model_validate(params)
-    return asyncio.run(handlers.HANDLERS[method](ctx, model)).model_dump(mode="json")
+
+    async def handle() -> p.Result | handlers.Encoded:
+        return await handlers.HANDLERS[method](ctx, model)
+
+    result = asyncio.run(handle())
+    assert isinstance(result, p.Result)
+    return result.model_dump(mode="json")
 
 
 def states(ctx: handlers.Context, *ids: str) -> list[str]:
