@@ -342,3 +342,19 @@ def test_the_cli_knows_every_outcome_the_protocol_has() -> None:
     from queuectl import cli
 
     assert cli.OUTCOMES == tuple(kind.value for kind in protocol.OutcomeKind)
+
+
+def test_the_fast_enqueue_path_with_rules_loads_neither_pydantic_nor_rich() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from queuectl import batch, launcher\n"
+        "_, fields, _ = launcher.parse_enqueue(['enqueue', '-c', 'true', '--retry-on-exit', '1,75',"
+        " '--no-retry-on-signal', 'KILL', '--no-retry-on-timeout', '--backoff-max', '10m'])\n"
+        "assert batch.retry_fields({k: fields[k] for k in batch.RETRY_FLAGS if k in fields})\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pydantic', 'rich', 'typer', 'click'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
