@@ -26,8 +26,8 @@ from queuectld.scheduler import Scheduler
 from queuectld.server import Server
 from queuectld.settings import Settings
 from queuectld.store import open_store
-from queuectld.store.upgrade_apart import needs_upgrade, upgrade_apart
 from queuectld.store.base import DaemonInfo
+from queuectld.store.upgrade_apart import needs_upgrade, upgrade_apart
 from queuectld.store_threads import StoreThreads
 
 log = logging.getLogger("queuectld")

@@ -135,9 +135,10 @@ def remove_tree(root: str) -> bool:
     deadline = time.monotonic() + REMOVE_WAIT_S
     while True:
         try:
-            for entry in os.scandir(root):
-                if entry.is_dir(follow_symlinks=False):
-                    os.rmdir(entry.path)
+            with os.scandir(root) as entries:  # closed even when a busy leaf stops the loop
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        os.rmdir(entry.path)
             os.rmdir(root)
             return True
         except FileNotFoundError:

@@ -1,5 +1,6 @@
 """Schema migrations: revision 0001 is the schema made before Alembic, a baseline database made by
-that release (tests/data, see make_baseline.py) upgrades in place with everything intact, a newer
+that release (tests/data, see make_baseline.py) upgrades in place with everything intact, so does
+a revision-0002 database with attempts of every old reason (mapped to typed outcomes), a newer
 database is refused, and the queue's identity is made once. On every backend (see conftest.py).
 """
 
@@ -18,32 +19,54 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from queuectl.errors import StoreRefused
-from queuectld.jobs import JobState
+from queuectld.config import DEFAULTS
+from queuectld.jobs import JobState, OutcomeKind
 from queuectld.store import identity, schema
-from queuectld.store.base import Store
+from queuectld.store.base import DeadFilter, Store
 from queuectld.store.open import open_store, sqlite_path
-from tests.store.helpers import T0, add, assert_counts_exact, claim, finish, new_job
+from tests.store.helpers import POLICY, T0, add, assert_counts_exact, claim, finish, new_job
 
 DATA = Path(__file__).parent.parent / "data"
 EXPECTED = json.loads((DATA / "baseline-expected.json").read_text())
+EXPECTED_0002 = json.loads((DATA / "baseline-0002-expected.json").read_text())
+
+#: What revision 0003 makes of each reason a release before it recorded (a signal death aside).
+OUTCOME_OF_REASON = {
+    "exit": "exit", "timeout": "timeout", "killed": "killed", "worker lost": "worker-lost",
+    "spawn failed": "spawn-failed", "canceled": "canceled", "requeued": "requeued", None: None,
+}
+#: The fields revision 0003 added to a job, as they read after the upgrade when nothing set them.
+NEW_JOB_FIELDS = {"last_outcome": None, "signal": None, "retry_rules": None, "backoff_base": None,
+                  "backoff_max_s": None}
 
 
-def load_baseline(url: str) -> None:
-    """Replay the dump made by the release before Alembic into the empty database behind `url`."""
+def load_baseline(url: str, prefix: str = "baseline") -> None:
+    """Replay a dump made by an older release (`baseline`: before Alembic; `baseline-0002`: at
+    revision 0002) into the empty database behind `url`."""
     path = sqlite_path(url)
     if path is not None:
         conn = sqlite3.connect(path)
-        conn.executescript((DATA / "baseline-sqlite.sql").read_text())
+        conn.executescript((DATA / f"{prefix}-sqlite.sql").read_text())
         conn.close()
         return
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
             driver = conn.connection.driver_connection
-            driver.execute((DATA / "baseline-postgresql.sql").read_text())
+            driver.execute((DATA / f"{prefix}-postgresql.sql").read_text())
             driver.commit()
     finally:
         engine.dispose()
+
+
+def upgraded_attempt(old: dict[str, Any], *, signal: int | None = None, outcome: str | None = None,
+                     host: str | None = "old-host") -> dict[str, Any]:
+    """An attempt as an older release read it, as this one reads it after the upgrade: the reason
+    becomes the outcome given or its OUTCOME_OF_REASON (every daemon of the datasets ran on
+    `old-host`, which becomes the attempt's host)."""
+    new = {k: v for k, v in old.items() if k != "reason"}
+    new.update(outcome=outcome or OUTCOME_OF_REASON[old["reason"]], signal=signal, host=host)
+    return new
 
 
 @contextmanager
@@ -82,10 +105,13 @@ def test_baseline_database_upgrades_in_place_with_everything_intact(store_url: s
     try:
         expected = EXPECTED[dialect_of(store_url)]
         got = json.loads(json.dumps(snapshot(store)))  # the same JSON round trip as the recorded side
-        assert got["job_rows"] == expected["job_rows"]
-        assert got["attempt_rows"] == expected["attempt_rows"]
+        last = {"done-1": "exit", "retry-then-done": "exit", "dead-1": "exit", "waiting-retry": "worker-lost"}
+        assert got["job_rows"] == [{**row, **NEW_JOB_FIELDS, "last_outcome": last.get(row["id"])}
+                                   for row in expected["job_rows"]]
+        assert got["attempt_rows"] == {job_id: [upgraded_attempt(a) for a in rows]
+                                       for job_id, rows in expected["attempt_rows"].items()}
         assert got["dlq"] == expected["dlq"] == ["dead-1"]
-        assert got["config"] == expected["config"]
+        assert got["config"] == {**DEFAULTS, **expected["config"]}  # keys added since take their defaults
         assert got["daemons"] == expected["daemons"]
         assert assert_counts_exact(store) == expected["counts"]  # the counters agree with the rows
         assert {j["state"] for j in got["job_rows"]} == {s.value for s in JobState}  # every state was there
@@ -116,14 +142,85 @@ def test_revision_0001_is_exactly_the_schema_made_before_alembic(store_url: str,
     load_baseline(store_url)
     before = _schema_of(store_url)
     fresh_url = _fresh_url_beside(store_url, tmp_path)
-    if fresh_url is None:
-        pytest.skip("needs a second schema")
+    try:
+        with raw(fresh_url) as conn:
+            schema._run(conn, "upgrade", schema.BASELINE)
+        made = _schema_of(fresh_url)
+    finally:
+        _drop(fresh_url)
+    assert {k: v for k, v in made.items() if "alembic_version" not in k} == before
+
+
+@pytest.mark.parametrize("prefix", ["baseline", "baseline-0002"])
+def test_an_upgraded_database_has_exactly_the_schema_of_a_new_one(store_url: str, tmp_path: Path,
+                                                                  prefix: str) -> None:
+    load_baseline(store_url, prefix)
+    open_store(store_url).close()
+    upgraded = _schema_of(store_url)
+    fresh_url = _fresh_url_beside(store_url, tmp_path)
     try:
         open_store(fresh_url).close()
         made = _schema_of(fresh_url)
     finally:
         _drop(fresh_url)
-    assert {k: v for k, v in made.items() if "alembic_version" not in k} == before
+    assert made == upgraded
+    columns = str(made["attempts"])
+    assert "reason" not in columns and "outcome" in columns  # nothing stored twice
+    # The counters' triggers survived the revisions that changed their tables.
+    assert {"jobs_count_delete", "jobs_count_update"} <= set(made)
+
+
+def test_a_0002_database_with_every_old_reason_upgrades_in_place(store_url: str) -> None:
+    load_baseline(store_url, "baseline-0002")
+    store = open_store(store_url)
+    try:
+        expected = EXPECTED_0002[dialect_of(store_url)]
+        got = json.loads(json.dumps(snapshot(store)))
+        # How each job's last ended attempt ended (and by which signal): its last_outcome now.
+        # dlq-retried was retried from the DLQ after its attempt, which starts a job afresh.
+        last = {
+            "exit-ok": ("exit", None), "exit-dead": ("exit", None), "timeout-dead": ("timeout", None),
+            "timeout-exited": ("timeout", None), "sigkill-dead": ("signal", 9), "sigsegv-failed": ("signal", 11),
+            "unknown-signal-failed": ("signal", 77), "killed-lease": ("killed", None),
+            "killed-unknown": ("killed", None), "lost-failed": ("worker-lost", None),
+            "spawn-dead": ("spawn-failed", None), "canceled-running": ("canceled", None),
+            "released": ("requeued", None), "stray": ("requeued", None), "many-attempts": ("worker-lost", None),
+            "dlq-retried": (None, None), "never-ran": (None, None),
+        }
+        assert sorted(row["id"] for row in got["job_rows"]) == sorted(last)  # all of them, no more
+        assert got["job_rows"] == [
+            {**row, **NEW_JOB_FIELDS, "last_outcome": last[row["id"]][0], "signal": last[row["id"]][1]}
+            for row in expected["job_rows"]
+        ]
+        signals = {"sigkill-dead": 9, "sigsegv-failed": 11, "unknown-signal-failed": 77}
+        assert got["attempt_rows"] == {
+            job_id: [upgraded_attempt(a, signal=signals.get(job_id), outcome="signal" if job_id in signals else None)
+                     for a in rows]
+            for job_id, rows in expected["attempt_rows"].items()
+        }
+        # Every reason that release wrote was there, and became its outcome.
+        old_reasons = {a["reason"] for rows in expected["attempt_rows"].values() for a in rows}
+        assert old_reasons == set(OUTCOME_OF_REASON)
+        outcomes = {a["outcome"] for rows in got["attempt_rows"].values() for a in rows}
+        assert outcomes == {*OUTCOME_OF_REASON.values(), "signal"}
+        assert got["config"] == {**DEFAULTS, **expected["config"]}  # keys added since take their defaults
+        assert got["daemons"] == expected["daemons"]
+        assert assert_counts_exact(store) == expected["counts"]
+        with raw(store_url) as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+            assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == "3"
+        # The new columns serve at once: a filter by outcome, a retry of what a signal killed.
+        assert [j.id for j, _ in store.list_page(JobState.DEAD, None, None, OutcomeKind.SIGNAL)] == ["sigkill-dead"]
+        assert store.dlq_retry_matching(DeadFilter(outcome=OutcomeKind.SIGNAL), T0 + 90_000, 10) == ["sigkill-dead"]
+        retried = claim(store, now=T0 + 90_000, limit=100)
+        assert "sigkill-dead" in [j.id for j in retried]
+        for job in retried:
+            finish(store, job, 0, now=T0 + 90_001, policy=POLICY)
+        assert store.get("sigkill-dead").state is JobState.COMPLETED
+        assert store.attempts_of("sigkill-dead")[-1].host is not None
+        assert_counts_exact(store)
+    finally:
+        store.close()
 
 
 def test_models_describe_the_schema_the_revisions_make(store: Store) -> None:
@@ -152,7 +249,7 @@ def test_head_revision_from_file_names_is_alembics_head() -> None:
     from alembic.script import ScriptDirectory
 
     assert schema.head_revision() == ScriptDirectory.from_config(schema._config()).get_current_head()
-    assert [r.id for r in schema.all_revisions()] == ["0001", "0002"]
+    assert [r.id for r in schema.all_revisions()] == ["0001", "0002", "0003"]
     assert all(r.description for r in schema.all_revisions())
 
 
@@ -186,12 +283,12 @@ def test_a_new_database_is_not_backed_up(tmp_path: Path) -> None:
 def test_a_newer_database_is_refused_naming_both_revisions(store_url: str) -> None:
     open_store(store_url).close()
     with raw(store_url) as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
     before = _file_bytes(store_url)
     with pytest.raises(StoreRefused) as refused:
         open_store(store_url)
     message = refused.value.message
-    assert "the database is at revision 0003, this queuectld knows up to 0002; upgrade queuectld" in message
+    assert "the database is at revision 0004, this queuectld knows up to 0003; upgrade queuectld" in message
     assert "\n" not in message
     assert _file_bytes(store_url) == before
 
@@ -314,7 +411,7 @@ def _schema_name(conn: Any) -> str:
     return conn.execute(text("SELECT current_schema()")).scalar()
 
 
-def _fresh_url_beside(url: str, tmp_path: Path) -> str | None:
+def _fresh_url_beside(url: str, tmp_path: Path) -> str:
     if url.startswith("sqlite"):
         return f"sqlite:///{tmp_path / 'fresh.db'}"
     import secrets

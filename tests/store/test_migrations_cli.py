@@ -57,7 +57,8 @@ def test_migrate_dry_run_lists_without_applying(baseline: Daemon) -> None:
     assert r.returncode == 0, r.stderr
     assert f"store: {path}" in r.stdout
     assert "current revision: 0001 (made before Alembic" in r.stdout
-    assert "pending: 1\n  0002  Record the queue's identity" in r.stdout
+    assert "pending: 2\n  0002  Record the queue's identity" in r.stdout
+    assert "\n  0003  Typed outcomes and retry rules per job" in r.stdout
     assert "dry run: nothing applied" in r.stdout
     assert digest(path) == before
     assert list(baseline.state_dir.glob("*.bak-*")) == [] and not (baseline.state_dir / "queue-id").exists()
@@ -69,10 +70,10 @@ def test_migrate_applies_with_a_backup_and_the_daemon_finds_every_job(baseline: 
     r = queuectld(baseline, "migrate")
     assert r.returncode == 0, r.stderr
     assert f"backed up {path} to {path}.bak-0001" in r.stdout
-    assert "applied 0002; now at revision 0002" in r.stdout
+    assert "applied 0002, 0003; now at revision 0003" in r.stdout
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
         queue_id = conn.execute("SELECT value FROM meta WHERE key = 'queue_id'").fetchone()[0]
     finally:
         conn.close()
@@ -95,11 +96,11 @@ def test_a_newer_database_is_refused_at_start_and_by_migrate(baseline: Daemon) -
     assert queuectld(baseline, "migrate").returncode == 0
     path = baseline.state_dir / "queuectl.db"
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE alembic_version SET version_num = '0003'")
+    conn.execute("UPDATE alembic_version SET version_num = '0004'")
     conn.commit()
     conn.close()
     before = digest(path)
-    expected = "the database is at revision 0003, this queuectld knows up to 0002; upgrade queuectld"
+    expected = "the database is at revision 0004, this queuectld knows up to 0003; upgrade queuectld"
     one_line_error(queuectld(baseline), expected)
     one_line_error(queuectld(baseline, "migrate"), expected)
     one_line_error(queuectld(baseline, "migrate", "--dry-run"), expected)

@@ -1,6 +1,7 @@
 """Local deadlines run on the monotonic clock: with the wall clock stepped back an hour while the
-scheduler runs, lease renewal and heartbeats go on at their interval (before, they stopped for
-the hour). In-process: the real Scheduler on a real SQLite store, with `time.time` stepped."""
+maintenance services run, lease renewal and heartbeats go on at their interval (before, they
+stopped for the hour). In-process: the real services on a real SQLite store, on the real
+monotonic clock, with the wall clock they are given stepped."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from queuectld.maintenance import DaemonServices
 from queuectld.proctree import ChildReaper, process_start_time
 from queuectld.scheduler import Scheduler
 from queuectld.settings import Settings
@@ -35,7 +37,7 @@ class SteppedClock:
 
 
 async def renewals_after_a_step(tmp_path: Path, clock: SteppedClock, step_s: float) -> tuple[list[float], float]:
-    """Run a scheduler, step the wall clock by `step_s`, and return the `now` of every lease
+    """Run the maintenance services, step the wall clock by `step_s`, and return the `now` of every lease
     renewal in the second after the step, with the heartbeat stored last."""
     store = open_store(f"sqlite:///{tmp_path / 'queuectl.db'}")
     db = StoreThreads(store)
@@ -47,6 +49,7 @@ async def renewals_after_a_step(tmp_path: Path, clock: SteppedClock, step_s: flo
                                                       process_start_time(os.getpid()), now, now, 1, 0))
     scheduler = Scheduler(db, settings, owner, config, 0o022, TreeTracker(ChildReaper()))
     scheduler.claiming = False
+    services = DaemonServices(scheduler, db, settings, config, wall=clock)
     renewals: list[float] = []
     real_renew = store.renew_leases
 
@@ -55,20 +58,20 @@ async def renewals_after_a_step(tmp_path: Path, clock: SteppedClock, step_s: flo
         return real_renew(owner_id, running, at, *args)
 
     store.renew_leases = renew  # type: ignore[method-assign]
-    task = asyncio.create_task(scheduler.run())
+    task = asyncio.create_task(services.maintenance.run())
     try:
         for _ in range(200):
             if len(renewals) >= 2:
                 break
             await asyncio.sleep(0.01)
-        assert len(renewals) >= 2, "the scheduler renews leases at all"
+        assert len(renewals) >= 2, "the services renew leases at all"
         clock.offset = step_s
         seen = len(renewals)
         await asyncio.sleep(1.0)
         after = renewals[seen:]
         heartbeat = next(d.heartbeat_at for d in await db.read(store.daemons) if d.id == owner)
     finally:
-        scheduler.request_stop()
+        services.maintenance.stop()
         await asyncio.wait_for(task, 10)
         db.shutdown()
         store.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from queuectld.jobs import Job, JobState, Outcome
+from queuectld.jobs import Job, JobState, Outcome, OutcomeKind
 from queuectld.proctree import ChildReaper
 from queuectld.runner import Attempt
 from queuectld.tracking import TreeTracker
@@ -37,5 +37,5 @@ def test_out_of_file_descriptors_at_spawn_is_a_spawn_failed_outcome(
 
     asyncio.run(watch())
     assert attempt.pid is None
-    assert len(ended) == 1 and ended[0].reason == "spawn failed", ended
+    assert len(ended) == 1 and ended[0].kind is OutcomeKind.SPAWN_FAILED, ended
     assert "Too many open files" in (ended[0].describe() or ""), ended[0]

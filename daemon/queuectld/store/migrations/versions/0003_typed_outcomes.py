@@ -1,10 +1,10 @@
-"""Typed outcomes and retry rules: attempts.reason becomes attempts.outcome (with signal and host), jobs
-gain last_outcome, signal and their own retry rules and backoff.
+"""Typed outcomes and retry rules per job: attempts.outcome replaces the free-text attempts.reason.
 
 Revision ID: 0003
 Revises: 0002
 
-Every recorded attempt keeps what it said, in the new words: the free-text reason of revision
+Attempts gain outcome, signal and host; jobs gain last_outcome, signal, and their own retry rules
+and backoff (retry_rules, backoff_base, backoff_max_s). Every recorded attempt keeps what it said, in the new words: the free-text reason of revision
 0002 maps to an OutcomeKind value ('killed' by a named signal becomes 'signal' with that signal's
 number beside it). Each job's last_outcome and signal are those of its last ended attempt, as
 the store keeps them from now on. Then attempts.reason is dropped, so nothing is stored twice.

@@ -1,0 +1,108 @@
+"""The scheduler's turn has one write path per dialect, and the contract suite runs exactly it.
+
+On SQLite the turn (finish, finish_and_claim, claim_due, release_strays) runs on the driver
+(sqlite.RawTurnWrites), on PostgreSQL over SQLAlchemy (turn.SqlTurnWrites); the logic above the
+statements (turn.py) is shared. conftest.py makes the SQLAlchemy turn fail on SQLite, so every
+contract test of those methods proves it ran the raw path; the tests here show that guard bites,
+and that a SQLite turn costs the statements it always did, none of them through SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from queuectld.jobs import JobState, Outcome, OutcomeKind
+from queuectld.store import sqlite as sqlite_store
+from queuectld.store import turn
+from queuectld.store.base import FinishedAttempt, SpawnedAttempt, Store
+from queuectld.store.sql import SqlStore
+from tests.store.helpers import HOST, LEASE_S, OWNER, POLICY, T0, add, claim, new_job
+
+
+def _is_sqlite(store_url: str) -> bool:
+    return store_url.startswith("sqlite")
+
+
+def test_the_guard_stops_the_sqlalchemy_turn_on_sqlite(store: Store, store_url: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    if not _is_sqlite(store_url):
+        pytest.skip("the guard is SQLite's")
+    add(store, "a")
+    # Were SQLite's store to take the shared SQLAlchemy path, the contract tests would fail:
+    monkeypatch.setattr(sqlite_store.SqliteStore, "_turn_writes", SqlStore._turn_writes)
+    with pytest.raises(AssertionError, match="SQLAlchemy turn"):
+        claim(store)
+    assert store.get("a").state is JobState.PENDING
+
+
+def test_postgresql_turns_run_over_sqlalchemy(store: Store, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if _is_sqlite(store_url):
+        pytest.skip("SQLite runs its own")
+    made: list[turn.SqlTurnWrites] = []
+    original = turn.SqlTurnWrites.__init__
+
+    def counting(self: turn.SqlTurnWrites, *args: Any) -> None:
+        made.append(self)
+        original(self, *args)
+
+    monkeypatch.setattr(turn.SqlTurnWrites, "__init__", counting)
+    add(store, "a", new_job("b", at=T0 + 1))
+    [a] = claim(store, limit=1)
+    store.finish_and_claim([FinishedAttempt("a", a.run, OWNER, Outcome(OutcomeKind.EXIT, exit_code=0), T0 + 2)],
+                           POLICY, [], OWNER, HOST, 1, T0 + 2, LEASE_S)
+    store.release_strays(OWNER, [], T0 + 3)
+    assert len(made) == 3
+
+
+class _CountingCursor:
+    """A sqlite3 cursor that records each execute / executemany call (one statement each)."""
+
+    def __init__(self, cur: Any, calls: list[str]) -> None:
+        self._cur = cur
+        self._calls = calls
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        self._calls.append(" ".join(sql.split())[:40])
+        return self._cur.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        self._calls.append(" ".join(sql.split())[:40])
+        return self._cur.executemany(sql, rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cur, name)
+
+
+def test_a_sqlite_turn_runs_on_the_driver_in_six_statements(store: Store, store_url: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    if not _is_sqlite(store_url):
+        pytest.skip("SQLite's raw turn")
+    add(store, *(new_job(f"j{i}", at=T0 + i / 10) for i in range(6)))
+    a, b, c = claim(store, limit=3, now=T0 + 1)
+    calls: list[str] = []
+    original = sqlite_store.RawTurnWrites.__init__
+    monkeypatch.setattr(sqlite_store.RawTurnWrites, "__init__",
+                        lambda self, cur: original(self, _CountingCursor(cur, calls)))  # type: ignore[arg-type]
+    through_sqlalchemy: list[str] = []
+    engine = store.write_engine  # type: ignore[attr-defined]
+    listener = lambda conn, cursor, statement, *rest: through_sqlalchemy.append(statement)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        results, claimed = store.finish_and_claim(
+            [FinishedAttempt(a.id, a.run, OWNER, Outcome(OutcomeKind.EXIT, exit_code=0), T0 + 2),
+             FinishedAttempt(b.id, b.run, OWNER, Outcome(OutcomeKind.EXIT, exit_code=1), T0 + 2)],
+            POLICY, [SpawnedAttempt(c.id, c.run, OWNER, pid=42, proc_start=7)], OWNER, HOST, 2, T0 + 2, LEASE_S)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert [job.state for _, job in results if job is not None] == [JobState.COMPLETED, JobState.FAILED]
+    assert [j.id for j in claimed] == ["j3", "j4"]
+    # Spawn records, the locked read, job ends, attempt ends, the claim, its attempt rows:
+    # however many attempts a turn holds (BEGIN IMMEDIATE and COMMIT around them are _raw_write's).
+    assert [sql.split(" SET ")[0].split(" (")[0] for sql in calls] == [
+        "UPDATE jobs", "SELECT id, command, state, attempts, max", "UPDATE jobs", "UPDATE attempts",
+        "UPDATE jobs", "INSERT INTO attempts"]
+    assert through_sqlalchemy == []
+    assert store.get(c.id).pid == 42
