@@ -15,16 +15,85 @@ if TYPE_CHECKING:
 
 from queuectl import errors
 from queuectl.client import Client
+from queuectl.rules import parse_duration, parse_exit_codes, parse_signals
+
+#: The job's own retry rules and backoff: protocol field -> the enqueue flag that sets it.
+RETRY_FLAGS = {"retry_on_exit": "--retry-on-exit", "no_retry_on_exit": "--no-retry-on-exit",
+               "retry_on_timeout": "--retry-on-timeout", "no_retry_on_signal": "--no-retry-on-signal",
+               "backoff_base": "--backoff-base", "backoff_max_s": "--backoff-max"}
 
 #: Field names a JSON line may use, and the protocol field each becomes.
 JSON_FIELDS = {"id": "id", "command": "command", "max_retries": "max_retries", "priority": "priority",
-               "timeout": "timeout_s", "timeout_s": "timeout_s", "delay": "delay_s", "delay_s": "delay_s"}
+               "timeout": "timeout_s", "timeout_s": "timeout_s", "delay": "delay_s", "delay_s": "delay_s",
+               "retry_on_exit": "retry_on_exit", "no_retry_on_exit": "no_retry_on_exit",
+               "retry_on_timeout": "retry_on_timeout", "no_retry_on_signal": "no_retry_on_signal",
+               "backoff_base": "backoff_base", "backoff_max": "backoff_max_s", "backoff_max_s": "backoff_max_s"}
+
+_JOB_INDEX = re.compile(r"jobs\.(\d+)")
+
+#: The longest backoff the protocol takes (JobSpec.backoff_max_s).
+MAX_BACKOFF_S = 365 * 86400
 
 
-def line_defaults(max_retries: int | None, priority: int | None, timeout_s: float | None) -> dict[str, Any]:
-    """Fields given on the command line, applied to every line that does not set them."""
-    return {k: v for k, v in (("max_retries", max_retries), ("priority", priority or None),
-                              ("timeout_s", timeout_s)) if v is not None}
+def parse_retry_field(field: str, value: Any) -> Any:
+    """One retry field as people write it (`"1,75"`, `[1, 75]`, `"2,64-78"`, `"KILL,TERM"`,
+    `"10m"`, ...) in the form the protocol takes; ValueError says what is wrong."""
+    if field in ("retry_on_exit", "no_retry_on_exit"):
+        if isinstance(value, str) and value.strip().lower() == "none":
+            return []  # retry_on_exit none: no exit code retries
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("empty; give exit codes like 1,75 or 64-78 (or none)")
+        if not isinstance(value, (str, list)):
+            raise ValueError(f"{value!r}: give exit codes like \"1,75\" or a list of numbers")
+        return list(parse_exit_codes(value))
+    if field == "no_retry_on_signal":
+        if not isinstance(value, (str, list)) or not parse_signals(value):
+            raise ValueError(f"{value!r}: give signal names like KILL,TERM (or a list of them)")
+        return list(parse_signals(value))
+    if field == "retry_on_timeout":
+        if not isinstance(value, bool):
+            raise ValueError(f"{value!r}: expected true or false")
+        return value
+    if field == "backoff_base":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"{value!r}: expected a number of at least 1")
+        try:
+            base = float(value)
+        except ValueError:
+            raise ValueError(f"{value!r}: expected a number of at least 1") from None
+        if not 1 <= base <= 1e6:
+            raise ValueError(f"{value!r}: expected a number from 1 to 1000000")
+        return base
+    if field == "backoff_max_s":
+        if not isinstance(value, (int, float, str)):
+            raise ValueError(f"{value!r}: expected a duration such as 30, 10m or 1h")
+        seconds = parse_duration(value)
+        if not 0 < seconds <= MAX_BACKOFF_S:
+            raise ValueError(f"{value!r}: expected a duration above 0 and at most 365d")
+        return seconds
+    raise ValueError(f"{field} is not a retry field")
+
+
+def retry_fields(given: dict[str, Any]) -> dict[str, Any]:
+    """The enqueue flags' retry rules and backoff (protocol field -> value as typed, None: not
+    given) parsed for the protocol; InvalidValue names the flag. Nothing is sent on an error."""
+    out: dict[str, Any] = {}
+    for field, value in given.items():
+        if value is None:
+            continue
+        try:
+            out[field] = parse_retry_field(field, value)
+        except ValueError as exc:
+            raise errors.InvalidValue(key=RETRY_FLAGS[field], detail=str(exc)) from None
+    return out
+
+
+def line_defaults(max_retries: int | None, priority: int | None, timeout_s: float | None,
+                  retry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fields given on the command line, applied to every line that does not set them (`retry`:
+    the parsed retry fields of `retry_fields`)."""
+    return {**{k: v for k, v in (("max_retries", max_retries), ("priority", priority or None),
+                                 ("timeout_s", timeout_s)) if v is not None}, **(retry or {})}
 
 
 def job_line(text: str, number: int, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -43,7 +112,13 @@ def job_line(text: str, number: int, defaults: dict[str, Any]) -> dict[str, Any]
             key="--file", detail=f"line {number}: unknown field(s) {', '.join(sorted(unknown))}; "
             f"known: {', '.join(JSON_FIELDS)}"
         )
-    return {**defaults, **{JSON_FIELDS[k]: v for k, v in obj.items()}}
+    fields = {JSON_FIELDS[k]: v for k, v in obj.items()}
+    for name in RETRY_FLAGS.keys() & fields.keys():
+        try:
+            fields[name] = parse_retry_field(name, fields[name])
+        except ValueError as exc:
+            raise errors.InvalidValue(key="--file", detail=f"line {number}: {name}: {exc}") from None
+    return {**defaults, **fields}
 
 
 def enqueue_file(
@@ -77,16 +152,15 @@ def enqueue_file(
             existing += answer.get("existing", 0)
             if keep_ids:
                 ids.extend(answer["ids"])
-    except errors.InvalidParams as exc:
-        # The daemon numbers jobs within a chunk; say which line of the file it was.
-        def to_line(m: re.Match[str]) -> str:
-            index = done + int(m.group(1))
-            return f"line {line_numbers[index]}" if index < len(line_numbers) else m.group()
-
-        raise errors.InvalidParams(
-            re.sub(r"jobs\.(\d+)", to_line, exc.message) + f" ({done} job(s) before it were enqueued)"
-        ) from None
     except errors.QueuectlError as exc:
+        if isinstance(exc, (errors.InvalidParams, errors.InvalidValue)) and _JOB_INDEX.search(exc.message):
+            # The daemon numbers jobs within a chunk; say which line of the file it was.
+            def to_line(m: re.Match[str]) -> str:
+                index = done + int(m.group(1))
+                return f"line {line_numbers[index]}" if index < len(line_numbers) else m.group()
+
+            raise type(exc)(_JOB_INDEX.sub(to_line, exc.message) + f" ({done} job(s) before it were enqueued)"
+                            ) from None
         if done:
             exc.message += f" ({done} job(s) before it were enqueued)"
         raise

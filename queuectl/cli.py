@@ -35,6 +35,11 @@ app.add_typer(daemon_app, name="daemon")
 _options: dict[str, Any] = {}
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 STATES = ("pending", "processing", "completed", "failed", "dead", "canceled")
+#: protocol.OutcomeKind's values (a unit test keeps them equal; importing it would load pydantic).
+OUTCOMES = ("exit", "signal", "timeout", "killed", "worker-lost", "spawn-failed", "canceled", "requeued", "snoozed")
+OutcomeOpt = Annotated[
+    Optional[str], typer.Option("--outcome", help=f"Only jobs whose last attempt ended so: {', '.join(OUTCOMES)}.")
+]
 
 
 def client() -> Client:
@@ -86,19 +91,45 @@ def enqueue(
         Optional[str],
         typer.Option("--file", "-f", help="Add many jobs: one command per line, or JSON lines; - for stdin."),
     ] = None,
+    retry_on_exit: Annotated[
+        Optional[str], typer.Option("--retry-on-exit", help="Only these exit codes retry, e.g. 1,75 (or none).")
+    ] = None,
+    no_retry_on_exit: Annotated[
+        Optional[str], typer.Option("--no-retry-on-exit", help="These exit codes never retry, e.g. 2,64-78.")
+    ] = None,
+    retry_on_timeout: Annotated[
+        Optional[bool],
+        typer.Option("--retry-on-timeout/--no-retry-on-timeout", help="Whether a timed-out attempt retries."),
+    ] = None,
+    no_retry_on_signal: Annotated[
+        Optional[str], typer.Option("--no-retry-on-signal", help="Dying of these signals never retries, e.g. KILL.")
+    ] = None,
+    backoff_base: Annotated[
+        Optional[str], typer.Option("--backoff-base", help="This job's backoff base (wait base**attempt seconds).")
+    ] = None,
+    backoff_max: Annotated[
+        Optional[str], typer.Option("--backoff-max", help="This job's longest backoff, e.g. 90, 10m, 1h.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a job (or, with --file, many) to the queue."""
+    """Add a job (or, with --file, many) to the queue. An attempt the retry rules exclude goes
+    straight to the dead-letter queue; the rules not given are the config's."""
+    from queuectl import batch
+
+    retry = batch.retry_fields({
+        "retry_on_exit": retry_on_exit, "no_retry_on_exit": no_retry_on_exit, "retry_on_timeout": retry_on_timeout,
+        "no_retry_on_signal": no_retry_on_signal, "backoff_base": backoff_base, "backoff_max_s": backoff_max,
+    })
     if file is not None:
         if command is not None or job_id is not None:
             raise errors.InvalidValue(key="--file", detail="use either --file or --command/--id, not both")
-        _enqueue_file(file, replace, as_json, max_retries, priority, timeout)
+        _enqueue_file(file, replace, as_json, max_retries, priority, timeout, retry)
         return
     if command is None:
         raise errors.InvalidValue(key="--command", detail="missing; pass --command 'CMD' (or --file FILE)")
     job = client().enqueue(
         command, id=job_id, max_retries=max_retries, priority=priority or None, timeout_s=timeout,
-        delay_s=delay or None, replace=replace or None,
+        delay_s=delay or None, replace=replace or None, **retry,
     )
     if as_json:
         render().print_json(job)
@@ -107,11 +138,12 @@ def enqueue(
 
 
 def _enqueue_file(
-    path: str, replace: bool, as_json: bool, max_retries: int | None, priority: int, timeout: float | None
+    path: str, replace: bool, as_json: bool, max_retries: int | None, priority: int, timeout: float | None,
+    retry: dict[str, Any],
 ) -> None:
     from queuectl import batch
 
-    defaults = batch.line_defaults(max_retries, priority, timeout)
+    defaults = batch.line_defaults(max_retries, priority, timeout, retry)
     added, existing, ids = batch.enqueue_file(client(), path, replace=replace, defaults=defaults, keep_ids=as_json)
     if as_json:
         render().print_json({"enqueued": added, "existing": existing, "ids": ids})
@@ -122,13 +154,32 @@ def _enqueue_file(
 @app.command("list")
 def list_jobs(
     state: Annotated[Optional[str], typer.Option("--state", help=f"Only jobs in this state: {', '.join(STATES)}.")] = None,
+    outcome: OutcomeOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many (oldest first).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List jobs, oldest first, printed page by page as they arrive."""
     if state is not None and state not in STATES:
         raise errors.InvalidValue(key="--state", detail=f"{state!r}; valid states: {', '.join(STATES)}")
-    _print_pages(client().list_pages(state, _check_limit(limit)), as_json)
+    _print_pages(client().list_pages(state, _check_limit(limit), _check_outcome(outcome)), as_json)
+
+
+def _check_outcome(outcome: str | None) -> str | None:
+    if outcome is not None and outcome not in OUTCOMES:
+        raise errors.InvalidValue(key="--outcome", detail=f"{outcome!r}; valid outcomes: {', '.join(OUTCOMES)}")
+    return outcome
+
+
+def _seconds(flag: str, text: str | None) -> float | None:
+    """A duration flag (`--since 1h`, `--older-than 7d`) in seconds."""
+    if text is None:
+        return None
+    from queuectl.rules import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise errors.InvalidValue(key=flag, detail=str(exc)) from None
 
 
 def _check_limit(limit: int | None) -> int | None:
@@ -137,9 +188,11 @@ def _check_limit(limit: int | None) -> int | None:
     return limit
 
 
-def _print_pages(pages: Any, as_json: bool) -> None:
+def _print_pages(pages: Any, as_json: bool, *, dead: bool = False) -> None:
     if as_json:
         render().json_array(pages)
+    elif dead:
+        render().dlq_stream(pages)
     else:
         render().jobs_stream(pages)
 
@@ -222,18 +275,82 @@ def logs(
 
 @dlq_app.command("list")
 def dlq_list(
+    outcome: OutcomeOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many (oldest first).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List jobs in the dead-letter queue, oldest first, page by page as they arrive."""
-    _print_pages(client().dlq_pages(_check_limit(limit)), as_json)
+    """List dead jobs, oldest first, page by page as they arrive: how each one's last attempt
+    ended (outcome, exit code or signal), where, how long it ran, when, and its last error."""
+    _print_pages(client().dlq_pages(_check_limit(limit), _check_outcome(outcome)), as_json, dead=True)
+
+
+IdsArg = Annotated[Optional[list[str]], typer.Argument(help="Dead jobs, by id.", show_default=False)]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every dead job (that the filters given match).")]
+SinceOpt = Annotated[Optional[str], typer.Option("--since", help="Only jobs that died within this long, e.g. 1h.")]
+OlderOpt = Annotated[Optional[str], typer.Option("--older-than", help="Only jobs that died longer ago, e.g. 7d.")]
+
+
+def _selection(verb: str, job_ids: list[str] | None, every: bool, outcome: str | None, since: str | None,
+               older_than: str | None) -> tuple[list[str] | None, dict[str, Any]]:
+    """(ids, filter) of a bulk DLQ command: ids alone, or --all and/or filters; else an error."""
+    filters = {"outcome": _check_outcome(outcome), "since_s": _seconds("--since", since),
+               "older_than_s": _seconds("--older-than", older_than)}
+    given = any(v is not None for v in filters.values())
+    if job_ids and (every or given):
+        raise errors.InvalidValue(key="IDS", detail=f"give ids, or --all / filters, not both; nothing was {verb}")
+    if not job_ids and not every and not given:
+        raise errors.InvalidValue(key="IDS", detail=f"say which dead jobs: their ids, or --all (with --outcome, "
+                                  f"--since or --older-than to narrow it); nothing was {verb}")
+    return job_ids or None, filters
 
 
 @dlq_app.command("retry")
-def dlq_retry(job_id: Annotated[str, typer.Argument(help="Dead job to run again.")]) -> None:
-    """Move a dead job back to pending with its attempts reset."""
-    job = client().dlq_retry(job_id)
-    print(f"{job['id']} moved back to pending")
+def dlq_retry(
+    job_ids: IdsArg = None,
+    every: AllOpt = False,
+    outcome: OutcomeOpt = None,
+    since: SinceOpt = None,
+    older_than: OlderOpt = None,
+    command: Annotated[
+        Optional[str], typer.Option("--command", "-c", help="Replace the command first (one id): fix, then retry.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move dead jobs back to pending with their attempts reset: IDS (all or none of them), or
+    --all of them (narrowed by --outcome, --since, --older-than). Prints how many."""
+    ids, filters = _selection("retried", job_ids, every, outcome, since, older_than)
+    if command is not None and (ids is None or len(set(ids)) != 1):
+        raise errors.InvalidValue(key="--command", detail="a new command is for one job: give exactly one id")
+    if ids is not None:
+        answer = client().dlq_retry(ids, command)
+    else:
+        answer = client().dlq_retry_all(**filters)
+    if as_json:
+        render().print_json(answer)
+    elif ids is not None and answer["count"] == 1:
+        changed = " with its new command" if command is not None else ""
+        print(f"{render().safe(answer['ids'][0])} moved back to pending{changed}")
+    else:
+        print(f"moved {answer['count']} dead job(s) back to pending")
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    job_ids: IdsArg = None,
+    every: AllOpt = False,
+    outcome: OutcomeOpt = None,
+    since: SinceOpt = None,
+    older_than: OlderOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete dead jobs with their attempts and output: IDS (all or none of them), or --all of
+    them (narrowed by --older-than, --outcome, --since). Prints how many."""
+    ids, filters = _selection("purged", job_ids, every, outcome, since, older_than)
+    answer = client().dlq_purge(ids) if ids is not None else client().dlq_purge(every=every, **filters)
+    if as_json:
+        render().print_json(answer)
+    else:
+        print(f"purged {answer['count']} dead job(s)")
 
 
 # -- config --------------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ class Client:
             self.close()
             raise self._lost(exc) from exc
 
-    def _lost(self, exc: OSError) -> errors.QueuectlError:
+    def _lost(self, exc: OSError) -> errors.DaemonUnreachable:
         return errors.DaemonUnreachable(
             f"lost the connection to queuectld at {self.address} ({exc.strerror or exc}). "
             "Is it still running? Start it with `queuectld --detach`."
@@ -212,7 +212,10 @@ class Client:
     # -- one method per RPC -----------------------------------------------------------------
 
     def enqueue(self, command: str, **fields: Any) -> dict[str, Any]:
-        """Add one job; returns it. Fields: id, max_retries, priority, timeout_s, delay_s, replace.
+        """Add one job; returns it. Fields: id, max_retries, priority, timeout_s, delay_s, replace,
+        and the job's own retry rules and backoff (retry_on_exit, no_retry_on_exit: lists of exit
+        codes; retry_on_timeout: bool; no_retry_on_signal: names without SIG; backoff_base,
+        backoff_max_s), as `batch.retry_fields` parses them. None means omitted.
 
         Without an id the client picks one (queuectl.ids) before sending, so the request is safe
         to repeat: when its answer is lost (the daemon's OutcomeUnknown, or the connection broke
@@ -303,15 +306,18 @@ class Client:
         """One job with its attempts."""
         return self.call("job.get", {"id": job_id})
 
-    def list_jobs(self, state: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Jobs, oldest first, optionally of one state: at most `limit`, or all (in one list;
-        `list_pages` gives them as they arrive)."""
-        return [job for page in self.list_pages(state, limit) for job in page]
+    def list_jobs(self, state: str | None = None, limit: int | None = None,
+                  outcome: str | None = None) -> list[dict[str, Any]]:
+        """Jobs, oldest first, optionally of one state and one last outcome: at most `limit`, or
+        all (in one list; `list_pages` gives them as they arrive)."""
+        return [job for page in self.list_pages(state, limit, outcome) for job in page]
 
-    def list_pages(self, state: str | None = None, limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
-        """Jobs, oldest first, optionally of one state, at most `limit` in all: one page (at most
-        the daemon's page size) at a time, each fetched when the previous one has been used."""
-        return self._pages("job.list", {"state": state}, limit)
+    def list_pages(self, state: str | None = None, limit: int | None = None,
+                   outcome: str | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Jobs, oldest first, optionally of one state and one last outcome (`timeout`, ...), at
+        most `limit` in all: one page (at most the daemon's page size) at a time, each fetched
+        when the previous one has been used."""
+        return self._pages("job.list", {"state": state, "outcome": outcome}, limit)
 
     def _pages(self, method: str, params: dict[str, Any], limit: int | None) -> Iterator[list[dict[str, Any]]]:
         # The next page is asked for before this one is handed over, so the daemon reads it while
@@ -356,17 +362,34 @@ class Client:
             "job.logs", _present({"id": job_id, "attempt": attempt, "offset": offset, "follow": follow})
         )
 
-    def dlq_list(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Jobs in the dead-letter queue, oldest first: at most `limit`, or all."""
-        return [job for page in self.dlq_pages(limit) for job in page]
+    def dlq_list(self, limit: int | None = None, outcome: str | None = None) -> list[dict[str, Any]]:
+        """Jobs in the dead-letter queue, oldest first, optionally of one last outcome: at most
+        `limit`, or all."""
+        return [job for page in self.dlq_pages(limit, outcome) for job in page]
 
-    def dlq_pages(self, limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    def dlq_pages(self, limit: int | None = None, outcome: str | None = None) -> Iterator[list[dict[str, Any]]]:
         """Jobs in the dead-letter queue, page by page as `list_pages` gives them."""
-        return self._pages("dlq.list", {}, limit)
+        return self._pages("dlq.list", {"outcome": outcome}, limit)
 
-    def dlq_retry(self, job_id: str) -> dict[str, Any]:
-        """Move a dead job back to pending with its attempts reset."""
-        return self.call("dlq.retry", {"id": job_id})
+    def dlq_retry(self, job_ids: list[str], command: str | None = None) -> dict[str, Any]:
+        """Move dead jobs back to pending with their attempts reset: all of them or none (a
+        missing or not dead one fails it). `command` replaces the command first (one id only).
+        Returns a CountResult (`count`, `ids`)."""
+        return self.call("dlq.retry", _present({"ids": job_ids, "command": command}))
+
+    def dlq_retry_all(self, outcome: str | None = None, since_s: float | None = None,
+                      older_than_s: float | None = None) -> dict[str, Any]:
+        """Retry every dead job matching the filter (all when none is given); a CountResult."""
+        return self.call("dlq.retry_all", {"filter": _dead_filter(outcome, since_s, older_than_s)})
+
+    def dlq_purge(self, job_ids: list[str] | None = None, *, every: bool = False, outcome: str | None = None,
+                  since_s: float | None = None, older_than_s: float | None = None) -> dict[str, Any]:
+        """Delete dead jobs with their attempts and output: `job_ids`, or those matching the
+        filter; `every` must be set to take every dead job. A CountResult."""
+        if job_ids is not None:
+            return self.call("dlq.purge", {"ids": job_ids})
+        wanted = _dead_filter(outcome, since_s, older_than_s)
+        return self.call("dlq.purge", {**({"filter": wanted} if wanted else {}), **({"all": True} if every else {})})
 
     def status(self) -> dict[str, Any]:
         """Worker counts and job counts per state."""
@@ -384,9 +407,9 @@ class Client:
         """Every config key with its value."""
         return self.call("config.list", {})["config"]
 
-    def workers_start(self, count: int) -> dict[str, Any]:
-        """Run `count` slots (resume claiming)."""
-        return self.call("workers.start", {"count": count})
+    def workers_start(self, count: int | None) -> dict[str, Any]:
+        """Run `count` slots (None: config `workers`) and resume claiming."""
+        return self.call("workers.start", _present({"count": count}))
 
     def workers_stop(self, now: bool = False) -> dict[str, Any]:
         """Stop claiming; with now, kill running attempts and return their jobs to pending."""
@@ -403,6 +426,11 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 def _present(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _dead_filter(outcome: str | None, since_s: float | None, older_than_s: float | None) -> dict[str, Any]:
+    """A DlqFilter's params (empty: every dead job)."""
+    return _present({"outcome": outcome, "since_s": since_s, "older_than_s": older_than_s})
 
 
 def _unknown(subject: str, lost: errors.QueuectlError | _AnswerLost, again: errors.QueuectlError | _AnswerLost | None,

@@ -24,7 +24,16 @@ _ENQUEUE = {
     "--max-retries": ("max_retries", int), "--priority": ("priority", int),
     "--timeout": ("timeout_s", float), "--delay": ("delay_s", float),
     "--file": ("file", str), "-f": ("file", str),
+    # The job's own retry rules and backoff, kept as typed: batch.retry_fields parses them (and
+    # says what is wrong) exactly as the Typer command does.
+    "--retry-on-exit": ("retry_on_exit", str), "--no-retry-on-exit": ("no_retry_on_exit", str),
+    "--no-retry-on-signal": ("no_retry_on_signal", str), "--backoff-base": ("backoff_base", str),
+    "--backoff-max": ("backoff_max_s", str),
 }
+_SWITCHES = {"--retry-on-timeout": ("retry_on_timeout", True), "--no-retry-on-timeout": ("retry_on_timeout", False)}
+#: Fields that batch.retry_fields parses before anything is sent.
+_RETRY = ("retry_on_exit", "no_retry_on_exit", "retry_on_timeout", "no_retry_on_signal", "backoff_base",
+          "backoff_max_s")
 
 
 def parse_enqueue(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any], bool] | None:
@@ -47,6 +56,11 @@ def parse_enqueue(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any], bool
                 fields[name] = kind(value)
             except ValueError:
                 return None
+        elif "enqueue" in options and arg in _SWITCHES:
+            name, on = _SWITCHES[arg]
+            if name in fields:
+                return None
+            fields[name] = on
         elif "enqueue" in options and arg == "--replace":
             fields["replace"] = True
         elif "enqueue" in options and arg == "--json":
@@ -139,18 +153,23 @@ def _main() -> None:
     options, fields, as_json = parsed
     address = options.get("socket") or os.environ.get("QUEUECTL_SOCKET")
     try:
+        retry: dict[str, Any] = {}
+        if any(name in fields for name in _RETRY):
+            from queuectl import batch
+
+            retry = batch.retry_fields({name: fields.pop(name) for name in _RETRY if name in fields})
         with Client(address, token_file=options.get("token_file"), tls_ca=options.get("tls_ca")) as client:
             if "file" in fields:
                 from queuectl import batch
 
                 defaults = batch.line_defaults(fields.get("max_retries"), fields.get("priority"),
-                                               fields.get("timeout_s"))
+                                               fields.get("timeout_s"), retry)
                 added, existing, ids = batch.enqueue_file(client, fields["file"], replace=fields.get("replace", False),
                                                           defaults=defaults, keep_ids=as_json)
                 result: dict[str, Any] = {"enqueued": added, "existing": existing, "ids": ids}
                 message = batch.summary(added, existing)
             else:
-                result = client.enqueue(fields.pop("command"), **fields)
+                result = client.enqueue(fields.pop("command"), **fields, **retry)
                 message = f"enqueued {result['id']}"
     except errors.QueuectlError as exc:
         render.error(exc.message)

@@ -131,7 +131,7 @@ class EnqueueBatchParams(Params):
 
 
 class JobRef(Params):
-    """A job by id (`job.get`, `job.cancel`, `job.delete`, `dlq.retry`)."""
+    """A job by id (`job.get`, `job.cancel`, `job.delete`)."""
 
     id: JobId
 

@@ -110,9 +110,29 @@ def _state(state: str) -> Any:
     return Text(state, style=STATE_STYLES.get(state, ""))
 
 
-#: Columns of a jobs table: header, right-aligned, the most characters a terminal shows (None: all).
-_JOB_COLUMNS = (("ID", False, None), ("STATE", False, None), ("TRIES", True, None), ("NEXT RUN", False, None),
-                ("UPDATED", False, None), ("COMMAND", False, 48), ("LAST ERROR", False, 32))
+class Column:
+    """A column of a streamed table: its header, whether it is right-aligned, the most characters
+    a terminal shows (`cap`; None: never cut, like an id), and `drop`: when a terminal is too
+    narrow even with every cut column at its shortest, columns are left out lowest `drop` first
+    (0: never)."""
+
+    __slots__ = ("header", "right", "cap", "drop")
+
+    def __init__(self, header: str, *, right: bool = False, cap: int | None = None, drop: int = 0) -> None:
+        self.header = header
+        self.right = right
+        self.cap = cap
+        self.drop = drop
+
+
+#: Columns of a jobs table (`list`).
+JOB_COLUMNS = (Column("ID"), Column("STATE"), Column("TRIES", right=True), Column("NEXT RUN"),
+               Column("UPDATED"), Column("COMMAND", cap=48), Column("LAST ERROR", cap=32))
+#: Columns of the dead-letter queue (`dlq list`): how each job's last attempt ended, where, how
+#: long it ran, when it died, and the first line of its last error. The id is never cut.
+#: LAST ERROR may take the whole rest of a terminal's width: it is the column to read.
+DLQ_COLUMNS = (Column("ID"), Column("OUTCOME"), Column("EXIT", right=True), Column("HOST", cap=24, drop=1),
+               Column("RAN", right=True, drop=2), Column("DIED"), Column("LAST ERROR", cap=1000))
 _GAP = "  "
 _SHORTEST_CUT = 12
 
@@ -124,6 +144,19 @@ def jobs_stream(pages: Iterable[list[dict[str, Any]]]) -> None:
     Column widths are computed from the header and the first page and kept for the rest (a
     longer value on a later page widens only its own row). A terminal gets rows that fit it,
     COMMAND and LAST ERROR cut with an ellipsis; a pipe gets every character, for grep."""
+    table_stream(pages, JOB_COLUMNS, _job_cells, empty="no jobs")
+
+
+def dlq_stream(pages: Iterable[list[dict[str, Any]]]) -> None:
+    """Dead jobs as a table (id, outcome, exit code or signal, host, ran, died, last error),
+    page by page like `jobs_stream`. On a terminal too narrow for every column, HOST and then
+    RAN are left out before the id or the error is squeezed further."""
+    table_stream(pages, DLQ_COLUMNS, _dlq_cells, empty="no dead jobs")
+
+
+def table_stream(pages: Iterable[list[dict[str, Any]]], columns: tuple[Column, ...],
+                 cells: Any, *, empty: str) -> None:
+    """Rows of `cells(job, now)` under `columns`, printed page by page (see `jobs_stream`)."""
     import os
     import shutil
 
@@ -132,24 +165,24 @@ def jobs_stream(pages: Iterable[list[dict[str, Any]]]) -> None:
     tty = sys.stdout.isatty()
     color = tty and "NO_COLOR" not in os.environ
     widths: list[int] | None = None
-    caps: list[int | None] = [cap if tty else None for _, _, cap in _JOB_COLUMNS]
+    shown: list[int] = list(range(len(columns)))
+    caps: list[int | None] = [c.cap if tty else None for c in columns]
     for page in pages:
         now = datetime.now(timezone.utc)
-        rows = [_job_cells(job, now) for job in page]
+        rows = [cells(job, now) for job in page]
         if not rows:
             continue
         if widths is None:
-            widths = [max(cell_len(header), *(cell_len(row[i]) for row in rows))
-                      for i, (header, _, _) in enumerate(_JOB_COLUMNS)]
+            widths = [max(cell_len(c.header), *(cell_len(row[i]) for row in rows)) for i, c in enumerate(columns)]
             widths = [w if cap is None else min(w, cap) for w, cap in zip(widths, caps)]
             if tty:
-                _fit(widths, caps, shutil.get_terminal_size().columns)
-            header = [h for h, _, _ in _JOB_COLUMNS]
-            sys.stdout.write(_paint(_line(header, widths, caps), "bold", color) + "\n")
-        sys.stdout.write("".join(_line(row, widths, caps, color) + "\n" for row in rows))
+                shown = _fit(widths, caps, columns, shutil.get_terminal_size().columns)
+            header = [c.header for c in columns]
+            sys.stdout.write(_paint(_line(header, widths, caps, columns, shown), "bold", color) + "\n")
+        sys.stdout.write("".join(_line(row, widths, caps, columns, shown, color) + "\n" for row in rows))
         sys.stdout.flush()
     if widths is None:
-        print("no jobs")
+        print(empty)
 
 
 def _job_cells(job: dict[str, Any], now: datetime) -> list[str]:
@@ -165,30 +198,81 @@ def _job_cells(job: dict[str, Any], now: datetime) -> list[str]:
     ]
 
 
-def _fit(widths: list[int], caps: list[int | None], columns: int) -> None:
-    """Narrow the cut columns (COMMAND first) until a row fits `columns`, down to a readable width."""
-    excess = sum(widths) + len(_GAP) * (len(widths) - 1) - columns
+def _dlq_cells(job: dict[str, Any], now: datetime) -> list[str]:
+    error = (job.get("last_error") or "").strip()
+    return [
+        safe(job["id"]),
+        safe(job.get("last_outcome") or "-"),
+        exit_or_signal(job),
+        safe(job.get("host") or "-"),
+        ran(job.get("duration_s")),
+        when(job.get("finished_at"), now=now),
+        safe(error.splitlines()[-1] if error else ""),
+    ]
+
+
+def exit_or_signal(item: dict[str, Any]) -> str:
+    """`SIGKILL` when a signal ended the shell, else its exit code, else `-` (a job or an attempt)."""
+    if item.get("signal"):
+        return safe(item["signal"])
+    return "-" if item.get("exit_code") is None else str(item["exit_code"])
+
+
+def ran(duration_s: float | None) -> str:
+    """How long an attempt ran, short (`850ms`, `4m05s`), or `-`."""
+    from queuectl.rules import format_duration
+
+    return "-" if duration_s is None else format_duration(duration_s)
+
+
+def _fit(widths: list[int], caps: list[int | None], columns: tuple[Column, ...], width: int) -> list[int]:
+    """Narrow the cut columns (the first first) until a row fits `width`, down to a readable
+    width; then leave out droppable columns until it fits. Returns the columns shown."""
+    shown = list(range(len(widths)))
+    natural = list(widths)
+
+    def excess() -> int:
+        return sum(widths[i] for i in shown) + len(_GAP) * (len(shown) - 1) - width
+
     for i in range(len(widths)):
-        if excess <= 0:
-            return
+        over = excess()
+        if over <= 0:
+            return shown
         if caps[i] is not None and widths[i] > _SHORTEST_CUT:
-            take = min(excess, widths[i] - _SHORTEST_CUT)
+            take = min(over, widths[i] - _SHORTEST_CUT)
             widths[i] -= take
             caps[i] = widths[i]
-            excess -= take
+    for i in sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: columns[i].drop):
+        if excess() <= 0:
+            break
+        shown.remove(i)
+    # Room a dropped column left goes back to the cut columns, the last (the error) first.
+    spare = -excess()
+    for i in reversed(shown):
+        if spare <= 0:
+            break
+        if caps[i] is not None and widths[i] < natural[i]:
+            give = min(spare, natural[i] - widths[i])
+            widths[i] += give
+            caps[i] = widths[i]
+            spare -= give
+    return shown
 
 
-def _line(cells: list[str], widths: list[int], caps: list[int | None], color: bool = False) -> str:
+def _line(cells: list[str], widths: list[int], caps: list[int | None], columns: tuple[Column, ...],
+          shown: list[int], color: bool = False) -> str:
     from rich.cells import cell_len, set_cell_size
 
     out = []
-    for i, (cell, width, cap) in enumerate(zip(cells, widths, caps)):
+    for i in shown:
+        cell, width, cap = cells[i], widths[i], caps[i]
         size = len(cell) if cell.isascii() else cell_len(cell)
         if cap is not None and size > cap:
             cell, size = set_cell_size(cell, cap - 1) + "…", cap
         pad = " " * max(0, width - size)
-        text = pad + cell if _JOB_COLUMNS[i][1] else cell + pad
-        out.append(_paint(text, STATE_STYLES[cell], color) if i == 1 and cell in STATE_STYLES else text)
+        text = pad + cell if columns[i].right else cell + pad
+        state = columns[i].header == "STATE" and cell in STATE_STYLES
+        out.append(_paint(text, STATE_STYLES[cell], color) if state else text)
     return _GAP.join(out).rstrip()
 
 
@@ -207,7 +291,8 @@ def json_array(pages: Iterable[list[Any]]) -> None:
 
 
 def job_detail(job: dict[str, Any]) -> None:
-    """One job: every field, its attempts, and the tail of its output."""
+    """One job: every field, its own retry rules, its attempts (how each ended, where, how long),
+    and the tail of its output."""
     from rich.table import Table
     from rich.text import Text
 
@@ -221,10 +306,14 @@ def job_detail(job: dict[str, Any]) -> None:
     fields.add_row("attempts", f"{job['attempts']} failed of at most {job['max_retries'] + 1}")
     fields.add_row("priority", str(job["priority"]))
     fields.add_row("timeout", f"{job['timeout_s']:g}s" if job.get("timeout_s") else "-")
+    fields.add_row("retry rules", retry_rules_text(job))
+    fields.add_row("backoff", backoff_text(job))
     for key in ("created_at", "updated_at", "started_at", "finished_at", "next_run_at"):
         if job.get(key):
             fields.add_row(key.replace("_at", ""), f"{job[key]}  ({when(job[key])})")
-    if job.get("exit_code") is not None:
+    if job.get("last_outcome"):
+        fields.add_row("last outcome", _literal(outcome_text(job)))
+    elif job.get("exit_code") is not None:
         fields.add_row("exit code", str(job["exit_code"]))
     if job.get("last_error"):
         fields.add_row("last error", Text(safe(job["last_error"]), style="red"))
@@ -234,14 +323,23 @@ def job_detail(job: dict[str, Any]) -> None:
     console.print(fields)
     history = job.get("attempt_history") or []
     if history:
+        # ERROR folds; the rest never wraps, so 80 columns keep one attempt per line but the error.
         table = Table(box=None, header_style="bold", pad_edge=False, title_justify="left")
-        for col in ("#", "STARTED", "FINISHED", "EXIT", "RESULT"):
-            table.add_column(col, no_wrap=col != "RESULT")
+        for col in ("#", "OUTCOME", "EXIT", "HOST", "RAN", "STARTED", "ERROR"):
+            table.add_column(col, no_wrap=col != "ERROR", overflow="fold" if col == "ERROR" else "ellipsis",
+                             justify="right" if col in ("#", "EXIT", "RAN") else "left",
+                             max_width=16 if col == "HOST" else None)
         for a in history:
+            outcome = a.get("outcome")
+            ok = outcome == "exit" and a.get("exit_code") == 0
             table.add_row(
-                str(a["attempt"]), a.get("started_at") or "-", a.get("finished_at") or "running",
-                "-" if a.get("exit_code") is None else str(a["exit_code"]),
-                "ok" if a.get("exit_code") == 0 and a.get("reason") == "exit" else _literal(a.get("reason") or ""),
+                str(a["attempt"]),
+                _literal(outcome or "running", style="green" if ok else "" if outcome else "yellow"),
+                exit_or_signal(a),
+                _literal(a.get("host") or "-"),
+                ran(a.get("duration_s")),
+                when(a.get("started_at")),
+                _literal("" if ok else a.get("error") or a.get("reason") or ""),
             )
         console.print()
         console.print(Text("attempts", style="bold"))
@@ -250,6 +348,48 @@ def job_detail(job: dict[str, Any]) -> None:
         console.print()
         console.print(Text("output (tail)", style="bold"))
         console.print(Text(safe(job["output_tail"], keep_newlines=True)))
+
+
+def outcome_text(job: dict[str, Any]) -> str:
+    """How the last attempt ended, in one line: `exit 2 on host-a after 1.2s`."""
+    parts = [str(job.get("last_outcome"))]
+    code = exit_or_signal(job)
+    if code != "-":
+        parts.append(code)
+    if job.get("host"):
+        parts.append(f"on {job['host']}")
+    if job.get("duration_s") is not None:
+        parts.append(f"after {ran(job['duration_s'])}")
+    return " ".join(parts)
+
+
+def retry_rules_text(job: dict[str, Any]) -> str:
+    """The job's own retry rules (`retry on exit 1,75; no retry on signal KILL`), or that the
+    config's apply."""
+    from queuectl.rules import format_exit_codes, format_signals
+
+    parts = []
+    if job.get("retry_on_exit") is not None:
+        parts.append(f"retry on exit {format_exit_codes(job['retry_on_exit']) or 'none'}")
+    if job.get("no_retry_on_exit") is not None:
+        parts.append(f"no retry on exit {format_exit_codes(job['no_retry_on_exit']) or 'none'}")
+    if job.get("retry_on_timeout") is not None:
+        parts.append("retry on timeout" if job["retry_on_timeout"] else "no retry on timeout")
+    if job.get("no_retry_on_signal") is not None:
+        parts.append(f"no retry on signal {format_signals(job['no_retry_on_signal']) or 'none'}")
+    return "; ".join(parts) + "; the rest from the config" if parts else "the config's"
+
+
+def backoff_text(job: dict[str, Any]) -> str:
+    """The job's own backoff base and max, or that the config's apply."""
+    from queuectl.rules import format_duration
+
+    parts = []
+    if job.get("backoff_base") is not None:
+        parts.append(f"base {job['backoff_base']:g}")
+    if job.get("backoff_max_s") is not None:
+        parts.append(f"max {format_duration(job['backoff_max_s'])}")
+    return ", ".join(parts) + ("; the rest from the config" if len(parts) < 2 else "") if parts else "the config's"
 
 
 #: ANSI forms of STATE_STYLES, for output that does not load Rich.

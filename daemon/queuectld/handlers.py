@@ -16,13 +16,20 @@ from typing import Any
 from queuectl import __version__, ids
 from queuectl import protocol as p
 from queuectl.errors import InvalidValue, JobNotFound, ProtocolMismatch, QueuectlError
+from queuectl.rules import parse_signals
 from queuectld import config as config_keys
 from queuectld import paging, runner
-from queuectld.jobs import TERMINAL_STATES, Job, JobState
+from queuectld.jobs import TERMINAL_STATES, Job, JobState, OutcomeKind, RetryRules, signal_name
 from queuectld.scheduler import Scheduler
 from queuectld.settings import Settings
-from queuectld.store.base import AttemptRecord, ListPosition, NewJob, Store
+from queuectld.store.base import AttemptRecord, DeadFilter, ListPosition, NewJob, Store
 from queuectld.store_threads import StoreThreads
+
+#: Dead jobs one transaction of a bulk DLQ action takes. Small enough that the scheduler's own
+#: writes (which queue behind it in the writer thread) wait a few milliseconds, not seconds.
+BULK_PAGE = 500
+#: A CountResult lists the ids of the jobs it took up to this many.
+MAX_COUNT_IDS = 1000
 
 
 @dataclass
@@ -51,21 +58,69 @@ def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
 
 
+def _ts_of(value: float) -> datetime:
+    return datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def _duration_s(started_at: float | None, finished_at: float | None) -> float | None:
+    if started_at is None or finished_at is None or finished_at < started_at:
+        return None
+    return round(finished_at - started_at, 3)
+
+
+def attempt_view(a: AttemptRecord) -> p.AttemptView:
+    """The wire shape of one attempt."""
+    return p.AttemptView(
+        attempt=a.attempt, started_at=_ts(a.started_at), finished_at=_ts(a.finished_at), outcome=a.outcome,
+        exit_code=a.exit_code, signal=None if a.signal is None else signal_name(a.signal), error=a.error,
+        host=a.host, duration_s=_duration_s(a.started_at, a.finished_at),
+        reason=a.error or (None if a.outcome is None else a.outcome.value), owner=a.owner,
+    )
+
+
 def job_view(job: Job, attempts: list[AttemptRecord] | None = None) -> p.JobView:
     """The wire shape of a job."""
+    rules = RetryRules.decode(job.retry_rules)
+    # A running job's finished_at is its previous attempt's: no duration until this one ends.
+    ran = None if job.state is JobState.PROCESSING else _duration_s(job.started_at, job.finished_at)
     return p.JobView(
         id=job.id, command=job.command, state=job.state, attempts=job.attempts, max_retries=job.max_retries,
         priority=job.priority, timeout_s=job.timeout_s, next_run_at=_ts(job.next_run_at),
-        created_at=_ts(job.created_at), updated_at=_ts(job.updated_at), started_at=_ts(job.started_at),
+        created_at=_ts_of(job.created_at), updated_at=_ts_of(job.updated_at), started_at=_ts(job.started_at),
         finished_at=_ts(job.finished_at), exit_code=job.exit_code, last_error=job.last_error, owner=job.owner,
         lease_expires_at=_ts(job.lease_expires_at),
+        last_outcome=job.last_outcome, signal=None if job.signal is None else signal_name(job.signal),
+        host=job.host, duration_s=ran,
+        retry_on_exit=None if rules.retry_on_exit is None else list(rules.retry_on_exit),
+        no_retry_on_exit=None if rules.no_retry_on_exit is None else list(rules.no_retry_on_exit),
+        retry_on_timeout=rules.retry_on_timeout,
+        no_retry_on_signal=None if rules.no_retry_on_signal is None else list(rules.no_retry_on_signal),
+        backoff_base=job.backoff_base, backoff_max_s=job.backoff_max_s,
         output_tail=job.output_tail if attempts is not None else None,
-        attempt_history=None if attempts is None else [
-            p.AttemptView(attempt=a.attempt, started_at=_ts(a.started_at), finished_at=_ts(a.finished_at),
-                          exit_code=a.exit_code, reason=a.error or a.reason, owner=a.owner)
-            for a in attempts
-        ],
+        attempt_history=None if attempts is None else [attempt_view(a) for a in attempts],
     )
+
+
+def encode_rules(spec: p.JobSpec, where: str = "") -> str | None:
+    """The job's own retry rules in their stored form (None: it has none, the config's apply).
+
+    Signal names are checked here, against the signals this system knows (the protocol checks
+    only their spelling): InvalidValue names the field, and `where` (e.g. `jobs.3.`) the job."""
+    if (spec.retry_on_exit is None and spec.no_retry_on_exit is None and spec.retry_on_timeout is None
+            and spec.no_retry_on_signal is None):
+        return None  # the common case, and the fast one: 100,000 batch jobs pass here
+    signals: tuple[str, ...] | None = None
+    if spec.no_retry_on_signal is not None:
+        try:
+            signals = parse_signals(spec.no_retry_on_signal)
+        except ValueError as exc:
+            raise InvalidValue(key=f"{where}no_retry_on_signal", detail=str(exc)) from None
+    return RetryRules(
+        None if spec.retry_on_exit is None else tuple(sorted(set(spec.retry_on_exit))),
+        None if spec.no_retry_on_exit is None else tuple(sorted(set(spec.no_retry_on_exit))),
+        spec.retry_on_timeout,
+        signals,
+    ).encode()
 
 
 def _new_job(ctx: Context, spec: p.JobSpec, now: float, generated_id: str) -> NewJob:
@@ -77,6 +132,9 @@ def _new_job(ctx: Context, spec: p.JobSpec, now: float, generated_id: str) -> Ne
         timeout_s=spec.timeout_s,
         next_run_at=now + spec.delay_s,
         created_at=now,
+        retry_rules=encode_rules(spec),
+        backoff_base=spec.backoff_base,
+        backoff_max_s=spec.backoff_max_s,
     )
 
 
@@ -94,7 +152,9 @@ async def enqueue(ctx: Context, params: p.EnqueueParams) -> p.JobView:
     # The job as committed (no second trip to the store: the slot may be starting it already).
     return job_view(Job(id=new.id, command=new.command, state=JobState.PENDING, attempts=0,
                         max_retries=new.max_retries, priority=new.priority, timeout_s=new.timeout_s,
-                        next_run_at=new.next_run_at, created_at=new.created_at, updated_at=now))
+                        next_run_at=new.next_run_at, created_at=new.created_at, updated_at=now,
+                        retry_rules=new.retry_rules, backoff_base=new.backoff_base,
+                        backoff_max_s=new.backoff_max_s))
 
 
 async def enqueue_batch(ctx: Context, params: p.EnqueueBatchParams) -> p.IdsResult:
@@ -109,7 +169,8 @@ async def enqueue_batch(ctx: Context, params: p.EnqueueBatchParams) -> p.IdsResu
     new = [
         NewJob(spec.id or generated[i], spec.command,
                default_retries if spec.max_retries is None else spec.max_retries,
-               spec.priority, spec.timeout_s, now + i * 1e-6 + spec.delay_s, now + i * 1e-6)
+               spec.priority, spec.timeout_s, now + i * 1e-6 + spec.delay_s, now + i * 1e-6,
+               encode_rules(spec, f"jobs.{i}."), spec.backoff_base, spec.backoff_max_s)
         for i, spec in enumerate(params.jobs)
     ]
     done = await ctx.db.write(ctx.db.store.enqueue, new, replace=params.replace, now=now)
@@ -125,23 +186,26 @@ async def get_job(ctx: Context, params: p.JobRef) -> p.JobView:
 
 
 async def list_jobs(ctx: Context, params: p.ListParams) -> Encoded:
-    """job.list: one page."""
-    return await _page(ctx, params.state, params.limit, params.cursor)
+    """job.list: one page, of one state and one last outcome when they are given."""
+    return await _page(ctx, params.state, params.outcome, params.limit, params.cursor)
 
 
-async def _page(ctx: Context, state: JobState | None, limit: int | None, cursor: str | None) -> Encoded:
-    after = None if cursor is None else paging.decode_cursor(cursor, state)
+async def _page(ctx: Context, state: JobState | None, outcome: OutcomeKind | None, limit: int | None,
+                cursor: str | None) -> Encoded:
+    after = None if cursor is None else paging.decode_cursor(cursor, state, outcome)
     size = min(limit or p.MAX_PAGE_JOBS, p.MAX_PAGE_JOBS)
-    return await ctx.db.page(_encode_page, ctx.db.store, state, size, after)
+    return await ctx.db.page(_encode_page, ctx.db.store, state, outcome, size, after)
 
 
-def _encode_page(store: Store, state: JobState | None, size: int, after: ListPosition | None) -> Encoded:
+def _encode_page(store: Store, state: JobState | None, outcome: OutcomeKind | None, size: int,
+                 after: ListPosition | None) -> Encoded:
     """Read and encode one page, in the page thread: at 1,000 jobs building the views and their
     JSON is ~15 ms of CPU that the event loop (and `status`) should not wait behind."""
-    listed = store.list_page(state, size + 1, after)  # one more than asked: is there a next page?
+    # One more than asked: is there a next page?
+    listed = store.list_page(state, size + 1, after, outcome=outcome)
     page = listed[:size]
     text = paging.page_json([job_view(job).model_dump_json() for job, _ in page], [pos for _, pos in page],
-                            state, more=len(listed) > size)
+                            state, more=len(listed) > size, outcome=outcome)
     return Encoded(text)
 
 
@@ -149,18 +213,14 @@ async def cancel(ctx: Context, params: p.JobRef) -> p.JobView:
     """job.cancel"""
     job, before = await ctx.db.write(ctx.db.store.cancel, params.id, time.time())
     if before is JobState.PROCESSING:
-        ctx.scheduler.kill_local(params.id, "canceled")
+        ctx.scheduler.kill_local(params.id, runner.KillReason.CANCELED)
     return job_view(job)
 
 
 async def delete_job(ctx: Context, params: p.JobRef) -> p.JobView:
     """job.delete"""
     job = await ctx.db.write(ctx.db.store.delete, params.id)
-    for run in range(1, job.run + 1):
-        try:
-            os.unlink(runner.log_path(ctx.settings.logs_dir, job.id, run))
-        except FileNotFoundError:
-            pass
+    _remove_logs(ctx.settings.logs_dir, [job])
     return job_view(job)
 
 
@@ -229,15 +289,95 @@ def _decode(data: bytes, *, final: bool) -> tuple[str, int]:
 
 
 async def dlq_list(ctx: Context, params: p.DlqListParams) -> Encoded:
-    """dlq.list: one page."""
-    return await _page(ctx, JobState.DEAD, params.limit, params.cursor)
+    """dlq.list: one page, of one last outcome when it is given."""
+    return await _page(ctx, JobState.DEAD, params.outcome, params.limit, params.cursor)
 
 
-async def dlq_retry(ctx: Context, params: p.JobRef) -> p.JobView:
-    """dlq.retry"""
-    job = await ctx.db.write(ctx.db.store.dlq_retry, params.id, time.time())
+async def dlq_retry(ctx: Context, params: p.DlqRetryParams) -> p.CountResult:
+    """dlq.retry: every job of `ids` back to pending, attempts reset, or none of them (a missing
+    or not dead one fails the request); `command` replaces the command of the one job first."""
+    job_ids = list(dict.fromkeys(params.ids))
+    if params.command is not None and len(job_ids) != 1:
+        raise InvalidValue(key="command", detail=f"a new command is for one job; {len(job_ids)} ids were given. "
+                           "Retry them without it, or one at a time")
+    retried = await ctx.db.write(ctx.db.store.dlq_retry, job_ids, time.time(), params.command)
     ctx.scheduler.notify()
-    return job_view(job)
+    return _count([job.id for job in retried], len(retried))
+
+
+async def dlq_retry_all(ctx: Context, params: p.DlqRetryAllParams) -> p.CountResult:
+    """dlq.retry_all: every dead job matching the filter, one transaction per BULK_PAGE jobs.
+
+    Only jobs that died before the action began are taken, so a retried job that dies again
+    meanwhile is not retried twice. Between pages the event loop serves other requests (each
+    page is a store call off the loop) and the scheduler's own writes get the writer thread."""
+    where = _dead_filter(params.filter, time.time())
+    taken: list[str] = []
+    count = 0
+    while True:
+        page = await ctx.db.write(ctx.db.store.dlq_retry_matching, where, time.time(), BULK_PAGE)
+        count += len(page)
+        _keep_ids(taken, page)
+        if page:
+            ctx.scheduler.notify()  # the slots can start on this page while the next is retried
+        if len(page) < BULK_PAGE:
+            return _count(taken, count)
+        # Awaiting each page (run in the writer thread) is what yields to the loop between them.
+
+
+async def dlq_purge(ctx: Context, params: p.DlqPurgeParams) -> p.CountResult:
+    """dlq.purge: delete dead jobs with their attempts and output: `ids` (all or none), or every
+    dead job matching `filter`, one transaction per BULK_PAGE jobs. A filter that matches every
+    dead job needs `all`, so nothing is purged by a request that forgot to say which jobs."""
+    if params.ids is not None:
+        if params.filter is not None or params.all:
+            raise InvalidValue(key="ids", detail="give ids, or a filter / all, not both")
+        purged = await ctx.db.write(ctx.db.store.dlq_purge, list(dict.fromkeys(params.ids)))
+        await asyncio.to_thread(_remove_logs, ctx.settings.logs_dir, purged)
+        return _count([job.id for job in purged], len(purged))
+    wanted = params.filter or p.DlqFilter()
+    if not params.all and wanted == p.DlqFilter():
+        raise InvalidValue(key="dlq.purge", detail="say which dead jobs: ids, a filter (outcome, since_s, "
+                           "older_than_s), or all=true for every one. Nothing was purged")
+    where = _dead_filter(wanted, time.time())
+    taken: list[str] = []
+    count = 0
+    while True:
+        jobs = await ctx.db.write(ctx.db.store.dlq_purge_matching, where, BULK_PAGE)
+        count += len(jobs)
+        _keep_ids(taken, [job.id for job in jobs])
+        # Unlinking up to 500 x runs files is disk work the loop should not wait on.
+        await asyncio.to_thread(_remove_logs, ctx.settings.logs_dir, jobs)
+        if len(jobs) < BULK_PAGE:
+            return _count(taken, count)
+
+
+def _dead_filter(wanted: p.DlqFilter, began: float) -> DeadFilter:
+    """The store's filter for a bulk action that began at `began`: died before then (and before
+    `older_than_s` ago), after `since_s` ago, with the given outcome."""
+    before = began if wanted.older_than_s is None else began - wanted.older_than_s
+    after = None if wanted.since_s is None else began - wanted.since_s
+    return DeadFilter(outcome=wanted.outcome, finished_after=after, finished_before=before)
+
+
+def _keep_ids(taken: list[str], ids: list[str]) -> None:
+    """Collect ids for the CountResult until there are more than it lists (then stop: no use)."""
+    if len(taken) <= MAX_COUNT_IDS:
+        taken.extend(ids[: MAX_COUNT_IDS + 1 - len(taken)])
+
+
+def _count(ids: list[str], count: int) -> p.CountResult:
+    return p.CountResult(count=count, ids=ids if count <= MAX_COUNT_IDS else None)
+
+
+def _remove_logs(logs_dir: Any, jobs: list[Job]) -> None:
+    """Delete the output files of every run of `jobs` (those that exist)."""
+    for job in jobs:
+        for run in range(1, job.run + 1):
+            try:
+                os.unlink(runner.log_path(logs_dir, job.id, run))
+            except FileNotFoundError:
+                pass
 
 
 # -- config --------------------------------------------------------------------------------------
@@ -340,6 +480,8 @@ HANDLERS: dict[str, Handler] = {
     "job.logs": logs,
     "dlq.list": dlq_list,
     "dlq.retry": dlq_retry,
+    "dlq.retry_all": dlq_retry_all,
+    "dlq.purge": dlq_purge,
     "config.get": config_get,
     "config.set": config_set,
     "config.list": config_list,

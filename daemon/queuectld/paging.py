@@ -1,8 +1,9 @@
 """Pages of `job.list` and `dlq.list`: the cursor that continues a listing, and a page's JSON.
 
 Pure: no I/O. A cursor is the position of the last job a page held (its key in the store's list
-order) and the state listed, as base64url JSON. It grants nothing — any position may be listed
-from — so a well-formed cursor is checked for shape and range, and anything else is InvalidParams.
+order) and the listing it belongs to (the state and the last outcome listed), as base64url JSON.
+It grants nothing — any position may be listed from — so a well-formed cursor is checked for
+shape and range, and anything else is InvalidParams.
 """
 
 from __future__ import annotations
@@ -15,24 +16,26 @@ import re
 from collections.abc import Sequence
 
 from queuectl.errors import InvalidParams
-from queuectl.protocol import JOB_ID_PATTERN, MAX_PAGE_BYTES, JobState
+from queuectl.protocol import JOB_ID_PATTERN, MAX_PAGE_BYTES, JobState, OutcomeKind
 from queuectld.store.base import ListPosition
 
+#: The listing an outcome filter adds to a cursor is in its listing key (`dead/timeout`), so the
+#: body keeps its shape and version.
 CURSOR_VERSION = 1
 _JOB_ID = re.compile(JOB_ID_PATTERN)  # fullmatch: `$` alone would let a final newline through
 _MAX_ROWID = 2**63 - 1
 
 
-def encode_cursor(state: JobState | None, position: ListPosition) -> str:
-    """The cursor that continues a listing of `state` after `position`."""
-    body = [CURSOR_VERSION, None if state is None else state.value, position.created_at, position.id, position.rowid]
+def encode_cursor(state: JobState | None, position: ListPosition, outcome: OutcomeKind | None = None) -> str:
+    """The cursor that continues a listing of `state` (and `outcome`) after `position`."""
+    body = [CURSOR_VERSION, _listing_key(state, outcome), position.created_at, position.id, position.rowid]
     text = json.dumps(body, separators=(",", ":"))
     return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode("ascii")
 
 
-def decode_cursor(cursor: str, state: JobState | None) -> ListPosition:
+def decode_cursor(cursor: str, state: JobState | None, outcome: OutcomeKind | None = None) -> ListPosition:
     """The position a cursor continues from; InvalidParams unless it is one `encode_cursor` made
-    for a listing of the same `state`."""
+    for a listing of the same `state` and `outcome`."""
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
         body = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
@@ -43,7 +46,7 @@ def decode_cursor(cursor: str, state: JobState | None) -> ListPosition:
     version, listed, created_at, job_id, rowid = body
     if version != CURSOR_VERSION or isinstance(version, bool):
         raise _bad("it is not a cursor this daemon made")
-    wanted = None if state is None else state.value
+    wanted = _listing_key(state, outcome)
     if listed != wanted:
         raise _bad(f"it continues a listing of {_listing(listed)}, not of {_listing(wanted)}")
     if isinstance(created_at, bool) or not isinstance(created_at, (int, float)) or not math.isfinite(created_at):
@@ -56,7 +59,7 @@ def decode_cursor(cursor: str, state: JobState | None) -> ListPosition:
 
 
 def page_json(encoded_jobs: Sequence[str], positions: Sequence[ListPosition], state: JobState | None,
-              *, more: bool) -> str:
+              *, more: bool, outcome: OutcomeKind | None = None) -> str:
     """A JobsResult's JSON from jobs already encoded one by one: as many as fit MAX_PAGE_BYTES
     (at least one), and `next_cursor` after the last of them when any job is left out or `more`
     follow in the store."""
@@ -69,7 +72,7 @@ def page_json(encoded_jobs: Sequence[str], positions: Sequence[ListPosition], st
             break
         size += cost
         end += 1
-    cursor = encode_cursor(state, positions[end - 1]) if end and (more or end < len(encoded_jobs)) else None
+    cursor = encode_cursor(state, positions[end - 1], outcome) if end and (more or end < len(encoded_jobs)) else None
     return f'{{"jobs":[{",".join(encoded_jobs[:end])}],"next_cursor":{json.dumps(cursor)}}}'
 
 
@@ -77,8 +80,21 @@ def _no_constant(name: str) -> float:
     raise ValueError(name)
 
 
-def _listing(state: object) -> str:
-    return "every state" if state is None else f"state {state!r}" if isinstance(state, str) else "something else"
+def _listing_key(state: JobState | None, outcome: OutcomeKind | None) -> str | None:
+    """`dead`, `dead/timeout`, `/timeout` (every state, one outcome), or None (everything)."""
+    if outcome is None:
+        return None if state is None else state.value
+    return f"{'' if state is None else state.value}/{outcome.value}"
+
+
+def _listing(key: object) -> str:
+    if key is None:
+        return "every state"
+    if not isinstance(key, str):
+        return "something else"
+    state, _, outcome = key.partition("/")
+    what = f"state {state!r}" if state else "every state"
+    return f"{what} with outcome {outcome!r}" if outcome else what
 
 
 def _bad(why: str) -> InvalidParams:

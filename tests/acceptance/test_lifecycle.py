@@ -85,6 +85,8 @@ def test_failing_job_backs_off_exponentially_then_dlq_retry_runs_it_again(daemon
     # enough for a poll through the CLI to see each wait even on a loaded machine.
     assert daemon.cli("config", "set", "backoff-base", "2").stdout.strip() == "backoff-base=2"
     assert daemon.cli("config", "set", "backoff-max", "3").stdout.strip() == "backoff-max=3"
+    # Without jitter (default 0.1) the delays are exact; test_retry_rules checks the jitter.
+    assert daemon.cli("config", "set", "backoff-jitter", "0").stdout.strip() == "backoff-jitter=0"
     ok_file = daemon.root / "ok"
     daemon.cli("enqueue", "--id", "flaky", "--max-retries", "2", "--command", f"test -e {ok_file} || exit 3")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from queuectl import batch, protocol
+from queuectl import batch, errors, protocol
 from queuectl import client as client_module
 from queuectl.client import Client
 from queuectl.transport import MAX_REQUEST_BYTES
@@ -22,6 +22,9 @@ CANNED: dict[str, Any] = {
     "job.enqueue_batch": {"ids": []},
     "job.list": {"jobs": []},
     "dlq.list": {"jobs": []},
+    "dlq.retry": {"count": 1, "ids": ["job-1"]},
+    "dlq.retry_all": {"count": 0, "ids": []},
+    "dlq.purge": {"count": 0, "ids": []},
     "config.get": {"value": 1},
     "config.set": {"value": 1},
     "config.list": {"config": {}},
@@ -72,10 +75,15 @@ def test_every_client_method_sends_valid_params(recorded: tuple[Client, Recorder
     # The shapes the CLI passes (see queuectl/cli.py): options left out arrive as None.
     c.enqueue("echo hi", id=None, max_retries=None, priority=None, timeout_s=None, delay_s=None, replace=None)
     c.enqueue("echo hi", id="job-1", max_retries=2, priority=5, timeout_s=1.5, delay_s=3.0, replace=True)
+    c.enqueue("echo hi", **batch.retry_fields({
+        "retry_on_exit": "1,75", "no_retry_on_exit": "2,64-78", "retry_on_timeout": False,
+        "no_retry_on_signal": "KILL,sigterm,9", "backoff_base": "3", "backoff_max_s": "10m"}))
     list(c.enqueue_many([{"command": "true"}, {"command": "false", "id": "b"}], replace=False))
     c.get("job-1")
     c.list_jobs()
     c.list_jobs("dead", 10)
+    c.list_jobs(None, None, "timeout")
+    c.list_jobs("dead", 5, "worker-lost")
     c.cancel("job-1")
     c.delete("job-1")
     c.wait(["job-1", "b"], None)
@@ -84,13 +92,23 @@ def test_every_client_method_sends_valid_params(recorded: tuple[Client, Recorder
     c.logs("job-1", None, 0, False)
     c.logs("job-1", 2, 4096, True)
     c.dlq_list()
-    c.dlq_retry("job-1")
+    c.dlq_list(3, "signal")
+    c.dlq_retry(["job-1"])
+    c.dlq_retry(["job-1", "b"])
+    c.dlq_retry(["job-1"], "echo fixed")
+    c.dlq_retry_all()
+    c.dlq_retry_all("timeout", 3600.0, None)
+    c.dlq_retry_all(None, None, 7 * 86400.0)
+    c.dlq_purge(["job-1", "b"])
+    c.dlq_purge(every=True)
+    c.dlq_purge(every=True, older_than_s=604800.0, outcome="exit")
+    c.dlq_purge(since_s=60.0)
     c.status()
     c.config_get("max-retries")
     c.config_set("max-retries", "5")
     c.config_list()
     c.workers_start(3)
-    c.workers_start(None)  # type: ignore[arg-type]  # `worker start` without --count
+    c.workers_start(None)  # `worker start` without --count
     c.workers_stop()
     c.workers_stop(True)
     c.daemon_stop()
@@ -122,6 +140,11 @@ def test_tcp_login_request_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
         ("sleep 1", {"max_retries": 2, "priority": 3, "timeout_s": 9.5}),
         ('{"command": "true", "id": "j1", "timeout": 5, "delay": 1.5, "max_retries": 0}', {}),
         ('{"command": "true", "priority": -3}', {"timeout_s": 2.0}),
+        ('{"command": "true", "retry_on_exit": "1,75", "no_retry_on_exit": [2, 64], "retry_on_timeout": false,'
+         ' "no_retry_on_signal": "KILL", "backoff_base": 3, "backoff_max": "10m"}', {}),
+        ('{"command": "true", "no_retry_on_signal": ["KILL", "SIGSEGV"], "backoff_max_s": 90}', {}),
+        ('{"command": "true", "retry_on_exit": "none"}', {}),
+        ("sleep 1", batch.retry_fields({"retry_on_exit": "1", "retry_on_timeout": True, "backoff_max_s": "1h"})),
     ],
 )
 def test_enqueue_file_lines_become_valid_batches(
@@ -160,3 +183,178 @@ def test_enqueue_many_keeps_every_request_under_the_size_limit(
     sizes = [wire_bytes(m, p) for m, p in rec.sent]
     assert sum(len(p["jobs"]) for _, p in rec.sent) == 24
     assert max(sizes) < MAX_REQUEST_BYTES, sizes
+
+
+# -- the job's own retry rules, as flags and batch fields ----------------------------------------
+
+
+def test_retry_fields_parse_as_people_type_them() -> None:
+    assert batch.retry_fields({
+        "retry_on_exit": "75, 1", "no_retry_on_exit": "2,64-66", "retry_on_timeout": False,
+        "no_retry_on_signal": "sigkill,9,TERM", "backoff_base": "3", "backoff_max_s": "1h30m",
+    }) == {"retry_on_exit": [1, 75], "no_retry_on_exit": [2, 64, 65, 66], "retry_on_timeout": False,
+           "no_retry_on_signal": ["KILL", "TERM"], "backoff_base": 3.0, "backoff_max_s": 5400.0}
+    assert batch.retry_fields({"retry_on_exit": "none", "backoff_base": None}) == {"retry_on_exit": []}
+    assert batch.retry_fields({}) == {}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag", "says"),
+    [
+        ("retry_on_exit", "1,x", "--retry-on-exit", "'x' is not an exit code"),
+        ("retry_on_exit", "", "--retry-on-exit", "empty"),
+        ("no_retry_on_exit", "300", "--no-retry-on-exit", "0-255"),
+        ("no_retry_on_exit", "9-3", "--no-retry-on-exit", "low to high"),
+        ("no_retry_on_signal", "KLL", "--no-retry-on-signal", "'KLL' is not a signal name"),
+        ("no_retry_on_signal", " , ", "--no-retry-on-signal", "give signal names"),
+        ("backoff_base", "0.5", "--backoff-base", "from 1 to"),
+        ("backoff_base", "two", "--backoff-base", "a number"),
+        ("backoff_max_s", "0", "--backoff-max", "above 0"),
+        ("backoff_max_s", "10 parsecs", "--backoff-max", "not a duration"),
+        ("backoff_max_s", "400d", "--backoff-max", "365d"),
+    ],
+)
+def test_a_bad_retry_flag_names_itself(field: str, value: str, flag: str, says: str) -> None:
+    with pytest.raises(errors.InvalidValue, match=says) as caught:
+        batch.retry_fields({field: value})
+    assert caught.value.message.startswith(f"Invalid value for {flag}: ")
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ('"retry_on_exit": 1', "retry_on_exit: 1: give exit codes"),
+        ('"retry_on_exit": [1, "x"]', "'x' is not an exit code"),
+        ('"retry_on_timeout": "no"', "retry_on_timeout: 'no': expected true or false"),
+        ('"no_retry_on_signal": ["KILL", "NOPE"]', "'NOPE' is not a signal name"),
+        ('"backoff_base": true', "backoff_base: True"),
+        ('"backoff_max": "soon"', "backoff_max_s: 'soon' is not a duration"),
+    ],
+)
+def test_a_bad_retry_field_in_a_batch_line_names_the_line(fields: str, says: str) -> None:
+    with pytest.raises(errors.InvalidValue, match=says) as caught:
+        batch.job_line(f'{{"command": "true", {fields}}}', 7, {})
+    assert caught.value.message.startswith("Invalid value for --file: line 7: ")
+
+
+def test_a_batch_line_overrides_the_flags_it_sets_and_keeps_the_others() -> None:
+    defaults = batch.line_defaults(2, None, None, batch.retry_fields({"retry_on_exit": "1", "backoff_base": "3"}))
+    line = batch.job_line('{"command": "true", "retry_on_exit": "4,5"}', 1, defaults)
+    assert line == {"command": "true", "max_retries": 2, "retry_on_exit": [4, 5], "backoff_base": 3.0}
+    assert batch.job_line("echo plain", 2, defaults) == {"command": "echo plain", **defaults}
+
+
+def _run_cli(monkeypatch: pytest.MonkeyPatch, recorded: tuple[Client, Recorder], *args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from queuectl import cli
+
+    c, _ = recorded
+    monkeypatch.setitem(cli._options, "client", c)  # the global options leave a client already made
+    return CliRunner().invoke(cli.app, list(args))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["enqueue", "-c", "true"], {}),
+        (["enqueue", "-c", "true", "--retry-on-exit", "1,75", "--no-retry-on-exit", "2,64-78", "--no-retry-on-timeout",
+          "--no-retry-on-signal", "KILL", "--backoff-base", "3", "--backoff-max", "10m"],
+         {"retry_on_exit": [1, 75], "no_retry_on_exit": [2, *range(64, 79)], "retry_on_timeout": False,
+          "no_retry_on_signal": ["KILL"], "backoff_base": 3.0, "backoff_max_s": 600.0}),
+        (["enqueue", "-c", "true", "--retry-on-timeout"], {"retry_on_timeout": True}),
+    ],
+)
+def test_enqueue_flags_send_the_rules_on_both_paths(monkeypatch: pytest.MonkeyPatch,
+                                                     recorded: tuple[Client, Recorder], args: list[str],
+                                                     expected: dict[str, Any]) -> None:
+    from queuectl import launcher
+
+    _, rec = recorded
+    result = _run_cli(monkeypatch, recorded, *args)
+    assert result.exit_code == 0, result.output
+    [(method, params)] = rec.sent
+    assert method == "job.enqueue"
+    assert {k: v for k, v in params.items() if k in batch.RETRY_FLAGS} == expected
+    assert_valid(rec.sent)
+    # The launcher (the fast path, without Typer) takes the same flags to the same fields.
+    parsed = launcher.parse_enqueue(args)
+    assert parsed is not None
+    fields = parsed[1]
+    retry = batch.retry_fields({k: fields[k] for k in batch.RETRY_FLAGS if k in fields})
+    assert retry == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "method", "params"),
+    [
+        (["list", "--outcome", "timeout"], "job.list", {"outcome": "timeout"}),
+        (["dlq", "list", "--outcome", "signal", "--limit", "4"], "dlq.list", {"outcome": "signal", "limit": 4}),
+        (["dlq", "retry", "a", "b"], "dlq.retry", {"ids": ["a", "b"]}),
+        (["dlq", "retry", "a", "--command", "echo fixed"], "dlq.retry", {"ids": ["a"], "command": "echo fixed"}),
+        (["dlq", "retry", "--all"], "dlq.retry_all", {"filter": {}}),
+        (["dlq", "retry", "--all", "--outcome", "exit", "--since", "1h"], "dlq.retry_all",
+         {"filter": {"outcome": "exit", "since_s": 3600.0}}),
+        (["dlq", "retry", "--older-than", "2d"], "dlq.retry_all", {"filter": {"older_than_s": 172800.0}}),
+        (["dlq", "purge", "a", "b"], "dlq.purge", {"ids": ["a", "b"]}),
+        (["dlq", "purge", "--all"], "dlq.purge", {"all": True}),
+        (["dlq", "purge", "--all", "--older-than", "7d", "--outcome", "timeout"], "dlq.purge",
+         {"all": True, "filter": {"older_than_s": 604800.0, "outcome": "timeout"}}),
+        (["dlq", "purge", "--older-than", "7d"], "dlq.purge", {"filter": {"older_than_s": 604800.0}}),
+    ],
+)
+def test_dlq_and_list_commands_send_valid_requests(monkeypatch: pytest.MonkeyPatch,
+                                                    recorded: tuple[Client, Recorder], args: list[str], method: str,
+                                                    params: dict[str, Any]) -> None:
+    _, rec = recorded
+    result = _run_cli(monkeypatch, recorded, *args)
+    assert result.exit_code == 0, result.output
+    assert rec.sent[0] == (method, params)
+    assert_valid(rec.sent)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["enqueue", "-c", "true", "--no-retry-on-signal", "NOPE"], "--no-retry-on-signal"),
+        (["enqueue", "-c", "true", "--backoff-max", "forever"], "--backoff-max"),
+        (["list", "--outcome", "slow"], "valid outcomes: exit, signal, timeout"),
+        (["dlq", "list", "--outcome", "dead"], "--outcome"),
+        (["dlq", "retry"], "say which dead jobs"),
+        (["dlq", "retry", "a", "b", "--command", "x"], "exactly one id"),
+        (["dlq", "retry", "--all", "--command", "x"], "exactly one id"),
+        (["dlq", "retry", "a", "--all"], "not both"),
+        (["dlq", "retry", "--all", "--since", "yesterday"], "--since"),
+        (["dlq", "purge"], "nothing was purged"),
+        (["dlq", "purge", "a", "--older-than", "1d"], "not both"),
+    ],
+)
+def test_bad_input_sends_nothing(monkeypatch: pytest.MonkeyPatch, recorded: tuple[Client, Recorder],
+                                 args: list[str], says: str) -> None:
+    _, rec = recorded
+    result = _run_cli(monkeypatch, recorded, *args)
+    assert isinstance(result.exception, errors.InvalidValue), result.output
+    assert says in result.exception.message
+    assert rec.sent == []
+
+
+def test_the_cli_knows_every_outcome_the_protocol_has() -> None:
+    from queuectl import cli
+
+    assert cli.OUTCOMES == tuple(kind.value for kind in protocol.OutcomeKind)
+
+
+def test_the_fast_enqueue_path_with_rules_loads_neither_pydantic_nor_rich() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from queuectl import batch, launcher\n"
+        "_, fields, _ = launcher.parse_enqueue(['enqueue', '-c', 'true', '--retry-on-exit', '1,75',"
+        " '--no-retry-on-signal', 'KILL', '--no-retry-on-timeout', '--backoff-max', '10m'])\n"
+        "assert batch.retry_fields({k: fields[k] for k in batch.RETRY_FLAGS if k in fields})\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pydantic', 'rich', 'typer', 'click'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

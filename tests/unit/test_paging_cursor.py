@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from queuectl import protocol as p
 from queuectl.errors import InvalidParams
-from queuectld.jobs import JobState
+from queuectld.jobs import JobState, OutcomeKind
 from queuectld.paging import decode_cursor, encode_cursor
 from queuectld.store.base import ListPosition
 
@@ -44,6 +44,21 @@ def test_a_cursor_is_for_the_listing_it_came_from() -> None:
         decode_cursor(cursor, JobState.DEAD)
     with pytest.raises(InvalidParams, match="listing of every state"):
         decode_cursor(encode_cursor(None, ListPosition(1.0, "a", 1)), JobState.PENDING)
+
+
+@pytest.mark.parametrize("state", [None, JobState.DEAD])
+@pytest.mark.parametrize("outcome", list(OutcomeKind))
+def test_a_cursor_is_for_the_outcome_it_listed(state: JobState | None, outcome: OutcomeKind) -> None:
+    position = ListPosition(1.0, "a", 1)
+    cursor = encode_cursor(state, position, outcome)
+    assert decode_cursor(cursor, state, outcome) == position
+    with pytest.raises(InvalidParams, match=f"with outcome '{outcome.value}', not of"):
+        decode_cursor(cursor, state)
+    other = OutcomeKind.EXIT if outcome is not OutcomeKind.EXIT else OutcomeKind.TIMEOUT
+    with pytest.raises(InvalidParams, match=f"not of .*with outcome '{other.value}'"):
+        decode_cursor(cursor, state, other)
+    with pytest.raises(InvalidParams, match="cursor"):
+        decode_cursor(encode_cursor(state, position), state, outcome)
 
 
 GOOD = [1, None, 1.5, "a", 3]

@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from queuectl import protocol as p
-from queuectl.errors import InvalidParams
 from queuectld import handlers
 from queuectld.jobs import JobState, LifecyclePolicy, Outcome, OutcomeKind
 from queuectld.paging import decode_cursor, page_json
 from queuectld.store.base import FinishedAttempt, ListPosition, NewJob
 from queuectld.store.open import open_store
 from queuectld.store_threads import StoreThreads
+
+from queuectl import protocol as p
+from queuectl.errors import InvalidParams
 
 T0 = 1_700_000_000.0
 
@@ -117,14 +117,30 @@ def test_big_commands_make_smaller_pages(ctx: handlers.Context) -> None:
 def test_dlq_list_pages_the_dead_jobs(ctx: handlers.Context) -> None:
     store = ctx.db.store
     store.enqueue([NewJob(f"j{i}", "false", 0, 0, None, T0, T0 + i) for i in range(7)], replace=False, now=T0)
-    ended = [FinishedAttempt(job.id, job.run, "me", Outcome(OutcomeKind.EXIT, exit_code=1 if job.id in DEAD else 0), T0 + 2)
+    ended = [FinishedAttempt(job.id, job.run, "me", OUTCOMES.get(job.id, Outcome(OutcomeKind.EXIT, exit_code=0)),
+                             T0 + 2)
              for job in store.claim_due("me", "host", 100, T0 + 1, 30)]
     store.finish(ended, LifecyclePolicy())
     assert _walk(ctx, "dlq.list", {"limit": 2}) == [["j1", "j3"], ["j4", "j6"]]
     assert _walk(ctx, "dlq.list", {}) == [["j1", "j3", "j4", "j6"]]
+    # Filtered by how the last attempt ended, paged the same way; a cursor is for its outcome.
+    assert _walk(ctx, "dlq.list", {"outcome": "timeout", "limit": 1}) == [["j3"], ["j6"]]
+    assert _walk(ctx, "job.list", {"outcome": "exit"}) == [["j0", "j1", "j2", "j4", "j5"]]
+    assert _walk(ctx, "job.list", {"state": "completed", "outcome": "exit", "limit": 2}) == [["j0", "j2"], ["j5"]]
+    assert _walk(ctx, "dlq.list", {"outcome": "signal"}) == [[]]
+    cursor = _call(ctx, "dlq.list", {"outcome": "timeout", "limit": 1})["next_cursor"]
+    with pytest.raises(InvalidParams, match="with outcome 'timeout'"):
+        _call(ctx, "dlq.list", {"cursor": cursor})
+    # A dead job's view says how it ended.
+    [j3] = [j for j in _call(ctx, "dlq.list", {})["jobs"] if j["id"] == "j3"]
+    assert j3["last_outcome"] == "timeout" and j3["signal"] == "SIGTERM" and j3["host"] == "host"
+    assert j3["duration_s"] == pytest.approx(1.0)
 
 
-DEAD = {"j1", "j3", "j4", "j6"}
+#: The dead ones: two exited 1, two timed out (killed by SIGTERM); the rest exited 0.
+OUTCOMES = {"j1": Outcome(OutcomeKind.EXIT, exit_code=1), "j4": Outcome(OutcomeKind.EXIT, exit_code=1),
+            "j3": Outcome(OutcomeKind.TIMEOUT, signal=15, error="timed out after 1s"),
+            "j6": Outcome(OutcomeKind.TIMEOUT, signal=15, error="timed out after 1s")}
 
 
 def test_a_bad_cursor_is_invalid_params_and_a_cursor_is_for_its_listing(ctx: handlers.Context) -> None:

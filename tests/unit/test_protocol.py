@@ -20,7 +20,9 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "job.wait": {"ids": ["a"]},
     "job.logs": {"id": "a"},
     "dlq.list": {},
-    "dlq.retry": {"id": "a"},
+    "dlq.retry": {"ids": ["a"]},
+    "dlq.retry_all": {},
+    "dlq.purge": {"all": True},
     "config.get": {"key": "workers"},
     "config.set": {"key": "workers", "value": "2"},
     "config.list": {},
@@ -93,6 +95,37 @@ def test_params_models_are_documented_and_frozen(method: str) -> None:
         ("job.list", "state", "bogus"),
         ("job.list", "limit", 0),
         ("job.list", "limit", "10"),
+        ("job.list", "outcome", "slow"),
+        ("job.list", "outcome", "EXIT"),
+        ("dlq.list", "outcome", "dead"),  # a state is not an outcome
+        ("job.enqueue", "retry_on_exit", "1,75"),  # the client parses the text; the wire has numbers
+        ("job.enqueue", "retry_on_exit", [256]),
+        ("job.enqueue", "retry_on_exit", [-1]),
+        ("job.enqueue", "retry_on_exit", [True]),
+        ("job.enqueue", "retry_on_exit", list(range(257))),
+        ("job.enqueue", "no_retry_on_exit", ["2"]),
+        ("job.enqueue", "retry_on_timeout", "no"),
+        ("job.enqueue", "retry_on_timeout", 0),
+        ("job.enqueue", "no_retry_on_signal", "KILL"),
+        ("job.enqueue", "no_retry_on_signal", ["kill"]),  # canonical names: upper case
+        ("job.enqueue", "no_retry_on_signal", ["KILL; rm"]),
+        ("job.enqueue", "no_retry_on_signal", [9]),
+        ("job.enqueue", "backoff_base", 0.5),
+        ("job.enqueue", "backoff_base", "3"),
+        ("job.enqueue", "backoff_max_s", 0),
+        ("job.enqueue", "backoff_max_s", 366 * 86400),
+        ("dlq.retry", "ids", []),
+        ("dlq.retry", "ids", "a"),
+        ("dlq.retry", "ids", ["a/b"]),
+        ("dlq.retry", "command", ""),
+        ("dlq.retry", "command", "echo \x00"),
+        ("dlq.retry_all", "filter", {"outcome": "slow"}),
+        ("dlq.retry_all", "filter", {"since_s": -1}),
+        ("dlq.retry_all", "filter", {"older_than_s": "7d"}),  # the client turns 7d into seconds
+        ("dlq.retry_all", "filter", {"state": "dead"}),
+        ("dlq.purge", "ids", []),
+        ("dlq.purge", "all", "yes"),
+        ("dlq.purge", "filter", {"bogus": 1}),
         ("job.wait", "ids", []),
         ("job.wait", "ids", "a"),
         ("job.wait", "ids", ["a/b"]),
@@ -131,6 +164,21 @@ def test_wrong_types_and_ranges_are_rejected(method: str, field: str, value: Any
         ("config.set", "value", 3),
         ("config.set", "value", 2.5),
         ("workers.start", "count", None),
+        ("job.list", "outcome", "timeout"),  # outcomes arrive as text from JSON
+        ("job.list", "outcome", "worker-lost"),
+        ("dlq.list", "outcome", "spawn-failed"),
+        ("job.enqueue", "retry_on_exit", []),  # none retries
+        ("job.enqueue", "retry_on_exit", [0, 1, 75, 255]),
+        ("job.enqueue", "no_retry_on_exit", list(range(64, 79))),
+        ("job.enqueue", "retry_on_timeout", False),
+        ("job.enqueue", "no_retry_on_signal", ["KILL", "SEGV"]),
+        ("job.enqueue", "backoff_base", 1),
+        ("job.enqueue", "backoff_max_s", 600),
+        ("dlq.retry", "command", "echo fixed"),
+        ("dlq.retry", "ids", ["a", "b", "c"]),
+        ("dlq.retry_all", "filter", {"outcome": "timeout", "since_s": 3600, "older_than_s": 60.5}),
+        ("dlq.purge", "ids", ["a"]),
+        ("dlq.purge", "filter", {"older_than_s": 604800}),
     ],
 )
 def test_allowed_values(method: str, field: str, value: Any) -> None:
@@ -212,6 +260,33 @@ def test_job_view_parses_what_the_daemon_sends() -> None:
     assert view.next_run_at is not None and view.next_run_at.utcoffset() is not None
     with pytest.raises(ValidationError):
         p.JobView.model_validate({**wire, "surprise": 1})
+
+
+def test_job_and_attempt_views_carry_outcomes_rules_and_backoff() -> None:
+    wire = {
+        "id": "a", "command": "true", "state": "dead", "attempts": 1, "max_retries": 3, "priority": 0,
+        "timeout_s": 5.0, "next_run_at": None, "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:00:01Z", "started_at": "2024-01-01T00:00:00Z",
+        "finished_at": "2024-01-01T00:00:01Z", "exit_code": None, "owner": None, "lease_expires_at": None,
+        "last_error": "killed by SIGKILL; not retried: signal KILL is in no-retry-on-signal KILL",
+        "last_outcome": "signal", "signal": "SIGKILL", "host": "box", "duration_s": 1.0,
+        "retry_on_exit": [1, 75], "no_retry_on_exit": None, "retry_on_timeout": False,
+        "no_retry_on_signal": ["KILL"], "backoff_base": 3.0, "backoff_max_s": 600.0,
+        "attempt_history": [{"attempt": 1, "started_at": "2024-01-01T00:00:00Z",
+                             "finished_at": "2024-01-01T00:00:01Z", "outcome": "signal", "exit_code": None,
+                             "signal": "SIGKILL", "error": "killed by SIGKILL", "host": "box", "duration_s": 1.0,
+                             "reason": "killed by SIGKILL", "owner": "d1"}],
+    }
+    view = p.JobView.model_validate_json(p.JobView.model_validate(wire).model_dump_json())
+    assert view.last_outcome is p.OutcomeKind.SIGNAL
+    assert view.attempt_history is not None and view.attempt_history[0].outcome is p.OutcomeKind.SIGNAL
+    with pytest.raises(ValidationError):
+        p.JobView.model_validate({**wire, "last_outcome": "slow"})
+
+
+def test_count_result() -> None:
+    assert p.CountResult.model_validate({"count": 3000}).ids is None
+    assert p.CountResult.model_validate({"count": 2, "ids": ["a", "b"]}).ids == ["a", "b"]
 
 
 def test_terminal_states() -> None:
