@@ -19,6 +19,7 @@ import pytest
 
 from queuectl.errors import DuplicateJob, OutcomeUnknown, QueuectlError
 from queuectld.jobs import JobState, OutcomeKind
+from queuectld.maintenance import DaemonServices
 from queuectld.scheduler import Scheduler
 from queuectld.settings import Settings
 from queuectld.store.base import Store
@@ -244,8 +245,14 @@ def test_maintenance_during_a_claim_does_not_put_the_claimed_attempt_back(
                             host=HOST)
         settings.logs_dir.mkdir()
         sched = Scheduler(db, settings, OWNER, store.config_all(), os.umask(0o077), TreeTracker(ChildReaper()))
+        services = DaemonServices(sched, db, settings, sched.config)
+
+        async def maintain() -> None:
+            await services.leases.run(time.time())
+            await services.strays.run(time.time())
+
         try:
-            steps = [sched._maintain(time.time()), sched._turn()]
+            steps = [maintain(), sched._turn()]
             await asyncio.gather(*(steps if first == "maintenance" else steps[::-1]))
             assert "j" in sched.running
             assert store.get("j").state is JobState.PROCESSING
@@ -254,7 +261,7 @@ def test_maintenance_during_a_claim_does_not_put_the_claimed_attempt_back(
                 await asyncio.sleep(0.02)
             await sched._turn()  # record its end
             # Once it is in `running`, maintenance renews it and leaves it alone.
-            await sched._maintain(time.time())
+            await maintain()
         finally:
             db.shutdown()
 

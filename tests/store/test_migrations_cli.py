@@ -151,9 +151,9 @@ def test_postgresql_baseline_upgrades_through_migrate(daemon_factory: Callable[.
         load_baseline(url)
         d = daemon_factory(db_url=url)
         dry = queuectld(d, "migrate", "--dry-run")
-        assert dry.returncode == 0 and "pending: 1\n  0002" in dry.stdout, dry.stderr
+        assert dry.returncode == 0 and "pending: 2\n  0002" in dry.stdout, dry.stderr
         r = queuectld(d, "migrate")
-        assert r.returncode == 0 and "now at revision 0002" in r.stdout, r.stderr
+        assert r.returncode == 0 and "now at revision 0003" in r.stdout, r.stderr
         d.start()
         assert d.json("status")["counts"]["total"] == 8
         d.stop()
