@@ -137,8 +137,9 @@ def job_lines(commands: dict[str, str]) -> str:
 
 
 def fast_retries(daemon: Daemon, base: str = "1") -> None:
-    """backoff-base 1: every retry waits 1 s (1 ** n)."""
+    """backoff-base 1: every retry waits 1 s (1 ** n), exactly (no jitter)."""
     daemon.cli("config", "set", "backoff-base", base)
+    daemon.cli("config", "set", "backoff-jitter", "0")
 
 
 # -- 1. SIGKILL the daemon while 20 jobs run ------------------------------------------------------

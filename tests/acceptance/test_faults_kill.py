@@ -49,8 +49,9 @@ def test_a_sigkilled_job_fails_its_attempt_and_is_retried(daemon: Daemon, short_
     job = settled(daemon, "k")
     assert job["state"] == "completed" and job["attempts"] == 1, job
     first, second = job["attempt_history"]
-    assert first["exit_code"] == 128 + signal.SIGKILL and "SIGKILL" in first["reason"], first
-    assert second["reason"] == "exit" and second["exit_code"] == 0, second
+    assert (first["outcome"], first["signal"], first["exit_code"]) == ("signal", "SIGKILL", None), first
+    assert "SIGKILL" in first["error"], first
+    assert second["outcome"] == "exit" and second["exit_code"] == 0 and second["error"] is None, second
     assert not alive(child) and not alive(grandchild), "the attempt's process group dies with it"
 
 
