@@ -73,7 +73,7 @@ class Daemon:
                 break
             except DaemonUnreachable:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"queuectld did not answer within {START_TIMEOUT_S:g}s:\n{self.log_tail()}")
+                    raise RuntimeError(f"queuectld did not answer within {START_TIMEOUT_S:g}s:\n{self.log_tail()}") from None
                 time.sleep(0.02)
             finally:
                 probe.close()

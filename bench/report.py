@@ -79,7 +79,7 @@ def table(figures: list[Figure]) -> str:
         if r[0] == "---":
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
         else:
-            lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+            lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + " |")
     return "\n".join(lines)
 
 

@@ -179,7 +179,7 @@ class Client:
         """Read the answer to the oldest request in flight: its result, or its error raised."""
         try:
             raw = self._reader.readline(MAX_RESPONSE_BYTES)
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             self.close()
             raise errors.DaemonUnreachable(
                 f"queuectld at {self.address} did not answer {method} in time; "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 # Annotations only: importing `typing` costs the client's start-up more than the rest of it.
 TYPE_CHECKING = False
@@ -80,7 +80,7 @@ def when(value: str | None, *, now: datetime | None = None) -> str:
     ts = _parse_ts(value)
     if ts is None:
         return "-"
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     delta = (ts - now).total_seconds()
     span = abs(delta)
     if span < 1:
@@ -168,13 +168,13 @@ def table_stream(pages: Iterable[list[dict[str, Any]]], columns: tuple[Column, .
     shown: list[int] = list(range(len(columns)))
     caps: list[int | None] = [c.cap if tty else None for c in columns]
     for page in pages:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         rows = [cells(job, now) for job in page]
         if not rows:
             continue
         if widths is None:
             widths = [max(cell_len(c.header), *(cell_len(row[i]) for row in rows)) for i, c in enumerate(columns)]
-            widths = [w if cap is None else min(w, cap) for w, cap in zip(widths, caps)]
+            widths = [w if cap is None else min(w, cap) for w, cap in zip(widths, caps, strict=False)]
             if tty:
                 shown = _fit(widths, caps, columns, shutil.get_terminal_size().columns)
             header = [c.header for c in columns]

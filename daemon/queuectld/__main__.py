@@ -139,7 +139,7 @@ def setup_logging(level: str, log_file: Path | None) -> None:
     handler.setFormatter(formatter)
     # No caller, thread or process lookups per record: the format uses none of them, and the
     # scheduler logs two lines per job (logging's documented optimisations).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

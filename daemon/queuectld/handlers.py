@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from queuectl import __version__, ids
@@ -55,11 +55,11 @@ Handler = Callable[[Context, Any], Awaitable["p.Result | Encoded"]]
 
 
 def _ts(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
 
 
 def _ts_of(value: float) -> datetime:
-    return datetime.fromtimestamp(value, tz=timezone.utc)
+    return datetime.fromtimestamp(value, tz=UTC)
 
 
 def _duration_s(started_at: float | None, finished_at: float | None) -> float | None:
@@ -241,7 +241,7 @@ async def wait(ctx: Context, params: p.WaitParams) -> p.WaitResult:
         # Another host may finish a job too: look again at least every second.
         try:
             await asyncio.wait_for(changed.wait(), min(left, 1.0))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 

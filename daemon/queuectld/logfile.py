@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TextIO
 
 
-class ReopeningFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class ReopeningFileHandler(logging.StreamHandler[TextIO]):
     """Appends to a file (0600, line-buffered) and can reopen it at the same path."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         super().__init__(self._open())
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    def _open(self) -> TextIO:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         return os.fdopen(fd, "a", buffering=1)
 

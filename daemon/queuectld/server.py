@@ -134,7 +134,7 @@ class Server:
                 timeout = max(0.0, first_deadline - loop.time()) if first else IDLE_S
                 try:
                     line = await asyncio.wait_for(reader.readline(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if first:
                         log.debug("closed a connection that sent no request within %gs", self._first_request_s)
                     return

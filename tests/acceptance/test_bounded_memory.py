@@ -46,7 +46,7 @@ def status_within(d: Daemon, bound_s: float) -> dict:
     conn = Conn(sock)
     try:
         reply = conn.call(request("daemon.status", {}))
-    except socket.timeout:
+    except TimeoutError:
         pytest.fail(f"status was not answered within {bound_s}s while the big lists were served")
     finally:
         conn.close()

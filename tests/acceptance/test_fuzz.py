@@ -396,7 +396,7 @@ class Fuzzer:
             self.jobs[result["id"]] = _row(params)
         elif body["method"] == "job.enqueue_batch":
             assert len(result["ids"]) == len(params["jobs"]), result
-            for job_id, spec in zip(result["ids"], params["jobs"]):
+            for job_id, spec in zip(result["ids"], params["jobs"], strict=False):
                 self.jobs[job_id] = _row(spec)
 
 

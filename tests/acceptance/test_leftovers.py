@@ -17,8 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.test_faults import (alive, defunct_children, job_lines, job_pids, jobs_by_id,
-                                          kill_leftover_jobs, read_pid, settled)
+from tests.acceptance.test_faults import (
+    alive,
+    defunct_children,
+    job_lines,
+    job_pids,
+    jobs_by_id,
+    kill_leftover_jobs,
+    read_pid,
+    settled,
+)
 from tests.conftest import Daemon, wait_until
 
 __all__ = ["kill_leftover_jobs"]  # the autouse fixture, imported so it applies here too

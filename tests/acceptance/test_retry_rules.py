@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from queuectld.jobs import jitter_spread
 
+from queuectld.jobs import jitter_spread
 from tests.conftest import Daemon, assert_clean_failure, wait_until
 
 

@@ -452,7 +452,7 @@ def test_the_cli_never_prints_a_traceback(running_daemon: Daemon, short_tmp: Pat
     ]
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda case: running_daemon.cli(*case[0], check=False, env=case[1]), cases))
-    for (args, _), r in zip(cases, results):
+    for (args, _), r in zip(cases, results, strict=False):
         assert r.returncode != 0, (args, r.stdout)
         assert "Traceback" not in r.stderr + r.stdout, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)

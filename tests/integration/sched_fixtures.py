@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from queuectld import tracking
 from queuectld.jobs import Job, JobState
 from queuectld.maintenance import DaemonServices

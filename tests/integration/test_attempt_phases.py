@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from queuectld import runner, tracking
 from queuectld.jobs import Job, JobState, Outcome, OutcomeKind
 from queuectld.proctree import ChildReaper

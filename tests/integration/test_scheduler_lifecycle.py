@@ -8,12 +8,11 @@ import asyncio
 import time
 from pathlib import Path
 
+from queuectl.errors import StoreBusy
 from queuectld.jobs import JobState, OutcomeKind
 from queuectld.maintenance import Service
 from queuectld.runner import KillReason, Phase
 from queuectld.store.base import DaemonInfo
-
-from queuectl.errors import StoreBusy
 from tests.integration.sched_fixtures import LEASE_S, Rig, scheduler_rig, until
 
 FAST_RETRY = {"backoff-base": 1, "backoff-max": 0.01, "backoff-jitter": 0}

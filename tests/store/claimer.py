@@ -14,8 +14,7 @@ from multiprocessing.synchronize import Barrier
 from typing import Any
 
 from queuectl.errors import StoreBusy
-from queuectld.store import postgres, sqlite  # noqa: F401  # imported at start-up, not during a race
-from queuectld.store import schema
+from queuectld.store import postgres, schema, sqlite  # noqa: F401  # imported at start-up, not during a race
 from queuectld.store.open import open_store
 
 # Alembic and its revision scripts load at start-up too, so that the first opens race for real.

@@ -10,11 +10,11 @@ from __future__ import annotations
 import threading
 
 import pytest
+
+from queuectl.errors import InvalidParams, InvalidState, JobNotFound
 from queuectld.jobs import Job, JobState, Outcome, OutcomeKind
 from queuectld.store.base import DeadFilter, FinishedAttempt, Store
 from queuectld.store.open import open_store
-
-from queuectl.errors import InvalidParams, InvalidState, JobNotFound
 from tests.store.helpers import OWNER, POLICY, T0, add, assert_counts_exact, claim, claim_one, finish, new_job
 
 #: How each dead job of `_graveyard` died, and when.

@@ -20,13 +20,13 @@ import pytest
 from queuectl.errors import DuplicateJob, OutcomeUnknown, QueuectlError
 from queuectld.jobs import JobState, OutcomeKind
 from queuectld.maintenance import DaemonServices
+from queuectld.proctree import ChildReaper
 from queuectld.scheduler import Scheduler
 from queuectld.settings import Settings
 from queuectld.store.base import Store
 from queuectld.store.open import open_store
 from queuectld.store.sql import STRAY_ERROR
 from queuectld.store_threads import StoreThreads
-from queuectld.proctree import ChildReaper
 from queuectld.tracking import TreeTracker
 from tests.acceptance.pgproxy import PgProxy
 from tests.store.helpers import HOST, OWNER, POLICY, T0, add, assert_counts_exact, claim, claim_one, finish, new_job
@@ -118,7 +118,7 @@ def test_an_identical_repeat_returns_the_existing_job(store: Store) -> None:
                           replace=False, now=T0 + 9)
     assert (again.ids, again.existing) == (["a"], ["a"])
     assert store.get("a") == stored
-    assert_counts_exact(store)["pending"] == 1
+    assert assert_counts_exact(store)["pending"] == 1
 
 
 @pytest.mark.parametrize("field", ["command", "max_retries", "priority", "timeout_s"])

@@ -8,12 +8,23 @@ Runs on every backend (see conftest.py), through the production turn path of eac
 from __future__ import annotations
 
 import pytest
-from queuectld.jobs import JobState, LifecyclePolicy, Outcome, OutcomeKind, RetryPolicy, RetryRules, jitter_spread
-from queuectld.store.base import AttemptRecord, DeadFilter, FinishedAttempt, SpawnedAttempt, Store
 
 from queuectl.errors import InvalidState
+from queuectld.jobs import JobState, LifecyclePolicy, Outcome, OutcomeKind, RetryPolicy, RetryRules, jitter_spread
+from queuectld.store.base import AttemptRecord, DeadFilter, FinishedAttempt, SpawnedAttempt, Store
 from tests.store.helpers import (
-    HOST, LEASE_S, OWNER, POLICY, T0, add, assert_counts_exact, claim, claim_one, finish, new_job, requeue,
+    HOST,
+    LEASE_S,
+    OWNER,
+    POLICY,
+    T0,
+    add,
+    assert_counts_exact,
+    claim,
+    claim_one,
+    finish,
+    new_job,
+    requeue,
 )
 
 EXIT_0 = Outcome(OutcomeKind.EXIT, exit_code=0)

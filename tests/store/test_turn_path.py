@@ -12,13 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import event
+
 from queuectld.jobs import JobState, Outcome, OutcomeKind
 from queuectld.store import sqlite as sqlite_store
 from queuectld.store import turn
 from queuectld.store.base import FinishedAttempt, SpawnedAttempt, Store
 from queuectld.store.sql import SqlStore
-from sqlalchemy import event
-
 from tests.store.helpers import HOST, LEASE_S, OWNER, POLICY, T0, add, claim, new_job
 
 

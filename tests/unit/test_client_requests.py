@@ -164,7 +164,7 @@ def wire_bytes(method: str, params: dict[str, Any]) -> int:
 
 def test_enqueue_many_splits_by_job_count(recorded: tuple[Client, Recorder]) -> None:
     c, rec = recorded
-    chunks = list(c.enqueue_many(({"command": "true", "id": f"j{i}"} for i in range(45_000))))
+    chunks = list(c.enqueue_many({"command": "true", "id": f"j{i}"} for i in range(45_000)))
     batches = [params["jobs"] for method, params in rec.sent if method == "job.enqueue_batch"]
     assert len(chunks) == len(batches) >= 3
     assert [j["id"] for b in batches for j in b] == [f"j{i}" for i in range(45_000)]  # order kept, none lost

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from queuectl import protocol as p
+from queuectl.errors import InvalidState, InvalidValue, JobNotFound
 from queuectld import handlers, runner
 from queuectld.jobs import LifecyclePolicy, Outcome, OutcomeKind, RetryRules
 from queuectld.store.base import DeadFilter, FinishedAttempt, NewJob
 from queuectld.store.open import open_store
 from queuectld.store_threads import StoreThreads
-
-from queuectl import protocol as p
-from queuectl.errors import InvalidState, InvalidValue, JobNotFound
 
 
 class Notified:

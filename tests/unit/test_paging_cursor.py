@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from queuectl import protocol as p
 from queuectl.errors import InvalidParams
@@ -106,9 +107,9 @@ def test_a_malformed_or_forged_cursor_is_invalid_params(cursor: str, why: str) -
 
 def test_the_wire_model_refuses_what_cannot_be_a_cursor() -> None:
     for bad in ["", "a b", "a=", "é", "x" * (p.MAX_CURSOR_CHARS + 1), 7, None, ["a"]]:
-        with pytest.raises(Exception):
+        with pytest.raises(ValidationError):
             p.ListParams.model_validate({"cursor": bad} if bad is not None else {"cursor": bad, "x": 1})
-        with pytest.raises(Exception):
+        with pytest.raises(ValidationError):
             p.DlqListParams.model_validate({"cursor": bad} if bad is not None else {"cursor": bad, "x": 1})
     assert p.DlqListParams.model_validate({}).cursor is None
     assert p.ListParams.model_validate({"limit": 1_000_000}).limit == 1_000_000  # capped by the daemon

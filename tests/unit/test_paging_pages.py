@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from queuectl import protocol as p
+from queuectl.errors import InvalidParams
 from queuectld import handlers
 from queuectld.jobs import JobState, LifecyclePolicy, Outcome, OutcomeKind
 from queuectld.paging import decode_cursor, page_json
 from queuectld.store.base import FinishedAttempt, ListPosition, NewJob
 from queuectld.store.open import open_store
 from queuectld.store_threads import StoreThreads
-
-from queuectl import protocol as p
-from queuectl.errors import InvalidParams
 
 T0 = 1_700_000_000.0
 

@@ -22,7 +22,15 @@ from queuectld.config import DEFAULTS
 from queuectld.jobs import Job, JobState, LifecyclePolicy, OutcomeKind, on_cancel
 from queuectld.store import dlq, schema, turn
 from queuectld.store.base import (
-    AttemptRecord, DaemonInfo, DeadFilter, Enqueued, FinishedAttempt, ListPosition, LostAttempt, NewJob, RunKey,
+    AttemptRecord,
+    DaemonInfo,
+    DeadFilter,
+    Enqueued,
+    FinishedAttempt,
+    ListPosition,
+    LostAttempt,
+    NewJob,
+    RunKey,
     SpawnedAttempt,
 )
 from queuectld.store.errors import is_driver_error, to_domain_error
@@ -324,7 +332,7 @@ class SqlStore:
 
     def _listed(self, row: Any) -> tuple[Job, ListPosition]:
         # By position, names zipped once per row: row._mapping cost three times the query.
-        job = job_from_mapping(dict(zip(LIST_NAMES, row)))
+        job = job_from_mapping(dict(zip(LIST_NAMES, row, strict=False)))
         rowid = row[len(LIST_NAMES)] if len(row) > len(LIST_NAMES) else None
         return job, ListPosition(job.created_at, job.id, rowid)
 

@@ -254,7 +254,7 @@ class _LostAnswer:
     def error(self) -> sqlite3.OperationalError:
         """What the driver raises when the storage under it fails during the commit."""
         exc = sqlite3.OperationalError("disk I/O error (fault point: the answer to COMMIT was lost)")
-        exc.sqlite_errorcode = sqlite3.SQLITE_IOERR  # type: ignore[attr-defined]
+        exc.sqlite_errorcode = sqlite3.SQLITE_IOERR
         return exc
 
 
