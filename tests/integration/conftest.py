@@ -22,7 +22,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.inprocess import LEASE_S, InProcessDaemon, remove_sqlite_template, wait_until
+from tests.integration.inprocess import (
+    LEASE_S,
+    InProcessDaemon,
+    remove_sqlite_template,
+    wait_until,
+)
 from tests.store.conftest import PG_SKIP_REASON, PG_URL, pg_schema
 
 DaemonFactory = Callable[..., InProcessDaemon]

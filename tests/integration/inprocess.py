@@ -37,14 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from queuectl.client import Client
 from queuectld import app, proctree
 from queuectld.proctree import ChildReaper
 from queuectld.settings import Settings
 from queuectld.store import identity
 from queuectld.store.open import DB_FILE, default_url, open_store
 from queuectld.tracking import Tracker, TreeTracker
+
+from queuectl.client import Client
 
 #: Short leases: maintenance (every lease / 3) runs twice a second, and a stop that waits for
 #: the next maintenance tick (see the report on issue 9) costs half a second, not ten. Safe for
@@ -134,7 +134,7 @@ class InProcessDaemon:
     helpers below only combine client calls; anything else a test needs, it asks the client.
     """
 
-    def __init__(self, root: Path, *, workers: int = 1, lease_s: float = LEASE_S,
+    def __init__(self, root: Path, *, workers: int | None = 1, lease_s: float = LEASE_S,
                  config: dict[str, str] | None = None, db_url: str | None = None) -> None:
         self.root = root
         self.state_dir = root / "state"
@@ -143,8 +143,7 @@ class InProcessDaemon:
         self.workers = workers
         self.config = {**FAST_CONFIG, **(config or {})}
         self.db_url = db_url or default_url(self.state_dir)
-        self.settings = Settings(state_dir=self.state_dir, socket_path=self.socket, db_url=self.db_url,
-                                 workers=workers, log_level="INFO", lease_s=lease_s)
+        self.lease_s = lease_s
         self.client = Client(str(self.socket), timeout_s=60.0)
         self.reaper: ChildReaper | None = None
         self.owner: str | None = None  #: the daemon's owner id (set once it is ready)
@@ -159,9 +158,13 @@ class InProcessDaemon:
     # -- start and stop -------------------------------------------------------------------------
 
     def start(self) -> InProcessDaemon:
-        """Run the serve loop in a new thread; return once the socket answers and the config is set."""
+        """Run the serve loop in a new thread; return once the socket answers. On the first start
+        (a new store) the run-time `config` is set too; a restart keeps the stored config, and
+        `workers` (as --workers; None: the stored config decides) may be changed before it."""
         assert self._thread is None or not self._thread.is_alive(), "already running"
-        self._prepare_store()
+        fresh = self._prepare_store()
+        self.settings = Settings(state_dir=self.state_dir, socket_path=self.socket, db_url=self.db_url,
+                                 workers=self.workers, log_level="INFO", lease_s=self.lease_s)
         self._ready.clear()
         self._error = None
         self._request_stop = None
@@ -178,15 +181,17 @@ class InProcessDaemon:
                 raise RuntimeError(f"in-process queuectld did not start: {self._error!r}\n{self.log_text()}"
                                    ) from self._error
         self.owner = self.client.status()["daemon"]["owner"]
-        for key, value in self.config.items():
-            self.client.config_set(key, value)
+        if fresh:
+            for key, value in self.config.items():
+                self.client.config_set(key, value)
         return self
 
-    def _prepare_store(self) -> None:
+    def _prepare_store(self) -> bool:
         """A SQLite store copied from the session's template on a first start; a PostgreSQL one
-        made here, in the test's thread (serve then finds it at head and forks nothing)."""
+        made here, in the test's thread (serve then finds it at head and forks nothing). Returns
+        whether the store is new."""
         if self.state_dir.exists():
-            return  # a restart: the store is the one the previous run left
+            return False  # a restart: the store is the one the previous run left
         self.state_dir.mkdir(mode=0o700, parents=True)
         if self.db_url == default_url(self.state_dir):
             template = sqlite_template()
@@ -194,6 +199,7 @@ class InProcessDaemon:
             shutil.copyfile(identity.id_file(template), identity.id_file(self.state_dir))
         else:
             open_store(self.db_url, state_dir=self.state_dir).close()
+        return True
 
     def _main(self) -> None:
         try:
@@ -300,6 +306,20 @@ class InProcessDaemon:
             if time.monotonic() > deadline:
                 pytest.fail(f"jobs not terminal after {timeout}s: {answer['states']}\n{self.log_text()[-3000:]}")
         return {i: self.job(i) for i in ids}
+
+    def logs(self, job_id: str, attempt: int | None = None) -> str:
+        """The whole kept output of an attempt (the last one by default), as `queuectl logs` prints it."""
+        out, offset = [], 0
+        while True:
+            chunk = self.client.logs(job_id, attempt, offset, False)
+            out.append(chunk["data"])
+            if not chunk["data"] or chunk["next_offset"] == offset:
+                return "".join(out)
+            offset = chunk["next_offset"]
+
+    def dlq_retry(self, job_id: str) -> dict[str, Any]:
+        """Retry one dead job (issue 9 makes `dlq.retry` take a list of ids: adapt here)."""
+        return self.client.dlq_retry(job_id)
 
     def status(self) -> dict[str, Any]:
         """`daemon.status`."""
