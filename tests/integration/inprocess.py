@@ -29,10 +29,12 @@ import ctypes
 import logging
 import os
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +156,7 @@ class InProcessDaemon:
         self._error: BaseException | None = None
         self._log_handler: logging.Handler | None = None
         self._subreaper_held = False
+        self._stop_requests = 0  #: request_stop() calls since the start: the second one forces
 
     # -- start and stop -------------------------------------------------------------------------
 
@@ -168,6 +171,7 @@ class InProcessDaemon:
         self._ready.clear()
         self._error = None
         self._request_stop = None
+        self._stop_requests = 0
         self._attach_log()
         _hold_subreaper()
         self._subreaper_held = True
@@ -223,6 +227,7 @@ class InProcessDaemon:
     def request_stop(self) -> None:
         """What SIGTERM does: the daemon drains (a second call kills and requeues)."""
         assert self._loop is not None and self._request_stop is not None, "not running"
+        self._stop_requests += 1
         self._loop.call_soon_threadsafe(self._request_stop)
 
     def stop(self, *, force: bool = False, timeout: float = STOP_TIMEOUT_S) -> None:
@@ -232,8 +237,8 @@ class InProcessDaemon:
             return
         self.client.close()
         if self._thread.is_alive() and self._request_stop is not None:
-            self.request_stop()
-            if force:
+            # A drain already asked for (request_stop) is not asked again: that would force it.
+            while self._stop_requests < (2 if force else 1):
                 self.request_stop()
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -341,7 +346,47 @@ def gate(path: Path) -> str:
     return f"while [ ! -e {path} ]; do sleep 0.01; done; echo released"
 
 
+#: How today's free-text `reason` of an attempt begins, for each outcome kind (issue 9 replaces
+#: the text with a typed `outcome`; `outcome_of` then reads that and this table goes).
+_REASON_PREFIXES = (("timed out", "timeout"), ("stopped by `worker stop --now`", "requeued"),
+                    ("worker lost", "worker-lost"), ("canceled", "canceled"), ("killed", "killed"),
+                    ("could not start", "spawn-failed"))
+
+
 def outcome_of(attempt: dict[str, Any]) -> str:
-    """How an attempt ended, as the current protocol reports it (`reason`; issue 9 makes it
-    `outcome`). Tests compare through this so the switch is made in one place."""
-    return str(attempt.get("outcome") or attempt.get("reason"))
+    """How an attempt ended, as an outcome kind (`exit`, `timeout`, `requeued`, ...): the typed
+    `outcome` where the protocol has one, else read from today's `reason` text. Tests compare
+    outcomes through this, so the switch to issue 9's field is made in one place."""
+    if attempt.get("outcome"):
+        return str(attempt["outcome"])
+    reason = str(attempt.get("reason"))
+    for prefix, kind in _REASON_PREFIXES:
+        if reason.startswith(prefix):
+            return kind
+    return reason
+
+
+@contextmanager
+def store_writes_held(d: InProcessDaemon) -> Iterator[None]:
+    """Hold the daemon's store writes while the block runs (reads go on): SQLite's write lock
+    (`BEGIN IMMEDIATE`), or on PostgreSQL an EXCLUSIVE lock on the jobs table. The daemon's turn
+    waits (or, on SQLite, finds the store busy and retries), so whatever ended meanwhile stays
+    unrecorded until the block ends."""
+    if d.db_url.startswith("sqlite"):
+        conn = sqlite3.connect(d.db_url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+        return
+    from sqlalchemy import create_engine
+
+    engine = create_engine(d.db_url)
+    try:
+        with engine.connect() as pg, pg.begin():
+            pg.exec_driver_sql("LOCK TABLE jobs IN EXCLUSIVE MODE")
+            yield
+    finally:
+        engine.dispose()
