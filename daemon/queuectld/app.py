@@ -161,6 +161,29 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, _reopen_logs)  # first: a SIGHUP must never kill the daemon
     _reap_children_with_pidfds()
+
+    def stop_on_signals(request_stop: Callable[[], None]) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, request_stop)
+
+    await serve_until_stopped(settings, on_ready, umask, stop_requests=stop_on_signals)
+
+
+async def serve_until_stopped(
+    settings: Settings, on_ready: Callable[[], None], umask: int, *,
+    stop_requests: Callable[[Callable[[], None]], None],
+    open_tracker: Callable[[str, ChildReaper], tracking.Tracker] = tracking.open_tracker,
+) -> None:
+    """The daemon's serve loop without the process-level setup that `serve` adds (signal handlers,
+    the child watcher), so the integration tests can run it on a loop in a thread of their own.
+
+    Once the daemon can drain, `stop_requests(request_stop)` is called with the function that
+    asks it to: the first call drains, a second one kills the running jobs and requeues them
+    (`serve` connects SIGTERM and SIGINT to it). `open_tracker(owner, reaper)` chooses how the
+    processes of attempts are tracked (the tests pass the subreaper fallback: a cgroup is no
+    place for the test process's own jobs). The daemon becomes the child subreaper either way;
+    `umask` is the one jobs get (the caller has set the daemon's own)."""
+    loop = asyncio.get_running_loop()
     private_dir(settings.state_dir, "state dir")
     private_dir(settings.logs_dir, "logs dir")
     tls = _tls_context(settings)
@@ -182,7 +205,7 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
         config = await db.read(store.config_all)
         owner = f"{settings.host}:{os.getpid()}:{secrets.token_hex(4)}"
         reaper = ChildReaper()
-        tracker = tracking.open_tracker(owner, reaper)  # before the reaper: its probe runs a shell
+        tracker = open_tracker(owner, reaper)  # before the reaper: its probe runs a shell
         reaper.enable()
         now = time.time()
         scheduler = Scheduler(db, settings, owner, config, umask, tracker)
@@ -208,8 +231,7 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
             scheduler.request_stop(force=signals_seen > 1)
             stop_event.set()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, request_stop)
+        stop_requests(request_stop)
 
         ctx = Context(db=db, scheduler=scheduler, settings=settings, config=config, stop=request_stop)
         server = Server(ctx, token=token, allow_gids=settings.allow_groups, first_request_s=settings.first_request_s)

@@ -1,5 +1,6 @@
-"""Job output and environment: `logs --follow`, the output cap, a flood that must not grow the
-daemon's memory, and what a job inherits from the daemon (no descriptors, no secrets).
+"""Job output and environment: `logs --follow`, a flood that must not grow the daemon's memory,
+and what a job inherits from the daemon (no descriptors, no secrets). The output cap and
+`logs --attempt` are tested in process: tests/integration/test_job_lifecycle.py.
 """
 
 from __future__ import annotations
@@ -85,30 +86,7 @@ def test_logs_follow_on_a_job_that_has_not_started_waits_for_it(daemon: Daemon) 
     assert out == b"hello from soon\n", "`logs --follow` right after `enqueue` must not miss the job"
 
 
-def test_logs_of_a_given_attempt(daemon: Daemon) -> None:
-    daemon.cli("config", "set", "backoff-base", "1")
-    daemon.cli("enqueue", "--id", "twice", "--max-retries", "1",
-               "--command", 'echo "attempt $QUEUECTL_ATTEMPT"; [ "$QUEUECTL_ATTEMPT" = 2 ]')
-    assert settled(daemon, "twice")["state"] == "completed"
-    assert daemon.cli("logs", "twice", "--attempt", "1").stdout == "attempt 1\n"
-    assert daemon.cli("logs", "twice").stdout == "attempt 2\n"
-
-
-# -- the output cap -------------------------------------------------------------------------------
-
-
-def test_output_past_the_cap_is_drained_but_not_kept(daemon: Daemon) -> None:
-    daemon.cli("config", "set", "output-max-bytes", "2048")
-    daemon.cli("enqueue", "--id", "chatty", "--command",
-               'i=0; while [ $i -lt 1000 ]; do echo "line $i"; i=$((i+1)); done; echo END')
-    job = settled(daemon, "chatty")
-    assert job["state"] == "completed", job
-    marker = MARKER.format(2048)
-    kept = log_file(daemon, "chatty").read_text()
-    assert kept.startswith("line 0\nline 1\n")
-    assert kept.endswith(f"\n{marker}\n") and len(kept) <= 2048 + len(marker) + 2, kept[-200:]
-    assert daemon.cli("logs", "chatty").stdout == kept
-    assert job["output_tail"].endswith("line 999\nEND\n"), "show keeps the tail of all output, past the cap"
+# -- a flood past the cap --------------------------------------------------------------------------
 
 
 @pytest.mark.slow
