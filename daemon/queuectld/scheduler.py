@@ -178,6 +178,8 @@ class Scheduler:
             if self._gave_up_on_held_results():
                 return
             busy, claimed_all, next_due = await self._turn()
+            if self._stopping and not self.running and not self._finished:
+                return  # the turn recorded the last attempt of a drain: do not sleep first
             if claimed_all and not self._stopping:
                 continue  # there may be more due jobs; the slots decide
             timeout = self.idle_recheck_s

@@ -53,7 +53,7 @@ from queuectl.client import Client
 #: one daemon per store: its own leases are never taken from it, whatever the machine's load.
 LEASE_S = 1.5
 #: Run-time config every in-process daemon starts with: quick retries and quick kills.
-FAST_CONFIG: dict[str, str] = {"backoff-base": "1.5", "backoff-max": "2", "kill-grace": "1"}
+FAST_CONFIG: dict[str, str] = {"backoff-base": "1.5", "backoff-max": "2", "kill-grace": "1", "backoff-jitter": "0"}
 #: How long start and stop may take before the test fails (they take milliseconds).
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 60.0
@@ -322,9 +322,9 @@ class InProcessDaemon:
                 return "".join(out)
             offset = chunk["next_offset"]
 
-    def dlq_retry(self, job_id: str) -> dict[str, Any]:
-        """Retry one dead job (issue 9 makes `dlq.retry` take a list of ids: adapt here)."""
-        return self.client.dlq_retry(job_id)
+    def dlq_retry(self, *job_ids: str) -> dict[str, Any]:
+        """Retry dead jobs (all or none); the CountResult."""
+        return self.client.dlq_retry(list(job_ids))
 
     def status(self) -> dict[str, Any]:
         """`daemon.status`."""
@@ -348,22 +348,9 @@ def gate(path: Path) -> str:
 
 #: How today's free-text `reason` of an attempt begins, for each outcome kind (issue 9 replaces
 #: the text with a typed `outcome`; `outcome_of` then reads that and this table goes).
-_REASON_PREFIXES = (("timed out", "timeout"), ("stopped by `worker stop --now`", "requeued"),
-                    ("worker lost", "worker-lost"), ("canceled", "canceled"), ("killed", "killed"),
-                    ("could not start", "spawn-failed"))
-
-
 def outcome_of(attempt: dict[str, Any]) -> str:
-    """How an attempt ended, as an outcome kind (`exit`, `timeout`, `requeued`, ...): the typed
-    `outcome` where the protocol has one, else read from today's `reason` text. Tests compare
-    outcomes through this, so the switch to issue 9's field is made in one place."""
-    if attempt.get("outcome"):
-        return str(attempt["outcome"])
-    reason = str(attempt.get("reason"))
-    for prefix, kind in _REASON_PREFIXES:
-        if reason.startswith(prefix):
-            return kind
-    return reason
+    """How an attempt ended, as an outcome kind (`exit`, `timeout`, `requeued`, ...)."""
+    return str(attempt["outcome"])
 
 
 @contextmanager

@@ -222,3 +222,19 @@ def test_a_snoozing_job_runs_again_uncounted_after_the_delay_it_asked(tmp_path: 
             assert [r.outcome for r in await rig.attempts(job_id)] == [OutcomeKind.SNOOZED, OutcomeKind.EXIT]
 
     asyncio.run(main())
+
+
+def test_a_drain_returns_once_its_last_attempt_is_recorded_not_at_the_next_idle_recheck(tmp_path: Path) -> None:
+    # Regression: the turn that recorded a drain's last attempt was followed by a sleep until the
+    # idle re-check (lease/3: 10 s by default) before run() saw that nothing was left.
+    async def main() -> None:
+        async with scheduler_rig(tmp_path) as rig:
+            rig.sched.idle_recheck_s = 3600.0  # a sleep to the re-check would outlast the test
+            job_id = await rig.enqueue("sleep 0.3")
+            await running(rig, job_id)
+            assert rig._task is not None
+            rig.sched.request_stop()  # drain: the attempt finishes, then run() returns
+            await asyncio.wait_for(asyncio.shield(rig._task), 20)
+            assert (await rig.job(job_id)).state is JobState.COMPLETED
+
+    asyncio.run(main())
