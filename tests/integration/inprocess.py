@@ -39,14 +39,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from queuectl.client import Client
 from queuectld import app, proctree
 from queuectld.proctree import ChildReaper
 from queuectld.settings import Settings
 from queuectld.store import identity
 from queuectld.store.open import DB_FILE, default_url, open_store
 from queuectld.tracking import Tracker, TreeTracker
-
-from queuectl.client import Client
 
 #: Short leases: maintenance (every lease / 3) runs twice a second, and a stop that waits for
 #: the next maintenance tick (see the report on issue 9) costs half a second, not ten. Safe for

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 import pytest
-from queuectld.runner import DRAIN_AFTER_EXIT_S
 
+from queuectld.runner import DRAIN_AFTER_EXIT_S
 from tests.integration.conftest import DaemonFactory
 from tests.integration.inprocess import gate, outcome_of, store_writes_held, wait_until
 
