@@ -47,6 +47,7 @@ from queuectld.settings import Settings
 from queuectld.store import identity
 from queuectld.store.open import DB_FILE, default_url, open_store
 from queuectld.tracking import Tracker, TreeTracker
+from tests.conftest import wait_until  # noqa: F401  (re-exported for the tier's tests)
 
 #: Short leases: maintenance (every lease / 3) runs twice a second, and a stop that waits for
 #: the next maintenance tick (see the report on issue 9) costs half a second, not ten. Safe for
@@ -63,18 +64,6 @@ _subreaper_lock = threading.Lock()
 _subreaper_users = 0
 _template_lock = threading.Lock()
 _template_dir: Path | None = None
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.005, what: str = "") -> Any:
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 def sqlite_template() -> Path:
