@@ -188,6 +188,42 @@ class InvalidAddress(QueuectlError, ValueError):
     code = 1018
 
 
+class QueueNotFound(QueuectlError):
+    """No queue named {name!r}. Add it with `queuectl queue add {name}`; `queuectl queue list` shows the queues."""
+
+    code = 1023
+
+
+class QueueExists(QueuectlError):
+    """A queue named {name!r} already exists. Change its limit with `queuectl queue set {name} --concurrency N`."""
+
+    code = 1024
+
+
+class QueueNotEmpty(QueuectlError):
+    """Queue {name!r} still holds {count} unfinished job(s); nothing was removed. Cancel or move them first (`queuectl list --queue {name}`)."""
+
+    code = 1025
+
+
+class DependencyNotFound(QueuectlError):
+    """Job {job_id!r} depends on {dependency!r}, which does not exist; nothing was enqueued. Enqueue it first (or earlier in the same batch)."""
+
+    code = 1026
+
+
+class DependencyCycle(QueuectlError):
+    """Job {job_id!r} cannot run after {dependency!r}: {dependency!r} already waits for {job_id!r}; nothing was changed."""
+
+    code = 1027
+
+
+class DependencyFailed(QueuectlError):
+    """Job {job_id!r} depends on {dependency!r}, which ended {state} and so can never complete; nothing was enqueued. Retry it first (`queuectl dlq retry {dependency}`), or use --after-any."""
+
+    code = 1028
+
+
 def _all_subclasses(cls: type[QueuectlError]) -> list[type[QueuectlError]]:
     out: list[type[QueuectlError]] = []
     for sub in cls.__subclasses__():

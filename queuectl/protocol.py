@@ -74,6 +74,24 @@ ExitCodes = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(max_lengt
 #: Signal names without SIG (KILL, TERM); the daemon checks that each is a signal it knows.
 SignalNames = Annotated[list[Annotated[str, Field(pattern=r"^[A-Z0-9+-]{1,16}$")]], Field(max_length=64)]
 DurationS = Annotated[float, Field(ge=0, le=100 * 365 * 86400)]
+#: Queue names and labels: what a user types after --queue / --label.
+NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+QueueName = Annotated[str, Field(pattern=NAME_PATTERN, description="1-64 chars of [A-Za-z0-9._:-]")]
+Label = Annotated[str, Field(pattern=NAME_PATTERN, description="1-64 chars of [A-Za-z0-9._:-]")]
+Labels = Annotated[list[Label], Field(max_length=32)]
+DEFAULT_QUEUE = "default"
+#: Limits of a job's context: a captured environment is a few KiB; these bound what a request may carry.
+MAX_ENV_VARS = 4096
+MAX_ENV_BYTES = 1024 * 1024
+MAX_CWD_CHARS = 4096
+MAX_DEPENDENCIES = 1000
+EnvName = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^=\x00]+$")]
+EnvValue = Annotated[str, Field(max_length=MAX_ENV_BYTES, pattern=r"^[^\x00]*$")]
+Env = Annotated[dict[EnvName, EnvValue], Field(max_length=MAX_ENV_VARS)]
+Cwd = Annotated[str, Field(min_length=1, max_length=MAX_CWD_CHARS, pattern=r"^/[^\x00]*$",
+                           description="an absolute directory")]
+Dependencies = Annotated[list[JobId], Field(max_length=MAX_DEPENDENCIES)]
+Concurrency = Annotated[int, Field(ge=1, le=100_000)]
 
 
 class Params(BaseModel):
@@ -111,6 +129,19 @@ class JobSpec(Params):
     no_retry_on_signal: SignalNames | None = None  #: dying of these signals never retries
     backoff_base: Annotated[float, Field(ge=1, le=1e6)] | None = None  #: config `backoff-base` if omitted
     backoff_max_s: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None  #: config `backoff-max` if omitted
+    #: Where and how it runs. `cwd` omitted: the daemon's state dir. `env` omitted: the daemon's
+    #: base environment; given: exactly these variables (the client sends its whole environment),
+    #: or, with `clean_env`, these over the daemon's base environment.
+    queue: QueueName = DEFAULT_QUEUE  #: must exist (`queue.add`); `default` always does
+    cwd: Cwd | None = None
+    env: Env | None = None
+    clean_env: bool = False
+    labels: Labels | None = None
+    #: Run once every one of `after` completed and every one of `after_any` ended, however.
+    #: Ids must exist (or come earlier in the same batch).
+    after: Dependencies | None = None
+    after_any: Dependencies | None = None
+    hold: bool = False  #: stored but never started until released (`job.release`)
 
 
 class EnqueueParams(JobSpec):
@@ -128,12 +159,24 @@ class EnqueueBatchParams(Params):
     replace: bool = False
     id_stem: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,100}$")] | None = None
     id_start: Annotated[int, Field(ge=0, le=10**12)] = 0  #: the first job's index within the client's whole batch
+    #: The batch's context, captured once per call: each job's own `cwd` replaces `cwd`; each
+    #: job's own `env` is laid over `env` (a job's `clean_env` over the daemon's base only).
+    cwd: Cwd | None = None
+    env: Env | None = None
+    clean_env: bool = False
 
 
 class JobRef(Params):
-    """A job by id (`job.get`, `job.cancel`, `job.delete`)."""
+    """A job by id (`job.get`, `job.cancel`, `job.delete`, `job.explain`)."""
 
     id: JobId
+
+
+class GetParams(JobRef):
+    """A job by id (`job.get`); `reveal_env` shows secret-looking values unmasked (the owner's
+    socket only)."""
+
+    reveal_env: bool = False
 
 
 #: The most jobs one `job.list` / `dlq.list` answer holds; a page also ends once its JSON passes
@@ -157,6 +200,8 @@ class ListParams(Params):
 
     state: Annotated[JobState | None, Field(strict=False)] = None  #: a state name
     outcome: Annotated[OutcomeKind | None, Field(strict=False)] = None  #: how the last attempt ended
+    queue: QueueName | None = None
+    label: Label | None = None
     limit: PageLimit | None = None  #: at most this many in this page (the daemon caps it)
     cursor: Cursor | None = None  #: `next_cursor` of the previous page; omitted for the first
 
@@ -165,6 +210,8 @@ class DlqListParams(Params):
     """List the dead-letter queue oldest first (`dlq.list`), paged like `job.list`."""
 
     outcome: Annotated[OutcomeKind | None, Field(strict=False)] = None  #: how the last attempt ended
+    queue: QueueName | None = None
+    label: Label | None = None
     limit: PageLimit | None = None  #: at most this many in this page (the daemon caps it)
     cursor: Cursor | None = None  #: `next_cursor` of the previous page; omitted for the first
 
@@ -176,12 +223,16 @@ class DlqRetryParams(Params):
 
     ids: Annotated[list[JobId], Field(min_length=1, max_length=10_000)]
     command: Command | None = None
+    #: also bring back the jobs canceled because these ended dead (their dependents, transitively)
+    with_dependents: bool = False
 
 
 class DlqFilter(Params):
     """Which dead jobs a bulk action takes: all of them, or those matching every field given."""
 
     outcome: Annotated[OutcomeKind | None, Field(strict=False)] = None  #: how the last attempt ended
+    queue: QueueName | None = None
+    label: Label | None = None
     since_s: DurationS | None = None  #: died within the last this many seconds
     older_than_s: DurationS | None = None  #: died more than this many seconds ago
 
@@ -206,6 +257,92 @@ class WaitParams(Params):
 
     ids: Annotated[list[JobId], Field(min_length=1, max_length=10_000)]
     timeout_s: Annotated[float, Field(ge=0, le=30)] = 10.0
+
+
+class WaitQueueParams(Params):
+    """Block until `queue` has nothing pending, waiting for a retry, or running, or `timeout_s`
+    passes (`queue.wait`, a drain). Held jobs do not count: they never start by themselves."""
+
+    queue: QueueName
+    timeout_s: Annotated[float, Field(ge=0, le=30)] = 10.0
+
+
+class JobFilter(Params):
+    """Which jobs a bulk action takes: every field given must match."""
+
+    queue: QueueName | None = None
+    label: Label | None = None
+    state: Annotated[JobState | None, Field(strict=False)] = None
+
+
+class ReleaseParams(Params):
+    """Release held jobs (`job.release`): `ids` (each must be held), or every held job matching
+    `filter` (`job.release` with `filter.queue` is `release --queue Q`)."""
+
+    ids: Annotated[list[JobId], Field(min_length=1, max_length=10_000)] | None = None
+    filter: JobFilter | None = None
+
+
+class RestartParams(Params):
+    """Run finished jobs (completed, dead or canceled) again as a new series of attempts, their
+    history kept (`job.restart`): all of `ids` or none."""
+
+    ids: Annotated[list[JobId], Field(min_length=1, max_length=10_000)]
+
+
+class EditParams(Params):
+    """Change a job that is not running (`job.edit`); only the fields given change. `delay_s`
+    sets its run time to now + delay; `after` / `after_any` replace its dependencies (a cycle is
+    refused)."""
+
+    id: JobId
+    command: Command | None = None
+    priority: Priority | None = None
+    queue: QueueName | None = None
+    max_retries: MaxRetries | None = None
+    timeout_s: TimeoutS | None = None
+    clear_timeout: bool = False  #: back to the config's `job-timeout`
+    delay_s: Annotated[float, Field(ge=0, le=365 * 86400)] | None = None
+    after: Dependencies | None = None
+    after_any: Dependencies | None = None
+    labels: Labels | None = None
+
+
+class QueueRef(Params):
+    """A queue by name (`queue.get`, `queue.rm`)."""
+
+    name: QueueName
+
+
+class QueueAddParams(Params):
+    """Add a named queue (`queue.add`); `concurrency` omitted: no limit but the daemons' slots."""
+
+    name: QueueName
+    concurrency: Concurrency | None = None
+
+
+class QueueSetParams(Params):
+    """Change a queue's limit (`queue.set`); `unlimited` removes it."""
+
+    name: QueueName
+    concurrency: Concurrency | None = None
+    unlimited: bool = False
+
+
+class QueuePauseParams(Params):
+    """Pause queues (`queue.pause`): nothing new starts in them, on any daemon, until resumed;
+    `kill` also stops their running jobs and returns them to pending uncounted. `names`, or `all`."""
+
+    names: Annotated[list[QueueName], Field(min_length=1, max_length=1000)] | None = None
+    all: bool = False
+    kill: bool = False
+
+
+class QueueResumeParams(Params):
+    """Resume paused queues (`queue.resume`): `names`, or `all`."""
+
+    names: Annotated[list[QueueName], Field(min_length=1, max_length=1000)] | None = None
+    all: bool = False
 
 
 class LogsParams(Params):
@@ -274,6 +411,39 @@ class AttemptView(Result):
     owner: str | None
 
 
+class BlockerKind(StrEnum):
+    """Why a waiting job is not running: one reason, the first that applies in this order."""
+
+    HELD = "held"  #: enqueued with --hold; waits for `release`
+    DEPENDENCY = "dependency"  #: waiting for a dependency to complete (or end)
+    NOT_BEFORE = "not-before"  #: its run time (a delay or a retry's backoff) is in the future
+    QUEUE_PAUSED = "queue-paused"
+    QUEUE_FULL = "queue-full"  #: its queue runs as many jobs as its concurrency allows
+    NO_DAEMON = "no-daemon"  #: no live daemon is claiming (all stopped, or none running)
+    SLOTS_BUSY = "slots-busy"  #: every slot on every live claiming daemon is busy
+    READY = "ready"  #: nothing holds it: it starts now
+
+
+class BlockedBy(Result):
+    """Why a waiting job is not running (`job.explain`, and `blocked_by` in `job.get`)."""
+
+    kind: BlockerKind
+    message: str  #: one line for people, e.g. "queue at its concurrency (2/2)"
+    dependency: str | None = None  #: DEPENDENCY: the first dependency it waits for
+    dependency_state: JobState | None = None
+    not_before: datetime | None = None  #: NOT_BEFORE: when it may start
+    running: int | None = None  #: QUEUE_FULL / SLOTS_BUSY: busy now
+    limit: int | None = None  #: QUEUE_FULL / SLOTS_BUSY: of how many
+
+
+class DependencyView(Result):
+    """One dependency of a job and where it stands."""
+
+    id: str
+    any_end: bool  #: `after_any`: satisfied by any end, not only completion
+    state: JobState | None  #: null: deleted
+
+
 class JobView(Result):
     """A job as the client sees it. Timestamps are UTC."""
 
@@ -303,8 +473,20 @@ class JobView(Result):
     no_retry_on_signal: list[str] | None = None
     backoff_base: float | None = None  #: the job's own backoff (null: the config's)
     backoff_max_s: float | None = None
+    queue: str = DEFAULT_QUEUE
+    labels: list[str] = []
+    held: bool = False
+    cwd: str | None = None  #: null: the daemon's state dir
+    #: The environment's variable names (values: `env`); null when the job has the daemon's.
+    env_names: list[str] | None = None
+    clean_env: bool = False  #: its `env` is laid over the daemon's base environment
+    canceled_by: str | None = None  #: the dependency whose end canceled it
     output_tail: str | None = None  #: only in `job.get`
     attempt_history: list[AttemptView] | None = None  #: only in `job.get`
+    dependencies: list[DependencyView] | None = None  #: only in `job.get`
+    #: only in `job.get`: the variables, values of secret-looking names masked unless asked for
+    env: dict[str, str] | None = None
+    blocked_by: BlockedBy | None = None  #: only in `job.get`, for a waiting job
 
 
 class JobsResult(Result):
@@ -330,13 +512,45 @@ class CountResult(Result):
 
 
 class WorkersView(Result):
-    """Worker slots (`active` run jobs now) of every live daemon sharing the store: this one's
-    exactly, its peers' as of their last heartbeat. `claiming` is this daemon's."""
+    """Worker slots of every live daemon sharing the store: this one's exactly, its peers' as of
+    their last heartbeat. `active`: slots running (claiming or not); `busy`: attempts in flight;
+    `claiming` is this daemon's."""
 
     active: int
+    busy: int = 0
     slots: int
     claiming: bool
     daemons: int
+
+
+class QueueView(Result):
+    """A named queue: its limit, pause, and what it holds now."""
+
+    name: str
+    concurrency: int | None  #: null: no limit but the daemons' slots
+    paused: bool
+    pending: int  #: waiting to run (pending or failed awaiting a retry), held included
+    held: int = 0
+    running: int
+    oldest_waiting_at: datetime | None = None  #: created_at of its oldest waiting job
+
+
+class QueuesResult(Result):
+    """Every queue, by name."""
+
+    queues: list[QueueView]
+
+
+class DaemonView(Result):
+    """A live daemon sharing the store."""
+
+    id: str
+    host: str
+    pid: int
+    slots: int
+    active: int
+    claiming: bool
+    heartbeat_at: datetime
 
 
 class StoreView(Result):
@@ -357,6 +571,7 @@ class StatusResult(Result):
     counts: dict[str, int]
     daemon: dict[str, Any]
     store: StoreView
+    queues: list[QueueView] = []
 
 
 class WaitResult(Result):
@@ -406,12 +621,24 @@ class HelloResult(Result):
 METHODS: dict[str, type[Params]] = {
     "job.enqueue": EnqueueParams,
     "job.enqueue_batch": EnqueueBatchParams,
-    "job.get": JobRef,
+    "job.get": GetParams,
     "job.list": ListParams,
     "job.cancel": JobRef,
     "job.delete": JobRef,
     "job.wait": WaitParams,
     "job.logs": LogsParams,
+    "job.explain": JobRef,
+    "job.release": ReleaseParams,
+    "job.restart": RestartParams,
+    "job.edit": EditParams,
+    "queue.add": QueueAddParams,
+    "queue.set": QueueSetParams,
+    "queue.list": EmptyParams,
+    "queue.get": QueueRef,
+    "queue.rm": QueueRef,
+    "queue.pause": QueuePauseParams,
+    "queue.resume": QueueResumeParams,
+    "queue.wait": WaitQueueParams,
     "dlq.list": DlqListParams,
     "dlq.retry": DlqRetryParams,
     "dlq.retry_all": DlqRetryAllParams,

@@ -4,7 +4,8 @@ backoff, and the transitions every state change must take.
 Pure: no I/O, no clock reads (callers pass `now`), no randomness (jitter is derived from the
 attempt's identity, so one decision is always the same decision). Every state change the store
 makes is a `Decision` from a function of this module: an ended attempt (`after_attempt`), a
-cancel (`on_cancel`), a dead-letter retry (`on_dlq_retry`). The store stores; it decides nothing.
+cancel (`on_cancel`), a dead-letter retry (`on_dlq_retry`), a restart (`on_restart`), a
+dependency's end (`on_dependency_end`). The store stores; it decides nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum
 from functools import lru_cache
 from typing import Any
 
@@ -23,7 +26,8 @@ __all__ = [
     "DEFAULT_SNOOZE_DELAY_S", "LONGEST_WAIT_S", "TERMINAL_STATES", "TRANSITIONS", "Decision", "IllegalTransition",
     "Job", "JobState", "LifecyclePolicy", "Outcome", "OutcomeKind", "RetryPolicy", "RetryRules", "after_attempt",
     "check_transition", "jitter_spread", "on_cancel", "on_dlq_retry", "require_transition", "rules_of",
-    "signal_name", "snooze_delay_s",
+    "signal_name", "snooze_delay_s", "DependencyEffect", "on_dependency_end", "on_restart",
+    "dependency_canceled_reason", "encode_labels",
 ]
 
 
@@ -61,6 +65,25 @@ class Job:
     retry_rules: str | None = None
     backoff_base: float | None = None
     backoff_max_s: float | None = None
+    #: Where and how it runs (revision 0004): its queue; its cwd (None: the daemon's state dir);
+    #: its environment snapshot's id in `envs` (None: the daemon's base environment).
+    queue: str = "default"
+    cwd: str | None = None
+    env_id: str | None = None
+    #: Its labels as stored: sorted, joined by "," (None: none); `label_list` splits them.
+    labels: str | None = None
+    held: bool = False
+    #: Dependencies not yet satisfied: the job is claimable only at 0.
+    deps_left: int = 0
+    #: The dependency whose end canceled this job (DependencyEffect.CANCEL), for `--with-dependents`.
+    canceled_by: str | None = None
+    #: Whether some job depends on this one: a turn looks for dependents only of such jobs.
+    has_dependents: bool = False
+
+    @property
+    def label_list(self) -> list[str]:
+        """The labels, sorted."""
+        return self.labels.split(",") if self.labels else []
 
 
 #: Outcomes that do not count as a failed attempt: the job goes back to waiting as it was.
@@ -127,9 +150,9 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.PROCESSING: frozenset(
         {JobState.COMPLETED, JobState.FAILED, JobState.DEAD, JobState.CANCELED, JobState.PENDING}
     ),
-    JobState.COMPLETED: frozenset(),
-    JobState.DEAD: frozenset({JobState.PENDING}),  # dlq retry
-    JobState.CANCELED: frozenset(),
+    JobState.COMPLETED: frozenset({JobState.PENDING}),  # restart
+    JobState.DEAD: frozenset({JobState.PENDING}),  # dlq retry, restart
+    JobState.CANCELED: frozenset({JobState.PENDING}),  # restart, dlq retry --with-dependents
 }
 
 
@@ -444,3 +467,45 @@ def on_dlq_retry(job: Job, now: float) -> Decision:
     require_transition(job.state, JobState.PENDING)
     return Decision(JobState.PENDING, 0, now, None)
 
+
+
+def on_restart(job: Job, now: float) -> Decision:
+    """A user restarts a finished job: pending now, a new series of attempts (attempts reset; its
+    run number and attempt history are kept); InvalidState unless completed, dead or canceled."""
+    if job.state not in TERMINAL_STATES:
+        raise InvalidState(job_id=job.id, state=job.state.value,
+                           action="restart (only completed, dead or canceled jobs can be restarted)")
+    _require_finite(now)
+    require_transition(job.state, JobState.PENDING)
+    return Decision(JobState.PENDING, 0, now, None)
+
+
+class DependencyEffect(Enum):
+    """What a dependency's end does to a job waiting on it."""
+
+    SATISFIED = "satisfied"  #: one dependency fewer to wait for
+    CANCEL = "cancel"  #: the dependent cannot run any more: canceled ("dependency X ended dead")
+    NONE = "none"  #: nothing (the dependency has not ended, or the dependent no longer waits)
+
+
+def on_dependency_end(dependency_state: JobState, any_end: bool, dependent_state: JobState) -> DependencyEffect:
+    """What `dependency_state` (the dependency's state after a change) does to a dependent in
+    `dependent_state` through an edge that is `after_any` (`any_end`) or `after` (completion only).
+    Only a waiting dependent (pending) is affected; a failed retry (FAILED) is not an end."""
+    if dependent_state is not JobState.PENDING or dependency_state not in TERMINAL_STATES:
+        return DependencyEffect.NONE
+    if dependency_state is JobState.COMPLETED or any_end:
+        return DependencyEffect.SATISFIED
+    return DependencyEffect.CANCEL
+
+
+def dependency_canceled_reason(dependency_id: str, dependency_state: JobState) -> str:
+    """The last_error of a job canceled by its dependency's end (pueue's DependencyFailed)."""
+    return f"dependency {dependency_id} ended {dependency_state.value}"
+
+
+def encode_labels(labels: Iterable[str] | None) -> str | None:
+    """Labels as stored in jobs.labels: distinct, sorted, joined by "," (None: none)."""
+    if not labels:
+        return None
+    return ",".join(sorted(set(labels)))

@@ -22,6 +22,50 @@ class NewJob(NamedTuple):
     retry_rules: str | None = None  #: RetryRules.encode() of the job's own rules (None: the config's)
     backoff_base: float | None = None
     backoff_max_s: float | None = None
+    queue: str = "default"  #: must exist (QueueNotFound)
+    cwd: str | None = None  #: None: the daemon's state dir
+    env_id: str | None = None  #: an EnvSnapshot's id, passed to `enqueue` beside the jobs
+    labels: str | None = None  #: jobs.encode_labels(...)
+    held: bool = False
+    after: tuple[str, ...] = ()  #: must complete first
+    after_any: tuple[str, ...] = ()  #: must end first, however
+
+
+@dataclass(frozen=True, slots=True)
+class EnvSnapshot:
+    """An environment as stored once for every job that shares it. `clean`: `vars` is laid over
+    the daemon's base environment; else it is the whole environment."""
+
+    id: str  #: EnvSnapshot.make's content hash
+    clean: bool
+    vars: dict[str, str]
+
+    @staticmethod
+    def make(vars: dict[str, str], clean: bool) -> EnvSnapshot:
+        """The snapshot of `vars`, named by the SHA-256 of its canonical JSON (equal snapshots,
+        from any call or daemon, are one row)."""
+        import hashlib
+        import json
+
+        text = json.dumps([bool(clean), vars], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return EnvSnapshot(hashlib.sha256(text.encode()).hexdigest(), bool(clean), dict(vars))
+
+
+@dataclass(frozen=True, slots=True)
+class JobEdit:
+    """What `edit` changes (None: unchanged). `after`/`after_any` given (even empty) replace the
+    dependencies; `clear_timeout` sets timeout_s back to None."""
+
+    command: str | None = None
+    priority: int | None = None
+    queue: str | None = None
+    max_retries: int | None = None
+    timeout_s: float | None = None
+    clear_timeout: bool = False
+    next_run_at: float | None = None
+    after: tuple[str, ...] | None = None
+    after_any: tuple[str, ...] | None = None
+    labels: str | None = None  #: encode_labels(...); "" clears them
 
 
 #: An attempt by job id and run: what every attempt write is fenced on (with the owner).
@@ -83,6 +127,41 @@ class DeadFilter:
     outcome: OutcomeKind | None = None
     finished_after: float | None = None
     finished_before: float | None = None
+    queue: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs a listing or bulk action takes: every field given must match."""
+
+    state: JobState | None = None
+    outcome: OutcomeKind | None = None
+    queue: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """One dependency of a job, and its state now (None: deleted)."""
+
+    dep_id: str
+    any_end: bool
+    state: JobState | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue and what it holds now (from the per-(queue, state) counters and the indexes, never
+    a scan of the jobs table). `pending` counts waiting jobs (pending and failed), held included."""
+
+    name: str
+    concurrency: int | None
+    paused: bool
+    pending: int = 0
+    held: int = 0
+    running: int = 0
+    oldest_waiting_at: float | None = None  #: created_at of its oldest waiting job
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,18 +198,21 @@ class DaemonInfo:
     heartbeat_at: float
     slots: int
     active: int
+    claiming: bool = True
 
 
 class Store(Protocol):
     """What the daemon needs from storage. Every method is one transaction."""
 
-    def enqueue(self, new: Sequence[NewJob], *, replace: bool, now: float) -> Enqueued: ...
+    def enqueue(
+        self, new: Sequence[NewJob], *, replace: bool, now: float, envs: Sequence[EnvSnapshot] = ()
+    ) -> Enqueued: ...
     def get(self, job_id: str) -> Job: ...
     def attempts_of(self, job_id: str) -> list[AttemptRecord]: ...
     def list_jobs(self, state: JobState | None, limit: int | None) -> list[Job]: ...
     def list_page(
         self, state: JobState | None, limit: int | None, after: ListPosition | None,
-        outcome: OutcomeKind | None = None,
+        outcome: OutcomeKind | None = None, queue: str | None = None, label: str | None = None,
     ) -> list[tuple[Job, ListPosition]]: ...
     def states_of(self, ids: Iterable[str]) -> dict[str, JobState]: ...
     def counts(self) -> dict[str, int]: ...
@@ -143,17 +225,35 @@ class Store(Protocol):
         owner: str, host: str, limit: int, now: float, lease_s: float,
     ) -> tuple[list[tuple[FinishedAttempt, Job | None]], list[Job]]: ...
     def renew_leases(
-        self, owner: str, running: Collection[RunKey], now: float, lease_s: float, active: int, slots: int
+        self, owner: str, running: Collection[RunKey], now: float, lease_s: float, active: int, slots: int,
+        claiming: bool = True,
     ) -> set[str]: ...
     def release_strays(self, owner: str, running: Collection[RunKey], now: float) -> list[RunKey]: ...
     def lost_attempts(self, now: float, dead_owners: Iterable[str]) -> list[LostAttempt]: ...
     def next_due_at(self) -> float | None: ...
     def cancel(self, job_id: str, now: float) -> tuple[Job, JobState]: ...
     def delete(self, job_id: str) -> Job: ...
-    def dlq_retry(self, ids: Sequence[str], now: float, command: str | None = None) -> list[Job]: ...
+    def dlq_retry(
+        self, ids: Sequence[str], now: float, command: str | None = None, with_dependents: bool = False
+    ) -> list[Job]: ...
     def dlq_retry_matching(self, where: DeadFilter, now: float, limit: int) -> list[str]: ...
     def dlq_purge(self, ids: Sequence[str]) -> list[Job]: ...
     def dlq_purge_matching(self, where: DeadFilter, limit: int) -> list[Job]: ...
+    # -- workflow (revision 0004) -- store-jobs part
+    def envs_of(self, ids: Collection[str]) -> dict[str, EnvSnapshot]: ...
+    def dependencies_of(self, job_id: str) -> list[Dependency]: ...
+    def release(self, ids: Sequence[str], now: float) -> list[Job]: ...
+    def release_matching(self, where: JobFilter, now: float, limit: int) -> list[str]: ...
+    def edit(self, job_id: str, change: JobEdit, now: float) -> Job: ...
+    def restart(self, ids: Sequence[str], now: float) -> list[Job]: ...
+    # -- workflow (revision 0004) -- store-claim part
+    def queue_add(self, name: str, concurrency: int | None, now: float) -> QueueInfo: ...
+    def queue_set(self, name: str, concurrency: int | None) -> QueueInfo: ...
+    def queue_rm(self, name: str) -> None: ...
+    def queue_get(self, name: str) -> QueueInfo: ...
+    def queues(self) -> list[QueueInfo]: ...
+    def queue_pause(self, names: Sequence[str] | None, paused: bool) -> list[QueueInfo]: ...
+    def requeue_running(self, names: Sequence[str] | None, now: float) -> list[RunKey]: ...
     def config_all(self) -> dict[str, Any]: ...
     def config_set(self, key: str, value: Any) -> None: ...
     def register_daemon(self, info: DaemonInfo) -> None: ...

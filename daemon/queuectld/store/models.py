@@ -51,6 +51,18 @@ class JobRow(Base):
     retry_rules: Mapped[str | None] = mapped_column(Text)
     backoff_base: Mapped[float | None] = mapped_column(Float)
     backoff_max_s: Mapped[float | None] = mapped_column(Float)
+    #: Revision 0004: its named queue; its cwd (None: the daemon's state dir); its environment
+    #: snapshot in `envs` (None: the daemon's base environment); labels sorted and joined by ","
+    #: (the filter uses `job_labels`); held (0/1); dependencies not yet satisfied; the dependency
+    #: whose end canceled it; whether some job depends on it (0/1).
+    queue: Mapped[str] = mapped_column(String(64), server_default="default")
+    cwd: Mapped[str | None] = mapped_column(Text)
+    env_id: Mapped[str | None] = mapped_column(String(64))
+    labels: Mapped[str | None] = mapped_column(Text)
+    held: Mapped[int] = mapped_column(Integer, server_default="0")
+    deps_left: Mapped[int] = mapped_column(Integer, server_default="0")
+    canceled_by: Mapped[str | None] = mapped_column(String(128))
+    has_dependents: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
         # Claiming walks this in order and stops after `limit` due rows: no scan, at any size.
@@ -94,6 +106,52 @@ class AttemptRow(Base):
     host: Mapped[str | None] = mapped_column(String(255))
 
 
+class QueueRow(Base):
+    """A named queue: its concurrency limit across every daemon (None: none) and its pause."""
+
+    __tablename__ = "queues"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    concurrency: Mapped[int | None] = mapped_column(Integer)
+    paused: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class EnvRow(Base):
+    """An environment snapshot, shared by every job enqueued with the same one: `id` is the
+    SHA-256 of its canonical JSON (so equal snapshots are one row, across calls), `clean` says
+    that `vars` is laid over the daemon's base environment instead of replacing it."""
+
+    __tablename__ = "envs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    clean: Mapped[int] = mapped_column(Integer, server_default="0")
+    vars: Mapped[str] = mapped_column(Text)
+
+
+class JobLabelRow(Base):
+    """One label of one job: what `--label L` filters through (jobs.labels is for showing)."""
+
+    __tablename__ = "job_labels"
+
+    label: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+    __table_args__ = (Index("ix_job_labels_job", "job_id"),)
+
+
+class JobDepRow(Base):
+    """`job_id` runs after `dep_id`: once it completed, or (`any_end`) once it ended however."""
+
+    __tablename__ = "job_deps"
+
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    dep_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    any_end: Mapped[int] = mapped_column(Integer, server_default="0")
+
+    __table_args__ = (Index("ix_job_deps_dep", "dep_id"),)
+
+
 class ConfigRow(Base):
     """One config key; the value is JSON text."""
 
@@ -116,6 +174,8 @@ class DaemonRow(Base):
     heartbeat_at: Mapped[float] = mapped_column(Float)
     slots: Mapped[int] = mapped_column(Integer)
     active: Mapped[int] = mapped_column(Integer, default=0)
+    #: Revision 0004: whether it claims jobs (0 after `worker stop`), for `explain`.
+    claiming: Mapped[int] = mapped_column(Integer, server_default="1")
 
 
 class MetaRow(Base):
@@ -134,3 +194,7 @@ attempts = cast(Table, AttemptRow.__table__)
 config = cast(Table, ConfigRow.__table__)
 daemons = cast(Table, DaemonRow.__table__)
 meta = cast(Table, MetaRow.__table__)
+queues = cast(Table, QueueRow.__table__)
+envs = cast(Table, EnvRow.__table__)
+job_labels = cast(Table, JobLabelRow.__table__)
+job_deps = cast(Table, JobDepRow.__table__)
