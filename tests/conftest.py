@@ -125,10 +125,10 @@ class Daemon:
         return self.proc is not None and self.proc.poll() is None
 
     def cli(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """Run the real `queuectl` executable against this daemon."""
+            env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the real `queuectl` executable against this daemon (in `cwd`, with `env` added)."""
         result = subprocess.run([executable("queuectl"), *args], capture_output=True, text=True, input=input,
-                                timeout=timeout, env={**self.env, **(env or {})})
+                                timeout=timeout, env={**self.env, **(env or {})}, cwd=cwd)
         if check and result.returncode != 0:
             pytest.fail(f"queuectl {' '.join(args)} exited {result.returncode}\nstdout: {result.stdout}\n"
                         f"stderr: {result.stderr}\ndaemon log tail:\n{self.log_text()[-3000:]}")

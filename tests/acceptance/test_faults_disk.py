@@ -156,9 +156,14 @@ def test_a_second_sigterm_on_a_full_disk_stops_the_daemon_and_the_next_start_rec
     with small_tmpfs(d.state_dir):
         try:
             d.start("--workers", "1", "--lease-seconds", "2")
-            d.cli("enqueue", "--id", "held", "--command", f"sleep 0.5; echo $QUEUECTL_JOB_ID >> {marks}")
+            # The job ends only once the disk is full: a fixed sleep could end it before a busy
+            # machine's poll ever saw it processing.
+            go = d.root / "go"
+            d.cli("enqueue", "--id", "held", "--command",
+                  f"while [ ! -e {go} ]; do sleep 0.05; done; echo $QUEUECTL_JOB_ID >> {marks}")
             d.wait_state("held", "processing")
             fill_disk(d.state_dir)
+            go.touch()
             wait_until(lambda: marks.exists(), what="the job to end")
             wait_until(lambda: "in memory" in d.log_text(), what="its result to be held")
             assert d.proc is not None
