@@ -260,13 +260,18 @@ def wait(
     def ask(slice_s: float) -> dict[str, Any]:
         return c.wait_queue(name, slice_s) if name is not None else c.wait(list(job_ids or []), slice_s)
 
-    while True:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        answer = ask(min(left, 25.0) if left is not None else 25.0)
-        if answer["done"] or (left is not None and left <= 0):
-            break
-        if deadline is not None and time.monotonic() >= deadline:
-            break
+    try:
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            answer = ask(min(left, 25.0) if left is not None else 25.0)
+            if answer["done"] or (left is not None and left <= 0):
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    except KeyboardInterrupt:
+        from queuectl.enqueue import interrupted
+
+        interrupted()  # Typer would print "Aborted!" and exit 1
     states: dict[str, str] = answer.get("states") or {}
     if as_json:
         render().print_json(answer)
