@@ -282,7 +282,7 @@ def ran(duration_s: float | None) -> str:
 
 
 def _fit(widths: list[int], caps: list[int | None], columns: tuple[Column, ...], width: int) -> list[int]:
-    """Make a row fit `width`: narrow the cut columns (the `last` one after the others) down to a
+    """Make a row fit `width`: narrow the cut columns (right to left, the `last` one after the others) down to a
     readable width; then leave out droppable columns, lowest `drop` first; then cut the `last`
     column further (never an uncut column, like the id). Room left over goes back to the cut
     columns, the `last` first. Returns the columns shown."""
@@ -299,7 +299,7 @@ def _fit(widths: list[int], caps: list[int | None], columns: tuple[Column, ...],
             caps[i] = widths[i]
 
     last = [i for i, c in enumerate(columns) if c.last]
-    for i in [i for i in range(len(widths)) if i not in last] + last:
+    for i in [i for i in reversed(range(len(widths))) if i not in last] + last:  # the rightmost first
         narrow(i, _SHORTEST_CUT)
     for i in sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: columns[i].drop):
         if excess() <= 0:
