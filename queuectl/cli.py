@@ -343,23 +343,22 @@ def edit(
     no_timeout: Annotated[bool, typer.Option("--no-timeout", help="Back to the config's job-timeout.")] = False,
     delay: Annotated[Optional[float], typer.Option("--delay", help="Run no earlier than this many seconds from now.")
                      ] = None,
-    after: Annotated[ListOpt, typer.Option("--after", help="Replace its dependencies: ID[,ID...] must complete.")
+    after: Annotated[ListOpt, typer.Option("--after", help="Replace its dependencies: ID[,ID...] must complete (none: no dependency).")
                      ] = None,
-    after_any: Annotated[ListOpt, typer.Option("--after-any", help="Replace its any-end dependencies: ID[,ID...].")
+    after_any: Annotated[ListOpt, typer.Option("--after-any", help="Replace its any-end dependencies: ID[,ID...] (or none).")
                          ] = None,
     labels: Annotated[ListOpt, typer.Option("--label", help="Replace its labels (repeatable).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change a job that is not running; only the options given change."""
-    from queuectl.enqueue import JOB_ID, MAX_LABELS, names
+    from queuectl.enqueue import MAX_LABELS, names
 
     if timeout is not None and no_timeout:
         raise errors.InvalidValue(key="--timeout", detail="give --timeout S or --no-timeout, not both")
     fields: dict[str, Any] = {
         "command": command, "priority": priority, "queue": _name("--queue", queue), "max_retries": max_retries,
         "timeout_s": timeout, "clear_timeout": True if no_timeout else None, "delay_s": delay,
-        "after": names("--after", after, JOB_ID, split=True) if after is not None else None,
-        "after_any": names("--after-any", after_any, JOB_ID, split=True) if after_any is not None else None,
+        "after": _deps("--after", after), "after_any": _deps("--after-any", after_any),
         "labels": names("--label", labels) if labels is not None else None,
     }
     if fields["labels"] is not None and len(fields["labels"]) > MAX_LABELS:
@@ -372,6 +371,15 @@ def edit(
         render().print_json(job)
     else:
         print(f"edited {render().safe(job.get('id', job_id))}")
+
+
+def _deps(flag: str, values: list[str] | None) -> list[str] | None:
+    """`edit --after a,b` (the new dependencies), `--after none` (none), not given: None."""
+    from queuectl.enqueue import JOB_ID, names
+
+    if values is None:
+        return None
+    return [] if values == ["none"] else names(flag, values, JOB_ID, split=True)
 
 
 @app.command()
@@ -394,7 +402,15 @@ def logs(
     attempt: Annotated[Optional[int], typer.Option("--attempt", help="Which attempt (default: the latest).")] = None,
 ) -> None:
     """Print a job's output (stdout and stderr, interleaved)."""
-    c = client()
+    try:
+        _print_logs(client(), job_id, follow, attempt)
+    except KeyboardInterrupt:
+        from queuectl.enqueue import interrupted
+
+        interrupted()  # the usual way to stop --follow: one line, 130 (Typer would say "Aborted!", 1)
+
+
+def _print_logs(c: Client, job_id: str, follow: bool, attempt: int | None) -> None:
     offset = 0
     escape = sys.stdout.isatty()
     while True:

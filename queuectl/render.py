@@ -234,10 +234,13 @@ def _queue_cells(queue: dict[str, Any], now: datetime) -> list[str]:
 
 
 def age(value: str | None, now: datetime | None = None) -> str:
-    """How long ago a timestamp was, short: `42s`, `3m`, `1.5h` (`-` when none)."""
+    """How long ago a timestamp was, short: `42s`, `3m`, `1.5h` (`-` when none; `0s` for now or
+    a clock ahead of this one)."""
+    ts = _parse_ts(value)
+    if ts is None:
+        return "-"
     text = when(value, now=now)
-    return text.removesuffix(" ago") if text.endswith(" ago") else ("0s" if text in ("now",) or
-                                                                       text.startswith("in ") else text)
+    return text.removesuffix(" ago") if text.endswith(" ago") else "0s"
 
 
 def _job_cells(job: dict[str, Any], now: datetime) -> list[str]:

@@ -61,6 +61,8 @@ ROWS: list[tuple[list[str], str, dict[str, Any], str]] = [
       "delay_s": 10.0, "after": ["b", "c"], "after_any": ["d"], "labels": ["x", "y"]}, "edited a"),
     (["edit", "a", "--no-timeout"], "job.edit", {"id": "a", "clear_timeout": True}, "edited a"),
     (["edit", "a", "--priority", "0"], "job.edit", {"id": "a", "priority": 0}, "edited a"),
+    (["edit", "a", "--after", "none", "--after-any", "none"], "job.edit", {"id": "a", "after": [], "after_any": []},
+     "edited a"),
     (["explain", "a"], "job.explain", {"id": "a"}, "queue batch at its concurrency (2/2)"),
     (["list", "--queue", "batch", "--label", "n"], "job.list", {"queue": "batch", "label": "n"}, "no jobs"),
     (["list", "--state", "pending", "--queue", "batch"], "job.list", {"state": "pending", "queue": "batch"}, ""),
@@ -107,6 +109,7 @@ def test_each_command_sends_its_request(monkeypatch: pytest.MonkeyPatch, recorde
         (["edit", "a"], "nothing to change"),
         (["edit", "a", "--timeout", "5", "--no-timeout"], "not both"),
         (["edit", "a", "--label", "a b"], "--label"),
+        (["edit", "a", "--after", ","], "--after"),
         (["list", "--queue", "a b"], "--queue"),
         (["dlq", "list", "--label", "a/b"], "--label"),
         (["dlq", "retry", "--all", "--with-dependents"], "--with-dependents"),
@@ -195,3 +198,27 @@ def test_show_of_a_job_with_the_daemons_environment(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(CANNED, "job.get", shown(env_names=None, env=None, cwd=None, blocked_by=None, state="dead"))
     text = _run_cli(monkeypatch, recorded, "show", "a").output
     assert "the daemon's state dir" in text and "Blocked by" not in text
+
+
+def test_age_of_a_queues_oldest_job() -> None:
+    from datetime import UTC, datetime
+
+    from queuectl import render
+
+    now = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+    assert render.age("2026-01-01T00:00:00Z", now) == "5m"
+    assert render.age("2026-01-01T00:05:30Z", now) == "0s"  # a peer's clock ahead of this one
+    assert render.age(None, now) == "-"
+
+
+@pytest.mark.parametrize("args", [["logs", "a", "--follow"], ["wait", "a"]])
+def test_ctrl_c_in_a_long_command_is_one_line_and_130(monkeypatch: pytest.MonkeyPatch,
+                                                      recorded: tuple[Client, Recorder], args: list[str]) -> None:  # noqa: F811
+    c, _ = recorded
+
+    def interrupt(method: str, params: dict[str, Any] | None = None) -> Any:
+        raise KeyboardInterrupt
+
+    c.call = interrupt  # type: ignore[method-assign]
+    result = _run_cli(monkeypatch, recorded, *args)
+    assert result.exit_code == 130 and "Aborted" not in result.output
