@@ -361,9 +361,7 @@ def job_detail(job: dict[str, Any], *, reveal_env: bool = False) -> None:
     from rich.text import Text
 
     console = _console()
-    fields = Table.grid(padding=(0, 2))
-    fields.add_column(style="bold", no_wrap=True)
-    fields.add_column(overflow="fold")
+    fields = _Fields()
     fields.add_row("id", _literal(job["id"]))
     fields.add_row("state", _state(job["state"]))
     fields.add_row("command", Text(safe(job["command"], keep_newlines=True)))
@@ -396,7 +394,7 @@ def job_detail(job: dict[str, Any], *, reveal_env: bool = False) -> None:
     if job.get("owner"):
         fields.add_row("owner", _literal(job["owner"]))
         fields.add_row("lease until", str(job.get("lease_expires_at")))
-    console.print(fields)
+    fields.print(console)
     if job.get("blocked_by") and job["state"] in ("pending", "failed"):
         console.print(Text("Blocked by: ", style="bold") + _literal(job["blocked_by"].get("message") or
                                                                      job["blocked_by"].get("kind")))
@@ -433,6 +431,33 @@ def job_detail(job: dict[str, Any], *, reveal_env: bool = False) -> None:
         console.print()
         console.print(Text("output (tail)", style="bold"))
         console.print(Text(safe(job["output_tail"], keep_newlines=True)))
+
+
+class _Fields:
+    """`show`'s name/value rows: a Rich grid on a terminal; in a pipe plain `name  value` lines,
+    not padded to the longest value (a 100,000-character command would pad every row)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, Any]] = []
+
+    def add_row(self, name: str, value: Any) -> None:
+        self.rows.append((name, value))
+
+    def print(self, console: Any) -> None:
+        from rich.table import Table
+
+        if sys.stdout.isatty():
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(style="bold", no_wrap=True)
+            grid.add_column(overflow="fold")
+            for name, value in self.rows:
+                grid.add_row(name, value)
+            console.print(grid)
+            return
+        width = max(len(name) for name, _ in self.rows)
+        for name, value in self.rows:
+            text = value.plain if hasattr(value, "plain") else str(value)
+            sys.stdout.write(f"{name:<{width}}  {text}".rstrip() + "\n")
 
 
 def env_text(job: dict[str, Any]) -> str:

@@ -297,3 +297,11 @@ def test_status_reads_workers_active_and_busy_and_a_line_per_queue(screen: Any) 
     assert "queue    gpu  5 pending (2 held), 2/2 running, paused" in lines
     assert render.status_json(status_answer())["queues"][1]["name"] == "gpu"
     assert render.status_json(status_answer())["workers"]["busy"] == 1
+
+
+def test_show_in_a_pipe_is_not_padded_to_a_long_command(screen: Any) -> None:
+    term = screen(None)
+    render.job_detail(shown_job(command="z" * 100_000, output_tail=None, attempt_history=None))
+    lines = term.getvalue().splitlines()
+    assert any(line == "command       " + "z" * 100_000 for line in lines)
+    assert len(term.getvalue()) < 100_000 + 5_000
