@@ -119,8 +119,6 @@ def _environ() -> dict[str, str]:
 
 def job_fields(opts: dict[str, Any]) -> dict[str, Any]:
     """The per-job fields the flags give (None and defaults left out), checked and parsed."""
-    from queuectl import batch
-
     fields: dict[str, Any] = {}
     for key in ("max_retries", "timeout_s"):
         if opts.get(key) is not None:
@@ -128,7 +126,11 @@ def job_fields(opts: dict[str, Any]) -> dict[str, Any]:
     for key in ("priority", "delay_s"):
         if opts.get(key):  # 0 is the protocol's default
             fields[key] = opts[key]
-    fields.update(batch.retry_fields({k: opts[k] for k in RETRY if opts.get(k) is not None}))
+    retry = {k: opts[k] for k in RETRY if opts.get(k) is not None}
+    if retry:  # batch loads the rules' parsers (and `signal`): only when they are needed
+        from queuectl import batch
+
+        fields.update(batch.retry_fields(retry))
     if opts.get("queue") is not None:
         fields["queue"] = names("--queue", [opts["queue"]])[0]
     if opts.get("labels"):

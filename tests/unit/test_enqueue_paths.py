@@ -383,3 +383,17 @@ def test_the_fast_path_with_every_new_flag_loads_neither_pydantic_nor_rich() -> 
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_plain_enqueue_does_not_load_the_batch_or_rules_modules() -> None:
+    import subprocess
+
+    probe = (
+        "import sys\n"
+        "from queuectl import enqueue, launcher\n"
+        "_, opts, _ = launcher.parse_enqueue(['enqueue', '-c', 'true', '--queue', 'q', '--env', 'A=1'])\n"
+        "enqueue.check(opts); enqueue.job_fields(opts); enqueue.context(opts)\n"
+        "print(sorted({'queuectl.batch', 'queuectl.rules', 'signal'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
