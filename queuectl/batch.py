@@ -27,7 +27,9 @@ JSON_FIELDS = {"id": "id", "command": "command", "max_retries": "max_retries", "
                "timeout": "timeout_s", "timeout_s": "timeout_s", "delay": "delay_s", "delay_s": "delay_s",
                "retry_on_exit": "retry_on_exit", "no_retry_on_exit": "no_retry_on_exit",
                "retry_on_timeout": "retry_on_timeout", "no_retry_on_signal": "no_retry_on_signal",
-               "backoff_base": "backoff_base", "backoff_max": "backoff_max_s", "backoff_max_s": "backoff_max_s"}
+               "backoff_base": "backoff_base", "backoff_max": "backoff_max_s", "backoff_max_s": "backoff_max_s",
+               "queue": "queue", "labels": "labels", "after": "after", "after_any": "after_any", "hold": "hold",
+               "cwd": "cwd", "env": "env", "clean_env": "clean_env"}
 
 _JOB_INDEX = re.compile(r"jobs\.(\d+)")
 
@@ -113,24 +115,66 @@ def job_line(text: str, number: int, defaults: dict[str, Any]) -> dict[str, Any]
             f"known: {', '.join(JSON_FIELDS)}"
         )
     fields = {JSON_FIELDS[k]: v for k, v in obj.items()}
-    for name in RETRY_FLAGS.keys() & fields.keys():
-        try:
+    try:
+        for name in RETRY_FLAGS.keys() & fields.keys():
             fields[name] = parse_retry_field(name, fields[name])
-        except ValueError as exc:
-            raise errors.InvalidValue(key="--file", detail=f"line {number}: {name}: {exc}") from None
+        for name in _CONTEXT_FIELDS.keys() & fields.keys():
+            fields[name] = _CONTEXT_FIELDS[name](fields[name])
+    except ValueError as exc:
+        raise errors.InvalidValue(key="--file", detail=f"line {number}: {name}: {exc}") from None
     return {**defaults, **fields}
 
 
+def _names(value: Any) -> list[str]:
+    """Labels or job ids of a JSON line: a list of strings, or one comma-separated string."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise ValueError(f"{value!r}: expected a list of strings or \"a,b\"")
+
+
+def _cwd(value: Any) -> str:
+    """A JSON line's cwd: absolute, or relative to the client's working directory."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{value!r}: expected a directory")
+    import os
+
+    return os.path.normpath(os.path.join(os.getcwd(), value))
+
+
+def _env(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError(f"{value!r}: expected an object of strings, e.g. {{\"DEBUG\": \"1\"}}")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r}: expected true or false")
+    return value
+
+
+#: Fields of a JSON line checked (and, for cwd, made absolute) here; the daemon checks the rest.
+_CONTEXT_FIELDS = {"labels": _names, "after": _names, "after_any": _names, "cwd": _cwd, "env": _env, "hold": _flag,
+                   "clean_env": _flag}
+
+
 def enqueue_file(
-    client: Client, path: str, *, replace: bool, defaults: dict[str, Any], keep_ids: bool
+    client: Client, path: str, *, replace: bool, defaults: dict[str, Any], keep_ids: bool,
+    context: dict[str, Any] | None = None,
 ) -> tuple[int, int, list[str]]:
     """Enqueue every job in `path` (`-` is stdin); returns how many were added, how many were
     already there with identical fields (skipped: safe to run the same file again), and every
     job's id if asked.
 
+    `defaults`: the fields the flags give, for every line that does not set its own;
+    `context`: the batch's cwd/env/clean_env (EnqueueBatchParams), captured once.
+
     Each chunk is one transaction: on an error, the chunks before it stay enqueued and the
     message says how many jobs that was, and which line of the file failed. Jobs without an id
     get one the client picks, so a chunk whose answer is lost is sent once more, harmlessly.
+    Ctrl-C raises KeyboardInterrupt with how many jobs were enqueued before it.
     """
     stream = sys.stdin if path == "-" else _open(path)
     line_numbers: list[int] = []
@@ -147,11 +191,14 @@ def enqueue_file(
     existing = 0
     ids: list[str] = []
     try:
-        for answer in client.enqueue_many(specs(), replace=replace):
+        for answer in client.enqueue_many(specs(), replace=replace, context=context):
             done += len(answer["ids"])
             existing += answer.get("existing", 0)
             if keep_ids:
                 ids.extend(answer["ids"])
+    except KeyboardInterrupt:
+        client.close()  # an answer may still be on its way: this connection is done
+        raise KeyboardInterrupt(f"{done} job(s) were enqueued before it; `queuectl list` shows them") from None
     except errors.QueuectlError as exc:
         if isinstance(exc, (errors.InvalidParams, errors.InvalidValue)) and _JOB_INDEX.search(exc.message):
             # The daemon numbers jobs within a chunk; say which line of the file it was.

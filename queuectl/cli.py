@@ -26,17 +26,21 @@ dlq_app = typer.Typer(help="The dead-letter queue: jobs whose retries ran out.",
 config_app = typer.Typer(help="Read and change settings stored with the queue.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Manage stored jobs.", no_args_is_help=True)
 daemon_app = typer.Typer(help="Talk to the daemon itself.", no_args_is_help=True)
+queue_app = typer.Typer(help="Named queues: their concurrency limits, pause and resume.", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(config_app, name="config")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(daemon_app, name="daemon")
+app.add_typer(queue_app, name="queue")
 
 _options: dict[str, Any] = {}
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 STATES = ("pending", "processing", "completed", "failed", "dead", "canceled")
 #: protocol.OutcomeKind's values (a unit test keeps them equal; importing it would load pydantic).
 OUTCOMES = ("exit", "signal", "timeout", "killed", "worker-lost", "spawn-failed", "canceled", "requeued", "snoozed")
+QueueOpt = Annotated[Optional[str], typer.Option("--queue", help="Only jobs of this queue.")]
+LabelOpt = Annotated[Optional[str], typer.Option("--label", help="Only jobs with this label.")]
 OutcomeOpt = Annotated[
     Optional[str], typer.Option("--outcome", help=f"Only jobs whose last attempt ended so: {', '.join(OUTCOMES)}.")
 ]
@@ -76,6 +80,9 @@ def main_options(
 # -- jobs ----------------------------------------------------------------------------------------
 
 
+ListOpt = Optional[list[str]]
+
+
 @app.command()
 def enqueue(
     command: Annotated[Optional[str], typer.Option("--command", "-c", help="Shell command to run.")] = None,
@@ -83,13 +90,14 @@ def enqueue(
     max_retries: Annotated[
         Optional[int], typer.Option("--max-retries", help="Retries after the first attempt (default: config).")
     ] = None,
-    priority: Annotated[int, typer.Option("--priority", help="Higher runs first among due jobs.")] = 0,
+    priority: Annotated[Optional[int], typer.Option("--priority", help="Higher runs first among due jobs.")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per attempt before it is killed.")] = None,
-    delay: Annotated[float, typer.Option("--delay", help="Run no earlier than this many seconds from now.")] = 0,
+    delay: Annotated[Optional[float], typer.Option("--delay", help="Run no earlier than this many seconds from now.")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite a job with the same id.")] = False,
     file: Annotated[
         Optional[str],
-        typer.Option("--file", "-f", help="Add many jobs: one command per line, or JSON lines; - for stdin."),
+        typer.Option("--file", "-f", help="Add many jobs: one command per line, or JSON lines; - for stdin. "
+                     "The other flags apply to every line that does not set its own."),
     ] = None,
     retry_on_exit: Annotated[
         Optional[str], typer.Option("--retry-on-exit", help="Only these exit codes retry, e.g. 1,75 (or none).")
@@ -110,58 +118,67 @@ def enqueue(
     backoff_max: Annotated[
         Optional[str], typer.Option("--backoff-max", help="This job's longest backoff, e.g. 90, 10m, 1h.")
     ] = None,
+    cwd: Annotated[
+        Optional[str], typer.Option("--cwd", help="Run in this directory (default: the current one).")
+    ] = None,
+    env: Annotated[ListOpt, typer.Option("--env", help="Set KEY=VALUE for the job (repeatable).")] = None,
+    clean_env: Annotated[
+        bool, typer.Option("--clean-env", help="Send only the --env pairs, over the daemon's environment.")
+    ] = False,
+    queue: Annotated[Optional[str], typer.Option("--queue", help="Queue to run in (default: default).")] = None,
+    labels: Annotated[ListOpt, typer.Option("--label", help="Tag the job (repeatable).")] = None,
+    after: Annotated[ListOpt, typer.Option("--after", help="Run once these jobs completed: ID[,ID...].")] = None,
+    after_any: Annotated[
+        ListOpt, typer.Option("--after-any", help="Run once these jobs ended, however: ID[,ID...].")
+    ] = None,
+    hold: Annotated[bool, typer.Option("--hold", help="Store it, but start it only after `queuectl release`.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a job (or, with --file, many) to the queue. An attempt the retry rules exclude goes
+    """Add a job (or, with --file, many) to the queue. It runs in the current directory with the
+    current environment (or --cwd, --env, --clean-env). An attempt the retry rules exclude goes
     straight to the dead-letter queue; the rules not given are the config's."""
-    from queuectl import batch
+    from queuectl import enqueue as enqueue_module
 
-    retry = batch.retry_fields({
-        "retry_on_exit": retry_on_exit, "no_retry_on_exit": no_retry_on_exit, "retry_on_timeout": retry_on_timeout,
+    opts = {
+        "command": command, "id": job_id, "max_retries": max_retries, "priority": priority, "timeout_s": timeout,
+        "delay_s": delay, "file": file, "replace": replace, "retry_on_exit": retry_on_exit,
+        "no_retry_on_exit": no_retry_on_exit, "retry_on_timeout": retry_on_timeout,
         "no_retry_on_signal": no_retry_on_signal, "backoff_base": backoff_base, "backoff_max_s": backoff_max,
-    })
-    if file is not None:
-        if command is not None or job_id is not None:
-            raise errors.InvalidValue(key="--file", detail="use either --file or --command/--id, not both")
-        _enqueue_file(file, replace, as_json, max_retries, priority, timeout, retry)
-        return
-    if command is None:
-        raise errors.InvalidValue(key="--command", detail="missing; pass --command 'CMD' (or --file FILE)")
-    job = client().enqueue(
-        command, id=job_id, max_retries=max_retries, priority=priority or None, timeout_s=timeout,
-        delay_s=delay or None, replace=replace or None, **retry,
-    )
-    if as_json:
-        render().print_json(job)
-    else:
-        print(f"enqueued {job['id']}")
-
-
-def _enqueue_file(
-    path: str, replace: bool, as_json: bool, max_retries: int | None, priority: int, timeout: float | None,
-    retry: dict[str, Any],
-) -> None:
-    from queuectl import batch
-
-    defaults = batch.line_defaults(max_retries, priority, timeout, retry)
-    added, existing, ids = batch.enqueue_file(client(), path, replace=replace, defaults=defaults, keep_ids=as_json)
-    if as_json:
-        render().print_json({"enqueued": added, "existing": existing, "ids": ids})
-    else:
-        print(batch.summary(added, existing))
+        "cwd": cwd, "env": env, "clean_env": clean_env, "queue": queue, "labels": labels, "after": after,
+        "after_any": after_any, "hold": hold,
+    }
+    enqueue_module.run(client(), opts, as_json)
 
 
 @app.command("list")
 def list_jobs(
     state: Annotated[Optional[str], typer.Option("--state", help=f"Only jobs in this state: {', '.join(STATES)}.")] = None,
     outcome: OutcomeOpt = None,
+    queue: QueueOpt = None,
+    label: LabelOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many (oldest first).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List jobs, oldest first, printed page by page as they arrive."""
     if state is not None and state not in STATES:
         raise errors.InvalidValue(key="--state", detail=f"{state!r}; valid states: {', '.join(STATES)}")
-    _print_pages(client().list_pages(state, _check_limit(limit), _check_outcome(outcome)), as_json)
+    pages = client().list_pages(state, _check_limit(limit), _check_outcome(outcome), queue=_name("--queue", queue),
+                                label=_name("--label", label))
+    _print_pages(pages, as_json)
+
+
+def _name(flag: str, value: str | None) -> str | None:
+    """A queue name or label given to a filter, checked."""
+    from queuectl.enqueue import names
+
+    return None if value is None else names(flag, [value])[0]
+
+
+def _ids(flag: str, values: list[str] | None) -> list[str]:
+    """Job ids as arguments (each may be ID[,ID...]), checked."""
+    from queuectl.enqueue import JOB_ID, names
+
+    return names(flag, values or [], JOB_ID, split=True)
 
 
 def _check_outcome(outcome: str | None) -> str | None:
@@ -200,14 +217,17 @@ def _print_pages(pages: Any, as_json: bool, *, dead: bool = False) -> None:
 @app.command()
 def show(
     job_id: Annotated[str, typer.Argument(help="Job to show.")],
+    reveal_env: Annotated[bool, typer.Option("--env", help="Show every environment variable's value, "
+                                             "secret-looking ones too.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one job: its fields, every attempt, and the tail of its output."""
-    job = client().get(job_id)
+    """Show one job: its fields, queue, labels, directory and environment (secret-looking values
+    masked), dependencies, what blocks it, every attempt, and the tail of its output."""
+    job = client().get(job_id, reveal_env)
     if as_json:
         render().print_json(job)
     else:
-        render().job_detail(job)
+        render().job_detail(job, reveal_env=reveal_env)
 
 
 @app.command()
@@ -219,31 +239,160 @@ def cancel(job_id: Annotated[str, typer.Argument(help="Job to cancel.")]) -> Non
 
 @app.command()
 def wait(
-    job_ids: Annotated[list[str], typer.Argument(help="Jobs to wait for.")],
+    job_ids: Annotated[Optional[list[str]], typer.Argument(help="Jobs to wait for.", show_default=False)] = None,
+    queue: Annotated[
+        Optional[str], typer.Option("--queue", help="Wait until this queue has drained (held jobs aside).")
+    ] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Give up after this many seconds.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Block until every job has finished. Exit 0 only if all completed."""
+    """Block until every job has finished (exit 0 only if all completed), or with --queue until
+    nothing in the queue waits or runs (held jobs do not count)."""
+    if (queue is None) == (not job_ids):
+        raise errors.InvalidValue(key="IDS", detail="give job ids, or --queue NAME, not both"
+                                  if queue is not None else "say what to wait for: job ids, or --queue NAME")
+    if timeout is not None and timeout < 0:
+        raise errors.InvalidValue(key="--timeout", detail=f"{timeout:g}; expected seconds, at least 0")
     deadline = None if timeout is None else time.monotonic() + timeout
     c = client()
-    while True:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        answer = c.wait(job_ids, min(left, 25.0) if left is not None else 25.0)
-        if answer["done"] or (left is not None and left <= 0):
-            break
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-    states: dict[str, str] = answer["states"]
+    name = _name("--queue", queue)
+
+    def ask(slice_s: float) -> dict[str, Any]:
+        return c.wait_queue(name, slice_s) if name is not None else c.wait(list(job_ids or []), slice_s)
+
+    try:
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            answer = ask(min(left, 25.0) if left is not None else 25.0)
+            if answer["done"] or (left is not None and left <= 0):
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    except KeyboardInterrupt:
+        from queuectl.enqueue import interrupted
+
+        interrupted()  # Typer would print "Aborted!" and exit 1
+    states: dict[str, str] = answer.get("states") or {}
+    if as_json:
+        render().print_json(answer)
+    elif name is not None:
+        print(f"queue {name} drained" if answer["done"] else f"queue {name} still has jobs waiting or running")
+    else:
+        for job_id in dict.fromkeys(job_ids or []):
+            print(f"{render().safe(job_id)}: {states[job_id]}")
+    if not answer["done"]:
+        if name is not None:
+            raise errors.WaitTimeout(f"Timed out after {timeout:g}s; queue {name} has not drained yet "
+                                     "(`queuectl queue list` shows what it holds).")
+        pending = sum(1 for s in states.values() if s not in ("completed", "dead", "canceled"))
+        raise errors.WaitTimeout(seconds=f"{timeout:g}", pending=pending)
+    if name is None and any(s != "completed" for s in states.values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def release(
+    job_ids: Annotated[Optional[list[str]], typer.Argument(help="Held jobs, by id.", show_default=False)] = None,
+    queue: Annotated[Optional[str], typer.Option("--queue", help="Every held job of this queue.")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", help="Every held job with this label.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Let held jobs (enqueued with --hold) start: IDS, or every held job of --queue / --label."""
+    ids = _ids("IDS", job_ids)
+    if ids and (queue is not None or label is not None):
+        raise errors.InvalidValue(key="IDS", detail="give ids, or --queue / --label, not both; nothing was released")
+    if not ids and queue is None and label is None:
+        raise errors.InvalidValue(key="IDS", detail="say which held jobs: their ids, or --queue Q (and/or --label L)"
+                                  "; nothing was released")
+    if ids:
+        answer = client().release(ids)
+    else:
+        answer = client().release(queue=_name("--queue", queue), label=_name("--label", label))
     if as_json:
         render().print_json(answer)
     else:
-        for job_id in dict.fromkeys(job_ids):
-            print(f"{render().safe(job_id)}: {states[job_id]}")
-    if not answer["done"]:
-        pending = sum(1 for s in states.values() if s not in ("completed", "dead", "canceled"))
-        raise errors.WaitTimeout(seconds=f"{timeout:g}", pending=pending)
-    if any(s != "completed" for s in states.values()):
-        raise typer.Exit(1)
+        print(f"released {_count(answer)} held job(s)")
+
+
+def _count(answer: Any) -> Any:
+    """How many jobs a bulk answer (CountResult) took."""
+    return answer.get("count", len(answer.get("ids") or [])) if isinstance(answer, dict) else answer
+
+
+@app.command()
+def restart(
+    job_ids: Annotated[list[str], typer.Argument(help="Finished jobs (completed, dead, canceled), by id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Run finished jobs again from the start (attempts reset, their history kept): all or none."""
+    answer = client().restart(_ids("IDS", job_ids))
+    if as_json:
+        render().print_json(answer)
+    else:
+        print(f"restarted {_count(answer)} job(s)")
+
+
+@app.command()
+def edit(
+    job_id: Annotated[str, typer.Argument(help="Job to change (not while it runs).")],
+    command: Annotated[Optional[str], typer.Option("--command", "-c", help="New shell command.")] = None,
+    priority: Annotated[Optional[int], typer.Option("--priority", help="New priority.")] = None,
+    queue: Annotated[Optional[str], typer.Option("--queue", help="Move it to this queue.")] = None,
+    max_retries: Annotated[Optional[int], typer.Option("--max-retries", help="New retry count.")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="New timeout per attempt, seconds.")] = None,
+    no_timeout: Annotated[bool, typer.Option("--no-timeout", help="Back to the config's job-timeout.")] = False,
+    delay: Annotated[Optional[float], typer.Option("--delay", help="Run no earlier than this many seconds from now.")
+                     ] = None,
+    after: Annotated[ListOpt, typer.Option("--after", help="Replace its dependencies: ID[,ID...] must complete (none: no dependency).")
+                     ] = None,
+    after_any: Annotated[ListOpt, typer.Option("--after-any", help="Replace its any-end dependencies: ID[,ID...] (or none).")
+                         ] = None,
+    labels: Annotated[ListOpt, typer.Option("--label", help="Replace its labels (repeatable).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a job that is not running; only the options given change."""
+    from queuectl.enqueue import MAX_LABELS, names
+
+    if timeout is not None and no_timeout:
+        raise errors.InvalidValue(key="--timeout", detail="give --timeout S or --no-timeout, not both")
+    fields: dict[str, Any] = {
+        "command": command, "priority": priority, "queue": _name("--queue", queue), "max_retries": max_retries,
+        "timeout_s": timeout, "clear_timeout": True if no_timeout else None, "delay_s": delay,
+        "after": _deps("--after", after), "after_any": _deps("--after-any", after_any),
+        "labels": names("--label", labels) if labels is not None else None,
+    }
+    if fields["labels"] is not None and len(fields["labels"]) > MAX_LABELS:
+        raise errors.InvalidValue(key="--label", detail=f"{len(fields['labels'])} labels; at most {MAX_LABELS}")
+    if all(v is None for v in fields.values()):
+        raise errors.InvalidValue(key="OPTIONS", detail="nothing to change; give --command, --priority, --queue, "
+                                  "--max-retries, --timeout/--no-timeout, --delay, --after, --after-any or --label")
+    job = client().edit(job_id, **fields)
+    if as_json:
+        render().print_json(job)
+    else:
+        print(f"edited {render().safe(job.get('id', job_id))}")
+
+
+def _deps(flag: str, values: list[str] | None) -> list[str] | None:
+    """`edit --after a,b` (the new dependencies), `--after none` (none), not given: None."""
+    from queuectl.enqueue import JOB_ID, names
+
+    if values is None:
+        return None
+    return [] if values == ["none"] else names(flag, values, JOB_ID, split=True)
+
+
+@app.command()
+def explain(job_id: Annotated[str, typer.Argument(help="Job to explain.")], as_json: JsonOpt = False) -> None:
+    """Say in one line why a job is not running (held, a dependency, its run time, its queue,
+    the daemons), or that nothing holds it."""
+    blocker = client().explain(job_id)
+    if as_json:
+        render().print_json(blocker)
+    elif blocker is None:
+        print(f"{render().safe(job_id)} is not waiting: nothing to explain (`queuectl show {render().safe(job_id)}`)")
+    else:
+        print(render().safe(blocker.get("message") or blocker.get("kind")))
 
 
 @app.command()
@@ -253,7 +402,15 @@ def logs(
     attempt: Annotated[Optional[int], typer.Option("--attempt", help="Which attempt (default: the latest).")] = None,
 ) -> None:
     """Print a job's output (stdout and stderr, interleaved)."""
-    c = client()
+    try:
+        _print_logs(client(), job_id, follow, attempt)
+    except KeyboardInterrupt:
+        from queuectl.enqueue import interrupted
+
+        interrupted()  # the usual way to stop --follow: one line, 130 (Typer would say "Aborted!", 1)
+
+
+def _print_logs(c: Client, job_id: str, follow: bool, attempt: int | None) -> None:
     offset = 0
     escape = sys.stdout.isatty()
     while True:
@@ -276,12 +433,16 @@ def logs(
 @dlq_app.command("list")
 def dlq_list(
     outcome: OutcomeOpt = None,
+    queue: QueueOpt = None,
+    label: LabelOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many (oldest first).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List dead jobs, oldest first, page by page as they arrive: how each one's last attempt
     ended (outcome, exit code or signal), where, how long it ran, when, and its last error."""
-    _print_pages(client().dlq_pages(_check_limit(limit), _check_outcome(outcome)), as_json, dead=True)
+    pages = client().dlq_pages(_check_limit(limit), _check_outcome(outcome), queue=_name("--queue", queue),
+                               label=_name("--label", label))
+    _print_pages(pages, as_json, dead=True)
 
 
 IdsArg = Annotated[Optional[list[str]], typer.Argument(help="Dead jobs, by id.", show_default=False)]
@@ -291,16 +452,18 @@ OlderOpt = Annotated[Optional[str], typer.Option("--older-than", help="Only jobs
 
 
 def _selection(verb: str, job_ids: list[str] | None, every: bool, outcome: str | None, since: str | None,
-               older_than: str | None) -> tuple[list[str] | None, dict[str, Any]]:
+               older_than: str | None, queue: str | None = None,
+               label: str | None = None) -> tuple[list[str] | None, dict[str, Any]]:
     """(ids, filter) of a bulk DLQ command: ids alone, or --all and/or filters; else an error."""
     filters = {"outcome": _check_outcome(outcome), "since_s": _seconds("--since", since),
-               "older_than_s": _seconds("--older-than", older_than)}
+               "older_than_s": _seconds("--older-than", older_than), "queue": _name("--queue", queue),
+               "label": _name("--label", label)}
     given = any(v is not None for v in filters.values())
     if job_ids and (every or given):
         raise errors.InvalidValue(key="IDS", detail=f"give ids, or --all / filters, not both; nothing was {verb}")
     if not job_ids and not every and not given:
         raise errors.InvalidValue(key="IDS", detail=f"say which dead jobs: their ids, or --all (with --outcome, "
-                                  f"--since or --older-than to narrow it); nothing was {verb}")
+                                  f"--since, --older-than, --queue or --label to narrow it); nothing was {verb}")
     return job_ids or None, filters
 
 
@@ -311,18 +474,25 @@ def dlq_retry(
     outcome: OutcomeOpt = None,
     since: SinceOpt = None,
     older_than: OlderOpt = None,
+    queue: QueueOpt = None,
+    label: LabelOpt = None,
     command: Annotated[
         Optional[str], typer.Option("--command", "-c", help="Replace the command first (one id): fix, then retry.")
     ] = None,
+    with_dependents: Annotated[
+        bool, typer.Option("--with-dependents", help="Also bring back the jobs canceled because these died.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Move dead jobs back to pending with their attempts reset: IDS (all or none of them), or
-    --all of them (narrowed by --outcome, --since, --older-than). Prints how many."""
-    ids, filters = _selection("retried", job_ids, every, outcome, since, older_than)
+    --all of them (narrowed by --outcome, --since, --older-than, --queue, --label). Prints how many."""
+    ids, filters = _selection("retried", job_ids, every, outcome, since, older_than, queue, label)
     if command is not None and (ids is None or len(set(ids)) != 1):
         raise errors.InvalidValue(key="--command", detail="a new command is for one job: give exactly one id")
+    if with_dependents and ids is None:
+        raise errors.InvalidValue(key="--with-dependents", detail="give the dead jobs' ids; nothing was retried")
     if ids is not None:
-        answer = client().dlq_retry(ids, command)
+        answer = client().dlq_retry(ids, command, with_dependents=with_dependents)
     else:
         answer = client().dlq_retry_all(**filters)
     if as_json:
@@ -341,16 +511,136 @@ def dlq_purge(
     outcome: OutcomeOpt = None,
     since: SinceOpt = None,
     older_than: OlderOpt = None,
+    queue: QueueOpt = None,
+    label: LabelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete dead jobs with their attempts and output: IDS (all or none of them), or --all of
-    them (narrowed by --older-than, --outcome, --since). Prints how many."""
-    ids, filters = _selection("purged", job_ids, every, outcome, since, older_than)
+    them (narrowed by --older-than, --outcome, --since, --queue, --label). Prints how many."""
+    ids, filters = _selection("purged", job_ids, every, outcome, since, older_than, queue, label)
     answer = client().dlq_purge(ids) if ids is not None else client().dlq_purge(every=every, **filters)
     if as_json:
         render().print_json(answer)
     else:
         print(f"purged {answer['count']} dead job(s)")
+
+
+# -- queues --------------------------------------------------------------------------------------
+
+QueueArg = Annotated[str, typer.Argument(help="Queue name: 1-64 characters of A-Z a-z 0-9 . _ : -")]
+ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", help="Run at most N of its jobs at once.")]
+
+
+def _concurrency(value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= 100_000:
+        raise errors.InvalidValue(key="--concurrency", detail=f"{value}; expected 1 to 100000 (or --unlimited)")
+    return value
+
+
+def _limit_text(queue: dict[str, Any]) -> str:
+    return "no limit" if queue.get("concurrency") is None else f"concurrency {queue['concurrency']}"
+
+
+@queue_app.command("add")
+def queue_add(name: QueueArg, concurrency: ConcurrencyOpt = None, as_json: JsonOpt = False) -> None:
+    """Add a queue; without --concurrency only the daemons' slots limit it."""
+    answer = client().queue_add(_name("NAME", name) or name, _concurrency(concurrency))
+    if as_json:
+        render().print_json(answer)
+    else:
+        print(f"added queue {name} ({_limit_text(answer if isinstance(answer, dict) else {})})")
+
+
+@queue_app.command("set")
+def queue_set(
+    name: QueueArg,
+    concurrency: ConcurrencyOpt = None,
+    unlimited: Annotated[bool, typer.Option("--unlimited", help="Remove its limit.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a queue's limit: --concurrency N, or --unlimited."""
+    if (concurrency is None) == (not unlimited):
+        raise errors.InvalidValue(key="--concurrency", detail="give --concurrency N or --unlimited (one of them)")
+    answer = client().queue_set(_name("NAME", name) or name, _concurrency(concurrency), unlimited=unlimited)
+    if as_json:
+        render().print_json(answer)
+    else:
+        shown = answer if isinstance(answer, dict) and "concurrency" in answer else {"concurrency": concurrency}
+        print(f"queue {name}: {_limit_text(shown)}")
+
+
+@queue_app.command("list")
+def queue_list(as_json: JsonOpt = False) -> None:
+    """Every queue: jobs waiting and running, its limit, whether it is paused, and how long its
+    oldest waiting job has waited."""
+    queues = client().queue_list()
+    if as_json:
+        render().print_json(queues)
+    else:
+        render().queues_table(queues)
+
+
+@queue_app.command("rm")
+def queue_rm(name: QueueArg) -> None:
+    """Remove an empty queue (not `default`)."""
+    client().queue_rm(_name("NAME", name) or name)
+    print(f"removed queue {name}")
+
+
+NamesArg = Annotated[Optional[list[str]], typer.Argument(help="Queues, by name.", show_default=False)]
+EveryQueueOpt = Annotated[bool, typer.Option("--all", help="Every queue.")]
+
+
+def _queue_names(verb: str, queue_names: list[str] | None, every: bool) -> list[str] | None:
+    if bool(queue_names) == every:
+        raise errors.InvalidValue(key="NAMES", detail=f"give queue names or --all (one of them); nothing was {verb}")
+    from queuectl.enqueue import names
+
+    return names("NAMES", queue_names) if queue_names else None
+
+
+def _affected(answer: Any) -> str:
+    """The queue names a pause/resume answer (QueuesResult) lists."""
+    if isinstance(answer, dict) and isinstance(answer.get("queues"), list):
+        return ", ".join(str(q.get("name", q)) if isinstance(q, dict) else str(q) for q in answer["queues"]) or "none"
+    return ""
+
+
+@queue_app.command("pause")
+def queue_pause(
+    queue_names: NamesArg = None,
+    every: EveryQueueOpt = False,
+    kill: Annotated[bool, typer.Option("--kill", help="Also stop their running jobs (back to pending, uncounted).")
+                    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pause queues: nothing new starts in them, on any daemon, until `resume`; running jobs
+    finish (or, with --kill, go back to pending)."""
+    selected = _queue_names("paused", queue_names, every)
+    answer = client().queue_pause(selected, every=every, kill=kill)
+    if as_json:
+        render().print_json(answer)
+        return
+    which = _affected(answer) or (", ".join(selected) if selected else "every queue")
+    print(f"paused {render().safe(which)}" + ("; their running jobs went back to pending" if kill else
+                                              "; running jobs finish"))
+
+
+@queue_app.command("resume")
+def queue_resume(queue_names: NamesArg = None, every: EveryQueueOpt = False, as_json: JsonOpt = False) -> None:
+    """Resume paused queues: their jobs start again."""
+    selected = _queue_names("resumed", queue_names, every)
+    answer = client().queue_resume(selected, every=every)
+    if as_json:
+        render().print_json(answer)
+        return
+    which = _affected(answer) or (", ".join(selected) if selected else "every queue")
+    print(f"resumed {render().safe(which)}")
+
+
+# `queuectl pause` / `queuectl resume`: the same commands at the top level.
+app.command("pause")(queue_pause)
+app.command("resume")(queue_resume)
 
 
 # -- config --------------------------------------------------------------------------------------
@@ -419,11 +709,10 @@ def worker_stop(
 
 @app.command()
 def status(as_json: JsonOpt = False) -> None:
-    """Workers active and a count of jobs per state."""
+    """Workers (active slots, busy ones), a count of jobs per state, and a line per queue."""
     data = client().status()
     if as_json:
-        render().print_json({"workers": data["workers"], "counts": data["counts"], "store": data.get("store"),
-                            "daemon": data["daemon"]})
+        render().print_json(render().status_json(data))
     else:
         render().status(data)
 
@@ -493,7 +782,8 @@ def main() -> None:
         raise SystemExit(exc.exit_status) from None
     except BrokenPipeError:
         closed_pipe_exit()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        sys.stderr.write(f"interrupted{'; ' + str(exc) if str(exc) else ''}\n")
         raise SystemExit(130) from None
 
 

@@ -237,9 +237,13 @@ class Client:
                                "overwrite it again") from None
             return self._send_again("job.enqueue", params_json, lost, subject, job_id)
 
-    def enqueue_many(self, jobs: Iterable[dict[str, Any]], *, replace: bool = False) -> Iterator[dict[str, Any]]:
+    def enqueue_many(self, jobs: Iterable[dict[str, Any]], *, replace: bool = False,
+                     context: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Add jobs in size-capped chunks, each one transaction; yields each chunk's answer
         (`ids`, and `existing`: how many were already there with identical fields).
+
+        `context`: the batch's `cwd`, `env` and `clean_env` (EnqueueBatchParams), captured once
+        and sent with every chunk; a job's own `cwd` replaces it, its own `env` is laid over it.
 
         Each job is encoded once; the next chunk is encoded while the daemon stores the previous
         one, but sent only after its answer (a failed chunk stops the batch there). Jobs without
@@ -250,8 +254,10 @@ class Client:
         """
         if self._sock is None:
             self._connect()
-        tail = f'],"replace":{"true" if replace else "false"},"id_stem":"{ids.new_stem()}","id_start":'
-        budget = MAX_REQUEST_BYTES - 300
+        extra = _encode(_present(context or {}))[1:-1]  # the context's fields, without the braces
+        tail = (f'],"replace":{"true" if replace else "false"},{extra + "," if extra else ""}'
+                f'"id_stem":"{ids.new_stem()}","id_start":')
+        budget = MAX_REQUEST_BYTES - 300 - len(tail.encode())
         in_flight: str | None = None  #: the params of the chunk sent and not yet answered
         encoded: list[str] = []
         size = 0
@@ -302,22 +308,23 @@ class Client:
             self.close()
             raise _unknown(subject, lost, again, job_id, None) from None
 
-    def get(self, job_id: str) -> dict[str, Any]:
-        """One job with its attempts."""
-        return self.call("job.get", {"id": job_id})
+    def get(self, job_id: str, reveal_env: bool = False) -> dict[str, Any]:
+        """One job with its attempts, dependencies, environment (secret-looking values masked
+        unless `reveal_env`) and, when it waits, what blocks it."""
+        return self.call("job.get", {"id": job_id, **({"reveal_env": True} if reveal_env else {})})
 
-    def list_jobs(self, state: str | None = None, limit: int | None = None,
-                  outcome: str | None = None) -> list[dict[str, Any]]:
-        """Jobs, oldest first, optionally of one state and one last outcome: at most `limit`, or
-        all (in one list; `list_pages` gives them as they arrive)."""
-        return [job for page in self.list_pages(state, limit, outcome) for job in page]
+    def list_jobs(self, state: str | None = None, limit: int | None = None, outcome: str | None = None, *,
+                  queue: str | None = None, label: str | None = None) -> list[dict[str, Any]]:
+        """Jobs, oldest first, optionally of one state, last outcome, queue and label: at most
+        `limit`, or all (in one list; `list_pages` gives them as they arrive)."""
+        return [job for page in self.list_pages(state, limit, outcome, queue=queue, label=label) for job in page]
 
-    def list_pages(self, state: str | None = None, limit: int | None = None,
-                   outcome: str | None = None) -> Iterator[list[dict[str, Any]]]:
-        """Jobs, oldest first, optionally of one state and one last outcome (`timeout`, ...), at
-        most `limit` in all: one page (at most the daemon's page size) at a time, each fetched
-        when the previous one has been used."""
-        return self._pages("job.list", {"state": state, "outcome": outcome}, limit)
+    def list_pages(self, state: str | None = None, limit: int | None = None, outcome: str | None = None, *,
+                   queue: str | None = None, label: str | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Jobs, oldest first, optionally of one state, one last outcome (`timeout`, ...), one
+        queue and one label, at most `limit` in all: one page (at most the daemon's page size) at
+        a time, each fetched when the previous one has been used."""
+        return self._pages("job.list", {"state": state, "outcome": outcome, "queue": queue, "label": label}, limit)
 
     def _pages(self, method: str, params: dict[str, Any], limit: int | None) -> Iterator[list[dict[str, Any]]]:
         # The next page is asked for before this one is handed over, so the daemon reads it while
@@ -356,39 +363,108 @@ class Client:
         """Block (server side, in slices) until the jobs are terminal or the timeout passes."""
         return self.call("job.wait", _present({"ids": job_ids, "timeout_s": timeout_s}))
 
+    def wait_queue(self, queue: str, timeout_s: float | None) -> dict[str, Any]:
+        """Block (one slice, at most 30 s) until `queue` has nothing waiting or running (held
+        jobs aside), or the timeout passes; a WaitResult (`done`)."""
+        return self.call("queue.wait", _present({"queue": queue, "timeout_s": timeout_s}))
+
+    def explain(self, job_id: str) -> dict[str, Any] | None:
+        """Why a job is not running: a BlockedBy (`kind`, `message`, ...), or None when it is not
+        waiting."""
+        result: dict[str, Any] | None = self.call("job.explain", {"id": job_id})
+        return result
+
+    def release(self, job_ids: list[str] | None = None, *, queue: str | None = None,
+                label: str | None = None) -> dict[str, Any]:
+        """Release held jobs: `job_ids` (each must be held), or every held job of `queue` and/or
+        `label`. A CountResult."""
+        if job_ids is not None:
+            return self.call("job.release", {"ids": job_ids})
+        return self.call("job.release", {"filter": _present({"queue": queue, "label": label})})
+
+    def restart(self, job_ids: list[str]) -> dict[str, Any]:
+        """Run finished jobs (completed, dead, canceled) again, their history kept: all of them
+        or none. A CountResult."""
+        return self.call("job.restart", {"ids": job_ids})
+
+    def edit(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        """Change a job that is not running; only the fields given (not None) change: command,
+        priority, queue, max_retries, timeout_s or clear_timeout, delay_s, after, after_any,
+        labels. Returns the job."""
+        return self.call("job.edit", {"id": job_id, **_present(fields)})
+
+    def queue_add(self, name: str, concurrency: int | None = None) -> dict[str, Any]:
+        """Add a queue (no concurrency: no limit but the daemons' slots); returns its QueueView."""
+        return self.call("queue.add", _present({"name": name, "concurrency": concurrency}))
+
+    def queue_set(self, name: str, concurrency: int | None = None, *, unlimited: bool = False) -> dict[str, Any]:
+        """Change a queue's limit (`unlimited` removes it); returns its QueueView."""
+        return self.call("queue.set", {"name": name, **({"concurrency": concurrency} if concurrency is not None
+                                                        else {}), **({"unlimited": True} if unlimited else {})})
+
+    def queue_list(self) -> list[dict[str, Any]]:
+        """Every queue (QueueView), by name."""
+        result: list[dict[str, Any]] = self.call("queue.list", {})["queues"]
+        return result
+
+    def queue_get(self, name: str) -> dict[str, Any]:
+        """One queue's QueueView."""
+        return self.call("queue.get", {"name": name})
+
+    def queue_rm(self, name: str) -> dict[str, Any]:
+        """Remove an empty queue (not `default`)."""
+        return self.call("queue.rm", {"name": name})
+
+    def queue_pause(self, names: list[str] | None = None, *, every: bool = False, kill: bool = False) -> dict[str, Any]:
+        """Pause `names` (or `every` queue): nothing new starts there; `kill` also returns their
+        running jobs to pending, uncounted. A QueuesResult of the queues paused."""
+        return self.call("queue.pause", {**({"names": names} if names else {}), **({"all": True} if every else {}),
+                                         **({"kill": True} if kill else {})})
+
+    def queue_resume(self, names: list[str] | None = None, *, every: bool = False) -> dict[str, Any]:
+        """Resume `names` (or `every` queue). A QueuesResult of the queues resumed."""
+        return self.call("queue.resume", {**({"names": names} if names else {}), **({"all": True} if every else {})})
+
     def logs(self, job_id: str, attempt: int | None, offset: int, follow: bool) -> dict[str, Any]:
         """A chunk of an attempt's output from `offset`; with follow, waits briefly for more."""
         return self.call(
             "job.logs", _present({"id": job_id, "attempt": attempt, "offset": offset, "follow": follow})
         )
 
-    def dlq_list(self, limit: int | None = None, outcome: str | None = None) -> list[dict[str, Any]]:
-        """Jobs in the dead-letter queue, oldest first, optionally of one last outcome: at most
-        `limit`, or all."""
-        return [job for page in self.dlq_pages(limit, outcome) for job in page]
+    def dlq_list(self, limit: int | None = None, outcome: str | None = None, *, queue: str | None = None,
+                 label: str | None = None) -> list[dict[str, Any]]:
+        """Jobs in the dead-letter queue, oldest first, optionally of one last outcome, queue and
+        label: at most `limit`, or all."""
+        return [job for page in self.dlq_pages(limit, outcome, queue=queue, label=label) for job in page]
 
-    def dlq_pages(self, limit: int | None = None, outcome: str | None = None) -> Iterator[list[dict[str, Any]]]:
+    def dlq_pages(self, limit: int | None = None, outcome: str | None = None, *, queue: str | None = None,
+                  label: str | None = None) -> Iterator[list[dict[str, Any]]]:
         """Jobs in the dead-letter queue, page by page as `list_pages` gives them."""
-        return self._pages("dlq.list", {"outcome": outcome}, limit)
+        return self._pages("dlq.list", {"outcome": outcome, "queue": queue, "label": label}, limit)
 
-    def dlq_retry(self, job_ids: list[str], command: str | None = None) -> dict[str, Any]:
+    def dlq_retry(self, job_ids: list[str], command: str | None = None, *,
+                  with_dependents: bool = False) -> dict[str, Any]:
         """Move dead jobs back to pending with their attempts reset: all of them or none (a
-        missing or not dead one fails it). `command` replaces the command first (one id only).
-        Returns a CountResult (`count`, `ids`)."""
-        return self.call("dlq.retry", _present({"ids": job_ids, "command": command}))
+        missing or not dead one fails it). `command` replaces the command first (one id only);
+        `with_dependents` also brings back the jobs their death canceled. Returns a CountResult
+        (`count`, `ids`)."""
+        return self.call("dlq.retry", _present({"ids": job_ids, "command": command,
+                                                "with_dependents": with_dependents or None}))
 
     def dlq_retry_all(self, outcome: str | None = None, since_s: float | None = None,
-                      older_than_s: float | None = None) -> dict[str, Any]:
+                      older_than_s: float | None = None, *, queue: str | None = None,
+                      label: str | None = None) -> dict[str, Any]:
         """Retry every dead job matching the filter (all when none is given); a CountResult."""
-        return self.call("dlq.retry_all", {"filter": _dead_filter(outcome, since_s, older_than_s)})
+        return self.call("dlq.retry_all", {"filter": _dead_filter(outcome, since_s, older_than_s, queue, label)})
 
     def dlq_purge(self, job_ids: list[str] | None = None, *, every: bool = False, outcome: str | None = None,
-                  since_s: float | None = None, older_than_s: float | None = None) -> dict[str, Any]:
+                  since_s: float | None = None, older_than_s: float | None = None, queue: str | None = None,
+                  label: str | None = None) -> dict[str, Any]:
         """Delete dead jobs with their attempts and output: `job_ids`, or those matching the
         filter; `every` must be set to take every dead job. A CountResult."""
         if job_ids is not None:
             return self.call("dlq.purge", {"ids": job_ids})
-        wanted = _dead_filter(outcome, since_s, older_than_s)
+        wanted = _dead_filter(outcome, since_s, older_than_s, queue, label)
         return self.call("dlq.purge", {**({"filter": wanted} if wanted else {}), **({"all": True} if every else {})})
 
     def status(self) -> dict[str, Any]:
@@ -428,9 +504,11 @@ def _present(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _dead_filter(outcome: str | None, since_s: float | None, older_than_s: float | None) -> dict[str, Any]:
+def _dead_filter(outcome: str | None, since_s: float | None, older_than_s: float | None, queue: str | None = None,
+                 label: str | None = None) -> dict[str, Any]:
     """A DlqFilter's params (empty: every dead job)."""
-    return _present({"outcome": outcome, "since_s": since_s, "older_than_s": older_than_s})
+    return _present({"outcome": outcome, "since_s": since_s, "older_than_s": older_than_s, "queue": queue,
+                     "label": label})
 
 
 def _unknown(subject: str, lost: errors.QueuectlError | _AnswerLost, again: errors.QueuectlError | _AnswerLost | None,

@@ -19,25 +19,26 @@ if TYPE_CHECKING:
     from typing import Any
 
 _GLOBAL = {"--socket": "socket", "--token-file": "token_file", "--tls-ca": "tls_ca"}
+#: enqueue's options with a value: flag -> (key of enqueue.run's opts, type). The values are kept
+#: as typed (the retry rules too): queuectl.enqueue checks and parses them for both paths.
 _ENQUEUE = {
     "--command": ("command", str), "-c": ("command", str), "--id": ("id", str),
     "--max-retries": ("max_retries", int), "--priority": ("priority", int),
     "--timeout": ("timeout_s", float), "--delay": ("delay_s", float),
     "--file": ("file", str), "-f": ("file", str),
-    # The job's own retry rules and backoff, kept as typed: batch.retry_fields parses them (and
-    # says what is wrong) exactly as the Typer command does.
     "--retry-on-exit": ("retry_on_exit", str), "--no-retry-on-exit": ("no_retry_on_exit", str),
     "--no-retry-on-signal": ("no_retry_on_signal", str), "--backoff-base": ("backoff_base", str),
-    "--backoff-max": ("backoff_max_s", str),
+    "--backoff-max": ("backoff_max_s", str), "--cwd": ("cwd", str), "--queue": ("queue", str),
 }
-_SWITCHES = {"--retry-on-timeout": ("retry_on_timeout", True), "--no-retry-on-timeout": ("retry_on_timeout", False)}
-#: Fields that batch.retry_fields parses before anything is sent.
-_RETRY = ("retry_on_exit", "no_retry_on_exit", "retry_on_timeout", "no_retry_on_signal", "backoff_base",
-          "backoff_max_s")
+#: Options that may be given again, each adding to a list.
+_REPEATED = {"--env": "env", "--label": "labels", "--after": "after", "--after-any": "after_any"}
+_SWITCHES = {"--retry-on-timeout": ("retry_on_timeout", True), "--no-retry-on-timeout": ("retry_on_timeout", False),
+             "--replace": ("replace", True), "--clean-env": ("clean_env", True), "--hold": ("hold", True)}
 
 
 def parse_enqueue(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any], bool] | None:
-    """(global options, job fields, --json) for a plain enqueue; None when Typer should handle it."""
+    """(global options, enqueue.run's opts, --json) for a plain enqueue; None when Typer should
+    handle it (help, an unknown option, a value Typer would refuse, an option given twice)."""
     options: dict[str, Any] = {}
     fields: dict[str, Any] = {}
     as_json = False
@@ -47,7 +48,9 @@ def parse_enqueue(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any], bool
             options[_GLOBAL[arg]] = next(args, None)
         elif arg == "enqueue" and "enqueue" not in options:
             options["enqueue"] = True
-        elif "enqueue" in options and arg in _ENQUEUE:
+        elif "enqueue" not in options:
+            return None
+        elif arg in _ENQUEUE:
             name, kind = _ENQUEUE[arg]
             value = next(args, None)
             if value is None or name in fields:
@@ -56,21 +59,22 @@ def parse_enqueue(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any], bool
                 fields[name] = kind(value)
             except ValueError:
                 return None
-        elif "enqueue" in options and arg in _SWITCHES:
-            name, on = _SWITCHES[arg]
-            if name in fields:
+        elif arg in _REPEATED:
+            value = next(args, None)
+            if value is None:
                 return None
+            fields.setdefault(_REPEATED[arg], []).append(value)
+        elif arg in _SWITCHES:
+            name, on = _SWITCHES[arg]
+            if fields.get(name, on) != on:
+                return None  # --retry-on-timeout and --no-retry-on-timeout: Typer takes the last
             fields[name] = on
-        elif "enqueue" in options and arg == "--replace":
-            fields["replace"] = True
-        elif "enqueue" in options and arg == "--json":
+        elif arg == "--json":
             as_json = True
         else:
             return None
     if not options.pop("enqueue", False) or None in options.values():
         return None
-    if ("command" in fields) == ("file" in fields) or ("file" in fields and {"id", "delay_s"} & set(fields)):
-        return None  # Typer explains what is missing or conflicting
     return options, fields, as_json
 
 
@@ -117,14 +121,14 @@ def _status(options: dict[str, Any], as_json: bool) -> None:
         render.error(exc.message)
         raise SystemExit(exc.exit_status) from None
     if as_json:
-        render.print_json({"workers": data["workers"], "counts": data["counts"], "store": data.get("store"),
-                          "daemon": data["daemon"]})
+        render.print_json(render.status_json(data))
     else:
         render.status(data)
 
 
 def main() -> None:
-    """Entry point of `queuectl`. Output into a closed pipe ends it with `closed_pipe_exit`."""
+    """Entry point of `queuectl`. Output into a closed pipe ends it with `closed_pipe_exit`;
+    Ctrl-C with one line and status 130."""
     try:
         _main()
         sys.stdout.flush()  # a reader that has gone shows here, not in the interpreter's exit
@@ -132,6 +136,9 @@ def main() -> None:
         from queuectl.pipes import closed_pipe_exit
 
         closed_pipe_exit()
+    except KeyboardInterrupt as exc:
+        sys.stderr.write(f"interrupted{'; ' + str(exc) if str(exc) else ''}\n")
+        raise SystemExit(130) from None
 
 
 def _main() -> None:
@@ -147,37 +154,17 @@ def _main() -> None:
         return
     import os
 
-    from queuectl import errors, render
+    from queuectl import enqueue, errors, render
     from queuectl.client import Client
 
-    options, fields, as_json = parsed
+    options, opts, as_json = parsed
     address = options.get("socket") or os.environ.get("QUEUECTL_SOCKET")
     try:
-        retry: dict[str, Any] = {}
-        if any(name in fields for name in _RETRY):
-            from queuectl import batch
-
-            retry = batch.retry_fields({name: fields.pop(name) for name in _RETRY if name in fields})
         with Client(address, token_file=options.get("token_file"), tls_ca=options.get("tls_ca")) as client:
-            if "file" in fields:
-                from queuectl import batch
-
-                defaults = batch.line_defaults(fields.get("max_retries"), fields.get("priority"),
-                                               fields.get("timeout_s"), retry)
-                added, existing, ids = batch.enqueue_file(client, fields["file"], replace=fields.get("replace", False),
-                                                          defaults=defaults, keep_ids=as_json)
-                result: dict[str, Any] = {"enqueued": added, "existing": existing, "ids": ids}
-                message = batch.summary(added, existing)
-            else:
-                result = client.enqueue(fields.pop("command"), **fields, **retry)
-                message = f"enqueued {result['id']}"
+            enqueue.run(client, opts, as_json)
     except errors.QueuectlError as exc:
         render.error(exc.message)
         raise SystemExit(exc.exit_status) from None
-    if as_json:
-        render.print_json(result)
-    else:
-        print(message)
 
 
 if __name__ == "__main__":

@@ -112,27 +112,37 @@ def _state(state: str) -> Any:
 
 class Column:
     """A column of a streamed table: its header, whether it is right-aligned, the most characters
-    a terminal shows (`cap`; None: never cut, like an id), and `drop`: when a terminal is too
-    narrow even with every cut column at its shortest, columns are left out lowest `drop` first
-    (0: never)."""
+    a terminal shows (`cap`; None: never cut, like an id), `drop`: when a terminal is too narrow
+    even with every cut column at its shortest, columns are left out lowest `drop` first (0:
+    never), and `last`: the column that gives way last (cut below a readable width only once
+    every droppable column is gone)."""
 
-    __slots__ = ("header", "right", "cap", "drop")
+    __slots__ = ("header", "right", "cap", "drop", "last")
 
-    def __init__(self, header: str, *, right: bool = False, cap: int | None = None, drop: int = 0) -> None:
+    def __init__(self, header: str, *, right: bool = False, cap: int | None = None, drop: int = 0,
+                 last: bool = False) -> None:
         self.header = header
         self.right = right
         self.cap = cap
         self.drop = drop
+        self.last = last
 
 
-#: Columns of a jobs table (`list`).
-JOB_COLUMNS = (Column("ID"), Column("STATE"), Column("TRIES", right=True), Column("NEXT RUN"),
-               Column("UPDATED"), Column("COMMAND", cap=48), Column("LAST ERROR", cap=32))
+#: Columns of a jobs table (`list`). The id is never cut; on a narrow terminal the error is cut,
+#: then UPDATED, NEXT RUN, QUEUE, TRIES and LAST ERROR are left out, and only then is the command
+#: cut below a readable width.
+JOB_COLUMNS = (Column("ID"), Column("STATE"), Column("QUEUE", cap=16, drop=3), Column("TRIES", right=True, drop=4),
+               Column("NEXT RUN", drop=2), Column("UPDATED", drop=1), Column("COMMAND", cap=48, last=True),
+               Column("LAST ERROR", cap=32, drop=5))
 #: Columns of the dead-letter queue (`dlq list`): how each job's last attempt ended, where, how
 #: long it ran, when it died, and the first line of its last error. The id is never cut.
 #: LAST ERROR may take the whole rest of a terminal's width: it is the column to read.
-DLQ_COLUMNS = (Column("ID"), Column("OUTCOME"), Column("EXIT", right=True), Column("HOST", cap=24, drop=1),
-               Column("RAN", right=True, drop=2), Column("DIED"), Column("LAST ERROR", cap=1000))
+DLQ_COLUMNS = (Column("ID"), Column("OUTCOME", drop=5), Column("EXIT", right=True, drop=4),
+               Column("HOST", cap=24, drop=1), Column("RAN", right=True, drop=2), Column("DIED", drop=3),
+               Column("LAST ERROR", cap=1000, last=True))
+#: Columns of `queue list`.
+QUEUE_COLUMNS = (Column("QUEUE"), Column("PENDING", right=True), Column("RUNNING", right=True),
+                 Column("PAUSED"), Column("OLDEST WAITING"))
 _GAP = "  "
 _SHORTEST_CUT = 12
 
@@ -163,10 +173,13 @@ def table_stream(pages: Iterable[list[dict[str, Any]]], columns: tuple[Column, .
     from rich.cells import cell_len
 
     tty = sys.stdout.isatty()
-    color = tty and "NO_COLOR" not in os.environ
+    if not tty:
+        _plain_stream(pages, columns, cells, empty=empty)
+        return
+    color = "NO_COLOR" not in os.environ
     widths: list[int] | None = None
     shown: list[int] = list(range(len(columns)))
-    caps: list[int | None] = [c.cap if tty else None for c in columns]
+    caps: list[int | None] = [c.cap for c in columns]
     for page in pages:
         now = datetime.now(UTC)
         rows = [cells(job, now) for job in page]
@@ -175,8 +188,7 @@ def table_stream(pages: Iterable[list[dict[str, Any]]], columns: tuple[Column, .
         if widths is None:
             widths = [max(cell_len(c.header), *(cell_len(row[i]) for row in rows)) for i, c in enumerate(columns)]
             widths = [w if cap is None else min(w, cap) for w, cap in zip(widths, caps, strict=False)]
-            if tty:
-                shown = _fit(widths, caps, columns, shutil.get_terminal_size().columns)
+            shown = _fit(widths, caps, columns, shutil.get_terminal_size().columns)
             header = [c.header for c in columns]
             sys.stdout.write(_paint(_line(header, widths, caps, columns, shown), "bold", color) + "\n")
         sys.stdout.write("".join(_line(row, widths, caps, columns, shown, color) + "\n" for row in rows))
@@ -185,11 +197,58 @@ def table_stream(pages: Iterable[list[dict[str, Any]]], columns: tuple[Column, .
         print(empty)
 
 
+def _plain_stream(pages: Iterable[list[dict[str, Any]]], columns: tuple[Column, ...], cells: Any, *,
+                  empty: str) -> None:
+    """Not a terminal: one tab-separated line per row, every character of every cell (escaped:
+    no cell holds a tab or a newline) and no padding, so a 100,000-character command costs its
+    own row 100 KB and no other row anything."""
+    any_row = False
+    for page in pages:
+        now = datetime.now(UTC)
+        if page and not any_row:
+            sys.stdout.write("\t".join(c.header for c in columns) + "\n")
+            any_row = True
+        sys.stdout.write("".join("\t".join(cells(job, now)) + "\n" for job in page))
+        sys.stdout.flush()
+    if not any_row:
+        print(empty)
+
+
+def queues_table(queues: list[dict[str, Any]]) -> None:
+    """`queue list`: name, jobs waiting, running of its limit, paused, how long the oldest
+    waiting job has waited."""
+    table_stream(iter([queues]), QUEUE_COLUMNS, _queue_cells, empty="no queues")
+
+
+def _queue_cells(queue: dict[str, Any], now: datetime) -> list[str]:
+    limit = queue.get("concurrency")
+    held = f" ({queue['held']} held)" if queue.get("held") else ""
+    oldest = queue.get("oldest_waiting_at")
+    return [
+        safe(queue["name"]),
+        f"{queue.get('pending', 0)}{held}",
+        f"{queue.get('running', 0)}/{limit if limit is not None else '-'}",
+        "paused" if queue.get("paused") else "no",
+        age(oldest, now) if oldest else "-",
+    ]
+
+
+def age(value: str | None, now: datetime | None = None) -> str:
+    """How long ago a timestamp was, short: `42s`, `3m`, `1.5h` (`-` when none; `0s` for now or
+    a clock ahead of this one)."""
+    ts = _parse_ts(value)
+    if ts is None:
+        return "-"
+    text = when(value, now=now)
+    return text.removesuffix(" ago") if text.endswith(" ago") else "0s"
+
+
 def _job_cells(job: dict[str, Any], now: datetime) -> list[str]:
     waiting = job["state"] in ("pending", "failed")
     return [
         safe(job["id"]),
-        safe(job["state"]),
+        safe(job["state"]) + (" (held)" if job.get("held") and waiting else ""),
+        safe(job.get("queue") or "default"),
         f"{job['attempts']}/{job['max_retries'] + 1}",
         when(job["next_run_at"], now=now) if waiting else "-",
         when(job["updated_at"], now=now),
@@ -226,32 +285,36 @@ def ran(duration_s: float | None) -> str:
 
 
 def _fit(widths: list[int], caps: list[int | None], columns: tuple[Column, ...], width: int) -> list[int]:
-    """Narrow the cut columns (the first first) until a row fits `width`, down to a readable
-    width; then leave out droppable columns until it fits. Returns the columns shown."""
+    """Make a row fit `width`: narrow the cut columns (right to left, the `last` one after the others) down to a
+    readable width; then leave out droppable columns, lowest `drop` first; then cut the `last`
+    column further (never an uncut column, like the id). Room left over goes back to the cut
+    columns, the `last` first. Returns the columns shown."""
     shown = list(range(len(widths)))
     natural = list(widths)
 
     def excess() -> int:
         return sum(widths[i] for i in shown) + len(_GAP) * (len(shown) - 1) - width
 
-    for i in range(len(widths)):
+    def narrow(i: int, floor: int) -> None:
         over = excess()
-        if over <= 0:
-            return shown
-        if caps[i] is not None and widths[i] > _SHORTEST_CUT:
-            take = min(over, widths[i] - _SHORTEST_CUT)
-            widths[i] -= take
+        if over > 0 and caps[i] is not None and widths[i] > floor:
+            widths[i] -= min(over, widths[i] - floor)
             caps[i] = widths[i]
+
+    last = [i for i, c in enumerate(columns) if c.last]
+    for i in [i for i in reversed(range(len(widths))) if i not in last] + last:  # the rightmost first
+        narrow(i, _SHORTEST_CUT)
     for i in sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: columns[i].drop):
         if excess() <= 0:
             break
         shown.remove(i)
-    # Room a dropped column left goes back to the cut columns, the last (the error) first.
+    for i in last:
+        narrow(i, 1)
     spare = -excess()
-    for i in reversed(shown):
+    for i in last + [i for i in reversed(shown) if i not in last]:
         if spare <= 0:
             break
-        if caps[i] is not None and widths[i] < natural[i]:
+        if i in shown and caps[i] is not None and widths[i] < natural[i]:
             give = min(spare, natural[i] - widths[i])
             widths[i] += give
             caps[i] = widths[i]
@@ -290,16 +353,15 @@ def json_array(pages: Iterable[list[Any]]) -> None:
     sys.stdout.write("[]\n" if first else "\n]\n")
 
 
-def job_detail(job: dict[str, Any]) -> None:
-    """One job: every field, its own retry rules, its attempts (how each ended, where, how long),
-    and the tail of its output."""
+def job_detail(job: dict[str, Any], *, reveal_env: bool = False) -> None:
+    """One job: every field, its own retry rules, queue, labels, hold, directory, environment
+    (names; every value with `reveal_env`), dependencies with their states, what blocks it, its
+    attempts (how each ended, where, how long), and the tail of its output."""
     from rich.table import Table
     from rich.text import Text
 
     console = _console()
-    fields = Table.grid(padding=(0, 2))
-    fields.add_column(style="bold", no_wrap=True)
-    fields.add_column(overflow="fold")
+    fields = _Fields()
     fields.add_row("id", _literal(job["id"]))
     fields.add_row("state", _state(job["state"]))
     fields.add_row("command", Text(safe(job["command"], keep_newlines=True)))
@@ -308,6 +370,18 @@ def job_detail(job: dict[str, Any]) -> None:
     fields.add_row("timeout", f"{job['timeout_s']:g}s" if job.get("timeout_s") else "-")
     fields.add_row("retry rules", retry_rules_text(job))
     fields.add_row("backoff", backoff_text(job))
+    fields.add_row("queue", _literal(job.get("queue") or "default"))
+    if job.get("labels"):
+        fields.add_row("labels", _literal(", ".join(job["labels"])))
+    if job.get("held"):
+        fields.add_row("held", f"yes: starts after `queuectl release {safe(job['id'])}`")
+    fields.add_row("cwd", _literal(job["cwd"]) if job.get("cwd") else "the daemon's state dir")
+    if not reveal_env:
+        fields.add_row("environment", _literal(env_text(job)))
+    if job.get("dependencies"):
+        fields.add_row("depends on", _literal(dependencies_text(job["dependencies"])))
+    if job.get("canceled_by"):
+        fields.add_row("canceled by", _literal(job["canceled_by"]))
     for key in ("created_at", "updated_at", "started_at", "finished_at", "next_run_at"):
         if job.get(key):
             fields.add_row(key.replace("_at", ""), f"{job[key]}  ({when(job[key])})")
@@ -320,7 +394,16 @@ def job_detail(job: dict[str, Any]) -> None:
     if job.get("owner"):
         fields.add_row("owner", _literal(job["owner"]))
         fields.add_row("lease until", str(job.get("lease_expires_at")))
-    console.print(fields)
+    fields.print(console)
+    if job.get("blocked_by") and job["state"] in ("pending", "failed"):
+        console.print(Text("Blocked by: ", style="bold") + _literal(job["blocked_by"].get("message") or
+                                                                     job["blocked_by"].get("kind")))
+    if reveal_env and job.get("env") is not None:
+        console.print()
+        console.print(Text("environment", style="bold") + Text(" (laid over the daemon's)" if job.get("clean_env")
+                                                               else ""))
+        for name, value in sorted(job["env"].items()):
+            console.print(_literal(f"{name}={value}"))
     history = job.get("attempt_history") or []
     if history:
         # ERROR folds; the rest never wraps, so 80 columns keep one attempt per line but the error.
@@ -348,6 +431,56 @@ def job_detail(job: dict[str, Any]) -> None:
         console.print()
         console.print(Text("output (tail)", style="bold"))
         console.print(Text(safe(job["output_tail"], keep_newlines=True)))
+
+
+class _Fields:
+    """`show`'s name/value rows: a Rich grid on a terminal; in a pipe plain `name  value` lines,
+    not padded to the longest value (a 100,000-character command would pad every row)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, Any]] = []
+
+    def add_row(self, name: str, value: Any) -> None:
+        self.rows.append((name, value))
+
+    def print(self, console: Any) -> None:
+        from rich.table import Table
+
+        if sys.stdout.isatty():
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(style="bold", no_wrap=True)
+            grid.add_column(overflow="fold")
+            for name, value in self.rows:
+                grid.add_row(name, value)
+            console.print(grid)
+            return
+        width = max(len(name) for name, _ in self.rows)
+        for name, value in self.rows:
+            text = value.plain if hasattr(value, "plain") else str(value)
+            sys.stdout.write(f"{name:<{width}}  {text}".rstrip() + "\n")
+
+
+def env_text(job: dict[str, Any]) -> str:
+    """The environment of `show`: how many variables and their names, a masked value shown as
+    NAME=*** (the daemon masks secret-looking names), or that the daemon's base applies."""
+    env_names = job.get("env_names")
+    if env_names is None:
+        return "the daemon's"
+    values = job.get("env") or {}
+    shown = [f"{n}={values[n]}" if values.get(n) == "***" else n for n in sorted(env_names)]
+    over = " over the daemon's" if job.get("clean_env") else ""
+    hint = f" (values: `queuectl show {job['id']} --env`)" if env_names else ""
+    return f"{len(env_names)} variable(s){over}: {', '.join(shown) or 'none'}{hint}"
+
+
+def dependencies_text(deps: list[dict[str, Any]]) -> str:
+    """`a (completed), b (pending); after any: c (dead)` for `show`."""
+    after = [f"{d['id']} ({d.get('state') or 'deleted'})" for d in deps if not d.get("any_end")]
+    any_end = [f"{d['id']} ({d.get('state') or 'deleted'})" for d in deps if d.get("any_end")]
+    parts = [", ".join(after)] if after else []
+    if any_end:
+        parts.append("after any: " + ", ".join(any_end))
+    return "; ".join(parts)
 
 
 def outcome_text(job: dict[str, Any]) -> str:
@@ -402,8 +535,16 @@ def _paint(text: str, style: str, color: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if color and code else text
 
 
+def status_json(data: dict[str, Any]) -> dict[str, Any]:
+    """What `status --json` prints (both paths): workers (active, busy, ...), counts, store,
+    daemon and queues."""
+    return {"workers": data["workers"], "counts": data["counts"], "store": data.get("store"),
+            "daemon": data["daemon"], "queues": data.get("queues") or []}
+
+
 def status(data: dict[str, Any]) -> None:
-    """Workers and a count per state. Plain text (colored on a terminal): no Rich to load, so
+    """`Workers: 3 active, 1 busy` (slots running, attempts in flight), the store, a count per
+    state, and a line per queue. Plain text (colored on a terminal): no Rich to load, so
     `queuectl status` starts as fast as `enqueue`."""
     import os
 
@@ -411,8 +552,10 @@ def status(data: dict[str, Any]) -> None:
     w = data["workers"]
     counts = data["counts"]
     claiming = "claiming" if w["claiming"] else "stopped (not claiming)"
+    daemons = w.get("daemons", 1)
     lines = [
-        f"{_paint('workers', 'bold', color)}  {w['active']} active of {w['slots']} slot(s), {claiming}",
+        f"{_paint('Workers:', 'bold', color)} {w['active']} active, {w.get('busy', 0)} busy "
+        f"({w['slots']} slot(s), {claiming}; {daemons} daemon(s))",
         f"{_paint('store', 'bold', color)}    {store_line(data.get('store'), color)}",
     ]
     if counts:
@@ -424,7 +567,19 @@ def status(data: dict[str, Any]) -> None:
         lines.append(_paint(f"{'total':<10}  {counts['total']:>{width}}", "bold", color))
     else:
         lines.append("jobs     unknown: the store could not be read")
+    for queue in data.get("queues") or []:
+        lines.append(queue_line(queue, color))
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def queue_line(queue: dict[str, Any], color: bool = False) -> str:
+    """One queue in `status`: `queue default  3 pending, 1/4 running, paused`."""
+    limit = queue.get("concurrency")
+    running = f"{queue.get('running', 0)}/{limit}" if limit is not None else str(queue.get("running", 0))
+    held = f" ({queue['held']} held)" if queue.get("held") else ""
+    paused = ", " + _paint("paused", "bold yellow", color) if queue.get("paused") else ""
+    return f"{_paint('queue', 'bold', color)}    {safe(queue['name'])}  {queue.get('pending', 0)} pending{held}, " \
+           f"{running} running{paused}"
 
 
 def store_line(store: dict[str, Any] | None, color: bool = False) -> str:

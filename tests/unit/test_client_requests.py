@@ -28,6 +28,8 @@ CANNED: dict[str, Any] = {
     "config.get": {"value": 1},
     "config.set": {"value": 1},
     "config.list": {"config": {}},
+    "queue.list": {"queues": []},
+    "job.explain": None,
 }
 
 
@@ -112,6 +114,40 @@ def test_every_client_method_sends_valid_params(recorded: tuple[Client, Recorder
     c.workers_stop()
     c.workers_stop(True)
     c.daemon_stop()
+    # Issue 10: job context, queues, holds, dependencies, and the commands over them.
+    c.enqueue("echo hi", queue="batch", cwd="/tmp", env={"A": "1", "PATH": "/bin"}, clean_env=True,
+              labels=["nightly", "x.y:z-1"], after=["a", "b"], after_any=["c"], hold=True)
+    list(c.enqueue_many([{"command": "true", "env": {"B": "2"}, "after": ["x"]}, {"command": "false"}],
+                        context={"cwd": "/srv", "env": {"A": "1"}}))
+    list(c.enqueue_many([{"command": "true"}], context={"env": {}, "clean_env": True}))
+    c.get("job-1", reveal_env=True)
+    c.list_jobs("pending", None, None, queue="batch", label="nightly")
+    c.dlq_list(None, None, queue="batch", label="nightly")
+    c.dlq_retry(["job-1"], with_dependents=True)
+    c.dlq_retry_all(queue="batch", label="nightly")
+    c.dlq_purge(every=True, queue="batch")
+    c.wait_queue("batch", 10.0)
+    c.wait_queue("batch", None)
+    c.explain("job-1")
+    c.release(["job-1", "b"])
+    c.release(queue="batch")
+    c.release(queue="batch", label="nightly")
+    c.release(label="nightly")
+    c.restart(["job-1"])
+    c.edit("job-1", command="echo new", priority=3, queue="batch", max_retries=1, timeout_s=5.0, delay_s=10.0,
+           after=["a"], after_any=[], labels=["l"])
+    c.edit("job-1", clear_timeout=True)
+    c.queue_add("batch")
+    c.queue_add("batch", 4)
+    c.queue_set("batch", 2)
+    c.queue_set("batch", unlimited=True)
+    c.queue_list()
+    c.queue_get("batch")
+    c.queue_rm("batch")
+    c.queue_pause(["batch", "default"])
+    c.queue_pause(every=True, kill=True)
+    c.queue_resume(["batch"])
+    c.queue_resume(every=True)
     assert_valid(rec.sent)
     # Every method is exercised except the handshake the client does not send today.
     assert {m for m, _ in rec.sent} == set(protocol.METHODS) - {"auth.login", "daemon.hello"}

@@ -145,11 +145,11 @@ def test_the_table_keeps_the_first_pages_widths_and_prints_each_page_as_it_comes
 
     render.jobs_stream(pages())
     lines = stdout.text().splitlines()
-    assert lines[0].split() == ["ID", "STATE", "TRIES", "NEXT", "RUN", "UPDATED", "COMMAND", "LAST", "ERROR"]
-    assert [line.split()[0] for line in lines[1:]] == ["job-1", "job-22", "job-3"]
-    # Columns line up with the header on every page; a pipe gets the whole command.
+    assert lines[0].split("\t") == ["ID", "STATE", "QUEUE", "TRIES", "NEXT RUN", "UPDATED", "COMMAND", "LAST ERROR"]
+    assert [line.split("\t")[0] for line in lines[1:]] == ["job-1", "job-22", "job-3"]
+    # A pipe gets tab-separated fields, every one whole, the same on every page.
     for line in lines[1:]:
-        assert line.index("pending") == lines[0].index("STATE")
+        assert len(line.split("\t")) == 8 and line.split("\t")[1] == "pending"
     assert "x" * 80 in lines[3] and lines[3].endswith("exit code 1")
 
 

@@ -216,3 +216,92 @@ def test_show_says_when_the_config_rules_apply() -> None:
     assert render.retry_rules_text({**bare, "retry_on_exit": []}) == "retry on exit none; the rest from the config"
     assert render.backoff_text({"backoff_base": None, "backoff_max_s": None}) == "the config's"
     assert render.backoff_text({"backoff_base": 1.5, "backoff_max_s": None}) == "base 1.5; the rest from the config"
+
+
+# -- issue 10: the id is never cut at any width; a pipe is not padded; status ------------------------
+
+
+def listed(job_id: str = LONG_ID, **fields: Any) -> dict[str, Any]:
+    return {"id": job_id, "state": "processing", "queue": "nightly-builds", "attempts": 0, "max_retries": 3,
+            "next_run_at": None, "updated_at": "2026-01-01T00:00:00Z", "command": "make -j8 test " + "x" * 200,
+            "last_error": "exit code 2 " * 10, **fields}
+
+
+@pytest.mark.parametrize("columns", [200, 120, 80, 60, 40, 30])
+@pytest.mark.parametrize("table", ["list", "dlq"])
+def test_no_width_cuts_an_id(screen: Any, columns: int, table: str) -> None:
+    term = screen(columns)
+    if table == "list":
+        render.jobs_stream(iter([[listed(), listed("short", state="pending"), listed(LONG_ID + "-b", held=True,
+                                                                                       state="pending")]]))
+        ids = [LONG_ID, "short", LONG_ID + "-b"]
+    else:
+        render.dlq_stream(iter([DEAD_PAGE]))
+        ids = [LONG_ID, "short", "t1"]
+    lines = term.getvalue().splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ids
+    if columns >= 60 or (columns >= 40 and table == "dlq"):  # once the id fits, everything else gives way
+        assert max(len(line) for line in lines) <= columns, lines
+    if table == "list" and columns >= 60:
+        assert "COMMAND" in lines[0]  # the command gives way last: it is still there
+        if columns <= 60:
+            assert "UPDATED" not in lines[0] and "LAST ERROR" not in lines[0]
+        if columns >= 200:
+            assert all(h in lines[0] for h in ("QUEUE", "TRIES", "NEXT RUN", "UPDATED", "LAST ERROR"))
+    elif table == "dlq" and columns >= 40:
+        assert "LAST ERROR" in lines[0]
+
+
+def test_the_command_is_cut_only_after_the_other_columns_gave_way(screen: Any) -> None:
+    term = screen(80)
+    render.jobs_stream(iter([[listed()]]))
+    header, row = term.getvalue().splitlines()
+    assert "STATE" in header and "COMMAND" in header
+    command = row[header.index("COMMAND"):]
+    assert command.startswith("make -j8 test") and command.endswith("…") and len(command) >= 12
+
+
+def test_a_piped_table_is_not_padded_to_the_longest_command(screen: Any) -> None:
+    term = screen(None)
+    huge = "y" * 100_000
+    render.jobs_stream(iter([[listed(command=huge)] + [listed(f"j{i}", command="true") for i in range(1000)]]))
+    text = term.getvalue()
+    assert len(text) < 100_000 + 1001 * 200, len(text)  # the long command costs its own row only
+    lines = text.splitlines()
+    assert lines[1].split("\t")[6] == huge and lines[2].split("\t")[:2] == ["j0", "processing"]
+    assert all(len(line) < 200 for line in lines[2:])
+
+
+def test_a_piped_dlq_is_tab_separated_too(screen: Any) -> None:
+    term = screen(None)
+    render.dlq_stream(iter([[dead(last_error="e" * 100_000)] + [dead(f"d{i}") for i in range(100)]]))
+    lines = term.getvalue().splitlines()
+    assert lines[0].split("\t") == ["ID", "OUTCOME", "EXIT", "HOST", "RAN", "DIED", "LAST ERROR"]
+    assert all(len(line) < 300 for line in lines[2:])
+
+
+def status_answer(**workers: Any) -> dict[str, Any]:
+    return {"workers": {"active": 3, "busy": 1, "slots": 4, "claiming": True, "daemons": 2, **workers},
+            "counts": {"pending": 2, "total": 2}, "daemon": {"pid": 1}, "store": {"state": "ok"},
+            "queues": [{"name": "default", "concurrency": None, "paused": False, "pending": 2, "held": 0,
+                        "running": 1},
+                       {"name": "gpu", "concurrency": 2, "paused": True, "pending": 5, "held": 2, "running": 2}]}
+
+
+def test_status_reads_workers_active_and_busy_and_a_line_per_queue(screen: Any) -> None:
+    term = screen(None)
+    render.status(status_answer())
+    lines = term.getvalue().splitlines()
+    assert lines[0].startswith("Workers: 3 active, 1 busy")
+    assert "queue    default  2 pending, 1 running" in lines
+    assert "queue    gpu  5 pending (2 held), 2/2 running, paused" in lines
+    assert render.status_json(status_answer())["queues"][1]["name"] == "gpu"
+    assert render.status_json(status_answer())["workers"]["busy"] == 1
+
+
+def test_show_in_a_pipe_is_not_padded_to_a_long_command(screen: Any) -> None:
+    term = screen(None)
+    render.job_detail(shown_job(command="z" * 100_000, output_tail=None, attempt_history=None))
+    lines = term.getvalue().splitlines()
+    assert any(line == "command       " + "z" * 100_000 for line in lines)
+    assert len(term.getvalue()) < 100_000 + 5_000

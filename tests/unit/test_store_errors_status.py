@@ -68,4 +68,4 @@ def test_status_json_carries_the_store(monkeypatch: pytest.MonkeyPatch, capsys: 
                                        typer: bool) -> None:
     out = json.loads(run(monkeypatch, capsys, answer(DEGRADED), ["status", "--json"], typer=typer))
     assert out["store"] == DEGRADED
-    assert set(out) == {"workers", "counts", "store", "daemon"}
+    assert set(out) == {"workers", "counts", "store", "daemon", "queues"}
