@@ -19,6 +19,7 @@ from queuectld.jobs import (
     TERMINAL_STATES,
     TRANSITIONS,
     Decision,
+    DependencyEffect,
     IllegalTransition,
     Job,
     JobState,
@@ -29,9 +30,13 @@ from queuectld.jobs import (
     RetryRules,
     after_attempt,
     check_transition,
+    dependency_canceled_reason,
+    encode_labels,
     jitter_spread,
     on_cancel,
+    on_dependency_end,
     on_dlq_retry,
+    on_restart,
     require_transition,
     rules_of,
 )
@@ -127,11 +132,11 @@ def test_no_state_moves_to_itself() -> None:
         assert not check_transition(state, state)
 
 
-def test_terminal_states_only_leave_through_dlq_retry() -> None:
+def test_terminal_states_only_leave_back_to_pending() -> None:
+    # dlq retry (dead), restart (any finished job), dlq retry --with-dependents (canceled)
     assert TERMINAL_STATES == {JobState.COMPLETED, JobState.DEAD, JobState.CANCELED}
-    assert TRANSITIONS[JobState.COMPLETED] == frozenset()
-    assert TRANSITIONS[JobState.CANCELED] == frozenset()
-    assert TRANSITIONS[JobState.DEAD] == {JobState.PENDING}
+    for state in TERMINAL_STATES:
+        assert TRANSITIONS[state] == {JobState.PENDING}
 
 
 @pytest.mark.parametrize(
@@ -151,8 +156,10 @@ def test_terminal_states_only_leave_through_dlq_retry() -> None:
         (JobState.PENDING, JobState.DEAD, False),
         (JobState.FAILED, JobState.DEAD, False),
         (JobState.FAILED, JobState.PENDING, False),
-        (JobState.COMPLETED, JobState.PENDING, False),
-        (JobState.CANCELED, JobState.PENDING, False),
+        (JobState.COMPLETED, JobState.PENDING, True),  # restart
+        (JobState.CANCELED, JobState.PENDING, True),  # restart, dlq retry --with-dependents
+        (JobState.COMPLETED, JobState.PROCESSING, False),
+        (JobState.CANCELED, JobState.FAILED, False),
         (JobState.DEAD, JobState.PROCESSING, False),
     ],
 )
@@ -745,3 +752,55 @@ def test_from_config_refuses_what_config_refuses(key: str, value: Any) -> None:
     with pytest.raises(InvalidValue) as info:
         LifecyclePolicy.from_config({**DEFAULTS, key: value})
     assert key in info.value.message
+
+
+# -- restart and dependencies --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", list(JobState))
+def test_restart_takes_only_finished_jobs(state: JobState) -> None:
+    job = Job("r", "true", state, 3, 5, 0, None, None, 1.0, 1.0, run=4)
+    if state in TERMINAL_STATES:
+        decision = on_restart(job, 50.0)
+        assert (decision.state, decision.attempts, decision.next_run_at, decision.last_error) == (
+            JobState.PENDING, 0, 50.0, None)
+    else:
+        with pytest.raises(InvalidState, match="restart"):
+            on_restart(job, 50.0)
+
+
+_W, _D = DependencyEffect, JobState
+DEPENDENCY_TABLE = [
+    # (dependency's state now, after_any, dependent's state, effect)
+    (_D.COMPLETED, False, _D.PENDING, _W.SATISFIED),
+    (_D.COMPLETED, True, _D.PENDING, _W.SATISFIED),
+    (_D.DEAD, False, _D.PENDING, _W.CANCEL),
+    (_D.DEAD, True, _D.PENDING, _W.SATISFIED),
+    (_D.CANCELED, False, _D.PENDING, _W.CANCEL),
+    (_D.CANCELED, True, _D.PENDING, _W.SATISFIED),
+    (_D.FAILED, False, _D.PENDING, _W.NONE),  # a retry is coming: not an end
+    (_D.FAILED, True, _D.PENDING, _W.NONE),
+    (_D.PROCESSING, True, _D.PENDING, _W.NONE),
+    (_D.PENDING, False, _D.PENDING, _W.NONE),
+    (_D.DEAD, False, _D.CANCELED, _W.NONE),  # the dependent no longer waits
+    (_D.COMPLETED, False, _D.COMPLETED, _W.NONE),
+    (_D.DEAD, False, _D.DEAD, _W.NONE),
+]
+
+
+@pytest.mark.parametrize(("dependency", "any_end", "dependent", "effect"), DEPENDENCY_TABLE)
+def test_what_a_dependencys_state_does_to_its_dependent(
+    dependency: JobState, any_end: bool, dependent: JobState, effect: DependencyEffect
+) -> None:
+    assert on_dependency_end(dependency, any_end, dependent) is effect
+
+
+def test_dependency_canceled_reason_names_the_dependency_and_its_end() -> None:
+    assert dependency_canceled_reason("build-1", JobState.DEAD) == "dependency build-1 ended dead"
+
+
+def test_labels_are_stored_distinct_and_sorted() -> None:
+    assert encode_labels(["b", "a", "b"]) == "a,b"
+    assert encode_labels([]) is None and encode_labels(None) is None
+    job = Job("l", "true", JobState.PENDING, 0, 0, 0, None, None, 1.0, 1.0, labels="a,b")
+    assert job.label_list == ["a", "b"]
