@@ -55,6 +55,10 @@ __all__ = ["STRAY_ERROR", "SqlStore", "translate_db_errors"]
 log = logging.getLogger(__name__)
 
 _WAITING = (JobState.PENDING.value, JobState.FAILED.value)
+#: The columns `_insert_jobs` copies (PostgreSQL), in the order of its rows.
+_COPY_JOB_COLUMNS = ("id", "command", "state", "attempts", "max_retries", "priority", "timeout_s", "next_run_at",
+                     "created_at", "updated_at", "run", "retry_rules", "backoff_base", "backoff_max_s", "queue", "cwd",
+                     "env_id", "labels", "held", "deps_left", "has_dependents")
 #: The fields a repeated enqueue must match to be the same job (times are not compared, nor
 #: `held`, which a release changes meanwhile); its dependencies must match too (_same_job_key).
 _SAME_JOB_FIELDS = ("command", "max_retries", "priority", "timeout_s", "retry_rules", "backoff_base", "backoff_max_s",
@@ -187,6 +191,15 @@ class SqlStore:
         """Insert new pending jobs with their deps_left and has_dependents from `links` (dialects
         may take a faster path for big batches); `_insert_links` then writes the rest of `links`."""
         left, marked = links.deps_left, links.has_dependents
+        if conn.dialect.name == "postgresql":  # COPY: a tenth of an executemany's time
+            pending = JobState.PENDING.value
+            workflow.copy_rows(conn, "jobs", _COPY_JOB_COLUMNS, (
+                (j.id, j.command, pending, 0, j.max_retries, j.priority, j.timeout_s, j.next_run_at, j.created_at,
+                 now, 0, j.retry_rules, j.backoff_base, j.backoff_max_s, j.queue, j.cwd, j.env_id, j.labels,
+                 int(j.held), left[i] if left else 0, marked[i] if marked else 0)
+                for i, j in enumerate(new)
+            ))
+            return
         conn.execute(
             insert(jobs),
             [

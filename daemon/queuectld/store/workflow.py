@@ -102,6 +102,8 @@ def envs_of(conn: Connection, ids: Collection[str]) -> dict[str, EnvSnapshot]:
 
 def edges_of_new(job: NewJob) -> dict[str, bool]:
     """A new job's edges: dependency id -> any_end (an id given both ways needs completion)."""
+    if not job.after_any:
+        return dict.fromkeys(job.after, False)
     out = dict.fromkeys(job.after_any, True)
     out.update(dict.fromkeys(job.after, False))
     return out
@@ -146,7 +148,8 @@ def plan_links(conn: Connection, new: Sequence[NewJob], keep_dependents: Collect
     if not has_edges:
         return links
     position = {j.id: i for i, j in enumerate(new)}
-    outside_ids = unique([d for i, j in enumerate(new) for d in edges_of_new(j) if position.get(d, i) >= i])
+    wanted = [edges_of_new(j) if j.after or j.after_any else None for j in new]
+    outside_ids = unique([d for i, e in enumerate(wanted) if e for d in e if position.get(d, i) >= i])
     outside_states = _locked_states(conn, outside_ids)
     deps_left = [0] * len(new)
     has_dependents = links.has_dependents or [0] * len(new)
@@ -154,7 +157,7 @@ def plan_links(conn: Connection, new: Sequence[NewJob], keep_dependents: Collect
     outside: set[str] = set()
     for i, j in enumerate(new):
         left = 0
-        for dep, any_end in edges_of_new(j).items():
+        for dep, any_end in (wanted[i] or {}).items():
             if dep == j.id:
                 raise DependencyCycle(job_id=j.id, dependency=dep)
             at = position.get(dep)
@@ -175,13 +178,27 @@ def plan_links(conn: Connection, new: Sequence[NewJob], keep_dependents: Collect
 
 def insert_links(conn: Connection, links: Links) -> None:
     """Write the job_deps and job_labels rows of a batch and mark the dependencies outside it."""
+    copy = conn.dialect.name == "postgresql"
     if links.edges:
-        for part in chunks(links.edges, _MANY * 10):
-            conn.execute(insert(job_deps), [{"job_id": a, "dep_id": b, "any_end": c} for a, b, c in part])
+        if copy:
+            copy_rows(conn, "job_deps", ("job_id", "dep_id", "any_end"), links.edges)
+        else:
+            conn.execute(insert(job_deps), [{"job_id": a, "dep_id": b, "any_end": c} for a, b, c in links.edges])
     if links.labels:
-        for lpart in chunks(links.labels, _MANY * 10):
-            conn.execute(insert(job_labels), [{"label": a, "job_id": b} for a, b in lpart])
+        if copy:
+            copy_rows(conn, "job_labels", ("label", "job_id"), links.labels)
+        else:
+            conn.execute(insert(job_labels), [{"label": a, "job_id": b} for a, b in links.labels])
     mark_has_dependents(conn, links.outside or ())
+
+
+def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """COPY `rows` into `table` (PostgreSQL, psycopg) on the connection's own transaction: a big
+    batch's rows at a tenth of an executemany's cost. Triggers fire as for an INSERT."""
+    raw: Any = conn.connection.dbapi_connection
+    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def mark_has_dependents(conn: Connection, ids: Sequence[str]) -> None:
