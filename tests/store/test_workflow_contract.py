@@ -30,7 +30,7 @@ from queuectld.jobs import Job, JobState, encode_labels
 from queuectld.store import turn
 from queuectld.store.base import DeadFilter, Dependency, EnvSnapshot, JobEdit, JobFilter, NewJob, Store
 from queuectld.store.models import envs, job_deps, job_labels, queues
-from tests.store.helpers import T0, assert_counts_exact, claim, finish, new_job
+from tests.store.helpers import POLICY, T0, assert_counts_exact, claim, finish, new_job
 
 LATER = T0 + 10_000
 
@@ -460,3 +460,54 @@ def test_list_by_queue_and_label_pages_in_order(store: Store, state_filter: JobS
         after = page[-1][1]
     assert seen == [f"j{i:02}" for i in range(30) if i % 2 and i % 3 == 0]
     assert len(store.list_page(None, None, None, queue="q")) == 15
+
+
+# -- other paths that end a job ---------------------------------------------------------------------
+
+def test_recovery_of_a_lost_attempt_applies_to_the_dependents(store: Store) -> None:
+    from queuectld.jobs import Outcome, OutcomeKind
+    from queuectld.store.base import FinishedAttempt
+
+    enqueue(store, job("a", at=T0 + 1), job("b", after=("a",)), job("c", after_any=("a",)))
+    [running] = claim(store, owner="peer-gone", now=T0 + 5, limit=1)
+    lost = FinishedAttempt("a", running.run, "peer-gone", Outcome(OutcomeKind.WORKER_LOST, error="its daemon died"),
+                           T0 + 90)
+    [(_, after)] = store.finish([lost], POLICY)  # a failed attempt; no retry left
+    assert after is not None and after.state is JobState.DEAD
+    assert (store.get("b").state, store.get("b").canceled_by) == (JobState.CANCELED, "a")
+    assert state(store, "c") == (JobState.PENDING, 0)
+
+
+def test_a_dependent_that_became_claimable_is_announced(store: Store, store_url: str) -> None:
+    import threading
+
+    from queuectld.store.open import open_store
+
+    if store_url.startswith("sqlite"):
+        pytest.skip("one host uses a SQLite store: nothing to announce")
+    enqueue(store, job("a", at=T0 + 1), job("b", after=("a",)), job("h", held=True))
+    peer = open_store(store_url)
+    heard = threading.Event()
+    stop = peer.listen(heard.set)
+    try:
+        assert heard.wait(10)  # the listener calls once on connecting
+        heard.clear()
+        [running] = claim(store, now=T0 + 5, limit=1)
+        assert not heard.wait(1.5)
+        finish(store, running, 0, now=T0 + 6)  # a completed job alone announces nothing: b is due
+        assert heard.wait(10)
+        heard.clear()
+        store.release(["h"], T0 + 7)
+        assert heard.wait(10)
+    finally:
+        stop()
+        peer.close()
+
+
+def test_moving_a_job_to_another_queue_moves_its_count(store: Store) -> None:
+    if not hasattr(store, "queue_get"):
+        pytest.skip("the per-queue counters are store-claim's (queue_get): this runs once merged")
+    add_queue(store, "q")
+    enqueue(store, job("a"), job("b"))
+    store.edit("a", JobEdit(queue="q"), T0 + 1)
+    assert (store.queue_get("q").pending, store.queue_get("default").pending) == (1, 1)
