@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from queuectl.errors import (
     DependencyCycle,
@@ -195,10 +196,16 @@ def insert_links(conn: Connection, links: Links) -> None:
 def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """COPY `rows` into `table` (PostgreSQL, psycopg) on the connection's own transaction: a big
     batch's rows at a tenth of an executemany's cost. Triggers fire as for an INSERT."""
+    import psycopg
+
     raw: Any = conn.connection.dbapi_connection
-    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+    try:
+        with raw.cursor() as cur, cur.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.errors.IntegrityError as exc:  # as SQLAlchemy raises it: the callers know what it means
+        raise IntegrityError(statement, None, exc) from exc
 
 
 def mark_has_dependents(conn: Connection, ids: Sequence[str]) -> None:
