@@ -118,6 +118,19 @@ def test_a_repeated_enqueue_is_recognized_with_its_context_and_dependencies(stor
     assert rows(store, job_deps) == 1
 
 
+def test_a_big_batch_with_an_id_that_exists_adds_nothing(store: Store) -> None:
+    enqueue(store, job("j0500", command="other"))
+    batch = [job(f"j{i:04}", labels=["x"], after=("j0000",) if i else ()) for i in range(1000)]
+    with pytest.raises(DuplicateJob):
+        store.enqueue(batch, replace=False, now=T0)
+    assert [j.id for j in store.list_jobs(None, None)] == ["j0500"]
+    assert rows(store, job_deps) == rows(store, job_labels) == 0
+    batch[500] = job("j0500", command="other")
+    assert store.enqueue(batch, replace=False, now=T0).existing == ["j0500"]  # the rest is added
+    assert (rows(store, job_deps), rows(store, job_labels)) == (998, 999)
+    assert_counts_exact(store)
+
+
 def test_a_repeat_is_recognized_after_its_dependency_died(store: Store) -> None:
     enqueue(store, job("a", at=T0 + 1))
     batch = [job("b", after=("a",))]

@@ -49,6 +49,8 @@ _WAITING = (JobState.PENDING.value, JobState.FAILED.value)
 EndedState = JobState | None
 #: Row-by-row statements are sent in batches of this many parameter sets.
 _MANY = 1000
+#: From this many rows on, PostgreSQL inserts them with COPY (fewer: an INSERT, as any statement).
+COPY_FROM = 500
 
 
 def deleted_reason(dependency_id: str) -> str:
@@ -179,7 +181,7 @@ def plan_links(conn: Connection, new: Sequence[NewJob], keep_dependents: Collect
 
 def insert_links(conn: Connection, links: Links) -> None:
     """Write the job_deps and job_labels rows of a batch and mark the dependencies outside it."""
-    copy = conn.dialect.name == "postgresql"
+    copy = conn.dialect.name == "postgresql" and max(len(links.edges or ()), len(links.labels or ())) >= COPY_FROM
     if links.edges:
         if copy:
             copy_rows(conn, "job_deps", ("job_id", "dep_id", "any_end"), links.edges)
