@@ -491,8 +491,9 @@ class DependencyEffect(Enum):
 def on_dependency_end(dependency_state: JobState, any_end: bool, dependent_state: JobState) -> DependencyEffect:
     """What `dependency_state` (the dependency's state after a change) does to a dependent in
     `dependent_state` through an edge that is `after_any` (`any_end`) or `after` (completion only).
-    Only a waiting dependent (pending) is affected; a failed retry (FAILED) is not an end."""
-    if dependent_state is not JobState.PENDING or dependency_state not in TERMINAL_STATES:
+    Only a waiting dependent (pending, or failed and waiting for its retry: `edit --after` may
+    give one dependencies) is affected; a failed retry of the dependency (FAILED) is not an end."""
+    if dependent_state not in (JobState.PENDING, JobState.FAILED) or dependency_state not in TERMINAL_STATES:
         return DependencyEffect.NONE
     if dependency_state is JobState.COMPLETED or any_end:
         return DependencyEffect.SATISFIED

@@ -17,7 +17,8 @@ from sqlalchemy import Connection, delete, select, update
 
 from queuectl.errors import InvalidParams, InvalidState, JobNotFound
 from queuectld.jobs import Decision, Job, JobState, on_dlq_retry
-from queuectld.store.base import DeadFilter
+from queuectld.store import workflow
+from queuectld.store.base import DeadFilter, JobFilter
 from queuectld.store.models import attempts, jobs
 from queuectld.store.rows import LIST_COLUMNS, chunks, job_from_row, unique
 
@@ -26,9 +27,13 @@ _DEAD = JobState.DEAD.value
 _FORGOTTEN = {"finished_at": None, "exit_code": None, "signal": None, "last_outcome": None}
 
 
-def retry(conn: Connection, ids: Sequence[str], now: float, command: str | None) -> list[Job]:
+def retry(conn: Connection, ids: Sequence[str], now: float, command: str | None,
+          with_dependents: bool = False) -> list[Job]:
     """Retry every one of `ids` (all dead), `command` first replacing the command of the only one;
-    JobNotFound / InvalidState for the first id that is missing / not dead, and nothing changes."""
+    JobNotFound / InvalidState for the first id that is missing / not dead, and nothing changes.
+    `with_dependents`: the jobs canceled because one of them ended (transitively) are restarted
+    too, after them in the result (DependencyFailed / DependencyNotFound if one of those still
+    has a dependency that can never be met, and nothing changes)."""
     ids = unique(ids)
     if command is not None and len(ids) != 1:
         raise InvalidParams(detail="a new command can be given for one job only")
@@ -36,13 +41,19 @@ def retry(conn: Connection, ids: Sequence[str], now: float, command: str | None)
     for job_id in ids:
         if job_id not in found:
             raise JobNotFound(job_id=job_id)
-    return _retry(conn, [found[job_id] for job_id in ids], now, command)
+    retried = _retry(conn, [found[job_id] for job_id in ids], now, command)
+    dependents = workflow.canceled_dependents(conn, ids) if with_dependents else []
+    back = workflow.put_back(conn, dependents, now)[0] if dependents else []
+    workflow.refresh_dependents(conn, ids, {*ids, *(job.id for job in back)}, now)
+    return retried + back
 
 
 def retry_matching(conn: Connection, where: DeadFilter, now: float, limit: int) -> list[str]:
     """Retry up to `limit` dead jobs matching `where`, oldest first; returns their ids."""
     rows = conn.execute(_matching(where, limit)).all()
-    return [job.id for job in _retry(conn, [job_from_row(r) for r in rows], now, None)]
+    ids = [job.id for job in _retry(conn, [job_from_row(r) for r in rows], now, None)]
+    workflow.refresh_dependents(conn, ids, set(ids), now)
+    return ids
 
 
 def purge(conn: Connection, ids: Sequence[str]) -> list[Job]:
@@ -76,6 +87,7 @@ def dead_filter(where: DeadFilter) -> list[Any]:
         conds.append(jobs.c.finished_at >= where.finished_after)
     if where.finished_before is not None:
         conds.append(jobs.c.finished_at < where.finished_before)
+    conds.extend(workflow.job_conditions(JobFilter(queue=where.queue, label=where.label)))
     return conds
 
 

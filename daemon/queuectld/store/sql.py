@@ -17,16 +17,28 @@ from typing import Any
 from sqlalchemy import Connection, Engine, RootTransaction, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from queuectl.errors import DuplicateJob, InvalidState, JobNotFound, OutcomeUnknown, QueuectlError
+from queuectl.errors import (
+    DependencyFailed,
+    DependencyNotFound,
+    DuplicateJob,
+    InvalidState,
+    JobNotFound,
+    OutcomeUnknown,
+    QueuectlError,
+)
 from queuectld.config import DEFAULTS
 from queuectld.jobs import Job, JobState, LifecyclePolicy, OutcomeKind, on_cancel
-from queuectld.store import dlq, schema, turn
+from queuectld.store import dlq, schema, turn, workflow
 from queuectld.store.base import (
     AttemptRecord,
     DaemonInfo,
     DeadFilter,
+    Dependency,
     Enqueued,
+    EnvSnapshot,
     FinishedAttempt,
+    JobEdit,
+    JobFilter,
     ListPosition,
     LostAttempt,
     NewJob,
@@ -43,8 +55,14 @@ __all__ = ["STRAY_ERROR", "SqlStore", "translate_db_errors"]
 log = logging.getLogger(__name__)
 
 _WAITING = (JobState.PENDING.value, JobState.FAILED.value)
-#: The fields a repeated enqueue must match to be the same job (times are not compared).
-_SAME_JOB_FIELDS = ("command", "max_retries", "priority", "timeout_s", "retry_rules", "backoff_base", "backoff_max_s")
+#: The columns `_insert_jobs` copies (PostgreSQL), in the order of its rows.
+_COPY_JOB_COLUMNS = ("id", "command", "state", "attempts", "max_retries", "priority", "timeout_s", "next_run_at",
+                     "created_at", "updated_at", "run", "retry_rules", "backoff_base", "backoff_max_s", "queue", "cwd",
+                     "env_id", "labels", "held", "deps_left", "has_dependents")
+#: The fields a repeated enqueue must match to be the same job (times are not compared, nor
+#: `held`, which a release changes meanwhile); its dependencies must match too (_same_job_key).
+_SAME_JOB_FIELDS = ("command", "max_retries", "priority", "timeout_s", "retry_rules", "backoff_base", "backoff_max_s",
+                    "queue", "cwd", "env_id", "labels")
 
 
 @contextmanager
@@ -169,8 +187,19 @@ class SqlStore:
         requests already wake its scheduler."""
         return lambda: None
 
-    def _insert_jobs(self, conn: Connection, new: Sequence[NewJob], now: float) -> None:
-        """Insert new pending jobs (dialects may take a faster path for big batches)."""
+    def _insert_jobs(self, conn: Connection, new: Sequence[NewJob], now: float, links: workflow.Links) -> None:
+        """Insert new pending jobs with their deps_left and has_dependents from `links` (dialects
+        may take a faster path for big batches); `_insert_links` then writes the rest of `links`."""
+        left, marked = links.deps_left, links.has_dependents
+        if conn.dialect.name == "postgresql" and len(new) >= workflow.COPY_FROM:  # a tenth of an executemany's time
+            pending = JobState.PENDING.value
+            workflow.copy_rows(conn, "jobs", _COPY_JOB_COLUMNS, (
+                (j.id, j.command, pending, 0, j.max_retries, j.priority, j.timeout_s, j.next_run_at, j.created_at,
+                 now, 0, j.retry_rules, j.backoff_base, j.backoff_max_s, j.queue, j.cwd, j.env_id, j.labels,
+                 int(j.held), left[i] if left else 0, marked[i] if marked else 0)
+                for i, j in enumerate(new)
+            ))
+            return
         conn.execute(
             insert(jobs),
             [
@@ -179,10 +208,28 @@ class SqlStore:
                     "max_retries": j.max_retries, "priority": j.priority, "timeout_s": j.timeout_s,
                     "next_run_at": j.next_run_at, "created_at": j.created_at, "updated_at": now, "run": 0,
                     "retry_rules": j.retry_rules, "backoff_base": j.backoff_base, "backoff_max_s": j.backoff_max_s,
+                    "queue": j.queue, "cwd": j.cwd, "env_id": j.env_id, "labels": j.labels, "held": int(j.held),
+                    "deps_left": left[i] if left else 0, "has_dependents": marked[i] if marked else 0,
                 }
-                for j in new
+                for i, j in enumerate(new)
             ],
         )
+
+    def _insert_links(self, conn: Connection, links: workflow.Links) -> None:
+        """Write a batch's job_deps and job_labels rows (dialects may take a faster path)."""
+        workflow.insert_links(conn, links)
+
+    def _add_jobs(self, conn: Connection, new: Sequence[NewJob], now: float, envs: Sequence[EnvSnapshot],
+                  keep_dependents: Collection[str] = ()) -> None:
+        """Insert a batch (its queues checked, its snapshots, edges and labels with it); announce
+        it when one of its jobs can be claimed."""
+        workflow.require_queues(conn, {j.queue for j in new})
+        workflow.insert_envs(conn, envs)
+        links = workflow.plan_links(conn, new, keep_dependents)
+        self._insert_jobs(conn, new, now, links)
+        self._insert_links(conn, links)
+        if links.due(new):
+            self._announce(conn)
 
     def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
         """Move up to `limit` due jobs to processing in one statement (dialect specific)."""
@@ -205,13 +252,24 @@ class SqlStore:
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    def enqueue(self, new: Sequence[NewJob], *, replace: bool, now: float) -> Enqueued:
+    def enqueue(
+        self, new: Sequence[NewJob], *, replace: bool, now: float, envs: Sequence[EnvSnapshot] = ()
+    ) -> Enqueued:
         """Insert jobs in one transaction; with replace, overwrite any that are not running.
 
+        Every job's queue must exist (QueueNotFound). `envs` are the snapshots the jobs' env_id
+        name, stored once each (one already stored is kept). Dependencies (`after`: completion,
+        `after_any`: any end) must be earlier jobs of the batch or jobs that exist
+        (DependencyNotFound); an `after` dependency that already ended dead or canceled is
+        DependencyFailed. deps_left counts the edges not satisfied now. Labels get their
+        job_labels rows.
+
         Without replace, a job whose id exists with identical fields (command, max_retries,
-        priority, timeout_s, retry rules and backoff; times are not compared) is a repeat of the same request, e.g. a
+        priority, timeout_s, retry rules and backoff, queue, cwd, env_id, labels and
+        dependencies; times and `held` are not compared) is a repeat of the same request, e.g. a
         retry after a lost answer: it is not added again and comes back in `existing`. An id
         that exists with different fields is DuplicateJob, and nothing of the batch is added.
+        A replaced job keeps its dependents (their edges name its id).
         """
         ids = [j.id for j in new]
         if len(set(ids)) != len(ids):
@@ -220,6 +278,7 @@ class SqlStore:
             raise DuplicateJob(f"job id {dup!r} appears twice in one batch; ids must be unique.")
         try:
             with self._write() as conn:
+                keep: set[str] = set()
                 if replace:
                     for chunk in chunks(ids):
                         running = conn.execute(
@@ -229,12 +288,17 @@ class SqlStore:
                             raise InvalidState(job_id=running, state="processing", action="replace (cancel it first)")
                         conn.execute(delete(attempts).where(attempts.c.job_id.in_(chunk)))
                         conn.execute(delete(jobs).where(jobs.c.id.in_(chunk)))
-                self._insert_jobs(conn, new, now)
-                self._announce(conn)
+                    workflow.forget_jobs(conn, ids)
+                    keep = workflow.with_dependents(conn, ids)
+                self._add_jobs(conn, new, now, envs, keep)
             return Enqueued(ids, [])
         except IntegrityError:
             if replace:
                 raise DuplicateJob(job_id=self._first_existing(ids) or ids[0]) from None
+        except (DependencyNotFound, DependencyFailed):
+            # A repeat of a batch whose dependency ended meanwhile: judged below, as repeats are.
+            if replace or self._first_existing(ids) is None:
+                raise
         # Some ids exist (the fast path above pays nothing for this check): again, skipping repeats.
         try:
             with self._write() as conn:
@@ -244,20 +308,20 @@ class SqlStore:
                         raise DuplicateJob(job_id=j.id)
                 fresh = [j for j in new if j.id not in existing]
                 if fresh:
-                    self._insert_jobs(conn, fresh, now)
-                    self._announce(conn)
+                    self._add_jobs(conn, fresh, now, envs)
         except IntegrityError:  # added meanwhile by another daemon sharing the store
             raise DuplicateJob(job_id=self._first_existing(ids) or ids[0]) from None
         return Enqueued(ids, [i for i in ids if i in existing])
 
     def _existing_fields(self, conn: Connection, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-        """The _SAME_JOB_FIELDS of the jobs among `ids` that exist."""
+        """The _same_job_key of the jobs among `ids` that exist: _SAME_JOB_FIELDS, then edges."""
         out: dict[str, tuple[Any, ...]] = {}
         columns = [jobs.c[name] for name in _SAME_JOB_FIELDS]
         for chunk in chunks(ids):
             rows = conn.execute(select(jobs.c.id, *columns).where(jobs.c.id.in_(chunk)))
             out.update((r[0], tuple(r[1:])) for r in rows)
-        return out
+        edges = workflow.edges_by_job(conn, list(out))
+        return {job_id: (*key, frozenset(edges.get(job_id, {}).items())) for job_id, key in out.items()}
 
     def _first_existing(self, ids: Sequence[str]) -> str | None:
         with self._read() as conn:
@@ -293,18 +357,16 @@ class SqlStore:
 
     def list_page(
         self, state: JobState | None, limit: int | None, after: ListPosition | None,
-        outcome: OutcomeKind | None = None,
+        outcome: OutcomeKind | None = None, queue: str | None = None, label: str | None = None,
     ) -> list[tuple[Job, ListPosition]]:
-        """Up to `limit` jobs oldest first, optionally of one state and of one last outcome,
-        after the position `after` (taken from an earlier page), each with its own position.
-        Keyset paging on an index, no OFFSET: a page costs the same at any depth and any store
-        size. The outcome is filtered on the rows the index walks (it has no index of its own,
-        which every finish would pay for): a page of a rare outcome reads past the others."""
+        """Up to `limit` jobs oldest first, optionally of one state, of one last outcome, of one
+        queue and with one label, after the position `after` (taken from an earlier page), each
+        with its own position. Keyset paging on an index, no OFFSET: a page costs the same at any
+        depth and any store size. The outcome and the queue are filtered on the rows the index
+        walks (no index of their own, which every finish would pay for): a page of a rare one
+        reads past the others; a label is looked up in job_labels."""
         query = select(*LIST_COLUMNS, *self._list_extra())
-        if state is not None:
-            query = query.where(jobs.c.state == state.value)
-        if outcome is not None:
-            query = query.where(jobs.c.last_outcome == outcome.value)
+        query = query.where(*workflow.job_conditions(JobFilter(state, outcome, queue, label)))
         if after is not None:
             query = query.where(self._list_after(state, after))
         query = query.order_by(*self._list_order(state))
@@ -448,7 +510,9 @@ class SqlStore:
 
     def cancel(self, job_id: str, now: float) -> tuple[Job, JobState]:
         """Cancel a waiting or running job (`jobs.on_cancel`); returns it and the state it was in.
-        A running job's attempt ends as canceled; its process is the caller's to stop."""
+        A running job's attempt ends as canceled; its process is the caller's to stop. Its
+        waiting dependents get the end (`jobs.on_dependency_end`): those after it are canceled,
+        transitively; those after any end of it have one dependency fewer."""
         with self._write() as conn:
             row = conn.execute(select(*LIST_COLUMNS).where(jobs.c.id == job_id).with_for_update()).first()
             if row is None:
@@ -469,30 +533,48 @@ class SqlStore:
                             error="canceled while running")
                 )
             conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state == job.state.value).values(**values))
+            if job.has_dependents:
+                self._dependencies_ended(conn, [(job_id, decision.state)], now)
             after = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
         return job_from_row(after), job.state
 
-    def delete(self, job_id: str) -> Job:
-        """Delete a job that is not running, with its attempt history."""
+    def _dependencies_ended(self, conn: Connection, ended: Sequence[tuple[str, workflow.EndedState]],
+                            now: float) -> None:
+        """Apply `ended` (id, state now; None: deleted) to their waiting dependents, announcing
+        those that became claimable (workflow.apply_dependency_ends)."""
+        if workflow.apply_dependency_ends(workflow.SqlDependencyWrites(conn), ended, now):
+            self._announce(conn)
+
+    def delete(self, job_id: str, now: float | None = None) -> Job:
+        """Delete a job that is not running, with its attempt history, labels and dependencies.
+        Its waiting dependents are canceled ("dependency X was deleted"), transitively, at `now`
+        (None: the clock's time)."""
         with self._write() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id).with_for_update()).first()
             if row is None:
                 raise JobNotFound(job_id=job_id)
             if row.state == JobState.PROCESSING.value:
                 raise InvalidState(job_id=job_id, state="processing", action="delete (cancel it first)")
             conn.execute(delete(attempts).where(attempts.c.job_id == job_id))
             conn.execute(delete(jobs).where(jobs.c.id == job_id))
+            workflow.forget_jobs(conn, [job_id])
+            if row.has_dependents:
+                self._dependencies_ended(conn, [(job_id, None)], _now(now))
         return job_from_row(row)
 
     # -- the dead-letter queue (dlq.py) ---------------------------------------------------------
 
-    def dlq_retry(self, ids: Sequence[str], now: float, command: str | None = None) -> list[Job]:
+    def dlq_retry(
+        self, ids: Sequence[str], now: float, command: str | None = None, with_dependents: bool = False
+    ) -> list[Job]:
         """Move dead jobs back to pending, attempts reset (`jobs.on_dlq_retry`), in one
         transaction: all of `ids` or none (a missing id is JobNotFound, a job not dead
         InvalidState, and nothing changes). `command` replaces the command of the one job given
-        (InvalidParams with more). Returns the jobs as they are now, in the order given."""
+        (InvalidParams with more). `with_dependents`: every job canceled because one of them
+        ended (canceled_by, transitively) is restarted too (`jobs.on_restart`), deps_left
+        recounted. Returns the jobs as they are now, in the order given, then those dependents."""
         with self._write() as conn:
-            retried = dlq.retry(conn, ids, now, command)
+            retried = dlq.retry(conn, ids, now, command, with_dependents)
             if retried:
                 self._announce(conn)
         return retried
@@ -506,17 +588,83 @@ class SqlStore:
                 self._announce(conn)
         return retried
 
-    def dlq_purge(self, ids: Sequence[str]) -> list[Job]:
+    def dlq_purge(self, ids: Sequence[str], now: float | None = None) -> list[Job]:
         """Delete dead jobs with their attempts, in one transaction: all of `ids` or none (as
-        dlq_retry). Returns the deleted jobs (their log files are the caller's to remove)."""
+        dlq_retry). Returns the deleted jobs (their log files are the caller's to remove). Their
+        waiting dependents are canceled at `now` ("dependency X was deleted"), as by `delete`."""
         with self._write() as conn:
-            return dlq.purge(conn, ids)
+            gone = dlq.purge(conn, ids)
+            self._purged(conn, gone, now)
+        return gone
 
-    def dlq_purge_matching(self, where: DeadFilter, limit: int) -> list[Job]:
+    def dlq_purge_matching(self, where: DeadFilter, limit: int, now: float | None = None) -> list[Job]:
         """Delete up to `limit` dead jobs matching `where` (oldest first) with their attempts,
-        in one transaction; returns them. Callers loop until fewer than `limit` come back."""
+        in one transaction; returns them. Callers loop until fewer than `limit` come back.
+        Their waiting dependents are canceled, as by `dlq_purge`."""
         with self._write() as conn:
-            return dlq.purge_matching(conn, where, limit)
+            gone = dlq.purge_matching(conn, where, limit)
+            self._purged(conn, gone, now)
+        return gone
+
+    def _purged(self, conn: Connection, gone: Sequence[Job], now: float | None) -> None:
+        workflow.forget_jobs(conn, [job.id for job in gone])
+        ended: list[tuple[str, workflow.EndedState]] = [(job.id, None) for job in gone if job.has_dependents]
+        if ended:
+            self._dependencies_ended(conn, ended, _now(now))
+
+    # -- workflow (workflow.py) -----------------------------------------------------------------
+
+    def envs_of(self, ids: Collection[str]) -> dict[str, EnvSnapshot]:
+        """The environment snapshots stored under `ids`, by id (an unknown id is left out)."""
+        with self._read() as conn:
+            return workflow.envs_of(conn, ids)
+
+    def dependencies_of(self, job_id: str) -> list[Dependency]:
+        """A job's dependencies, by id, each with its state now (None: deleted); JobNotFound."""
+        with self._read() as conn:
+            return workflow.dependencies_of(conn, job_id)
+
+    def release(self, ids: Sequence[str], now: float) -> list[Job]:
+        """Release held jobs in one transaction: all of `ids` or none (JobNotFound for a missing
+        one, InvalidState for one not held). Returns them as they are now, in the order given."""
+        with self._write() as conn:
+            released, due = workflow.release(conn, ids, now)
+            if due:
+                self._announce(conn)
+        return released
+
+    def release_matching(self, where: JobFilter, now: float, limit: int) -> list[str]:
+        """Release up to `limit` held jobs matching `where` (oldest first) in one transaction;
+        returns their ids. Callers loop until fewer than `limit` come back."""
+        with self._write() as conn:
+            ids, due = workflow.release_matching(conn, where, now, limit)
+            if due:
+                self._announce(conn)
+        return ids
+
+    def edit(self, job_id: str, change: JobEdit, now: float) -> Job:
+        """Change a job that is not processing (InvalidState while it is), as `change` says, in
+        one transaction; returns it as it is now. A new queue must exist (QueueNotFound); new
+        `after` / `after_any` replace its dependencies, which must exist (DependencyNotFound),
+        be able to complete (DependencyFailed) and not wait for it (DependencyCycle), deps_left
+        recounted; new labels replace its labels."""
+        with self._write() as conn:
+            job, due = workflow.edit(conn, job_id, change, now)
+            if due:
+                self._announce(conn)
+        return job
+
+    def restart(self, ids: Sequence[str], now: float) -> list[Job]:
+        """Put completed, dead or canceled jobs back to pending now (`jobs.on_restart`: attempts
+        reset, attempt history and run number kept), in one transaction: all of `ids` or none
+        (JobNotFound, InvalidState, or DependencyNotFound / DependencyFailed for a dependency that
+        can no longer be met). deps_left is recounted; a waiting dependent of a restarted job
+        waits for it again. Returns them as they are now, in the order given."""
+        with self._write() as conn:
+            back, due = workflow.restart(conn, ids, now)
+            if due:
+                self._announce(conn)
+        return back
 
     # -- config and daemons ---------------------------------------------------------------------
 
@@ -557,7 +705,14 @@ class SqlStore:
 
 
 def _same_job_key(job: NewJob) -> tuple[Any, ...]:
-    return tuple(getattr(job, name) for name in _SAME_JOB_FIELDS)
+    return (*(getattr(job, name) for name in _SAME_JOB_FIELDS), frozenset(workflow.edges_of_new(job).items()))
+
+
+def _now(now: float | None) -> float:
+    """`now` as given, or the clock's time for a caller that gave none (delete, purge)."""
+    import time
+
+    return time.time() if now is None else now
 
 
 def _first_line(error: BaseException | None) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from queuectl.errors import InvalidParams, OutcomeUnknown
 from queuectld.jobs import Job, JobState
 from queuectld.settings import fault_point
-from queuectld.store import sqlite_file
+from queuectld.store import sqlite_file, workflow
 from queuectld.store.base import ListPosition, NewJob, RunKey, SpawnedAttempt
 from queuectld.store.errors import StoreFault, classify, to_domain_error
 from queuectld.store.rows import IN_CHUNK, JOB_COLUMNS_SQL, row_job
@@ -79,15 +79,34 @@ _ROWID: ColumnClause[Any] = literal_column("jobs.rowid")
 _NEXT_DUE = text(
     "SELECT min(next_run_at) FROM jobs INDEXED BY ix_jobs_next WHERE state IN ('pending', 'failed')"
 )
-# NewJob tuples bind as they are: (id, command, max_retries, priority, timeout_s, next_run_at, created_at,
-# retry_rules, backoff_base, backoff_max_s).
-_INSERT = (
+# NewJob tuples bind by position, their first 15 fields: (id, command, max_retries, priority, timeout_s,
+# next_run_at, created_at, retry_rules, backoff_base, backoff_max_s, queue, cwd, env_id, labels, held); a
+# batch with dependencies adds (deps_left, has_dependents).
+_INSERT_COLUMNS = (
     "INSERT INTO jobs (id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at,"
-    " updated_at, run, retry_rules, backoff_base, backoff_max_s)"
-    " VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6, ?7, ?7, 0, ?8, ?9, ?10)"
+    " updated_at, run, retry_rules, backoff_base, backoff_max_s, queue, cwd, env_id, labels, held, deps_left,"
+    " has_dependents) VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6, ?7, ?7, 0, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
 )
-assert NewJob._fields[:10] == ("id", "command", "max_retries", "priority", "timeout_s", "next_run_at", "created_at",
-                          "retry_rules", "backoff_base", "backoff_max_s"), "_INSERT binds NewJob by position"
+_INSERT = _INSERT_COLUMNS + "0, 0)"
+_INSERT_LINKED = _INSERT_COLUMNS + "?16, ?17)"
+_BOUND = 15
+assert NewJob._fields[:_BOUND] == (
+    "id", "command", "max_retries", "priority", "timeout_s", "next_run_at", "created_at", "retry_rules",
+    "backoff_base", "backoff_max_s", "queue", "cwd", "env_id", "labels", "held",
+), "_INSERT binds NewJob by position"
+_INSERT_EDGE = "INSERT INTO job_deps (job_id, dep_id, any_end) VALUES (?, ?, ?)"
+_INSERT_LABEL = "INSERT INTO job_labels (label, job_id) VALUES (?, ?)"
+# The dependency effects of a turn (workflow.apply_dependency_ends), on the driver as the turn is.
+_WAITING_DEPENDENTS = (
+    "SELECT d.job_id, d.dep_id, d.any_end, j.state, j.deps_left, j.held, j.has_dependents"
+    " FROM job_deps d JOIN jobs j ON j.id = d.job_id"
+    " WHERE j.state IN ('pending', 'failed') AND d.dep_id IN "
+)
+_SATISFY = "UPDATE jobs SET deps_left = deps_left - ?, updated_at = ? WHERE id = ?"
+_CANCEL_DEPENDENT = (
+    "UPDATE jobs SET state = 'canceled', next_run_at = NULL, last_error = ?, canceled_by = ?, finished_at = ?,"
+    " updated_at = ? WHERE id = ? AND state IN ('pending', 'failed')"
+)
 
 
 class SqliteStore(SqlStore):
@@ -138,10 +157,22 @@ class SqliteStore(SqlStore):
     def _count_rows(self, conn: Connection) -> Any:
         return conn.exec_driver_sql("SELECT state, n FROM state_counts").all()
 
-    def _insert_jobs(self, conn: Connection, new: Sequence[NewJob], now: float) -> None:
+    def _insert_jobs(self, conn: Connection, new: Sequence[NewJob], now: float, links: workflow.Links) -> None:
         # Straight to the driver: SQLAlchemy's per-row parameter processing doubled the cost.
-        conn.exec_driver_sql(_INSERT, [n[:10] for n in new])  # TODO(store-jobs): the context columns
+        if links.deps_left is None and links.has_dependents is None:
+            conn.exec_driver_sql(_INSERT, [n[:_BOUND] for n in new])
+        else:
+            left = links.deps_left or [0] * len(new)
+            marked = links.has_dependents or [0] * len(new)
+            conn.exec_driver_sql(_INSERT_LINKED, [(*n[:_BOUND], left[i], marked[i]) for i, n in enumerate(new)])
         conn.exec_driver_sql("UPDATE state_counts SET n = n + ? WHERE state = 'pending'", (len(new),))
+
+    def _insert_links(self, conn: Connection, links: workflow.Links) -> None:
+        if links.edges:
+            conn.exec_driver_sql(_INSERT_EDGE, links.edges)
+        if links.labels:
+            conn.exec_driver_sql(_INSERT_LABEL, links.labels)
+        workflow.mark_has_dependents(conn, links.outside or ())
 
     @contextmanager
     def _turn_writes(self) -> Iterator[TurnWrites]:
@@ -307,6 +338,35 @@ class RawTurnWrites:
 
     def announce(self) -> None:
         """Nothing to do: one host uses a SQLite store, and its own requests wake its scheduler."""
+
+    def dependencies_ended(self, ended: Sequence[tuple[str, JobState]], now: float) -> bool:
+        """See TurnWrites."""
+        return workflow.apply_dependency_ends(RawDependencyWrites(self.cur), ended, now)
+
+
+class RawDependencyWrites:
+    """workflow.DependencyWrites on the turn's sqlite3 cursor (the write lock is already held)."""
+
+    def __init__(self, cur: sqlite3.Cursor) -> None:
+        self.cur = cur
+
+    def waiting_dependents(self, dep_ids: Sequence[str]) -> list[workflow.WaitingDependent]:
+        """See workflow.DependencyWrites."""
+        out: list[workflow.WaitingDependent] = []
+        for i in range(0, len(dep_ids), IN_CHUNK):
+            chunk = dep_ids[i : i + IN_CHUNK]
+            self.cur.execute(_WAITING_DEPENDENTS + f"({', '.join('?' * len(chunk))}) ORDER BY d.job_id", chunk)
+            out.extend(workflow.WaitingDependent(r[0], r[1], bool(r[2]), JobState(r[3]), r[4], bool(r[5]), bool(r[6]))
+                       for r in self.cur.fetchall())
+        return out
+
+    def satisfy(self, counts: Sequence[tuple[str, int]], now: float) -> None:
+        """See workflow.DependencyWrites."""
+        self.cur.executemany(_SATISFY, [(n, now, job_id) for job_id, n in counts])
+
+    def cancel(self, canceled: Sequence[tuple[str, str, str]], now: float) -> None:
+        """See workflow.DependencyWrites."""
+        self.cur.executemany(_CANCEL_DEPENDENT, [(why, by, now, now, job_id) for job_id, why, by in canceled])
 
 
 def _create_private(path: Path) -> None:

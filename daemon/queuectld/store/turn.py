@@ -18,7 +18,17 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from queuectld.jobs import Decision, Job, JobState, LifecyclePolicy, Outcome, OutcomeKind, after_attempt
+from queuectld.jobs import (
+    TERMINAL_STATES,
+    Decision,
+    Job,
+    JobState,
+    LifecyclePolicy,
+    Outcome,
+    OutcomeKind,
+    after_attempt,
+)
+from queuectld.store import workflow
 from queuectld.store.base import FinishedAttempt, RunKey, SpawnedAttempt
 from queuectld.store.models import attempts, jobs
 from queuectld.store.rows import LIST_COLUMNS, chunks, job_from_row, unique
@@ -100,6 +110,10 @@ class TurnWrites(Protocol):
     def announce(self) -> None:
         """A job became due: tell the other daemons sharing the store (at commit)."""
 
+    def dependencies_ended(self, ended: Sequence[tuple[str, JobState]], now: float) -> bool:
+        """Give the waiting dependents of `ended` (job id, terminal state) their effect
+        (workflow.apply_dependency_ends); whether one became claimable."""
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimRequest:
@@ -143,7 +157,13 @@ def end_attempts(
     done = [s for _, s in settled if s is not None]
     if done:
         writes.write_ends(done)
-        if any(s.decision.state is JobState.PENDING for s in done):
+        due = any(s.decision.state is JobState.PENDING for s in done)
+        # Only jobs that have dependents cost anything more: the flag was read with the job.
+        ended = [(s.after.id, s.decision.state) for s in done
+                 if s.before.has_dependents and s.decision.state in TERMINAL_STATES]
+        if ended and writes.dependencies_ended(ended, max(s.finished.finished_at for s in done)):
+            due = True
+        if due:
             writes.announce()
     return [(fa, None if s is None else s.after) for fa, s in settled]
 
@@ -240,3 +260,7 @@ class SqlTurnWrites:
     def announce(self) -> None:
         """See TurnWrites."""
         self._announce(self.conn)
+
+    def dependencies_ended(self, ended: Sequence[tuple[str, JobState]], now: float) -> bool:
+        """See TurnWrites."""
+        return workflow.apply_dependency_ends(workflow.SqlDependencyWrites(self.conn), ended, now)
