@@ -782,6 +782,9 @@ DEPENDENCY_TABLE = [
     (_D.FAILED, True, _D.PENDING, _W.NONE),
     (_D.PROCESSING, True, _D.PENDING, _W.NONE),
     (_D.PENDING, False, _D.PENDING, _W.NONE),
+    (_D.COMPLETED, False, _D.FAILED, _W.SATISFIED),  # waiting for its retry (edit --after gave it one)
+    (_D.DEAD, False, _D.FAILED, _W.CANCEL),
+    (_D.DEAD, False, _D.PROCESSING, _W.NONE),
     (_D.DEAD, False, _D.CANCELED, _W.NONE),  # the dependent no longer waits
     (_D.COMPLETED, False, _D.COMPLETED, _W.NONE),
     (_D.DEAD, False, _D.DEAD, _W.NONE),
