@@ -46,9 +46,9 @@ LOSE_COMMIT_ANSWER = "lose-commit-answer:"
 # The claim, in two statements under BEGIN IMMEDIATE (which holds the only write lock, so what
 # the first reads holds for the second). First, what each queue may take: nothing when paused,
 # else its limit minus its running jobs (ix_jobs_running: as many entries as run) or, without a
-# limit, the whole claim; -1 stands for "no limit".
+# limit, the whole claim (NULL: no limit).
 _CLAIM_ROOM = """
-    SELECT name, CASE WHEN concurrency IS NULL THEN -1
+    SELECT name, CASE WHEN concurrency IS NULL THEN NULL
                       ELSE concurrency - (SELECT count(*) FROM jobs INDEXED BY ix_jobs_running
                                            WHERE queue = queues.name AND state = 'processing') END
       FROM queues WHERE paused = 0 ORDER BY name
@@ -345,7 +345,7 @@ class RawTurnWrites:
     def claim(self, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
         """See TurnWrites."""
         self.cur.execute(_CLAIM_ROOM)
-        shares = [(name, limit if room < 0 else min(room, limit)) for name, room in self.cur.fetchall()]
+        shares = [(name, limit if room is None else min(room, limit)) for name, room in self.cur.fetchall()]
         shares = [(name, n) for name, n in shares if n > 0]
         if not shares:
             return []
