@@ -385,6 +385,9 @@ def test_the_sqlite_claim_walks_the_claim_index(store_url: str, store: Store) ->
             next_plan
         room = [row[3] for row in driver.execute("EXPLAIN QUERY PLAN " + sqlite_store._CLAIM_ROOM).fetchall()]
         assert any("ix_jobs_running" in p for p in room), room
+        oldest = [row[3] for row in driver.execute(
+            "EXPLAIN QUERY PLAN " + str(store_queues._OLDEST_WAITING).replace(":queue", "'a'")).fetchall()]
+        assert any("ix_jobs_waiting" in p for p in oldest), oldest
 
 
 def test_an_older_database_upgrades_with_its_jobs_and_downgrades(store_url: str) -> None:

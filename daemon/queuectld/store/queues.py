@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, text, update
 
 from queuectl.errors import InvalidParams, QueueExists, QueueNotEmpty, QueueNotFound
 from queuectld.jobs import JobState
 from queuectld.store.base import QueueInfo
-from queuectld.store.models import jobs, queues
+from queuectld.store.models import WAITING, queues
 from queuectld.store.rows import chunks, unique
 
 #: The queue every job is in unless told otherwise; it always exists.
@@ -112,11 +112,16 @@ def infos(conn: Connection, counts: CountRows, names: Sequence[str] | None = Non
     return out
 
 
+#: The first entry of one queue's range in ix_jobs_waiting (queue, created_at) WHERE waiting. The
+#: states are literal: SQLite uses a partial index only for a WHERE that it can see implies the
+#: index's own, which bound parameters hide (a scan of every job, 0.7 s at a million).
+_OLDEST_WAITING = text(
+    f"SELECT created_at FROM jobs WHERE queue = :queue AND {WAITING} ORDER BY created_at LIMIT 1"
+)
+
+
 def _oldest_waiting(conn: Connection, name: str) -> Any:
-    # min() over the range of one queue in ix_jobs_waiting (queue, created_at) WHERE waiting: its first entry.
-    return conn.execute(
-        select(func.min(jobs.c.created_at)).where(jobs.c.queue == name, jobs.c.state.in_(_WAITING))
-    ).scalar()
+    return conn.execute(_OLDEST_WAITING, {"queue": name}).scalar()
 
 
 def _check_limit(concurrency: int | None) -> None:
