@@ -296,7 +296,7 @@ def test_two_daemons_claiming_at_once_never_exceed_a_limit(store_url: str, store
                 got = s.claim_due(owner, HOST, 2, T0 + 1, 600.0)
                 with watcher.connect() as conn:
                     running = conn.execute(text(
-                        "SELECT count(*) FROM jobs WHERE queue = 'two' AND state = 'processing'")).scalar()
+                        "SELECT count(*) FROM jobs WHERE queue = 'two' AND state = 'processing'")).scalar_one()
                 if running > 2:
                     over.append(running)
                 for job in got:
@@ -344,7 +344,7 @@ def test_claims_racing_with_held_claims_stay_under_the_limit(store_url: str, sto
                 release.wait(10)
             return got
 
-        writes_cls.claim = slow_claim  # type: ignore[method-assign]
+        writes_cls.claim = slow_claim  # type: ignore[method-assign,assignment]
         try:
             t = threading.Thread(target=lambda: result.setdefault("slow", store.claim_due("slow", HOST, 2, T0, 60)))
             t.start()
@@ -427,6 +427,6 @@ def test_an_older_database_upgrades_with_its_jobs_and_downgrades(store_url: str)
     again = open_store(store_url)  # and up again
     try:
         assert_queue_counts_exact(again)
-        assert again.schema_plan().pending == ()
+        assert again.schema_plan().pending == ()  # type: ignore[attr-defined]
     finally:
         again.close()
