@@ -430,3 +430,30 @@ def test_an_older_database_upgrades_with_its_jobs_and_downgrades(store_url: str)
         assert again.schema_plan().pending == ()  # type: ignore[attr-defined]
     finally:
         again.close()
+
+
+def test_an_end_in_a_limited_queue_and_a_resume_are_announced(store: Store, store_url: str) -> None:
+    if store_url.startswith("sqlite"):
+        pytest.skip("one host uses a SQLite store: nothing to announce")
+    store.queue_add("lim", 1, T0)
+    add(store, "free", "limited")
+    move(store, "limited", queue="lim")
+    got = {j.id: j for j in claim(store, now=T0)}
+    peer = open_store(store_url)
+    heard = threading.Event()
+    stop = peer.listen(heard.set)
+    try:
+        assert heard.wait(10)  # the listener calls once on connecting
+        heard.clear()
+        finish(store, got["free"], 0, now=T0 + 1)  # completed, in a queue without a limit: nothing
+        assert not heard.wait(1.5)
+        finish(store, got["limited"], 0, now=T0 + 1)  # completed, but it frees room in `lim`
+        assert heard.wait(10)
+        heard.clear()
+        store.queue_pause(["lim"], True)
+        assert not heard.wait(1.5)
+        store.queue_pause(["lim"], False)
+        assert heard.wait(10)
+    finally:
+        stop()
+        peer.close()
