@@ -457,3 +457,16 @@ def test_an_end_in_a_limited_queue_and_a_resume_are_announced(store: Store, stor
     finally:
         stop()
         peer.close()
+
+
+def test_a_claim_takes_from_hundreds_of_queues(store: Store) -> None:
+    names = [f"q{i:03}" for i in range(900)]  # more than SQLite's 500 branches of one compound SELECT
+    with store.write_engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(text("INSERT INTO queues (name, concurrency, paused, created_at) VALUES (:n, 1, 0, 0)"),
+                     [{"n": n} for n in names])
+    add(store, *(new_job(f"job-{n}") for n in names), *(new_job(f"more-{n}") for n in names))
+    with store.write_engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(text("UPDATE jobs SET queue = substr(id, length(id) - 3, 4)"))
+    got = claim(store, limit=2000, now=T0)
+    assert Counter(j.queue for j in got) == dict.fromkeys(names, 1)  # each its limit of 1
+    assert_counts_exact(store)

@@ -75,10 +75,18 @@ _CLAIM = f"""
 """
 
 
-@functools.cache
+#: Branches per compound SELECT: SQLite refuses more than 500 (SQLITE_MAX_COMPOUND_SELECT), so
+#: more queues than this are unioned in groups, each a compound of its own.
+_COMPOUND = 400
+
+
+@functools.lru_cache(maxsize=64)
 def _claim_sql(queues: int) -> str:
     """The claim statement for `queues` queues with room (:q0/:n0, :q1/:n1, ...)."""
-    return _CLAIM.format(branches=" UNION ALL ".join(_CLAIM_BRANCH.format(i=i) for i in range(queues)))
+    branches = [_CLAIM_BRANCH.format(i=i) for i in range(queues)]
+    groups = [" UNION ALL ".join(branches[i : i + _COMPOUND]) for i in range(0, queues, _COMPOUND)]
+    union = groups[0] if len(groups) == 1 else " UNION ALL ".join(f"SELECT * FROM ({g})" for g in groups)
+    return _CLAIM.format(branches=union)
 
 
 # The scheduler's turn runs these through the driver directly (RawTurnWrites): SQLAlchemy's
