@@ -37,7 +37,10 @@ OUTCOME_OF_REASON = {
 }
 #: The fields revision 0003 added to a job, as they read after the upgrade when nothing set them.
 NEW_JOB_FIELDS = {"last_outcome": None, "signal": None, "retry_rules": None, "backoff_base": None,
-                  "backoff_max_s": None}
+                  "backoff_max_s": None,
+                  # revision 0004: every existing job is in the default queue, with no context
+                  "queue": "default", "cwd": None, "env_id": None, "labels": None, "held": False, "deps_left": 0,
+                  "canceled_by": None, "has_dependents": False}
 
 
 def load_baseline(url: str, prefix: str = "baseline") -> None:
@@ -112,7 +115,7 @@ def test_baseline_database_upgrades_in_place_with_everything_intact(store_url: s
                                        for job_id, rows in expected["attempt_rows"].items()}
         assert got["dlq"] == expected["dlq"] == ["dead-1"]
         assert got["config"] == {**DEFAULTS, **expected["config"]}  # keys added since take their defaults
-        assert got["daemons"] == expected["daemons"]
+        assert got["daemons"] == [{**d, "claiming": True} for d in expected["daemons"]]
         assert assert_counts_exact(store) == expected["counts"]  # the counters agree with the rows
         assert {j["state"] for j in got["job_rows"]} == {s.value for s in JobState}  # every state was there
         # Upgraded, not re-created: stamped and at head, with an identity.
@@ -204,11 +207,11 @@ def test_a_0002_database_with_every_old_reason_upgrades_in_place(store_url: str)
         outcomes = {a["outcome"] for rows in got["attempt_rows"].values() for a in rows}
         assert outcomes == {*OUTCOME_OF_REASON.values(), "signal"}
         assert got["config"] == {**DEFAULTS, **expected["config"]}  # keys added since take their defaults
-        assert got["daemons"] == expected["daemons"]
+        assert got["daemons"] == [{**d, "claiming": True} for d in expected["daemons"]]
         assert assert_counts_exact(store) == expected["counts"]
         with raw(store_url) as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
-            assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == "3"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+            assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == "4"
         # The new columns serve at once: a filter by outcome, a retry of what a signal killed.
         assert [j.id for j, _ in store.list_page(JobState.DEAD, None, None, OutcomeKind.SIGNAL)] == ["sigkill-dead"]
         assert store.dlq_retry_matching(DeadFilter(outcome=OutcomeKind.SIGNAL), T0 + 90_000, 10) == ["sigkill-dead"]
@@ -232,7 +235,7 @@ def test_models_describe_the_schema_the_revisions_make(store: Store) -> None:
     with store.write_engine.connect() as conn:  # type: ignore[attr-defined]
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     # The counters are dialect-specific and made by the revisions alone.
-    diff = [d for d in diff if not (d[0] == "remove_table" and d[1].name in ("state_counts", "state_count_deltas",
+    diff = [d for d in diff if not (d[0] == "remove_table" and d[1].name in ("queue_counts", "queue_count_deltas",
                                                                                 "alembic_version"))]
     # Alembic cannot compare expression and partial indexes; it reports such an index as removed
     # and added again. The index itself is checked by the exact-schema test above.
@@ -249,7 +252,7 @@ def test_head_revision_from_file_names_is_alembics_head() -> None:
     from alembic.script import ScriptDirectory
 
     assert schema.head_revision() == ScriptDirectory.from_config(schema._config()).get_current_head()
-    assert [r.id for r in schema.all_revisions()] == ["0001", "0002", "0003"]
+    assert [r.id for r in schema.all_revisions()] == ["0001", "0002", "0003", "0004"]
     assert all(r.description for r in schema.all_revisions())
 
 
@@ -283,12 +286,12 @@ def test_a_new_database_is_not_backed_up(tmp_path: Path) -> None:
 def test_a_newer_database_is_refused_naming_both_revisions(store_url: str) -> None:
     open_store(store_url).close()
     with raw(store_url) as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0005'"))
     before = _file_bytes(store_url)
     with pytest.raises(StoreRefused) as refused:
         open_store(store_url)
     message = refused.value.message
-    assert "the database is at revision 0004, this queuectld knows up to 0003; upgrade queuectld" in message
+    assert "the database is at revision 0005, this queuectld knows up to 0004; upgrade queuectld" in message
     assert "\n" not in message
     assert _file_bytes(store_url) == before
 

@@ -76,7 +76,7 @@ class _CountingCursor:
         return getattr(self._cur, name)
 
 
-def test_a_sqlite_turn_runs_on_the_driver_in_six_statements(store: Store, store_url: str,
+def test_a_sqlite_turn_runs_on_the_driver_in_seven_statements(store: Store, store_url: str,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     if not _is_sqlite(store_url):
         pytest.skip("SQLite's raw turn")
@@ -102,10 +102,10 @@ def test_a_sqlite_turn_runs_on_the_driver_in_six_statements(store: Store, store_
         event.remove(engine, "before_cursor_execute", listener)
     assert [job.state for _, job in results if job is not None] == [JobState.COMPLETED, JobState.FAILED]
     assert [j.id for j in claimed] == ["j3", "j4"]
-    # Spawn records, the locked read, job ends, attempt ends, the claim, its attempt rows:
+    # Spawn records, the locked read, job ends, attempt ends, the queues' room, the claim, its attempt rows:
     # however many attempts a turn holds (BEGIN IMMEDIATE and COMMIT around them are _raw_write's).
     assert [sql.split(" SET ")[0].split(" (")[0] for sql in calls] == [
         "UPDATE jobs", "SELECT id, command, state, attempts, max", "UPDATE jobs", "UPDATE attempts",
-        "UPDATE jobs", "INSERT INTO attempts"]
+        "SELECT name, CASE WHEN concurrency IS NU", "UPDATE jobs", "INSERT INTO attempts"]
     assert through_sqlalchemy == []
     assert store.get(c.id).pid == 42

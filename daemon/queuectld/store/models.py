@@ -1,8 +1,8 @@
 """The schema. Times are UNIX seconds (UTC) as floats: cheap to index and compare on every dialect.
 
 This describes the schema the revisions in migrations/versions make (a test compares the two);
-change it only together with a new revision. The per-state counters (dialect specific) are
-created by the revisions alone.
+change it only together with a new revision. The per-(queue, state, held) counters (dialect
+specific: queue_counts on SQLite, queue_count_deltas on PostgreSQL) are created by the revisions alone.
 """
 
 from __future__ import annotations
@@ -11,6 +11,11 @@ from typing import cast
 
 from sqlalchemy import Float, Index, Integer, String, Table, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: A job the claim may take once it is due (the claim's indexes hold exactly these rows).
+CLAIMABLE = "state IN ('pending', 'failed') AND held = 0 AND deps_left = 0"
+#: A job that waits (held or blocked or not), as `QueueInfo.pending` counts them.
+WAITING = "state IN ('pending', 'failed')"
 
 
 class Base(DeclarativeBase):
@@ -65,20 +70,38 @@ class JobRow(Base):
     has_dependents: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
-        # Claiming walks this in order and stops after `limit` due rows: no scan, at any size.
+        # Claiming walks each queue's claimable rows in this order and stops after that queue's
+        # share of due rows: no scan, at any size. Held and blocked jobs are not in it at all.
         Index(
             "ix_jobs_due",
+            "queue",
             text("priority DESC"),
             "next_run_at",
-            sqlite_where=text("state IN ('pending', 'failed')"),
-            postgresql_where=text("state IN ('pending', 'failed')"),
+            sqlite_where=text(CLAIMABLE),
+            postgresql_where=text(CLAIMABLE),
         ),
-        # The scheduler's "when is the next job due": min(next_run_at) over waiting jobs.
+        # The scheduler's "when is the next job due": min(next_run_at) per queue that may claim.
         Index(
             "ix_jobs_next",
+            "queue",
             "next_run_at",
-            sqlite_where=text("state IN ('pending', 'failed')"),
-            postgresql_where=text("state IN ('pending', 'failed')"),
+            sqlite_where=text(CLAIMABLE),
+            postgresql_where=text(CLAIMABLE),
+        ),
+        # A queue's running jobs, which its concurrency limit counts (as many entries as run).
+        Index(
+            "ix_jobs_running",
+            "queue",
+            sqlite_where=text("state = 'processing'"),
+            postgresql_where=text("state = 'processing'"),
+        ),
+        # A queue's oldest waiting job (`queue list`, `status`): the first entry of its range.
+        Index(
+            "ix_jobs_waiting",
+            "queue",
+            "created_at",
+            sqlite_where=text(WAITING),
+            postgresql_where=text(WAITING),
         ),
         Index("ix_jobs_state_created", "state", "created_at"),
         # `list` without a state, oldest first. SQLite lists in rowid (insertion) order instead,

@@ -2,8 +2,11 @@
 
 Several daemons on several hosts share one database. Claims take `FOR UPDATE SKIP LOCKED`, so
 two daemons never wait on (or take) the same row; a job that becomes due is announced with
-NOTIFY, so idle daemons wake at once instead of at their next timer. The per-state counters are append-only delta
-rows written by statement-level triggers (no hot row to lock), folded together by `checkpoint()`.
+NOTIFY, so idle daemons wake at once instead of at their next timer (so is an attempt of a
+limited queue that ends, which frees room a full queue lacked). Queue limits hold across daemons:
+a claim locks the limited queues' rows first. The per-(queue, state, held) counters are
+append-only delta rows written by statement-level triggers (no hot row to lock), folded together
+by `checkpoint()`.
 """
 
 from __future__ import annotations
@@ -27,17 +30,56 @@ log = logging.getLogger(__name__)
 #: Where daemons sharing a database announce jobs that became due.
 CHANNEL = "queuectl_jobs"
 
+# Before the claim, in the same transaction: lock the rows of the queues with a limit, in name
+# order (no deadlock between claimers). A second daemon's claim waits here until the first one
+# commits; its claim statement then runs on a new snapshot (READ COMMITTED) that sees the jobs
+# the first one took, so the two never exceed a limit together. FOR NO KEY UPDATE conflicts with
+# itself but not with the FOR KEY SHARE an enqueue takes to check that its queue exists.
+_LOCK_LIMITED = text(
+    "SELECT name FROM queues WHERE concurrency IS NOT NULL AND paused = 0 ORDER BY name FOR NO KEY UPDATE"
+)
+# The claim: each queue that is not paused contributes at most its share (its room under its
+# limit, counted on ix_jobs_running, or the whole claim) of due claimable rows, walked in order on
+# ix_jobs_due and locked SKIP LOCKED; of those, priority first, then a fair turn between queues
+# (the n-th due job of each queue at that priority before any queue's n+1-th), then due time.
 _CLAIM = text(
     """
+    WITH room AS (
+        SELECT q.name, CASE WHEN q.concurrency IS NULL THEN :limit
+                            ELSE LEAST(:limit, q.concurrency - (SELECT count(*) FROM jobs r
+                                                                 WHERE r.queue = q.name AND r.state = 'processing'))
+                       END AS n
+          FROM queues q WHERE q.paused = 0
+    ), due AS (
+        SELECT c.id, c.priority, c.next_run_at,
+               row_number() OVER (PARTITION BY c.queue, c.priority ORDER BY c.next_run_at) AS turn
+          FROM room CROSS JOIN LATERAL (
+               SELECT j.id, j.queue, j.priority, j.next_run_at FROM jobs j
+                WHERE j.queue = room.name AND j.state IN ('pending', 'failed') AND j.held = 0 AND j.deps_left = 0
+                  AND j.next_run_at <= :now
+                ORDER BY j.priority DESC, j.next_run_at
+                LIMIT GREATEST(room.n, 0)
+                FOR UPDATE SKIP LOCKED) c
+    ), picked AS (
+        SELECT id FROM due ORDER BY priority DESC, turn, next_run_at LIMIT :limit
+    )
     UPDATE jobs
        SET state = 'processing', owner = :owner, host = :host, lease_expires_at = :lease,
            run = run + 1, started_at = :now, updated_at = :now, pid = NULL, proc_start = NULL
-     WHERE id IN (SELECT id FROM jobs
-                   WHERE state IN ('pending', 'failed') AND next_run_at <= :now
-                   ORDER BY priority DESC, next_run_at
-                   LIMIT :limit
-                   FOR UPDATE SKIP LOCKED)
-    RETURNING """ + JOB_COLUMNS_SQL
+      FROM picked WHERE jobs.id = picked.id
+    RETURNING """ + ", ".join(f"jobs.{name}" for name in JOB_COLUMNS_SQL.split(", "))
+)
+# The earliest due time of a job the claim could take: claimable, in a queue neither paused nor
+# full; one probe of ix_jobs_next per such queue.
+_NEXT_DUE = text(
+    """
+    SELECT min((SELECT min(j.next_run_at) FROM jobs j
+                 WHERE j.queue = q.name AND j.state IN ('pending', 'failed') AND j.held = 0 AND j.deps_left = 0))
+      FROM queues q
+     WHERE q.paused = 0
+       AND (q.concurrency IS NULL OR q.concurrency > (SELECT count(*) FROM jobs r
+                                                       WHERE r.queue = q.name AND r.state = 'processing'))
+    """
 )
 
 #: pg_advisory_lock key held while a daemon migrates, so daemons starting together migrate once.
@@ -70,11 +112,23 @@ class PostgresStore(SqlStore):
                     conn.invalidate()  # the session is gone, and its lock with it
 
     def _count_rows(self, conn: Connection) -> Any:
-        return conn.exec_driver_sql("SELECT state, sum(n) FROM state_count_deltas GROUP BY state").all()
+        return conn.exec_driver_sql("SELECT state, sum(n) FROM queue_count_deltas GROUP BY state").all()
+
+    def _queue_count_rows(self, conn: Connection) -> Any:
+        return conn.exec_driver_sql(
+            "SELECT queue, state, held, sum(n) FROM queue_count_deltas GROUP BY queue, state, held HAVING sum(n) <> 0"
+        ).all()
 
     def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
+        conn.execute(_LOCK_LIMITED)
         rows = conn.execute(_CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
         return [job_from_row(r) for r in rows]
+
+    def next_due_at(self) -> float | None:
+        """When the earliest job the claim could take becomes due: claimable (not held, not
+        blocked) in a queue neither paused nor full; None if there is none."""
+        with self._read() as conn:
+            return conn.execute(_NEXT_DUE).scalar()
 
     def _announce(self, conn: Connection) -> None:
         # Delivered at commit, and only if the transaction commits.
@@ -120,11 +174,13 @@ class PostgresStore(SqlStore):
         return stop_listening
 
     def checkpoint(self) -> None:
-        """Fold the counter deltas into one row per state (rows added meanwhile stay for next time)."""
+        """Fold the counter deltas into one row per (queue, state, held), dropping keys that sum to
+        nothing (rows added meanwhile stay for next time)."""
         with translate_db_errors(where=self.where), self.write_engine.begin() as conn:
             conn.exec_driver_sql(
-                """WITH gone AS (DELETE FROM state_count_deltas RETURNING state, n)
-                   INSERT INTO state_count_deltas (state, n) SELECT state, sum(n) FROM gone GROUP BY state"""
+                """WITH gone AS (DELETE FROM queue_count_deltas RETURNING queue, state, held, n)
+                   INSERT INTO queue_count_deltas (queue, state, held, n)
+                   SELECT queue, state, held, sum(n) FROM gone GROUP BY queue, state, held HAVING sum(n) <> 0"""
             )
 
     def close(self) -> None:

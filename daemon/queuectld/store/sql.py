@@ -28,7 +28,7 @@ from queuectl.errors import (
 )
 from queuectld.config import DEFAULTS
 from queuectld.jobs import Job, JobState, LifecyclePolicy, OutcomeKind, on_cancel
-from queuectld.store import dlq, schema, turn, workflow
+from queuectld.store import dlq, queues, schema, turn, workflow
 from queuectld.store.base import (
     AttemptRecord,
     DaemonInfo,
@@ -42,6 +42,7 @@ from queuectld.store.base import (
     ListPosition,
     LostAttempt,
     NewJob,
+    QueueInfo,
     RunKey,
     SpawnedAttempt,
 )
@@ -223,7 +224,7 @@ class SqlStore:
                   keep_dependents: Collection[str] = ()) -> None:
         """Insert a batch (its queues checked, its snapshots, edges and labels with it); announce
         it when one of its jobs can be claimed."""
-        workflow.require_queues(conn, {j.queue for j in new})
+        queues.require_queues(conn, sorted({j.queue for j in new}))
         workflow.insert_envs(conn, envs)
         links = workflow.plan_links(conn, new, keep_dependents)
         self._insert_jobs(conn, new, now, links)
@@ -414,13 +415,22 @@ class SqlStore:
         return {s.value: int(got.get(s.value) or 0) for s in JobState}
 
     def _count_rows(self, conn: Connection) -> Any:
-        """(state, n) rows; dialects read counters instead of counting (which scans)."""
+        """(state, n) rows: the sums of the per-(queue, state, held) counters (dialect specific);
+        this fallback counts, which scans."""
         return conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
 
+    def _queue_count_rows(self, conn: Connection) -> Any:
+        """(queue, state, held, n) rows of the counters, n nonzero (dialect specific); this
+        fallback counts, which scans."""
+        return conn.execute(
+            select(jobs.c.queue, jobs.c.state, jobs.c.held, func.count()).group_by(jobs.c.queue, jobs.c.state,
+                                                                                   jobs.c.held)
+        ).all()
+
     def next_due_at(self) -> float | None:
-        """When the earliest waiting job becomes due (None if none waits)."""
-        with self._read() as conn:
-            return conn.execute(select(func.min(jobs.c.next_run_at)).where(jobs.c.state.in_(_WAITING))).scalar()
+        """When the earliest job the claim could take becomes due: claimable (not held, not
+        blocked) in a queue neither paused nor full; None if there is none (dialect specific)."""
+        raise NotImplementedError
 
     # -- attempts -------------------------------------------------------------------------------
 
@@ -463,11 +473,14 @@ class SqlStore:
             return turn.run_turn(writes, finished, policy, spawned, ClaimRequest(owner, host, limit, now, lease_s))
 
     def renew_leases(
-        self, owner: str, running: Collection[RunKey], now: float, lease_s: float, active: int, slots: int
+        self, owner: str, running: Collection[RunKey], now: float, lease_s: float, active: int, slots: int,
+        claiming: bool = True,
     ) -> set[str]:
         """Extend the leases of exactly the attempts `running` (job id, run) that this owner still
-        holds, fenced as every attempt write is, and heartbeat; returns the ids renewed. A row the
-        owner holds but does not run is not renewed (see `release_strays`)."""
+        holds, fenced as every attempt write is, and heartbeat (with its slots, how many are
+        active and whether it claims); returns the ids renewed. A row the owner holds but does not
+        run is not renewed (see `release_strays`); one it no longer holds (e.g. requeued by
+        `requeue_running`) is missing from the answer, which tells the owner to kill it."""
         held: set[str] = set()
         with self._write() as conn:
             for chunk in chunks(list(running), 200):
@@ -479,7 +492,8 @@ class SqlStore:
                     .returning(jobs.c.id)
                 ).scalars())
             conn.execute(
-                update(daemons).where(daemons.c.id == owner).values(heartbeat_at=now, active=active, slots=slots)
+                update(daemons).where(daemons.c.id == owner)
+                .values(heartbeat_at=now, active=active, slots=slots, claiming=int(claiming))
             )
         return held
 
@@ -666,6 +680,64 @@ class SqlStore:
                 self._announce(conn)
         return back
 
+    # -- named queues (queues.py) ----------------------------------------------------------------
+
+    def queue_add(self, name: str, concurrency: int | None, now: float) -> QueueInfo:
+        """Create an empty queue with a concurrency limit across every daemon (None: none).
+        QueueExists if it is there."""
+        with self._write() as conn:
+            queues.add(conn, name, concurrency, now)
+        return QueueInfo(name, concurrency, False)
+
+    def queue_set(self, name: str, concurrency: int | None) -> QueueInfo:
+        """Change a queue's concurrency limit (None: none); QueueNotFound if it is not there.
+        Peers are told (a raised limit may make jobs claimable); running jobs over a lowered
+        limit keep running, and no more start until the queue is under it."""
+        with self._write() as conn:
+            queues.set_limit(conn, name, concurrency)
+            self._announce(conn)
+            [info] = queues.infos(conn, self._queue_count_rows(conn), [name])
+        return info
+
+    def queue_rm(self, name: str) -> None:
+        """Remove a queue that holds no waiting or running job (QueueNotEmpty says how many it
+        holds); its finished jobs keep its name. `default` is never removed (InvalidParams)."""
+        with self._write() as conn:
+            queues.remove(conn, name, self._queue_count_rows(conn))
+
+    def queue_get(self, name: str) -> QueueInfo:
+        """One queue with its numbers (QueueNotFound if it is not there)."""
+        with self._read() as conn:
+            [info] = queues.infos(conn, self._queue_count_rows(conn), [name])
+        return info
+
+    def queues(self) -> list[QueueInfo]:
+        """Every queue by name, with its numbers: waiting (held included), held, running, and
+        when its oldest waiting job was created. From counters and an index, never a scan."""
+        with self._read() as conn:
+            return queues.infos(conn, self._queue_count_rows(conn))
+
+    def queue_pause(self, names: Sequence[str] | None, paused: bool) -> list[QueueInfo]:
+        """Pause (no job of theirs is claimed; running ones go on) or resume `names` (None: every
+        queue); QueueNotFound for a name that is not a queue, and nothing changes. A resume is
+        announced to peers. Returns the queues as they are now."""
+        with self._write() as conn:
+            done = queues.pause(conn, names, paused)
+            if not paused:
+                self._announce(conn)
+            return queues.infos(conn, self._queue_count_rows(conn), done) if done else []
+
+    def requeue_running(self, names: Sequence[str] | None, now: float) -> list[RunKey]:
+        """End every processing attempt of `names` (None: of every queue) as requeued through the
+        turn's path (uncounted, due when it was, fenced; turn.PAUSED_ERROR in the attempt row);
+        returns their (id, run). Killing their processes is the caller's: the daemon that runs
+        one finds it in this answer, a peer finds its lease gone at its next renewal."""
+        if names is not None:
+            with self._read() as conn:
+                queues.require_queues(conn, names)
+        with self._turn_writes() as writes:
+            return turn.requeue_running(writes, names, now)
+
     # -- config and daemons ---------------------------------------------------------------------
 
     def config_all(self) -> dict[str, Any]:
@@ -687,14 +759,15 @@ class SqlStore:
                 insert(daemons).values(
                     id=info.id, host=info.host, pid=info.pid, proc_start=info.proc_start,
                     started_at=info.started_at, heartbeat_at=info.heartbeat_at, slots=info.slots, active=info.active,
+                    claiming=int(info.claiming),
                 )
             )
 
     def daemons(self) -> list[DaemonInfo]:
-        """Every registered daemon instance."""
+        """Every registered daemon instance (`claiming` as its last heartbeat said)."""
         with self._read() as conn:
             rows = conn.execute(select(daemons)).all()
-        return [DaemonInfo(**dict(r._mapping)) for r in rows]
+        return [DaemonInfo(**{**r._mapping, "claiming": bool(r.claiming)}) for r in rows]
 
     def forget_daemons(self, ids: Iterable[str]) -> None:
         """Remove daemon rows (dead instances, or this one at shutdown)."""

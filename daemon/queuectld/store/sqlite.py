@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -22,7 +24,7 @@ from queuectld.settings import fault_point
 from queuectld.store import sqlite_file, workflow
 from queuectld.store.base import ListPosition, NewJob, RunKey, SpawnedAttempt
 from queuectld.store.errors import StoreFault, classify, to_domain_error
-from queuectld.store.rows import IN_CHUNK, JOB_COLUMNS_SQL, row_job
+from queuectld.store.rows import IN_CHUNK, JOB_COLUMNS_SQL, chunks, row_job
 from queuectld.store.schema import SchemaPlan
 from queuectld.store.sql import SqlStore, translate_db_errors
 from queuectld.store.turn import Settled, TurnWrites
@@ -41,18 +43,52 @@ _COMMIT_FAILED_CLEANLY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_FULL)
 #: The fault point that makes a COMMIT commit and then fail as if its answer had been lost.
 LOSE_COMMIT_ANSWER = "lose-commit-answer:"
 
-# INDEXED BY: without statistics SQLite may pick ix_jobs_state_created and sort every waiting
-# row (0.5 s per claim at a million jobs); the partial indexes answer in microseconds.
+# The claim, in two statements under BEGIN IMMEDIATE (which holds the only write lock, so what
+# the first reads holds for the second). First, what each queue may take: nothing when paused,
+# else its limit minus its running jobs (ix_jobs_running: as many entries as run) or, without a
+# limit, the whole claim (NULL: no limit).
+_CLAIM_ROOM = """
+    SELECT name, CASE WHEN concurrency IS NULL THEN NULL
+                      ELSE concurrency - (SELECT count(*) FROM jobs INDEXED BY ix_jobs_running
+                                           WHERE queue = queues.name AND state = 'processing') END
+      FROM queues WHERE paused = 0 ORDER BY name
+"""
+# Then one statement: each queue with room contributes at most its share of due rows, walked in
+# order on ix_jobs_due (INDEXED BY: without statistics SQLite may pick ix_jobs_state_created and
+# sort every waiting row, 0.5 s per claim at a million jobs); of those, priority first, then a
+# fair turn between queues (the n-th due job of each queue at that priority before any queue's
+# n+1-th), then due time. SQLite has no LATERAL and no correlated LIMIT: one branch per queue.
+_CLAIM_BRANCH = """SELECT * FROM (SELECT id, queue, priority, next_run_at FROM jobs INDEXED BY ix_jobs_due
+                      WHERE queue = :q{i} AND state IN ('pending', 'failed') AND held = 0 AND deps_left = 0
+                        AND next_run_at <= :now
+                      ORDER BY priority DESC, next_run_at LIMIT :n{i})"""
 _CLAIM = f"""
     UPDATE jobs
        SET state = 'processing', owner = :owner, host = :host, lease_expires_at = :lease,
            run = run + 1, started_at = :now, updated_at = :now, pid = NULL, proc_start = NULL
-     WHERE id IN (SELECT id FROM jobs INDEXED BY ix_jobs_due
-                   WHERE state IN ('pending', 'failed') AND next_run_at <= :now
-                   ORDER BY priority DESC, next_run_at
+     WHERE id IN (SELECT id FROM (SELECT id, priority, next_run_at,
+                                         row_number() OVER (PARTITION BY queue, priority ORDER BY next_run_at) AS turn
+                                    FROM ({{branches}}))
+                   ORDER BY priority DESC, turn, next_run_at
                    LIMIT :limit)
     RETURNING {JOB_COLUMNS_SQL}
 """
+
+
+#: Branches per compound SELECT: SQLite refuses more than 500 (SQLITE_MAX_COMPOUND_SELECT), so
+#: more queues than this are unioned in groups, each a compound of its own.
+_COMPOUND = 400
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_sql(queues: int) -> str:
+    """The claim statement for `queues` queues with room (:q0/:n0, :q1/:n1, ...)."""
+    branches = [_CLAIM_BRANCH.format(i=i) for i in range(queues)]
+    groups = [" UNION ALL ".join(branches[i : i + _COMPOUND]) for i in range(0, queues, _COMPOUND)]
+    union = groups[0] if len(groups) == 1 else " UNION ALL ".join(f"SELECT * FROM ({g})" for g in groups)
+    return _CLAIM.format(branches=union)
+
+
 # The scheduler's turn runs these through the driver directly (RawTurnWrites): SQLAlchemy's
 # per-statement work was five times SQLite's own on this path.
 _INSERT_ATTEMPT = "INSERT INTO attempts (job_id, attempt, started_at, owner, host) VALUES (?, ?, ?, ?, ?)"
@@ -76,9 +112,21 @@ _END_ATTEMPT = (
 #: there is (max + 1). VACUUM, which may renumber rowids, is never run.
 _ROWID: ColumnClause[Any] = literal_column("jobs.rowid")
 
-_NEXT_DUE = text(
-    "SELECT min(next_run_at) FROM jobs INDEXED BY ix_jobs_next WHERE state IN ('pending', 'failed')"
+# The earliest due time of a job the claim could take: claimable (not held, not blocked), in a
+# queue that is not paused and not full. One index probe per queue (ix_jobs_next's first entry).
+_NEXT_DUE = text("""
+    SELECT min((SELECT min(next_run_at) FROM jobs INDEXED BY ix_jobs_next
+                 WHERE queue = q.name AND state IN ('pending', 'failed') AND held = 0 AND deps_left = 0))
+      FROM queues q
+     WHERE q.paused = 0
+       AND (q.concurrency IS NULL OR q.concurrency > (SELECT count(*) FROM jobs INDEXED BY ix_jobs_running
+                                                       WHERE queue = q.name AND state = 'processing'))
+""")
+_COUNT_INSERTED = (
+    "INSERT INTO queue_counts (queue, state, held, n) VALUES (?, 'pending', ?, ?)"
+    " ON CONFLICT (queue, state, held) DO UPDATE SET n = n + excluded.n"
 )
+_RUNNING_IN = "SELECT id, run, owner FROM jobs INDEXED BY ix_jobs_running WHERE state = 'processing'"
 # NewJob tuples bind by position, their first 15 fields: (id, command, max_retries, priority, timeout_s,
 # next_run_at, created_at, retry_rules, backoff_base, backoff_max_s, queue, cwd, env_id, labels, held); a
 # batch with dependencies adds (deps_left, has_dependents).
@@ -155,7 +203,10 @@ class SqliteStore(SqlStore):
                      self.path, backup, plan.current, plan.head)
 
     def _count_rows(self, conn: Connection) -> Any:
-        return conn.exec_driver_sql("SELECT state, n FROM state_counts").all()
+        return conn.exec_driver_sql("SELECT state, sum(n) FROM queue_counts GROUP BY state").all()
+
+    def _queue_count_rows(self, conn: Connection) -> Any:
+        return conn.exec_driver_sql("SELECT queue, state, held, n FROM queue_counts WHERE n <> 0").all()
 
     def _insert_jobs(self, conn: Connection, new: Sequence[NewJob], now: float, links: workflow.Links) -> None:
         # Straight to the driver: SQLAlchemy's per-row parameter processing doubled the cost.
@@ -165,7 +216,7 @@ class SqliteStore(SqlStore):
             left = links.deps_left or [0] * len(new)
             marked = links.has_dependents or [0] * len(new)
             conn.exec_driver_sql(_INSERT_LINKED, [(*n[:_BOUND], left[i], marked[i]) for i, n in enumerate(new)])
-        conn.exec_driver_sql("UPDATE state_counts SET n = n + ? WHERE state = 'pending'", (len(new),))
+        count_inserted(_driver(conn), new)
 
     def _insert_links(self, conn: Connection, links: workflow.Links) -> None:
         if links.edges:
@@ -237,6 +288,8 @@ class SqliteStore(SqlStore):
         return (_ROWID.label("list_rowid"),)
 
     def next_due_at(self) -> float | None:
+        """When the earliest job the claim could take becomes due: claimable (not held, not
+        blocked) in a queue neither paused nor full; None if there is none."""
         with self._read() as conn:
             return conn.execute(_NEXT_DUE).scalar()
 
@@ -330,7 +383,16 @@ class RawTurnWrites:
 
     def claim(self, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
         """See TurnWrites."""
-        self.cur.execute(_CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
+        self.cur.execute(_CLAIM_ROOM)
+        shares = [(name, limit if room is None else min(room, limit)) for name, room in self.cur.fetchall()]
+        shares = [(name, n) for name, n in shares if n > 0]
+        if not shares:
+            return []
+        params: dict[str, Any] = {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit}
+        for i, (name, n) in enumerate(shares):
+            params[f"q{i}"] = name
+            params[f"n{i}"] = n
+        self.cur.execute(_claim_sql(len(shares)), params)
         claimed = [row_job(row) for row in self.cur.fetchall()]
         if claimed:
             self.cur.executemany(_INSERT_ATTEMPT, [(j.id, j.run, now, owner, host) for j in claimed])
@@ -342,6 +404,21 @@ class RawTurnWrites:
     def dependencies_ended(self, ended: Sequence[tuple[str, JobState]], now: float) -> bool:
         """See TurnWrites."""
         return workflow.apply_dependency_ends(RawDependencyWrites(self.cur), ended, now)
+
+
+    def announce_freed(self, queues: Collection[str]) -> None:
+        """Nothing to do (as `announce`): the daemon that ended the attempt claims next itself."""
+
+    def running_in(self, queues: Sequence[str] | None) -> list[tuple[str, int, str]]:
+        """See TurnWrites."""
+        if queues is None:
+            self.cur.execute(_RUNNING_IN)
+            return [(row[0], row[1], row[2] or "") for row in self.cur.fetchall()]
+        out: list[tuple[str, int, str]] = []
+        for chunk in chunks(list(queues)):
+            self.cur.execute(_RUNNING_IN + f" AND queue IN ({', '.join('?' * len(chunk))})", list(chunk))
+            out.extend((row[0], row[1], row[2] or "") for row in self.cur.fetchall())
+        return out
 
 
 class RawDependencyWrites:
@@ -367,6 +444,13 @@ class RawDependencyWrites:
     def cancel(self, canceled: Sequence[tuple[str, str, str]], now: float) -> None:
         """See workflow.DependencyWrites."""
         self.cur.executemany(_CANCEL_DEPENDENT, [(why, by, now, now, job_id) for job_id, why, by in canceled])
+
+
+def count_inserted(dbapi: sqlite3.Connection | sqlite3.Cursor, new: Sequence[NewJob]) -> None:
+    """Count newly inserted pending jobs in queue_counts: one upsert per (queue, held) of the
+    batch (the insert path's counting; changes and deletes are counted by triggers)."""
+    by_key = Counter((j.queue, int(j.held)) for j in new)
+    dbapi.executemany(_COUNT_INSERTED, [(queue, held, n) for (queue, held), n in by_key.items()])
 
 
 def _create_private(path: Path) -> None:

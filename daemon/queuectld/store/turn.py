@@ -28,7 +28,7 @@ from queuectld.jobs import (
     OutcomeKind,
     after_attempt,
 )
-from queuectld.store import workflow
+from queuectld.store import models, workflow
 from queuectld.store.base import FinishedAttempt, RunKey, SpawnedAttempt
 from queuectld.store.models import attempts, jobs
 from queuectld.store.rows import LIST_COLUMNS, chunks, job_from_row, unique
@@ -114,6 +114,13 @@ class TurnWrites(Protocol):
         """Give the waiting dependents of `ended` (job id, terminal state) their effect
         (workflow.apply_dependency_ends); whether one became claimable."""
 
+    def announce_freed(self, queues: Collection[str]) -> None:
+        """Attempts of these queues ended: if one of them has a concurrency limit, tell the other
+        daemons (at commit), whose next_due_at skipped it while it was full."""
+
+    def running_in(self, queues: Sequence[str] | None) -> list[tuple[str, int, str]]:
+        """(id, run, owner) of every processing job of `queues` (None: of every queue)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimRequest:
@@ -165,6 +172,8 @@ def end_attempts(
             due = True
         if due:
             writes.announce()
+        else:
+            writes.announce_freed({s.before.queue for s in done})
     return [(fa, None if s is None else s.after) for fa, s in settled]
 
 
@@ -177,6 +186,20 @@ def release_strays(writes: TurnWrites, owner: str, running: Collection[RunKey], 
              for job_id, run in strays]
     end_attempts(writes, ended, _STRAY_POLICY)
     return strays
+
+
+#: Why `queue pause --kill` (requeue_running) ended an attempt (kept in its attempt row).
+PAUSED_ERROR = "its queue was paused with --kill; requeued, not counted"
+
+
+def requeue_running(writes: TurnWrites, queues: Sequence[str] | None, now: float) -> list[RunKey]:
+    """End every processing attempt of `queues` (None: of every queue) as requeued (uncounted,
+    due when it was, PAUSED_ERROR in its attempt row), fenced as every end is; returns them.
+    Their processes are the caller's (and their owners') to kill."""
+    ended = [FinishedAttempt(job_id, run, owner, Outcome(OutcomeKind.REQUEUED, error=PAUSED_ERROR), now)
+             for job_id, run, owner in writes.running_in(queues)]
+    results = end_attempts(writes, ended, _STRAY_POLICY)
+    return [(fa.job_id, fa.run) for fa, after in results if after is not None]
 
 
 # -- over SQLAlchemy (PostgreSQL) ------------------------------------------------------------------
@@ -264,3 +287,19 @@ class SqlTurnWrites:
     def dependencies_ended(self, ended: Sequence[tuple[str, JobState]], now: float) -> bool:
         """See TurnWrites."""
         return workflow.apply_dependency_ends(workflow.SqlDependencyWrites(self.conn), ended, now)
+
+    def announce_freed(self, queues: Collection[str]) -> None:
+        """See TurnWrites."""
+        limited = self.conn.execute(
+            select(models.queues.c.name)
+            .where(models.queues.c.name.in_(sorted(queues)), models.queues.c.concurrency.is_not(None)).limit(1)
+        ).first()
+        if limited is not None:
+            self._announce(self.conn)
+
+    def running_in(self, queues: Sequence[str] | None) -> list[tuple[str, int, str]]:
+        """See TurnWrites."""
+        query = select(jobs.c.id, jobs.c.run, jobs.c.owner).where(jobs.c.state == JobState.PROCESSING.value)
+        if queues is not None:
+            query = query.where(jobs.c.queue.in_(list(queues)))
+        return [(r.id, r.run, r.owner or "") for r in self.conn.execute(query)]

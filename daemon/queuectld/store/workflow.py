@@ -28,7 +28,6 @@ from queuectl.errors import (
     InvalidParams,
     InvalidState,
     JobNotFound,
-    QueueNotFound,
 )
 from queuectld.jobs import (
     TERMINAL_STATES,
@@ -40,8 +39,9 @@ from queuectld.jobs import (
     on_restart,
     require_transition,
 )
+from queuectld.store import queues as queue_store
 from queuectld.store.base import Dependency, EnvSnapshot, JobEdit, JobFilter, NewJob
-from queuectld.store.models import envs, job_deps, job_labels, jobs, queues
+from queuectld.store.models import envs, job_deps, job_labels, jobs
 from queuectld.store.rows import LIST_COLUMNS, chunks, job_from_row, unique
 
 _WAITING = (JobState.PENDING.value, JobState.FAILED.value)
@@ -61,21 +61,7 @@ def deleted_reason(dependency_id: str) -> str:
 # -- queues -----------------------------------------------------------------------------------------
 
 
-def require_queues(conn: Connection, names: Iterable[str]) -> None:
-    """QueueNotFound for the first of `names` that is not a queue. Each is locked for share
-    (PostgreSQL), so a queue cannot be removed under the transaction that puts jobs in it.
-
-    MERGE NOTE: store-claim's store/queues.py has the public `require_queues(conn, names)`;
-    this one is the store-jobs stand-in until the merge (replace the import by theirs)."""
-    wanted = sorted(set(names))
-    if not wanted:
-        return
-    found = set(conn.execute(
-        select(queues.c.name).where(queues.c.name.in_(wanted)).with_for_update(read=True)
-    ).scalars())
-    for name in wanted:
-        if name not in found:
-            raise QueueNotFound(name=name)
+# The queue check is queues.require_queues (shared with the named queues' store module).
 
 
 # -- environment snapshots --------------------------------------------------------------------------
@@ -503,7 +489,7 @@ def edit(conn: Connection, job_id: str, change: JobEdit, now: float) -> tuple[Jo
     elif change.timeout_s is not None:
         values["timeout_s"] = change.timeout_s
     if change.queue is not None and change.queue != job.queue:
-        require_queues(conn, [change.queue])
+        queue_store.require_queues(conn, [change.queue])
         values["queue"] = change.queue
     if change.labels is not None:
         labels = change.labels or None
