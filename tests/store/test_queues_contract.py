@@ -470,3 +470,25 @@ def test_a_claim_takes_from_hundreds_of_queues(store: Store) -> None:
     got = claim(store, limit=2000, now=T0)
     assert Counter(j.queue for j in got) == dict.fromkeys(names, 1)  # each its limit of 1
     assert_counts_exact(store)
+
+
+def test_queues_in_two_schemas_of_one_database_do_not_wake_each_other(store: Store, store_url: str) -> None:
+    # NOTIFY channels are per database: each schema's queue announces on a channel of its own.
+    if store_url.startswith("sqlite"):
+        pytest.skip("one host uses a SQLite store: nothing to announce")
+    from tests.store.conftest import pg_schema
+
+    with pg_schema() as other_url:
+        other = open_store(other_url)
+        heard = threading.Event()
+        stop = other.listen(heard.set)
+        try:
+            assert heard.wait(10)  # the listener calls once on connecting
+            heard.clear()
+            store.enqueue([new_job("elsewhere")], replace=False, now=T0)
+            assert not heard.wait(1.5)
+            other.enqueue([new_job("here")], replace=False, now=T0)
+            assert heard.wait(10)
+        finally:
+            stop()
+            other.close()

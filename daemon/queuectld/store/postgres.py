@@ -11,6 +11,7 @@ by `checkpoint()`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -27,8 +28,17 @@ from queuectld.store.sql import SqlStore, translate_db_errors
 
 log = logging.getLogger(__name__)
 
-#: Where daemons sharing a database announce jobs that became due.
+#: Where daemons sharing a database announce jobs that became due: this name in the `public`
+#: schema, suffixed by a hash of the schema elsewhere. NOTIFY channels are per database, not per
+#: schema, so two queues in two schemas of one database would otherwise wake each other.
 CHANNEL = "queuectl_jobs"
+
+
+def channel_of(schema: str) -> str:
+    """The NOTIFY channel of the queue stored in `schema` (a valid identifier, well under 63 bytes)."""
+    if schema == "public":
+        return CHANNEL
+    return f"{CHANNEL}_{hashlib.sha256(schema.encode()).hexdigest()[:16]}"
 
 # Before the claim, in the same transaction: lock the rows of the queues with a limit, in name
 # order (no deadlock between claimers). A second daemon's claim waits here until the first one
@@ -93,6 +103,7 @@ class PostgresStore(SqlStore):
         engine = create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
         super().__init__(engine, engine)
         self.where = f"the PostgreSQL database {engine.url.database or ''} on {engine.url.host or 'localhost'}"
+        self._channel: str | None = None  #: channel_of(the schema), read at the first announce
 
     @contextmanager
     def _schema_lock(self) -> Iterator[Connection]:
@@ -132,7 +143,9 @@ class PostgresStore(SqlStore):
 
     def _announce(self, conn: Connection) -> None:
         # Delivered at commit, and only if the transaction commits.
-        conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
+        if self._channel is None:
+            self._channel = channel_of(conn.exec_driver_sql("SELECT current_schema()").scalar_one())
+        conn.exec_driver_sql(f"NOTIFY {self._channel}")
 
     def listen(self, on_jobs: Callable[[], None]) -> Callable[[], None]:
         """LISTEN on a connection of its own, in a thread; reconnects after a failure."""
@@ -143,12 +156,15 @@ class PostgresStore(SqlStore):
             import psycopg
 
             failing: str | None = None  # the last failure logged: a server that stays down is logged once
+            channel = CHANNEL  # until the schema is known
             while not stop.is_set():
                 try:
                     with psycopg.connect(conninfo, autocommit=True) as conn:
-                        conn.execute(f"LISTEN {CHANNEL}")
+                        row = conn.execute("SELECT current_schema()").fetchone()
+                        channel = channel_of(row[0] if row else "public")
+                        conn.execute(f"LISTEN {channel}")
                         if failing is not None:
-                            log.info("LISTEN %s works again", CHANNEL)
+                            log.info("LISTEN %s works again", channel)
                             failing = None
                         on_jobs()  # anything announced while we were not listening
                         while not stop.is_set():
@@ -159,7 +175,7 @@ class PostgresStore(SqlStore):
                     message = (to_domain_error(exc, where=self.where, writing=False).message if driver
                                else f"{type(exc).__name__}: {exc}")
                     if message != failing:
-                        log.warning("LISTEN %s failed: %s Retrying every 2 s.", CHANNEL, message,
+                        log.warning("LISTEN %s failed: %s Retrying every 2 s.", channel, message,
                                     exc_info=None if driver else exc)
                         failing = message
                     stop.wait(2.0)
