@@ -213,6 +213,8 @@ class Server:
             if not authed:
                 return _error(request_id, errors.AuthenticationRequired()), False, False
             result = await HANDLERS[method](self.ctx, parsed)
+            if result is None:  # e.g. job.explain of a job that is not waiting
+                return _result(request_id, "null"), True, authed
             if isinstance(result, Encoded):  # a list page, encoded in the page thread
                 return _result(request_id, result.json), True, authed
             if _large(result):
