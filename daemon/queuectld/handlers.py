@@ -107,6 +107,10 @@ class Environments:
         self.snapshots.setdefault(snapshot.id, snapshot)
         return snapshot.id
 
+    def keep_only(self, used: set[str | None]) -> None:
+        """Drop the snapshots no job uses (a batch's environment that each job replaced)."""
+        self.snapshots = {i: snapshot for i, snapshot in self.snapshots.items() if i in used}
+
     def of(self, env: dict[str, str] | None, clean: bool) -> str | None:
         """The snapshot id of a job with its own `env` / `clean_env` (None: the daemon's base)."""
         if env is None:
@@ -201,6 +205,8 @@ async def enqueue_batch(ctx: Context, params: p.EnqueueBatchParams) -> p.IdsResu
                () if spec.after_any is None else tuple(spec.after_any))
         for i, spec in enumerate(params.jobs)
     ]
+    if envs.batch_id is not None and len(envs.snapshots) > 1:
+        envs.keep_only({n.env_id for n in new})  # the batch's own, when every job replaced it
     done = await _store_jobs(ctx, new, params.replace, now, envs)
     if len(done.existing) < count:
         ctx.scheduler.notify()
