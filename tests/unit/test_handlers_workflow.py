@@ -515,3 +515,32 @@ def test_an_attempt_that_cannot_start_says_why(tmp_path: Path) -> None:
     attempt.cannot_start("its environment could not be read")
     outcome = _spawned_outcome(tmp_path, attempt)
     assert (outcome.kind, outcome.error) == (OutcomeKind.SPAWN_FAILED, "its environment could not be read")
+
+
+# -- the server's side ---------------------------------------------------------------------------
+
+
+def _answer(monkeypatch: pytest.MonkeyPatch, method: str, params: str, result: Any, *, owner: bool) -> bytes:
+    from queuectld import server
+
+    async def handler(ctx: Any, parsed: Any) -> Any:
+        return result
+
+    monkeypatch.setitem(handlers.HANDLERS, method, handler)
+    srv = server.Server(None, token=None)  # type: ignore[arg-type]
+    line = f'{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}'.encode()
+    reply, _, _ = asyncio.run(srv._answer(line, tcp=False, authed=True, owner=owner))
+    return reply
+
+
+def test_only_the_owner_sees_environment_values_unmasked(monkeypatch: pytest.MonkeyPatch) -> None:
+    ack = p.Ack(message="shown")
+    refused = _answer(monkeypatch, "job.get", '{"id":"j","reveal_env":true}', ack, owner=False)
+    assert b'"error"' in refused and b"unmasked" in refused
+    assert b'"shown"' in _answer(monkeypatch, "job.get", '{"id":"j","reveal_env":true}', ack, owner=True)
+    assert b'"shown"' in _answer(monkeypatch, "job.get", '{"id":"j"}', ack, owner=False)
+
+
+def test_a_null_result_is_answered_as_null(monkeypatch: pytest.MonkeyPatch) -> None:
+    reply = _answer(monkeypatch, "job.explain", '{"id":"j"}', None, owner=True)
+    assert reply.rstrip(b"\n") == b'{"jsonrpc":"2.0","id":1,"result":null}'
