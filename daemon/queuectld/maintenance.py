@@ -139,7 +139,7 @@ class LeaseRenewal(Service):
         sched = self.scheduler
         renewing = sched.running_keys()
         held = await self.db.write(self.db.store.renew_leases, sched.owner, renewing, now, self.lease_s,
-                                   sched.active, sched.slots, claiming=sched.claiming)
+                                   sched.active, sched.slots, sched.claiming)
         for job_id, run in renewing:  # not attempts that joined `running` during the renewal
             attempt = sched.running.get(job_id)
             if attempt is None or attempt.job.run != run or job_id in held:
