@@ -195,3 +195,26 @@ def test_status_counts_slots_running_and_busy(inproc_factory: DaemonFactory, sho
     assert (workers["active"], workers["busy"], workers["slots"]) == (3, 1, 3)
     (short_root / "open").touch()
     d.settle("g")
+
+
+def test_listings_filter_by_queue_and_label(inproc_factory: DaemonFactory, backend: str) -> None:
+    d = inproc_factory(backend=backend)
+    call(d, "queue.add", name="q")
+    call(d, "job.enqueue_batch", jobs=[
+        {"id": "a", "command": "true", "queue": "q", "labels": ["nightly"], "hold": True},
+        {"id": "b", "command": "true", "labels": ["nightly", "db"], "hold": True},
+        {"id": "c", "command": "true", "queue": "q", "hold": True},
+        {"id": "x", "command": "false", "queue": "q", "labels": ["db"], "max_retries": 0},
+        {"id": "y", "command": "false", "max_retries": 0, "labels": ["db"]},
+    ])
+    d.settle("x", "y")
+
+    def ids(method: str, **params: Any) -> list[str]:
+        return [j["id"] for j in call(d, method, **params)["jobs"]]
+
+    assert ids("job.list", queue="q") == ["a", "c", "x"]
+    assert ids("job.list", label="nightly") == ["a", "b"]
+    assert ids("job.list", label="db", state="pending") == ["b"]
+    assert ids("dlq.list", queue="q") == ["x"] and ids("dlq.list", label="db") == ["x", "y"]
+    assert call(d, "dlq.retry_all", filter={"queue": "default"})["ids"] == ["y"]
+    assert d.job("a")["labels"] == ["nightly"] and d.job("b")["labels"] == ["db", "nightly"]
