@@ -304,6 +304,8 @@ class DaemonServices:
         )
         # A turn whose claim may have committed with nothing started: put such rows back now.
         scheduler.on_claim_in_doubt = lambda: self.maintenance.run_soon(self.strays)
+        # Workers started or stopped: the heartbeat's `claiming` tells peers at once.
+        scheduler.on_claiming_changed = lambda: self.maintenance.run_soon(self.leases)
 
 
 def _lost(la: LostAttempt, now: float) -> FinishedAttempt:

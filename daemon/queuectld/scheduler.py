@@ -81,6 +81,9 @@ class Scheduler:
         #: Called when a turn failed after its claim may have committed (the stray release
         #: service puts such rows back); set by the wiring (maintenance.DaemonServices).
         self.on_claim_in_doubt: Callable[[], None] = lambda: None
+        #: Called when `claiming` changes (workers start / stop): the wiring renews the heartbeat
+        #: at once, so peers' `explain` sees it then, not a lease third later.
+        self.on_claiming_changed: Callable[[], None] = lambda: None
         #: The longest idle sleep: a lost wake-up (a peer's NOTIFY while the listening connection
         #: reconnects) delays a claim at most this long.
         self.idle_recheck_s = settings.lease_s / 3
@@ -125,6 +128,7 @@ class Scheduler:
         self.claiming = True
         self._kill_new = None
         self.notify()
+        self.on_claiming_changed()
 
     def stop_workers(self, now: bool, reason: KillReason = KillReason.REQUEUE) -> int:
         """Stop claiming; with `now`, kill running attempts to requeue them uncounted (`reason`:
@@ -136,6 +140,7 @@ class Scheduler:
             for attempt in self.running.values():
                 attempt.kill(reason)
         self.notify()
+        self.on_claiming_changed()
         return len(self.running)
 
     def kill_local(self, job_id: str, reason: KillReason) -> bool:
