@@ -544,3 +544,33 @@ def test_only_the_owner_sees_environment_values_unmasked(monkeypatch: pytest.Mon
 def test_a_null_result_is_answered_as_null(monkeypatch: pytest.MonkeyPatch) -> None:
     reply = _answer(monkeypatch, "job.explain", '{"id":"j"}', None, owner=True)
     assert reply.rstrip(b"\n") == b'{"jsonrpc":"2.0","id":1,"result":null}'
+
+
+class KillRecorder:
+    """Stands in for an Attempt: its job and the kills it got."""
+
+    def __init__(self, job_id: str, run: int) -> None:
+        self.job = Job(job_id, "true", JobState.PROCESSING, 0, 0, 0, None, None, 0, 0, run=run)
+        self.kills: list[runner.KillReason] = []
+
+    def kill(self, reason: runner.KillReason) -> None:
+        self.kills.append(reason)
+
+
+def test_pause_kill_stops_only_the_local_attempts_of_the_requeued_runs(tmp_path: Path, store: FakeStore) -> None:
+    sched = _scheduler(store, tmp_path)
+    here, older, other = KillRecorder("a", 2), KillRecorder("b", 5), KillRecorder("c", 1)
+    sched.running = {"a": here, "b": older, "c": other}
+    # b's requeued run is an older one (it runs again here already); d runs on a peer.
+    assert sched.kill_requeued([("a", 2), ("b", 4), ("d", 1)]) == 1
+    assert (here.kills, older.kills, other.kills) == ([runner.KillReason.PAUSED], [], [])
+    assert runner.KillReason.PAUSED.outcome is OutcomeKind.REQUEUED
+
+
+def test_starting_or_stopping_workers_renews_the_heartbeat_at_once(tmp_path: Path, store: FakeStore) -> None:
+    sched = _scheduler(store, tmp_path)
+    changes: list[bool] = []
+    sched.on_claiming_changed = lambda: changes.append(sched.claiming)
+    sched.stop_workers(now=False)
+    sched.start_workers(2)
+    assert changes == [False, True]
