@@ -272,7 +272,7 @@ def test_a_batch_of_100000_jobs_with_one_environment_is_fast(ctx: handlers.Conte
     def took(params: p.EnqueueBatchParams) -> float:
         store.calls.clear()
         started = time.perf_counter()
-        answer = asyncio.run(handlers.enqueue_batch(ctx, params))  # type: ignore[arg-type]
+        answer = asyncio.run(handlers.enqueueing.enqueue_batch(ctx, params))  # type: ignore[arg-type]
         assert len(answer.ids) == 100_000
         return time.perf_counter() - started
 
