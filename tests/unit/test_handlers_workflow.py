@@ -574,3 +574,28 @@ def test_starting_or_stopping_workers_renews_the_heartbeat_at_once(tmp_path: Pat
     sched.stop_workers(now=False)
     sched.start_workers(2)
     assert changes == [False, True]
+
+
+def test_the_scheduler_does_not_spin_on_due_jobs_it_cannot_claim(tmp_path: Path, store: FakeStore) -> None:
+    # Due jobs in a paused or full queue: the claim finds none and next_due_at (which skips them)
+    # says nothing is due, so the scheduler sleeps until an event rather than turning again.
+    turns: list[float] = []
+
+    def finish_and_claim(*args: Any) -> tuple[list[Any], list[Job]]:
+        turns.append(time.monotonic())
+        return [], []
+
+    store.finish_and_claim = finish_and_claim  # type: ignore[attr-defined]
+    store.next_due_at = lambda: None  # type: ignore[attr-defined]
+    sched = _scheduler(store, tmp_path)
+
+    async def run_a_while() -> None:
+        task = asyncio.create_task(sched.run())
+        await asyncio.sleep(0.5)
+        sched.notify()  # an announce (a peer's ended attempt, a resume): one turn more
+        await asyncio.sleep(0.3)
+        sched.request_stop()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(run_a_while())
+    assert 2 <= len(turns) <= 3, turns
