@@ -191,7 +191,8 @@ def test_status_counts_slots_running_and_busy(inproc_factory: DaemonFactory, sho
     assert (workers["active"], workers["busy"]) == (3, 0)
     add(d, "g", gate(short_root / "open"))
     d.wait_state("g", "processing")
-    workers = d.status()["workers"]
+    # The claim commits a moment before the attempt joins the slots: wait for that, then look.
+    workers = wait_until(lambda: (w := d.status()["workers"])["busy"] == 1 and w, what="the slot to be busy")
     assert (workers["active"], workers["busy"], workers["slots"]) == (3, 1, 3)
     (short_root / "open").touch()
     d.settle("g")
