@@ -113,6 +113,31 @@ def _duration(high: float) -> Callable[[Any], float | int]:
     return parse
 
 
+#: Names of environment variables whose values `show` masks (fnmatch, case-insensitive).
+DEFAULT_SECRET_ENV_PATTERNS = "*TOKEN*,*SECRET*,*PASSWORD*,*KEY*"
+
+
+def _env_patterns(value: Any) -> str:
+    """Comma-separated fnmatch patterns of variable names ("" or "none": mask nothing)."""
+    text = _text(value, "name patterns such as *TOKEN*,*SECRET*")
+    if text.lower() in ("", "none"):
+        return ""
+    patterns = [part.strip() for part in text.split(",")]
+    for pattern in patterns:
+        if not pattern:
+            raise ValueError("an empty pattern (two commas, or a comma at an end)")
+        if "=" in pattern or any(c.isspace() for c in pattern):
+            raise ValueError(f"{pattern!r} is not a variable name pattern (no '=' or spaces)")
+        if pattern.count("[") != pattern.count("]"):
+            raise ValueError(f"{pattern!r} has an unclosed [ ]")
+    return ",".join(dict.fromkeys(patterns))
+
+
+def secret_patterns(value: str) -> tuple[str, ...]:
+    """The stored `secret-env-patterns` value as upper-case patterns to match upper-cased names."""
+    return tuple(part.upper() for part in value.split(",") if part)
+
+
 KEYS: dict[str, ConfigKey] = {
     k.name: k
     for k in [
@@ -142,6 +167,9 @@ KEYS: dict[str, ConfigKey] = {
             "longest request line the daemon accepts (integer >= 4096)",
             _int_at_least(4096, 64 * 1024 * 1024),
         ),
+        ConfigKey("secret-env-patterns", DEFAULT_SECRET_ENV_PATTERNS,
+                  "variable names whose values `show` masks, e.g. *TOKEN*,*KEY* (none: mask nothing)",
+                  _env_patterns),
     ]
 }
 

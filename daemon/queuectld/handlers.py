@@ -10,20 +10,30 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from queuectl import __version__, ids
+from queuectl import __version__
 from queuectl import protocol as p
 from queuectl.errors import InvalidValue, JobNotFound, ProtocolMismatch, QueuectlError
-from queuectl.rules import parse_signals
 from queuectld import config as config_keys
-from queuectld import paging, runner
-from queuectld.jobs import TERMINAL_STATES, Job, JobState, OutcomeKind, RetryRules, signal_name
+from queuectld import enqueueing, paging, runner, workflow
+from queuectld.envcache import EnvCache
+from queuectld.explain import WAITING_STATES
+from queuectld.jobs import TERMINAL_STATES, Job, JobState, OutcomeKind
 from queuectld.scheduler import Scheduler
 from queuectld.settings import Settings
-from queuectld.store.base import AttemptRecord, DeadFilter, ListPosition, NewJob, Store
+from queuectld.store.base import (
+    AttemptRecord,
+    DeadFilter,
+    Dependency,
+    EnvSnapshot,
+    ListPosition,
+    Store,
+)
 from queuectld.store_threads import StoreThreads
+from queuectld.views import attempt_view, dependency_views, env_view, job_view, queue_view, ts
+
+__all__ = ["HANDLERS", "Context", "Encoded", "attempt_view", "job_view"]
 
 #: Dead jobs one transaction of a bulk DLQ action takes. Small enough that the scheduler's own
 #: writes (which queue behind it in the writer thread) wait a few milliseconds, not seconds.
@@ -51,158 +61,57 @@ class Encoded:
     json: str
 
 
-Handler = Callable[[Context, Any], Awaitable["p.Result | Encoded"]]
-
-
-def _ts(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
-
-
-def _ts_of(value: float) -> datetime:
-    return datetime.fromtimestamp(value, tz=UTC)
-
-
-def _duration_s(started_at: float | None, finished_at: float | None) -> float | None:
-    if started_at is None or finished_at is None or finished_at < started_at:
-        return None
-    return round(finished_at - started_at, 3)
-
-
-def attempt_view(a: AttemptRecord) -> p.AttemptView:
-    """The wire shape of one attempt."""
-    return p.AttemptView(
-        attempt=a.attempt, started_at=_ts(a.started_at), finished_at=_ts(a.finished_at), outcome=a.outcome,
-        exit_code=a.exit_code, signal=None if a.signal is None else signal_name(a.signal), error=a.error,
-        host=a.host, duration_s=_duration_s(a.started_at, a.finished_at),
-        reason=a.error or (None if a.outcome is None else a.outcome.value), owner=a.owner,
-    )
-
-
-def job_view(job: Job, attempts: list[AttemptRecord] | None = None) -> p.JobView:
-    """The wire shape of a job."""
-    rules = RetryRules.decode(job.retry_rules)
-    # A running job's finished_at is its previous attempt's: no duration until this one ends.
-    ran = None if job.state is JobState.PROCESSING else _duration_s(job.started_at, job.finished_at)
-    return p.JobView(
-        id=job.id, command=job.command, state=job.state, attempts=job.attempts, max_retries=job.max_retries,
-        priority=job.priority, timeout_s=job.timeout_s, next_run_at=_ts(job.next_run_at),
-        created_at=_ts_of(job.created_at), updated_at=_ts_of(job.updated_at), started_at=_ts(job.started_at),
-        finished_at=_ts(job.finished_at), exit_code=job.exit_code, last_error=job.last_error, owner=job.owner,
-        lease_expires_at=_ts(job.lease_expires_at),
-        last_outcome=job.last_outcome, signal=None if job.signal is None else signal_name(job.signal),
-        host=job.host, duration_s=ran,
-        retry_on_exit=None if rules.retry_on_exit is None else list(rules.retry_on_exit),
-        no_retry_on_exit=None if rules.no_retry_on_exit is None else list(rules.no_retry_on_exit),
-        retry_on_timeout=rules.retry_on_timeout,
-        no_retry_on_signal=None if rules.no_retry_on_signal is None else list(rules.no_retry_on_signal),
-        backoff_base=job.backoff_base, backoff_max_s=job.backoff_max_s,
-        output_tail=job.output_tail if attempts is not None else None,
-        attempt_history=None if attempts is None else [attempt_view(a) for a in attempts],
-    )
-
-
-def encode_rules(spec: p.JobSpec, where: str = "") -> str | None:
-    """The job's own retry rules in their stored form (None: it has none, the config's apply).
-
-    Signal names are checked here, against the signals this system knows (the protocol checks
-    only their spelling): InvalidValue names the field, and `where` (e.g. `jobs.3.`) the job."""
-    if (spec.retry_on_exit is None and spec.no_retry_on_exit is None and spec.retry_on_timeout is None
-            and spec.no_retry_on_signal is None):
-        return None  # the common case, and the fast one: 100,000 batch jobs pass here
-    signals: tuple[str, ...] | None = None
-    if spec.no_retry_on_signal is not None:
-        try:
-            signals = parse_signals(spec.no_retry_on_signal)
-        except ValueError as exc:
-            raise InvalidValue(key=f"{where}no_retry_on_signal", detail=str(exc)) from None
-    return RetryRules(
-        None if spec.retry_on_exit is None else tuple(sorted(set(spec.retry_on_exit))),
-        None if spec.no_retry_on_exit is None else tuple(sorted(set(spec.no_retry_on_exit))),
-        spec.retry_on_timeout,
-        signals,
-    ).encode()
-
-
-def _new_job(ctx: Context, spec: p.JobSpec, now: float, generated_id: str) -> NewJob:
-    return NewJob(
-        id=spec.id or generated_id,
-        command=spec.command,
-        max_retries=spec.max_retries if spec.max_retries is not None else int(ctx.config["max-retries"]),
-        priority=spec.priority,
-        timeout_s=spec.timeout_s,
-        next_run_at=now + spec.delay_s,
-        created_at=now,
-        retry_rules=encode_rules(spec),
-        backoff_base=spec.backoff_base,
-        backoff_max_s=spec.backoff_max_s,
-    )
+Handler = Callable[[Context, Any], Awaitable["p.Result | Encoded | None"]]
 
 
 # -- jobs ----------------------------------------------------------------------------------------
 
 
-async def enqueue(ctx: Context, params: p.EnqueueParams) -> p.JobView:
-    """job.enqueue: a repeat of an existing job (same id, identical fields) returns it as it is."""
-    now = time.time()
-    new = _new_job(ctx, params, now, ids.new_stem(now))
-    done = await ctx.db.write(ctx.db.store.enqueue, [new], replace=params.replace, now=now)
-    if done.existing:  # e.g. the client's retry after the answer to its first try was lost
-        return job_view(await ctx.db.read(ctx.db.store.get, new.id))
-    ctx.scheduler.notify()
-    # The job as committed (no second trip to the store: the slot may be starting it already).
-    return job_view(Job(id=new.id, command=new.command, state=JobState.PENDING, attempts=0,
-                        max_retries=new.max_retries, priority=new.priority, timeout_s=new.timeout_s,
-                        next_run_at=new.next_run_at, created_at=new.created_at, updated_at=now,
-                        retry_rules=new.retry_rules, backoff_base=new.backoff_base,
-                        backoff_max_s=new.backoff_max_s))
+async def get_job(ctx: Context, params: p.GetParams) -> p.JobView:
+    """job.get: the job with its attempts, dependencies, environment (values of secret-looking
+    names masked unless `reveal_env`) and, when it waits, the one reason it is not running."""
+    job, attempts, deps, snapshot = await ctx.db.read(_details, ctx.db.store, ctx.scheduler.envs, params.id)
+    view = job_view(job, attempts)
+    view.dependencies = dependency_views(deps)
+    if snapshot is not None:
+        patterns = config_keys.secret_patterns(str(ctx.config.get("secret-env-patterns",
+                                                                  config_keys.DEFAULT_SECRET_ENV_PATTERNS)))
+        view.env_names = sorted(snapshot.vars)
+        view.clean_env = snapshot.clean
+        view.env = env_view(snapshot, patterns, params.reveal_env)
+    if job.state in WAITING_STATES:
+        view.blocked_by = await workflow.blocker(ctx, job, deps)
+    return view
 
 
-async def enqueue_batch(ctx: Context, params: p.EnqueueBatchParams) -> p.IdsResult:
-    """job.enqueue_batch: jobs identical to existing ones are skipped and counted in `existing`."""
-    now = time.time()
-    count = len(params.jobs)
-    generated = (ids.batch_ids(params.id_stem, params.id_start, count) if params.id_stem
-                 else ids.new_job_ids(now, count))
-    default_retries = int(ctx.config["max-retries"])
-    # Inline rather than _new_job per spec: this loop runs 100,000 times for one `enqueue --file`.
-    # Jobs are 1 µs apart so that those of one batch run (and list) in the order given.
-    new = [
-        NewJob(spec.id or generated[i], spec.command,
-               default_retries if spec.max_retries is None else spec.max_retries,
-               spec.priority, spec.timeout_s, now + i * 1e-6 + spec.delay_s, now + i * 1e-6,
-               encode_rules(spec, f"jobs.{i}."), spec.backoff_base, spec.backoff_max_s)
-        for i, spec in enumerate(params.jobs)
-    ]
-    done = await ctx.db.write(ctx.db.store.enqueue, new, replace=params.replace, now=now)
-    if len(done.existing) < count:
-        ctx.scheduler.notify()
-    return p.IdsResult(ids=done.ids, existing=len(done.existing))
-
-
-async def get_job(ctx: Context, params: p.JobRef) -> p.JobView:
-    """job.get"""
-    job = await ctx.db.read(ctx.db.store.get, params.id)
-    return job_view(job, await ctx.db.read(ctx.db.store.attempts_of, params.id))
+def _details(store: Store, envs: EnvCache, job_id: str) -> tuple[Job, list[AttemptRecord], list[Dependency],
+                                                                   EnvSnapshot | None]:
+    """What `show` prints beside the job, read in one trip to the reader thread."""
+    job = store.get(job_id)
+    attempts = store.attempts_of(job_id)
+    deps = store.dependencies_of(job_id)
+    snapshot = None if job.env_id is None else envs.resolve(store, [job.env_id]).get(job.env_id)
+    return job, attempts, deps, snapshot
 
 
 async def list_jobs(ctx: Context, params: p.ListParams) -> Encoded:
-    """job.list: one page, of one state and one last outcome when they are given."""
-    return await _page(ctx, params.state, params.outcome, params.limit, params.cursor)
+    """job.list: one page, of one state, last outcome, queue and label when they are given."""
+    return await _page(ctx, params.state, params.outcome, params.limit, params.cursor, params.queue, params.label)
 
 
 async def _page(ctx: Context, state: JobState | None, outcome: OutcomeKind | None, limit: int | None,
-                cursor: str | None) -> Encoded:
+                cursor: str | None, queue: str | None = None, label: str | None = None) -> Encoded:
     after = None if cursor is None else paging.decode_cursor(cursor, state, outcome)
     size = min(limit or p.MAX_PAGE_JOBS, p.MAX_PAGE_JOBS)
-    return await ctx.db.page(_encode_page, ctx.db.store, state, outcome, size, after)
+    return await ctx.db.page(_encode_page, ctx.db.store, state, outcome, size, after, queue, label)
 
 
 def _encode_page(store: Store, state: JobState | None, outcome: OutcomeKind | None, size: int,
-                 after: ListPosition | None) -> Encoded:
+                 after: ListPosition | None, queue: str | None = None, label: str | None = None) -> Encoded:
     """Read and encode one page, in the page thread: at 1,000 jobs building the views and their
     JSON is ~15 ms of CPU that the event loop (and `status`) should not wait behind."""
     # One more than asked: is there a next page?
-    listed = store.list_page(state, size + 1, after, outcome=outcome)
+    listed = store.list_page(state, size + 1, after, outcome=outcome, queue=queue, label=label)
     page = listed[:size]
     text = paging.page_json([job_view(job).model_dump_json() for job, _ in page], [pos for _, pos in page],
                             state, more=len(listed) > size, outcome=outcome)
@@ -289,18 +198,20 @@ def _decode(data: bytes, *, final: bool) -> tuple[str, int]:
 
 
 async def dlq_list(ctx: Context, params: p.DlqListParams) -> Encoded:
-    """dlq.list: one page, of one last outcome when it is given."""
-    return await _page(ctx, JobState.DEAD, params.outcome, params.limit, params.cursor)
+    """dlq.list: one page, of one last outcome, queue and label when they are given."""
+    return await _page(ctx, JobState.DEAD, params.outcome, params.limit, params.cursor, params.queue, params.label)
 
 
 async def dlq_retry(ctx: Context, params: p.DlqRetryParams) -> p.CountResult:
     """dlq.retry: every job of `ids` back to pending, attempts reset, or none of them (a missing
-    or not dead one fails the request); `command` replaces the command of the one job first."""
+    or not dead one fails the request); `command` replaces the command of the one job first;
+    `with_dependents` also brings back the jobs their death canceled (counted and listed too)."""
     job_ids = list(dict.fromkeys(params.ids))
     if params.command is not None and len(job_ids) != 1:
         raise InvalidValue(key="command", detail=f"a new command is for one job; {len(job_ids)} ids were given. "
                            "Retry them without it, or one at a time")
-    retried = await ctx.db.write(ctx.db.store.dlq_retry, job_ids, time.time(), params.command)
+    retried = await ctx.db.write(ctx.db.store.dlq_retry, job_ids, time.time(), params.command,
+                                 with_dependents=params.with_dependents)
     ctx.scheduler.notify()
     return _count([job.id for job in retried], len(retried))
 
@@ -354,10 +265,11 @@ async def dlq_purge(ctx: Context, params: p.DlqPurgeParams) -> p.CountResult:
 
 def _dead_filter(wanted: p.DlqFilter, began: float) -> DeadFilter:
     """The store's filter for a bulk action that began at `began`: died before then (and before
-    `older_than_s` ago), after `since_s` ago, with the given outcome."""
+    `older_than_s` ago), after `since_s` ago, with the given outcome, queue and label."""
     before = began if wanted.older_than_s is None else began - wanted.older_than_s
     after = None if wanted.since_s is None else began - wanted.since_s
-    return DeadFilter(outcome=wanted.outcome, finished_after=after, finished_before=before)
+    return DeadFilter(outcome=wanted.outcome, finished_after=after, finished_before=before, queue=wanted.queue,
+                      label=wanted.label)
 
 
 def _keep_ids(taken: list[str], ids: list[str]) -> None:
@@ -419,38 +331,32 @@ async def workers_stop(ctx: Context, params: p.WorkersStopParams) -> p.WorkersVi
 
 
 async def _workers(ctx: Context) -> p.WorkersView:
-    """This daemon's slots, plus what live peers sharing the store report in their heartbeats."""
-    sched = ctx.scheduler
-    fresh_after = time.time() - 3 * ctx.settings.lease_s
-    try:
-        daemons = await ctx.db.read(ctx.db.store.daemons)
-    except QueuectlError:
-        daemons = []  # a store that fails still has this daemon's own slots to show (health says why)
-    peers = [d for d in daemons if d.id != sched.owner and d.heartbeat_at >= fresh_after]
-    return p.WorkersView(
-        active=sched.active + sum(d.active for d in peers),
-        slots=sched.slots + sum(d.slots for d in peers),
-        claiming=sched.claiming,
-        daemons=1 + len(peers),
-    )
+    """The slots of every live daemon (this one's exactly, its peers' as of their heartbeats):
+    `active` slots running, claiming or not; `busy` of them running an attempt."""
+    daemons = await workflow.live_daemons(ctx)
+    slots = sum(d.slots for d in daemons)
+    return p.WorkersView(active=slots, busy=sum(d.active for d in daemons), slots=slots,
+                         claiming=ctx.scheduler.claiming, daemons=len(daemons))
 
 
 async def status(ctx: Context, params: p.EmptyParams) -> p.StatusResult:
-    """daemon.status: answers even when the store fails, with the counts left out and the
-    store's state saying why."""
+    """daemon.status: answers even when the store fails, with the counts and queues left out and
+    the store's state saying why."""
     try:
         counts: dict[str, int] = await ctx.db.read(ctx.db.store.counts)
         counts["total"] = sum(counts.values())
+        queues = [queue_view(q) for q in await ctx.db.read(ctx.db.store.queues)]
     except QueuectlError:
-        counts = {}
+        counts, queues = {}, []
     health = ctx.db.health.view()
     return p.StatusResult(
-        store=p.StoreView(state=health["state"], detail=health["detail"], since=_ts(health["since"])),
+        store=p.StoreView(state=health["state"], detail=health["detail"], since=ts(health["since"])),
         workers=await _workers(ctx),
         counts=counts,
+        queues=queues,
         daemon={
             "pid": os.getpid(), "version": __version__, "owner": ctx.scheduler.owner,
-            "started_at": _ts(ctx.started_at).isoformat() if ctx.started_at else None,  # type: ignore[union-attr]
+            "started_at": ts(ctx.started_at).isoformat() if ctx.started_at else None,  # type: ignore[union-attr]
             "socket": str(ctx.settings.socket_path), "state_dir": str(ctx.settings.state_dir),
         },
     )
@@ -470,14 +376,15 @@ async def hello(ctx: Context, params: p.HelloParams) -> p.HelloResult:
 
 
 HANDLERS: dict[str, Handler] = {
-    "job.enqueue": enqueue,
-    "job.enqueue_batch": enqueue_batch,
+    "job.enqueue": enqueueing.enqueue,
+    "job.enqueue_batch": enqueueing.enqueue_batch,
     "job.get": get_job,
     "job.list": list_jobs,
     "job.cancel": cancel,
     "job.delete": delete_job,
     "job.wait": wait,
     "job.logs": logs,
+    **workflow.HANDLERS,
     "dlq.list": dlq_list,
     "dlq.retry": dlq_retry,
     "dlq.retry_all": dlq_retry_all,

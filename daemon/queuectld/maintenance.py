@@ -139,7 +139,7 @@ class LeaseRenewal(Service):
         sched = self.scheduler
         renewing = sched.running_keys()
         held = await self.db.write(self.db.store.renew_leases, sched.owner, renewing, now, self.lease_s,
-                                   sched.active, sched.slots)
+                                   sched.active, sched.slots, sched.claiming)
         for job_id, run in renewing:  # not attempts that joined `running` during the renewal
             attempt = sched.running.get(job_id)
             if attempt is None or attempt.job.run != run or job_id in held:
@@ -304,6 +304,8 @@ class DaemonServices:
         )
         # A turn whose claim may have committed with nothing started: put such rows back now.
         scheduler.on_claim_in_doubt = lambda: self.maintenance.run_soon(self.strays)
+        # Workers started or stopped: the heartbeat's `claiming` tells peers at once.
+        scheduler.on_claiming_changed = lambda: self.maintenance.run_soon(self.leases)
 
 
 def _lost(la: LostAttempt, now: float) -> FinishedAttempt:

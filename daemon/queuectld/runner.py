@@ -23,6 +23,7 @@ from typing import Any
 from queuectld import proctree
 from queuectld.jobs import Job, Outcome, OutcomeKind
 from queuectld.proctree import process_start_time
+from queuectld.store.base import EnvSnapshot
 from queuectld.tracking import FORCE_ENV, Target, Tracker
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,11 @@ SNOOZE_MAX_S = 365 * 86400.0
 #: Environment variables a job must not inherit from the daemon.
 SECRET_ENV = ("QUEUECTL_TOKEN", "QUEUECTL_TOKEN_FILE", "QUEUECTL_DB", "PGPASSWORD", "NOTIFY_SOCKET",
               "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "QUEUECTL_FAULT_POINT", FORCE_ENV)
+#: Of those, the ones that speak to a daemon's own process: dropped from a job's captured
+#: environment too (the user's QUEUECTL_TOKEN, say, is theirs to pass on; these are not).
+DAEMON_ONLY_ENV = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "QUEUECTL_FAULT_POINT", FORCE_ENV)
 
-__all__ = ["Attempt", "KillReason", "Phase", "base_environment", "job_environment", "log_path",
+__all__ = ["Attempt", "KillReason", "Phase", "base_environment", "cwd_problem", "job_environment", "log_path",
            "process_start_time", "read_snooze_file", "snooze_path"]
 
 
@@ -61,11 +65,19 @@ def base_environment(daemon_env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in daemon_env.items() if k not in SECRET_ENV}
 
 
-def job_environment(base: dict[str, str], job: Job, owner: str) -> dict[str, str]:
-    """A job's environment: `base_environment(...)` plus the job's and the attempt's identity
-    (QUEUECTL_ATTEMPT_ID marks every process of the attempt for the tracker and for recovery).
-    The Attempt adds $QUEUECTL_SNOOZE_FILE when it spawns."""
-    env = dict(base)
+def job_environment(base: dict[str, str], job: Job, owner: str, snapshot: EnvSnapshot | None = None) -> dict[str, str]:
+    """A job's environment: its snapshot (the whole environment; or, when `clean`, its variables
+    laid over `base`), or `base_environment(...)` when it has none; then the job's and the
+    attempt's identity on top (QUEUECTL_ATTEMPT_ID marks every process of the attempt for the
+    tracker and for recovery). The Attempt adds $QUEUECTL_SNOOZE_FILE when it spawns."""
+    if snapshot is None:
+        env = dict(base)
+    elif snapshot.clean:
+        env = {**base, **snapshot.vars}
+    else:
+        env = dict(snapshot.vars)
+    for name in DAEMON_ONLY_ENV:  # a client's shell may carry them too: they would confuse the attempt
+        env.pop(name, None)
     env["QUEUECTL_JOB_ID"] = job.id
     env["QUEUECTL_ATTEMPT"] = str(job.run)
     env["QUEUECTL_OWNER"] = owner
@@ -95,6 +107,7 @@ class KillReason(StrEnum):
     CANCELED = "canceled"  #: a user canceled its job -> CANCELED
     REQUEUE = "requeue"  #: `worker stop --now` -> REQUEUED (uncounted)
     SHUTDOWN = "shutdown"  #: a second stop request while the daemon drains -> REQUEUED (uncounted)
+    PAUSED = "queue paused"  #: `queue pause --kill`: the store requeued it already -> REQUEUED (uncounted)
     LEASE_LOST = "lease lost"  #: its lease is gone (canceled or recovered elsewhere) -> KILLED
 
     @property
@@ -108,12 +121,14 @@ _KILL_OUTCOMES = {
     KillReason.CANCELED: OutcomeKind.CANCELED,
     KillReason.REQUEUE: OutcomeKind.REQUEUED,
     KillReason.SHUTDOWN: OutcomeKind.REQUEUED,
+    KillReason.PAUSED: OutcomeKind.REQUEUED,
     KillReason.LEASE_LOST: OutcomeKind.KILLED,
 }
 _KILL_ERRORS = {
     KillReason.CANCELED: "canceled",
     KillReason.REQUEUE: "stopped by `worker stop --now`; returned to pending",
     KillReason.SHUTDOWN: "stopped by a forced daemon stop; returned to pending",
+    KillReason.PAUSED: "stopped by `queue pause --kill`; returned to pending",
     KillReason.LEASE_LOST: "killed: its lease was lost (canceled or recovered elsewhere)",
 }
 
@@ -140,7 +155,7 @@ class Attempt:
     def __init__(self, job: Job, owner: str, log_file: str, *, timeout_s: float | None,
                  kill_grace_s: float, output_max_bytes: int, tracker: Tracker,
                  snooze_exit: int | None = None, snooze_file: str | None = None,
-                 drain_s: float = DRAIN_AFTER_EXIT_S) -> None:
+                 drain_s: float = DRAIN_AFTER_EXIT_S, cwd: str | None = None) -> None:
         self.job = job
         self.owner = owner
         self.tracker = tracker
@@ -151,6 +166,7 @@ class Attempt:
         self.snooze_exit = snooze_exit  #: an exit code meaning "run me again later" (None: off)
         self.snooze_file = snooze_file or _beside(log_file, ".snooze")
         self.drain_s = drain_s
+        self.cwd = cwd  #: where the shell starts (None: the daemon's own cwd)
         self.phase = Phase.SPAWNING
         self.pid: int | None = None
         self.kill_reason: KillReason | None = None  #: why queuectl is killing it (the first kill's)
@@ -161,6 +177,8 @@ class Attempt:
         self._pidfd: int | None = None
         self._log_fd: int | None = None
         self._spawn_error: BaseException | None = None
+        #: Why it could not start, in words, when that is not /bin/sh's fault (its cwd, its environment).
+        self._spawn_problem: str | None = None
         self._timers: list[asyncio.TimerHandle] = []  #: cancelled when the attempt ends
         self._grace: asyncio.TimerHandle | None = None  #: a kill's grace is running (SIGKILL when it fires)
         #: The kill the shell died of (or exited after): set when the shell exits during KILLING.
@@ -182,6 +200,12 @@ class Attempt:
         # Nothing may escape from here: the claim has committed, and an attempt that raised
         # instead of failing would leave its job `processing` with no one to run or end it.
         env[SNOOZE_FILE_ENV] = self.snooze_file
+        if self._spawn_problem is not None:  # set by `cannot_start` before the spawn
+            return
+        if self.cwd is not None:
+            self._spawn_problem = cwd_problem(self.cwd)
+            if self._spawn_problem is not None:
+                return
         try:
             self._place = self.tracker.place()
         except Exception as exc:
@@ -201,7 +225,7 @@ class Attempt:
                     proc = subprocess.Popen(
                         ["/bin/sh", "-c", command],
                         stdin=_devnull(), stdout=write_fd, stderr=write_fd,
-                        start_new_session=True, env=env, umask=umask, close_fds=True,
+                        start_new_session=True, env=env, umask=umask, close_fds=True, cwd=self.cwd,
                     )
                     register(proc.pid)
             finally:
@@ -210,6 +234,9 @@ class Attempt:
             os.close(read_fd)
             self.tracker.release(self._place)
             self._spawn_error = exc
+            if isinstance(exc, OSError) and self.cwd is not None and exc.filename == self.cwd:
+                # The child's chdir failed (the directory changed since the check above).
+                self._spawn_problem = cwd_problem(self.cwd) or f"cwd {self.cwd}: {exc.strerror or exc}"
             return
         # We reap the child ourselves (pidfd + waitpid); Popen must not report it as still running.
         proc.returncode = 0
@@ -222,6 +249,9 @@ class Attempt:
         loop = self._loop = asyncio.get_running_loop()
         self._on_done = on_done
         if self.pid is None or self._pipe is None:
+            if self._spawn_problem is not None:
+                self._finish(Outcome(OutcomeKind.SPAWN_FAILED, error=self._spawn_problem))
+                return
             exc = self._spawn_error
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self._finish(Outcome(OutcomeKind.SPAWN_FAILED, error=f"could not start /bin/sh: {detail}"))
@@ -236,6 +266,11 @@ class Attempt:
         on_spawn(self)
         if self.kill_reason is not None:  # killed while it was being spawned
             self._start_kill()
+
+    def cannot_start(self, problem: str) -> None:
+        """Before `spawn`: the attempt cannot start (e.g. its environment snapshot is missing);
+        `spawn` starts nothing and `watch` reports SPAWN_FAILED with `problem` as the error."""
+        self._spawn_problem = problem
 
     @property
     def ended(self) -> bool:
@@ -453,6 +488,24 @@ class Attempt:
         if not self._tail and not note:
             return None
         return bytes(self._tail).decode("utf-8", errors="replace") + note
+
+
+def cwd_problem(cwd: str) -> str | None:
+    """Why a job cannot start in `cwd` (None: it can): it is gone, not a directory, or not
+    searchable by the daemon's user. A stat and an access check, in the spawning thread."""
+    try:
+        mode = os.stat(cwd).st_mode
+    except FileNotFoundError:
+        return f"cwd {cwd} does not exist"
+    except NotADirectoryError:
+        return f"cwd {cwd} does not exist (a part of its path is not a directory)"
+    except OSError as exc:
+        return f"cwd {cwd} cannot be used: {exc.strerror or exc}"
+    if not stat.S_ISDIR(mode):
+        return f"cwd {cwd} is not a directory"
+    if not os.access(cwd, os.X_OK):
+        return f"cwd {cwd} cannot be entered: permission denied"
+    return None
 
 
 def read_snooze_file(path: str, job: Job) -> float | None:

@@ -16,10 +16,11 @@ from typing import Any
 
 from queuectl.errors import QueuectlError, StoreBusy, StoreDamaged
 from queuectld import runner
+from queuectld.envcache import EnvCache
 from queuectld.jobs import Job, JobState, LifecyclePolicy, Outcome, OutcomeKind
 from queuectld.runner import Attempt, KillReason
 from queuectld.settings import Settings, fault_point
-from queuectld.store.base import FinishedAttempt, RunKey, SpawnedAttempt
+from queuectld.store.base import EnvSnapshot, FinishedAttempt, RunKey, SpawnedAttempt
 from queuectld.store_health import RepeatFilter
 from queuectld.store_threads import StoreThreads
 from queuectld.tracking import Tracker
@@ -50,7 +51,10 @@ class Scheduler:
         self.running: dict[str, Attempt] = {}
         self._umask = umask
         self._env = runner.base_environment(dict(os.environ))
+        #: Environment snapshots by id, shared with `show` (content-addressed: never stale).
+        self.envs = EnvCache()
         self._logs_dir = str(settings.logs_dir)
+        self._default_cwd = str(settings.state_dir)  #: where a job without a cwd runs
         #: `worker stop --now` or a forced stop: kill attempts that are still being spawned too
         self._kill_new: KillReason | None = None
         self._finished: list[tuple[Attempt, FinishedAttempt]] = []
@@ -77,6 +81,9 @@ class Scheduler:
         #: Called when a turn failed after its claim may have committed (the stray release
         #: service puts such rows back); set by the wiring (maintenance.DaemonServices).
         self.on_claim_in_doubt: Callable[[], None] = lambda: None
+        #: Called when `claiming` changes (workers start / stop): the wiring renews the heartbeat
+        #: at once, so peers' `explain` sees it then, not a lease third later.
+        self.on_claiming_changed: Callable[[], None] = lambda: None
         #: The longest idle sleep: a lost wake-up (a peer's NOTIFY while the listening connection
         #: reconnects) delays a claim at most this long.
         self.idle_recheck_s = settings.lease_s / 3
@@ -121,6 +128,7 @@ class Scheduler:
         self.claiming = True
         self._kill_new = None
         self.notify()
+        self.on_claiming_changed()
 
     def stop_workers(self, now: bool, reason: KillReason = KillReason.REQUEUE) -> int:
         """Stop claiming; with `now`, kill running attempts to requeue them uncounted (`reason`:
@@ -132,6 +140,7 @@ class Scheduler:
             for attempt in self.running.values():
                 attempt.kill(reason)
         self.notify()
+        self.on_claiming_changed()
         return len(self.running)
 
     def kill_local(self, job_id: str, reason: KillReason) -> bool:
@@ -141,6 +150,21 @@ class Scheduler:
             return False
         attempt.kill(KillReason(reason))
         return True
+
+    def kill_requeued(self, keys: list[RunKey]) -> int:
+        """Kill the local attempts among `keys`, which the store has already put back to pending
+        (`queue pause --kill`): their results are fenced out. Returns how many run here; the
+        others' daemons find their leases gone at their next renewal."""
+        killed = 0
+        for job_id, run in keys:
+            attempt = self.running.get(job_id)
+            if attempt is not None and attempt.job.run == run:
+                attempt.kill(KillReason.PAUSED)
+                killed += 1
+        if keys:
+            self._signal_changed()
+            self.notify()
+        return killed
 
     def request_stop(self, force: bool = False) -> None:
         """Drain: stop claiming and let running attempts finish. `force` kills and requeues them."""
@@ -279,9 +303,10 @@ class Scheduler:
         for attempt, _ in batch:
             if self.running.get(attempt.job.id) is attempt:
                 del self.running[attempt.job.id]
-        canceled = {a.job.id for a, _ in batch if a.kill_reason is KillReason.CANCELED}
+        stopped = {a.job.id: a.kill_reason for a, _ in batch}
         for fa, job in results:
-            log_result(fa, job, canceled=fa.job_id in canceled)
+            reason = stopped.get(fa.job_id)
+            log_result(fa, job, canceled=reason is KillReason.CANCELED, paused=reason is KillReason.PAUSED)
 
     async def _record_separately(self) -> None:
         """After a damaged page failed a turn: write each held result (and pid) alone, so that one
@@ -356,12 +381,37 @@ class Scheduler:
             next_due = time.time() + STORE_RETRY_MAX_S  # unknown: look again in a while
         if claimed and self._fault == "after-claim":
             _crash("after-claim")
+        envs, env_problem = self._snapshots(claimed)
         started = []
         for job in claimed:
             attempt = self._attempt(job, policy)
-            attempt.spawn(runner.job_environment(self._env, job, self.owner), self._umask)
+            snapshot = None if job.env_id is None else envs.get(job.env_id)
+            if job.env_id is not None and snapshot is None:
+                attempt.cannot_start(f"its environment (snapshot {job.env_id[:12]}) could not be read: {env_problem}")
+            attempt.spawn(runner.job_environment(self._env, job, self.owner, snapshot), self._umask)
             started.append(attempt)
         return results, started, next_due
+
+    def _snapshots(self, claimed: list[Job]) -> tuple[dict[str, EnvSnapshot], str]:
+        """The environment snapshots of the claimed jobs, from the cache (the common case: every
+        job of a batch shares one, found without a store call), the misses with one `envs_of`.
+        Never raises (the claim has committed): a snapshot it cannot read is left out, with why."""
+        if not claimed:
+            return {}, ""
+        first = claimed[0].env_id
+        if all(job.env_id == first for job in claimed):  # one dict lookup for the whole turn
+            if first is None:
+                return {}, ""
+            cached = self.envs.get(first)
+            if cached is not None:
+                return {first: cached}, ""
+        wanted = {job.env_id for job in claimed if job.env_id is not None}
+        try:
+            return self.envs.resolve(self.db.store, wanted), "not in the store"
+        except Exception as exc:  # a store failure: those attempts fail to start, and retry
+            message = exc.message if isinstance(exc, QueuectlError) else f"{type(exc).__name__}: {exc}"
+            log.warning("could not read %d environment snapshot(s): %s", len(wanted), message)
+            return {}, message
 
     def _attempt(self, job: Job, policy: LifecyclePolicy) -> Attempt:
         cfg = self.config
@@ -375,6 +425,7 @@ class Scheduler:
             tracker=self.tracker,
             snooze_exit=policy.snooze_exit,
             snooze_file=runner.snooze_path(self._logs_dir, job.id, job.run),
+            cwd=job.cwd or self._default_cwd,
         )
 
     def _attempt_spawned(self, attempt: Attempt) -> None:
@@ -396,10 +447,12 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def log_result(fa: FinishedAttempt, job: Job | None, *, canceled: bool = False) -> None:
+def log_result(fa: FinishedAttempt, job: Job | None, *, canceled: bool = False, paused: bool = False) -> None:
     """Log how a recorded attempt left its job (None: the write was fenced off)."""
     if job is None and canceled:
         log.info("job %s canceled; its attempt %d was stopped", fa.job_id, fa.run)
+    elif job is None and paused:
+        log.info("job %s: its queue was paused with --kill; attempt %d was stopped (not counted)", fa.job_id, fa.run)
     elif job is None:
         log.warning("job %s attempt %d ended (%s) but its lease was lost; result dropped",
                     fa.job_id, fa.run, fa.outcome.describe())

@@ -123,11 +123,13 @@ class Server:
             if len(self._connections) > MAX_CONNECTIONS:
                 await self._send(writer, _error(None, errors.TooManyConnections(limit=MAX_CONNECTIONS)))
                 return
+            owner = False  #: the peer is the daemon's own user (or root): it may see secret values
             if not tcp:
                 refusal = self._check_peer(writer)
                 if refusal is not None:
                     await self._send(writer, _error(None, errors.PermissionDenied(detail=refusal)))
                     return
+                owner = _peer_uid(writer) in (0, os.getuid())
             authed = not tcp
             first = True
             while True:
@@ -146,7 +148,7 @@ class Server:
                 if not line.strip():
                     continue
                 first = False
-                reply, keep_open, authed = await self._answer(line, tcp=tcp, authed=authed)
+                reply, keep_open, authed = await self._answer(line, tcp=tcp, authed=authed, owner=owner)
                 if not await self._send(writer, reply) or not keep_open:
                     return
         except (ConnectionError, OSError):
@@ -186,7 +188,7 @@ class Server:
 
     # -- one request ----------------------------------------------------------------------------
 
-    async def _answer(self, line: bytes, *, tcp: bool, authed: bool) -> tuple[bytes, bool, bool]:
+    async def _answer(self, line: bytes, *, tcp: bool, authed: bool, owner: bool = False) -> tuple[bytes, bool, bool]:
         """The reply line, whether to keep the connection, and whether it is now authenticated."""
         request_id: Any = None
         try:
@@ -212,7 +214,13 @@ class Server:
                 return _result(request_id, '{"ok":true,"message":"authenticated"}'), True, True
             if not authed:
                 return _error(request_id, errors.AuthenticationRequired()), False, False
+            if getattr(parsed, "reveal_env", False) and not owner:
+                raise errors.PermissionDenied(detail=f"only uid {os.getuid()} on the daemon's Unix socket may see "
+                                              "environment values unmasked; ask without reveal_env (`show` "
+                                              "without --env)")
             result = await HANDLERS[method](self.ctx, parsed)
+            if result is None:  # e.g. job.explain of a job that is not waiting
+                return _result(request_id, "null"), True, authed
             if isinstance(result, Encoded):  # a list page, encoded in the page thread
                 return _result(request_id, result.json), True, authed
             if _large(result):
@@ -225,6 +233,15 @@ class Server:
         except Exception:
             log.exception("internal error while answering %r", line[:200])
             return _error(request_id, errors.InternalError()), authed, authed
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    """The uid of a Unix socket's peer (None: unknown)."""
+    sock: socket.socket | None = writer.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return int(uid)
 
 
 def _large(result: Result) -> bool:

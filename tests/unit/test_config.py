@@ -36,6 +36,9 @@ VALID: dict[str, list[tuple[Any, Any]]] = {
                     (75.0, 75), (255, 255)],
     "snooze-delay": [(60, 60), (0, 0), ("30", 30), ("1.5", 1.5), (2.5, 2.5), ("500ms", 0.5), ("5m", 300),
                      ("1h30m", 5400), (" 1h 30m ", 5400), ("7d", 7 * 86400), ("365d", 365 * 86400)],
+    "secret-env-patterns": [("*TOKEN*,*SECRET*,*PASSWORD*,*KEY*", "*TOKEN*,*SECRET*,*PASSWORD*,*KEY*"),
+                            (" *token* , AWS_* ", "*token*,AWS_*"), ("none", ""), ("", ""), ("A,A", "A"),
+                            ("*_[KP]EY", "*_[KP]EY"), ("abc", "abc")],
 }
 
 #: key -> values outside its range (type-level garbage is checked for every key below)
@@ -55,6 +58,7 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "no-retry-on-signal": ["NOPE", "KILL,NOPE", "0", 0, "999", "-9", "SIG"],
     "snooze-exit": [-1, "-1", 256, "256", 1.5, "1.5", "on", "75x"],
     "snooze-delay": ["-1", -1, "5x", "m5", "366d", 365 * 86400 + 1, "1h-30m"],
+    "secret-env-patterns": ["A,,B", "A,", "A=B", "MY KEY", "*[KEY", "x" * 65],
 }
 
 #: never valid for any key: text that is not a number, non-finite numbers, booleans, other types
@@ -68,6 +72,8 @@ GARBAGE_VALID_FOR: dict[str, list[Any]] = {
     "no-retry-on-signal": ["", " "],
     "snooze-exit": ["", " "],
     "retry-on-timeout": [True, False],
+    # any name is a pattern (of exactly that name)
+    "secret-env-patterns": ["abc", "", " ", "nan", "inf", "-inf", "NaN", "1e400"],
 }
 
 

@@ -17,6 +17,7 @@ import pytest
 from queuectl import protocol as p
 from queuectl.errors import InvalidState, InvalidValue, JobNotFound
 from queuectld import handlers, runner
+from queuectld.envcache import EnvCache
 from queuectld.jobs import LifecyclePolicy, Outcome, OutcomeKind, RetryRules
 from queuectld.store.base import DeadFilter, FinishedAttempt, NewJob
 from queuectld.store.open import open_store
@@ -24,10 +25,16 @@ from queuectld.store_threads import StoreThreads
 
 
 class Notified:
-    """Stands in for the scheduler: counts the wake-ups a handler gives it."""
+    """Stands in for the scheduler: counts the wake-ups a handler gives it; one idle slot."""
+
+    owner = "host:1:test"
+    slots = 1
+    active = 0
+    claiming = True
 
     def __init__(self) -> None:
         self.count = 0
+        self.envs = EnvCache()
 
     def notify(self) -> None:
         self.count += 1
@@ -35,9 +42,11 @@ class Notified:
 
 @dataclass
 class LogsDir:
-    """Stands in for Settings: only logs_dir is used by these handlers."""
+    """Stands in for Settings: what these handlers use."""
 
     logs_dir: Path
+    host: str = "host"
+    lease_s: float = 30.0
 
 
 @pytest.fixture

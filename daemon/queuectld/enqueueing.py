@@ -1,0 +1,162 @@
+"""Handlers of job.enqueue and job.enqueue_batch: a job's defaults, its retry rules, and its
+context (queue, cwd, environment snapshot, labels, dependencies, hold). A batch of 100,000 jobs
+passes through here, so its loop is written inline and its environments are made once."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from queuectl import ids
+from queuectl import protocol as p
+from queuectl.errors import InvalidValue
+from queuectl.rules import parse_signals
+from queuectld.jobs import Job, JobState, RetryRules, encode_labels
+from queuectld.store.base import Enqueued, EnvSnapshot, NewJob
+from queuectld.views import job_view
+
+if TYPE_CHECKING:
+    from queuectld.handlers import Context
+
+
+def encode_rules(spec: p.JobSpec, where: str = "") -> str | None:
+    """The job's own retry rules in their stored form (None: it has none, the config's apply).
+
+    Signal names are checked here, against the signals this system knows (the protocol checks
+    only their spelling): InvalidValue names the field, and `where` (e.g. `jobs.3.`) the job."""
+    if (spec.retry_on_exit is None and spec.no_retry_on_exit is None and spec.retry_on_timeout is None
+            and spec.no_retry_on_signal is None):
+        return None  # the common case, and the fast one: 100,000 batch jobs pass here
+    signals: tuple[str, ...] | None = None
+    if spec.no_retry_on_signal is not None:
+        try:
+            signals = parse_signals(spec.no_retry_on_signal)
+        except ValueError as exc:
+            raise InvalidValue(key=f"{where}no_retry_on_signal", detail=str(exc)) from None
+    return RetryRules(
+        None if spec.retry_on_exit is None else tuple(sorted(set(spec.retry_on_exit))),
+        None if spec.no_retry_on_exit is None else tuple(sorted(set(spec.no_retry_on_exit))),
+        spec.retry_on_timeout,
+        signals,
+    ).encode()
+
+
+class Environments:
+    """The environment snapshots of one enqueue call, each made once: a batch whose jobs share
+    the batch's environment (the common case) makes one snapshot, not one per job.
+
+    A job without `env` takes the batch's (`env`, `clean_env`); one with `env` lays it over the
+    batch's, or with its own `clean_env` over the daemon's base only."""
+
+    def __init__(self, env: dict[str, str] | None = None, clean: bool = False) -> None:
+        self.snapshots: dict[str, EnvSnapshot] = {}
+        self._env = env
+        self._clean = clean
+        self._made: dict[tuple[bool, tuple[tuple[str, str], ...]], str] = {}
+        self.batch_id = None if env is None else self._add(EnvSnapshot.make(env, clean))
+
+    def _add(self, snapshot: EnvSnapshot) -> str:
+        self.snapshots.setdefault(snapshot.id, snapshot)
+        return snapshot.id
+
+    def keep_only(self, used: set[str | None]) -> None:
+        """Drop the snapshots no job uses (a batch's environment that each job replaced)."""
+        self.snapshots = {i: snapshot for i, snapshot in self.snapshots.items() if i in used}
+
+    def of(self, env: dict[str, str] | None, clean: bool) -> str | None:
+        """The snapshot id of a job with its own `env` / `clean_env` (None: the daemon's base)."""
+        if env is None:
+            return None if clean else self.batch_id
+        key = (clean, tuple(env.items()))
+        made = self._made.get(key)
+        if made is None:
+            if clean or self._env is None:
+                snapshot = EnvSnapshot.make(env, clean)
+            else:
+                snapshot = EnvSnapshot.make({**self._env, **env}, self._clean)
+            made = self._made[key] = self._add(snapshot)
+        return made
+
+
+def _new_job(ctx: Context, spec: p.JobSpec, now: float, generated_id: str, env_id: str | None) -> NewJob:
+    return NewJob(
+        id=spec.id or generated_id,
+        command=spec.command,
+        max_retries=spec.max_retries if spec.max_retries is not None else int(ctx.config["max-retries"]),
+        priority=spec.priority,
+        timeout_s=spec.timeout_s,
+        next_run_at=now + spec.delay_s,
+        created_at=now,
+        retry_rules=encode_rules(spec),
+        backoff_base=spec.backoff_base,
+        backoff_max_s=spec.backoff_max_s,
+        queue=spec.queue,
+        cwd=spec.cwd,
+        env_id=env_id,
+        labels=encode_labels(spec.labels),
+        held=spec.hold,
+        after=tuple(spec.after or ()),
+        after_any=tuple(spec.after_any or ()),
+    )
+
+
+async def _store_jobs(ctx: Context, new: list[NewJob], replace: bool, now: float, envs: Environments) -> Enqueued:
+    """Enqueue in the writer thread, with the call's environment snapshots."""
+    snapshots = list(envs.snapshots.values())
+    done = await ctx.db.write(ctx.db.store.enqueue, new, replace=replace, now=now, envs=snapshots)
+    for snapshot in snapshots:  # its jobs' first turn finds them without a store call
+        ctx.scheduler.envs.add(snapshot)
+    return done
+
+
+async def enqueue(ctx: Context, params: p.EnqueueParams) -> p.JobView:
+    """job.enqueue: a repeat of an existing job (same id, identical fields) returns it as it is."""
+    now = time.time()
+    envs = Environments()
+    new = _new_job(ctx, params, now, ids.new_stem(now), envs.of(params.env, params.clean_env))
+    if (await _store_jobs(ctx, [new], params.replace, now, envs)).existing:  # e.g. a retry after a lost answer
+        return job_view(await ctx.db.read(ctx.db.store.get, new.id))
+    ctx.scheduler.notify()
+    # The job as committed (no second trip to the store: the slot may be starting it already).
+    view = job_view(Job(id=new.id, command=new.command, state=JobState.PENDING, attempts=0,
+                        max_retries=new.max_retries, priority=new.priority, timeout_s=new.timeout_s,
+                        next_run_at=new.next_run_at, created_at=new.created_at, updated_at=now,
+                        retry_rules=new.retry_rules, backoff_base=new.backoff_base,
+                        backoff_max_s=new.backoff_max_s, queue=new.queue, cwd=new.cwd, env_id=new.env_id,
+                        labels=new.labels, held=new.held))
+    if new.env_id is not None:
+        snapshot = envs.snapshots[new.env_id]
+        view.env_names, view.clean_env = sorted(snapshot.vars), snapshot.clean
+    return view
+
+
+async def enqueue_batch(ctx: Context, params: p.EnqueueBatchParams) -> p.IdsResult:
+    """job.enqueue_batch: jobs identical to existing ones are skipped and counted in `existing`.
+    The batch's cwd and environment are each job's unless it has its own (see Environments)."""
+    now = time.time()
+    count = len(params.jobs)
+    generated = (ids.batch_ids(params.id_stem, params.id_start, count) if params.id_stem
+                 else ids.new_job_ids(now, count))
+    default_retries = int(ctx.config["max-retries"])
+    envs = Environments(params.env, params.clean_env)
+    batch_cwd, batch_env = params.cwd, envs.batch_id
+    # Inline rather than _new_job per spec: this loop runs 100,000 times for one `enqueue --file`.
+    # Jobs are 1 µs apart so that those of one batch run (and list) in the order given.
+    new = [
+        NewJob(spec.id or generated[i], spec.command,
+               default_retries if spec.max_retries is None else spec.max_retries,
+               spec.priority, spec.timeout_s, now + i * 1e-6 + spec.delay_s, now + i * 1e-6,
+               encode_rules(spec, f"jobs.{i}."), spec.backoff_base, spec.backoff_max_s,
+               spec.queue, spec.cwd or batch_cwd,
+               batch_env if spec.env is None and not spec.clean_env else envs.of(spec.env, spec.clean_env),
+               None if spec.labels is None else encode_labels(spec.labels), spec.hold,
+               () if spec.after is None else tuple(spec.after),
+               () if spec.after_any is None else tuple(spec.after_any))
+        for i, spec in enumerate(params.jobs)
+    ]
+    if envs.batch_id is not None and len(envs.snapshots) > 1:
+        envs.keep_only({n.env_id for n in new})  # the batch's own, when every job replaced it
+    done = await _store_jobs(ctx, new, params.replace, now, envs)
+    if len(done.existing) < count:
+        ctx.scheduler.notify()
+    return p.IdsResult(ids=done.ids, existing=len(done.existing))
