@@ -532,7 +532,8 @@ class QueueView(Result):
     pending: int  #: waiting to run (pending or failed awaiting a retry), held included
     held: int = 0
     running: int
-    oldest_waiting_at: datetime | None = None  #: created_at of its oldest waiting job
+    #: since when its longest-waiting job (not held, not blocked) has been due; may be in the future
+    oldest_waiting_at: datetime | None = None
 
 
 class QueuesResult(Result):

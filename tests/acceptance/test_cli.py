@@ -189,12 +189,12 @@ def test_status_json_shape(populated: Daemon) -> None:
     assert data["counts"] == {"pending": 1, "processing": 1, "completed": 1, "failed": 1, "dead": 1,
                               "canceled": 1, "total": 6}
     workers = data["workers"]
-    assert workers["active"] == 1
+    assert (workers["active"], workers["busy"]) == (2, 1)  # two slots run; one attempt is in flight
     assert workers["slots"] == 2
     assert workers["claiming"] is True
     # The human view shows the same numbers.
     text = populated.cli("status").stdout
-    assert "1 active of 2" in text
+    assert "2 active, 1 busy" in text
     for state in STATES:
         assert state in text
 

@@ -121,7 +121,7 @@ def test_a_result_whose_row_is_damaged_does_not_hold_up_the_others(daemon_factor
 
     # Both end together; one result cannot be stored, the other is.
     assert d.wait_state("last", "completed")["state"] == "completed"
-    wait_until(lambda: d.json("status")["workers"]["active"] == 0, what="both slots to be free")
+    wait_until(lambda: d.json("status")["workers"]["busy"] == 0, what="both slots to be free")
     log = d.log_text()
     assert d.running, log[-3000:]
     assert log.count(f"job {mid} attempt 1 ended (exit code 0) but its row is on a damaged page") == 1, log[-3000:]

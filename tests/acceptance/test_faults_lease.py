@@ -70,7 +70,7 @@ def test_a_frozen_daemon_loses_its_lease_to_a_peer_and_its_late_result_is_droppe
     assert history == [(owner_a, "worker lost"), (owner_b, "exit")], history
 
     # a wakes up, finds its lease gone, and ends its attempt without touching the job.
-    wait_until(lambda: a.json("status")["workers"]["active"] == 0, what="the frozen daemon to drop its attempt")
+    wait_until(lambda: a.json("status")["workers"]["busy"] == 0, what="the frozen daemon to drop its attempt")
     again = b.job("j")
     assert (again["state"], again["attempts"], len(again["attempt_history"])) == ("completed", 1, 2), again
     assert again["attempt_history"][0]["reason"].startswith("worker lost"), "a's stale result overwrote it"

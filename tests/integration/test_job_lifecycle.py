@@ -202,17 +202,17 @@ def test_worker_stop_lets_running_jobs_finish_and_claims_nothing_until_start(
     go = short_root / "go"
     d.enqueue("r1", gate(go))
     d.enqueue("r2", gate(go))
-    wait_until(lambda: d.status()["workers"]["active"] == 2, what="both gated jobs to run")
+    wait_until(lambda: d.status()["workers"]["busy"] == 2, what="both gated jobs to run")
 
     d.client.workers_stop()
     workers = d.status()["workers"]
     assert workers["claiming"] is False
-    assert workers["active"] == 2  # running jobs are not killed
+    assert workers["busy"] == 2  # running jobs are not killed
     d.enqueue("held", "true")
     go.touch()
     jobs = d.settle("r1", "r2")
     assert [jobs["r1"]["state"], jobs["r2"]["state"]] == ["completed", "completed"]
-    wait_until(lambda: d.status()["workers"]["active"] == 0, what="workers.active to drop to 0")
+    wait_until(lambda: d.status()["workers"]["busy"] == 0, what="workers.busy to drop to 0")
 
     # A negative: the freed slots must not claim `held`. Watch it for a moment.
     deadline = time.monotonic() + 1.0

@@ -54,7 +54,7 @@ def test_worker_stop_now_after_jobs_ended_but_before_they_are_recorded_reruns_no
         ids = [f"w{n}-{k}" for k in range(SLOTS)]
         for job_id in ids:
             d.enqueue(job_id, f"{gate(go)} >/dev/null; echo {job_id} $$ >> {runs}")
-        wait_until(lambda: d.status()["workers"]["active"] == SLOTS, what=f"round {n}: {SLOTS} jobs running")
+        wait_until(lambda: d.status()["workers"]["busy"] == SLOTS, what=f"round {n}: {SLOTS} jobs running")
         with store_writes_held(d):
             go.touch()
             ended = wait_until(lambda ids=ids: all_reaped(recorded_runs(runs), ids),  # type: ignore[misc]
@@ -85,12 +85,12 @@ def test_worker_stop_now_as_jobs_complete_never_reruns_a_completed_job(
         ids = [f"r{n:02d}-{k}" for k in range(SLOTS)]
         for job_id in ids:
             d.enqueue(job_id, f"{gate(go)} >/dev/null; echo {job_id} $$ >> {runs}")
-        wait_until(lambda: d.status()["workers"]["active"] == SLOTS, what=f"round {n}: {SLOTS} jobs running")
+        wait_until(lambda: d.status()["workers"]["busy"] == SLOTS, what=f"round {n}: {SLOTS} jobs running")
         go.touch()
         for _ in range(n % 5):  # a little later each round: the stop lands anywhere in the end
             d.status()
         d.client.workers_stop(now=True)
-        wait_until(lambda: d.status()["workers"]["active"] == 0, what=f"round {n}: the slots to empty")
+        wait_until(lambda: d.status()["workers"]["busy"] == 0, what=f"round {n}: the slots to empty")
         d.client.workers_start(SLOTS)
         jobs = d.settle(*ids)
         for job_id in ids:

@@ -161,7 +161,7 @@ class QueueInfo:
     pending: int = 0
     held: int = 0
     running: int = 0
-    oldest_waiting_at: float | None = None  #: created_at of its oldest waiting job
+    oldest_waiting_at: float | None = None  #: since when its longest-waiting runnable job has been due
 
 
 @dataclass(frozen=True, slots=True)

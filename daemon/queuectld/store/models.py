@@ -95,14 +95,6 @@ class JobRow(Base):
             sqlite_where=text("state = 'processing'"),
             postgresql_where=text("state = 'processing'"),
         ),
-        # A queue's oldest waiting job (`queue list`, `status`): the first entry of its range.
-        Index(
-            "ix_jobs_waiting",
-            "queue",
-            "created_at",
-            sqlite_where=text(WAITING),
-            postgresql_where=text(WAITING),
-        ),
         Index("ix_jobs_state_created", "state", "created_at"),
         # `list` without a state, oldest first. SQLite lists in rowid (insertion) order instead,
         # which costs no index: a fifth of batch-enqueue time went to maintaining this one.

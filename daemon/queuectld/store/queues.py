@@ -1,7 +1,7 @@
 """Named queues, inside a write (or read) transaction the store opened: add, change, remove, look.
 
 A queue's numbers come from the per-(queue, state, held) counters (read by the dialect: the
-caller passes their rows) and, for its oldest waiting job, the first entry of ix_jobs_waiting:
+caller passes their rows) and, for its longest-waiting job, the first entry of ix_jobs_next:
 never a scan of the jobs table. Concurrency limits and pauses are enforced by the claim
 (sqlite.py / postgres.py); this module only stores them.
 """
@@ -88,7 +88,7 @@ def pause(conn: Connection, names: Sequence[str] | None, paused: bool) -> list[s
 
 def infos(conn: Connection, counts: CountRows, names: Sequence[str] | None = None) -> list[QueueInfo]:
     """The queues (all, or `names`, QueueNotFound for one not there), by name, with their numbers:
-    from the counter rows `counts` and one probe of ix_jobs_waiting per queue."""
+    from the counter rows `counts` and one probe of ix_jobs_next per queue."""
     query = select(queues.c.name, queues.c.concurrency, queues.c.paused).order_by(queues.c.name)
     if names is not None:
         require_queues(conn, names)
@@ -112,11 +112,14 @@ def infos(conn: Connection, counts: CountRows, names: Sequence[str] | None = Non
     return out
 
 
-#: The first entry of one queue's range in ix_jobs_waiting (queue, created_at) WHERE waiting. The
-#: states are literal: SQLite uses a partial index only for a WHERE that it can see implies the
-#: index's own, which bound parameters hide (a scan of every job, 0.7 s at a million).
+#: The first entry of one queue's range in ix_jobs_next (queue, next_run_at) WHERE claimable: the
+#: due time of the job that has waited longest to run (held and blocked jobs are not waiting to
+#: run; a time in the future means none is due yet). The conditions are literal: SQLite uses a
+#: partial index only for a WHERE that it can see implies the index's own, which bound parameters
+#: hide (a scan of every job, 0.7 s at a million).
 _OLDEST_WAITING = text(
-    f"SELECT created_at FROM jobs WHERE queue = :queue AND {WAITING} ORDER BY created_at LIMIT 1"
+    "SELECT next_run_at FROM jobs WHERE queue = :queue AND state IN ('pending', 'failed') AND held = 0"
+    " AND deps_left = 0 ORDER BY next_run_at LIMIT 1"
 )
 
 

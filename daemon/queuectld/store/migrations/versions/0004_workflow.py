@@ -108,13 +108,12 @@ def _claim_indexes_up() -> None:
                     postgresql_where=CLAIMABLE)
     # A queue's running jobs (its limit's count): as many rows as run, never the whole table.
     op.create_index("ix_jobs_running", "jobs", ["queue"], sqlite_where=_PROCESSING, postgresql_where=_PROCESSING)
-    # A queue's oldest waiting job (`queue list`, status): its first entry.
-    op.create_index("ix_jobs_waiting", "jobs", ["queue", "created_at"], sqlite_where=_WAITING,
-                    postgresql_where=_WAITING)
+    # A queue's longest-waiting job (`queue list`, status) is ix_jobs_next's first entry: an index
+    # of its own for created_at cost a sixth of batch-enqueue time.
 
 
 def _claim_indexes_down() -> None:
-    for name in ("ix_jobs_waiting", "ix_jobs_running", "ix_jobs_next", "ix_jobs_due"):
+    for name in ("ix_jobs_running", "ix_jobs_next", "ix_jobs_due"):
         op.drop_index(name, table_name="jobs")
     op.create_index("ix_jobs_due", "jobs", [sa.text("priority DESC"), "next_run_at"],
                     sqlite_where=_WAITING, postgresql_where=_WAITING)
