@@ -57,7 +57,7 @@ def test_an_excluded_exit_code_goes_straight_to_the_dlq_with_the_rule(shared: Da
     shown = shared.cli("show", "deny-65").stdout
     assert rule in " ".join(shown.split()) and "no retry on exit 2,64-78" in shown
     # The DLQ table (a pipe: every character) says how it ended and why it was not retried.
-    [row] = [line for line in shared.cli("dlq", "list").stdout.splitlines() if line.startswith("deny-65 ")]
+    [row] = [line for line in shared.cli("dlq", "list").stdout.splitlines() if line.split("\t")[0] == "deny-65"]
     assert row.split()[1:3] == ["exit", "65"] and row.endswith(rule)
     [dead] = [j for j in shared.json("dlq", "list") if j["id"] == "deny-65"]
     assert dead["last_outcome"] == "exit" and dead["host"] and dead["duration_s"] is not None
@@ -107,7 +107,7 @@ def test_no_retry_on_signal_kill_with_a_job_that_kills_itself(shared: Daemon) ->
     assert kill["signal"] == "SIGKILL" and kill["no_retry_on_signal"] == ["KILL"]
     assert "not retried: signal KILL is in no-retry-on-signal KILL" in kill["last_error"]
     assert outcomes(term) == [("signal", None, "SIGTERM")] * 2  # not excluded: retried
-    [row] = [line for line in shared.cli("dlq", "list").stdout.splitlines() if line.startswith("sig-kill ")]
+    [row] = [line for line in shared.cli("dlq", "list").stdout.splitlines() if line.split("\t")[0] == "sig-kill"]
     assert row.split()[1:3] == ["signal", "SIGKILL"]
     assert {"sig-kill", "sig-term"} <= {j["id"] for j in shared.json("list", "--outcome", "signal")}
     assert "sig-kill" not in {j["id"] for j in shared.json("list", "--outcome", "exit")}
