@@ -16,7 +16,7 @@ from sqlalchemy import Connection, delete, insert, select, text, update
 from queuectl.errors import InvalidParams, QueueExists, QueueNotEmpty, QueueNotFound
 from queuectld.jobs import JobState
 from queuectld.store.base import QueueInfo
-from queuectld.store.models import WAITING, queues
+from queuectld.store.models import queues
 from queuectld.store.rows import chunks, unique
 
 #: The queue every job is in unless told otherwise; it always exists.
