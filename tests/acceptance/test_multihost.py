@@ -7,22 +7,15 @@ Skipped, with the reason, when QUEUECTL_TEST_PG_URL is not set.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Daemon, wait_until
-from tests.store.conftest import PG_SKIP_REASON, PG_URL, pg_schema
+from tests.store.conftest import PG_SKIP_REASON, PG_URL
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason=PG_SKIP_REASON)
-
-
-@pytest.fixture
-def shared_db() -> Iterator[str]:
-    """A private schema on the test server, for the daemons of one test."""
-    with pg_schema() as url:
-        yield url
 
 
 def test_two_daemons_share_one_queue_and_run_each_job_once(

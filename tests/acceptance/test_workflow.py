@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Daemon, wait_until
-from tests.store.conftest import PG_SKIP_REASON, PG_URL, pg_schema
 
 
 def _queues(d: Daemon) -> dict[str, dict[str, Any]]:
@@ -347,14 +346,6 @@ def test_status_counts_active_slots_and_busy_ones(daemon_factory: Callable[..., 
 
 
 # -- several daemons on one PostgreSQL ----------------------------------------------------------
-
-
-@pytest.fixture
-def shared_db() -> Iterator[str]:
-    if not PG_URL:
-        pytest.skip(PG_SKIP_REASON)
-    with pg_schema() as url:
-        yield url
 
 
 def test_a_queue_limit_and_a_pause_hold_across_daemons(

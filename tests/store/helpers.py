@@ -5,7 +5,10 @@ The store never reads the clock, so every test drives time explicitly from T0.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from queuectld.jobs import Job, JobState, LifecyclePolicy, Outcome, OutcomeKind, RetryPolicy
 from queuectld.store.base import FinishedAttempt, NewJob, Store
@@ -106,3 +109,21 @@ def assert_counts_exact(store: Store) -> dict[str, int]:
     got = store.counts()
     assert got == expected
     return got
+
+
+@contextmanager
+def announcements(store_url: str) -> Iterator[threading.Event]:
+    """A peer store on `store_url` listening for announcements: the event is set at each one
+    (cleared once the listener has connected, which itself calls once)."""
+    from queuectld.store.open import open_store
+
+    peer = open_store(store_url)
+    heard = threading.Event()
+    stop = peer.listen(heard.set)
+    try:
+        assert heard.wait(10)  # the listener calls once on connecting
+        heard.clear()
+        yield heard
+    finally:
+        stop()
+        peer.close()

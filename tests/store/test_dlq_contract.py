@@ -7,15 +7,23 @@ Runs on every backend (see conftest.py).
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from queuectl.errors import InvalidParams, InvalidState, JobNotFound
 from queuectld.jobs import Job, JobState, Outcome, OutcomeKind
 from queuectld.store.base import DeadFilter, FinishedAttempt, Store
-from queuectld.store.open import open_store
-from tests.store.helpers import OWNER, POLICY, T0, add, assert_counts_exact, claim, claim_one, finish, new_job
+from tests.store.helpers import (
+    OWNER,
+    POLICY,
+    T0,
+    add,
+    announcements,
+    assert_counts_exact,
+    claim,
+    claim_one,
+    finish,
+    new_job,
+)
 
 #: How each dead job of `_graveyard` died, and when.
 DEATHS = {
@@ -147,12 +155,7 @@ def test_a_retry_is_announced_to_other_daemons(store: Store, store_url: str) -> 
     if store_url.startswith("sqlite"):
         pytest.skip("one host uses a SQLite store: nothing to announce")
     _graveyard(store)
-    peer = open_store(store_url)
-    heard = threading.Event()
-    stop = peer.listen(heard.set)
-    try:
-        assert heard.wait(10)  # the listener calls once on connecting
-        heard.clear()
+    with announcements(store_url) as heard:
         store.dlq_retry_matching(DeadFilter(outcome=OutcomeKind.WORKER_LOST), T0 + 100, 10)  # nothing matched
         assert not heard.wait(1.5)
         store.dlq_retry_matching(DeadFilter(outcome=OutcomeKind.SIGNAL), T0 + 100, 10)
@@ -160,9 +163,6 @@ def test_a_retry_is_announced_to_other_daemons(store: Store, store_url: str) -> 
         heard.clear()
         store.dlq_retry(["exit-early"], T0 + 100)
         assert heard.wait(10)
-    finally:
-        stop()
-        peer.close()
 
 
 # -- purge -----------------------------------------------------------------------------------------

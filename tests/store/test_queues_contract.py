@@ -22,7 +22,18 @@ from queuectld.store import queues as store_queues
 from queuectld.store import schema, turn
 from queuectld.store.base import DaemonInfo, Store
 from queuectld.store.open import open_store
-from tests.store.helpers import HOST, LEASE_S, OWNER, T0, add, assert_counts_exact, claim, finish, new_job
+from tests.store.helpers import (
+    HOST,
+    LEASE_S,
+    OWNER,
+    T0,
+    add,
+    announcements,
+    assert_counts_exact,
+    claim,
+    finish,
+    new_job,
+)
 
 
 def move(store: Store, *ids: str, queue: str | None = None, held: bool | None = None,
@@ -439,12 +450,7 @@ def test_an_end_in_a_limited_queue_and_a_resume_are_announced(store: Store, stor
     add(store, "free", "limited")
     move(store, "limited", queue="lim")
     got = {j.id: j for j in claim(store, now=T0)}
-    peer = open_store(store_url)
-    heard = threading.Event()
-    stop = peer.listen(heard.set)
-    try:
-        assert heard.wait(10)  # the listener calls once on connecting
-        heard.clear()
+    with announcements(store_url) as heard:
         finish(store, got["free"], 0, now=T0 + 1)  # completed, in a queue without a limit: nothing
         assert not heard.wait(1.5)
         finish(store, got["limited"], 0, now=T0 + 1)  # completed, but it frees room in `lim`
@@ -454,9 +460,6 @@ def test_an_end_in_a_limited_queue_and_a_resume_are_announced(store: Store, stor
         assert not heard.wait(1.5)
         store.queue_pause(["lim"], False)
         assert heard.wait(10)
-    finally:
-        stop()
-        peer.close()
 
 
 def test_a_claim_takes_from_hundreds_of_queues(store: Store) -> None:
@@ -480,15 +483,11 @@ def test_queues_in_two_schemas_of_one_database_do_not_wake_each_other(store: Sto
 
     with pg_schema() as other_url:
         other = open_store(other_url)
-        heard = threading.Event()
-        stop = other.listen(heard.set)
         try:
-            assert heard.wait(10)  # the listener calls once on connecting
-            heard.clear()
-            store.enqueue([new_job("elsewhere")], replace=False, now=T0)
-            assert not heard.wait(1.5)
-            other.enqueue([new_job("here")], replace=False, now=T0)
-            assert heard.wait(10)
+            with announcements(other_url) as heard:
+                store.enqueue([new_job("elsewhere")], replace=False, now=T0)
+                assert not heard.wait(1.5)
+                other.enqueue([new_job("here")], replace=False, now=T0)
+                assert heard.wait(10)
         finally:
-            stop()
             other.close()

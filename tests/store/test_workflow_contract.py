@@ -30,7 +30,7 @@ from queuectld.jobs import Job, JobState, encode_labels
 from queuectld.store import turn
 from queuectld.store.base import DeadFilter, Dependency, EnvSnapshot, JobEdit, JobFilter, NewJob, Store
 from queuectld.store.models import envs, job_deps, job_labels, queues
-from tests.store.helpers import POLICY, T0, assert_counts_exact, claim, finish, new_job
+from tests.store.helpers import POLICY, T0, announcements, assert_counts_exact, claim, finish, new_job
 
 LATER = T0 + 10_000
 
@@ -492,19 +492,12 @@ def test_recovery_of_a_lost_attempt_applies_to_the_dependents(store: Store) -> N
 
 
 def test_a_dependent_that_became_claimable_is_announced(store: Store, store_url: str) -> None:
-    import threading
 
-    from queuectld.store.open import open_store
 
     if store_url.startswith("sqlite"):
         pytest.skip("one host uses a SQLite store: nothing to announce")
     enqueue(store, job("a", at=T0 + 1), job("b", after=("a",)), job("h", held=True))
-    peer = open_store(store_url)
-    heard = threading.Event()
-    stop = peer.listen(heard.set)
-    try:
-        assert heard.wait(10)  # the listener calls once on connecting
-        heard.clear()
+    with announcements(store_url) as heard:
         [running] = claim(store, now=T0 + 5, limit=1)
         assert not heard.wait(1.5)
         finish(store, running, 0, now=T0 + 6)  # a completed job alone announces nothing: b is due
@@ -512,14 +505,9 @@ def test_a_dependent_that_became_claimable_is_announced(store: Store, store_url:
         heard.clear()
         store.release(["h"], T0 + 7)
         assert heard.wait(10)
-    finally:
-        stop()
-        peer.close()
 
 
 def test_moving_a_job_to_another_queue_moves_its_count(store: Store) -> None:
-    if not hasattr(store, "queue_get"):
-        pytest.skip("the per-queue counters are store-claim's (queue_get): this runs once merged")
     add_queue(store, "q")
     enqueue(store, job("a"), job("b"))
     store.edit("a", JobEdit(queue="q"), T0 + 1)
