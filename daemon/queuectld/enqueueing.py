@@ -4,6 +4,7 @@ passes through here, so its loop is written inline and its environments are made
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from queuectl import protocol as p
 from queuectl.errors import InvalidValue
 from queuectl.rules import parse_signals
 from queuectld.jobs import Job, JobState, RetryRules, encode_labels
+from queuectld.memory import release_freed_memory
 from queuectld.store.base import Enqueued, EnvSnapshot, NewJob
 from queuectld.views import job_view
 
@@ -19,24 +21,24 @@ if TYPE_CHECKING:
     from queuectld.handlers import Context
 
 
-def encode_rules(spec: p.JobSpec, where: str = "") -> str | None:
-    """The job's own retry rules in their stored form (None: it has none, the config's apply).
+def encode_rules(retry_on_exit: list[int] | None, no_retry_on_exit: list[int] | None,
+                 retry_on_timeout: bool | None, no_retry_on_signal: list[str] | None, where: str = "") -> str | None:
+    """A job's own retry rules in their stored form (None: it has none, the config's apply).
 
     Signal names are checked here, against the signals this system knows (the protocol checks
     only their spelling): InvalidValue names the field, and `where` (e.g. `jobs.3.`) the job."""
-    if (spec.retry_on_exit is None and spec.no_retry_on_exit is None and spec.retry_on_timeout is None
-            and spec.no_retry_on_signal is None):
-        return None  # the common case, and the fast one: 100,000 batch jobs pass here
+    if retry_on_exit is None and no_retry_on_exit is None and retry_on_timeout is None and no_retry_on_signal is None:
+        return None  # the common case, and the fast one
     signals: tuple[str, ...] | None = None
-    if spec.no_retry_on_signal is not None:
+    if no_retry_on_signal is not None:
         try:
-            signals = parse_signals(spec.no_retry_on_signal)
+            signals = parse_signals(no_retry_on_signal)
         except ValueError as exc:
             raise InvalidValue(key=f"{where}no_retry_on_signal", detail=str(exc)) from None
     return RetryRules(
-        None if spec.retry_on_exit is None else tuple(sorted(set(spec.retry_on_exit))),
-        None if spec.no_retry_on_exit is None else tuple(sorted(set(spec.no_retry_on_exit))),
-        spec.retry_on_timeout,
+        None if retry_on_exit is None else tuple(sorted(set(retry_on_exit))),
+        None if no_retry_on_exit is None else tuple(sorted(set(no_retry_on_exit))),
+        retry_on_timeout,
         signals,
     ).encode()
 
@@ -87,7 +89,8 @@ def _new_job(ctx: Context, spec: p.JobSpec, now: float, generated_id: str, env_i
         timeout_s=spec.timeout_s,
         next_run_at=now + spec.delay_s,
         created_at=now,
-        retry_rules=encode_rules(spec),
+        retry_rules=encode_rules(spec.retry_on_exit, spec.no_retry_on_exit, spec.retry_on_timeout,
+                                 spec.no_retry_on_signal),
         backoff_base=spec.backoff_base,
         backoff_max_s=spec.backoff_max_s,
         queue=spec.queue,
@@ -140,23 +143,39 @@ async def enqueue_batch(ctx: Context, params: p.EnqueueBatchParams) -> p.IdsResu
     default_retries = int(ctx.config["max-retries"])
     envs = Environments(params.env, params.clean_env)
     batch_cwd, batch_env = params.cwd, envs.batch_id
-    # Inline rather than _new_job per spec: this loop runs 100,000 times for one `enqueue --file`.
+    # Inline rather than _new_job per job: this loop runs 100,000 times for one `enqueue --file`.
     # Jobs are 1 µs apart so that those of one batch run (and list) in the order given.
-    new = [
-        NewJob(spec.id or generated[i], spec.command,
-               default_retries if spec.max_retries is None else spec.max_retries,
-               spec.priority, spec.timeout_s, now + i * 1e-6 + spec.delay_s, now + i * 1e-6,
-               encode_rules(spec, f"jobs.{i}."), spec.backoff_base, spec.backoff_max_s,
-               spec.queue, spec.cwd or batch_cwd,
-               batch_env if spec.env is None and not spec.clean_env else envs.of(spec.env, spec.clean_env),
-               None if spec.labels is None else encode_labels(spec.labels), spec.hold,
-               () if spec.after is None else tuple(spec.after),
-               () if spec.after_any is None else tuple(spec.after_any))
-        for i, spec in enumerate(params.jobs)
-    ]
+    new: list[NewJob] = []
+    add = new.append
+    for i, spec in enumerate(params.jobs):
+        at = now + i * 1e-6
+        if len(spec) == 1:  # the command alone: each `enqueue --file` line without flags or JSON
+            add(NewJob(generated[i], spec["command"], default_retries, 0, None, at, at, None, None, None,
+                       p.DEFAULT_QUEUE, batch_cwd, batch_env))
+            continue
+        retries = spec.get("max_retries")
+        env, clean = spec.get("env"), spec.get("clean_env", False)
+        labels = spec.get("labels")
+        add(NewJob(
+            spec.get("id") or generated[i], spec["command"], default_retries if retries is None else retries,
+            spec.get("priority", 0), spec.get("timeout_s"), at + spec.get("delay_s", 0), at,
+            encode_rules(spec.get("retry_on_exit"), spec.get("no_retry_on_exit"), spec.get("retry_on_timeout"),
+                         spec.get("no_retry_on_signal"), f"jobs.{i}."),
+            spec.get("backoff_base"), spec.get("backoff_max_s"), spec.get("queue", p.DEFAULT_QUEUE),
+            spec.get("cwd") or batch_cwd, batch_env if env is None and not clean else envs.of(env, clean),
+            None if labels is None else encode_labels(labels), spec.get("hold", False),
+            tuple(spec.get("after") or ()), tuple(spec.get("after_any") or ())))
     if envs.batch_id is not None and len(envs.snapshots) > 1:
         envs.keep_only({n.env_id for n in new})  # the batch's own, when every job replaced it
     done = await _store_jobs(ctx, new, params.replace, now, envs)
     if len(done.existing) < count:
         ctx.scheduler.notify()
+    if count >= TRIM_AFTER_JOBS:
+        # Once this request is answered and its parsed jobs are freed: ~1 ms, and a million jobs
+        # sent in chunks leave the daemon ~15 MB smaller (measured: 94 -> 79 MB).
+        asyncio.get_running_loop().call_soon(release_freed_memory)
     return p.IdsResult(ids=done.ids, existing=len(done.existing))
+
+
+#: A batch at least this large gives its freed memory back (see memory.py).
+TRIM_AFTER_JOBS = 1000

@@ -33,7 +33,8 @@ def test_a_job_completes(tmp_path: Path) -> None:
             assert job.output_tail == "hello\n"
             [record] = await rig.attempts(job_id)
             assert (record.outcome, record.exit_code, record.owner) == (OutcomeKind.EXIT, 0, rig.owner)
-            assert rig.sched.running == {}, "its slot is free"
+            # The end commits in the writer thread before the loop frees the slot: wait for that.
+            await until(lambda: rig.sched.running == {}, "its slot to be free", timeout_s=5)
 
     asyncio.run(main())
 

@@ -462,6 +462,21 @@ def test_an_end_in_a_limited_queue_and_a_resume_are_announced(store: Store, stor
         assert heard.wait(10)
 
 
+def test_canceling_a_running_job_of_a_limited_queue_is_announced(store: Store, store_url: str) -> None:
+    if store_url.startswith("sqlite"):
+        pytest.skip("one host uses a SQLite store: nothing to announce")
+    store.queue_add("lim", 1, T0)
+    add(store, "free", "limited", "waiting")
+    move(store, "limited", queue="lim")
+    got = {j.id: j for j in claim(store, now=T0, limit=2)}
+    with announcements(store_url) as heard:
+        store.cancel("free", T0 + 1)  # its queue has no limit: nothing freed that a peer skipped
+        assert not heard.wait(1.5)
+        store.cancel("limited", T0 + 1)  # a peer's next_due_at skipped `lim` while it was full
+        assert heard.wait(10)
+    assert set(got) == {"free", "limited"}
+
+
 def test_a_claim_takes_from_hundreds_of_queues(store: Store) -> None:
     names = [f"q{i:03}" for i in range(900)]  # more than SQLite's 500 branches of one compound SELECT
     with store.write_engine.begin() as conn:  # type: ignore[attr-defined]

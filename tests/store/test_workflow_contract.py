@@ -10,6 +10,7 @@ the claim statement does with jobs still waiting for others.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -368,6 +369,49 @@ def test_edit_refuses_a_cycle(store: Store) -> None:
     assert state(store, "c") == (JobState.PENDING, 2)
 
 
+def test_replacing_a_job_refuses_a_cycle_through_its_dependents(store: Store) -> None:
+    enqueue(store, job("a"), job("b", after=("a",)), job("c", after_any=("b",)))
+    with pytest.raises(DependencyCycle):  # a replaced job keeps its dependents: b and c wait for it
+        enqueue(store, job("a", after=("c",)), replace=True)
+    assert store.dependencies_of("a") == [] and state(store, "b") == (JobState.PENDING, 1)
+    enqueue(store, job("x"), job("a", after=("x",)), replace=True)
+    assert state(store, "a") == (JobState.PENDING, 1)
+
+
+def test_edits_of_dependencies_take_turns_on_postgresql(store: Store, store_url: str) -> None:
+    """Two edits that together close a cycle (a after b, b after a) must not both pass their
+    checks: each takes the dependency graph's lock first. Shown by holding that lock elsewhere:
+    an edit of dependencies waits for it, an edit of anything else does not."""
+    if store_url.startswith("sqlite"):
+        pytest.skip("SQLite has one writer at a time: its edits take turns anyway")
+    enqueue(store, job("a"), job("b"))
+    holder = store.write_engine.connect()  # type: ignore[attr-defined]
+    try:
+        holder.exec_driver_sql("BEGIN")
+        holder.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.job_deps'))")
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def edit() -> None:
+            try:
+                store.edit("a", JobEdit(after=("b",)), T0 + 1)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            done.set()
+
+        thread = threading.Thread(target=edit)
+        thread.start()
+        assert not done.wait(1.0), "the edit of a's dependencies did not wait for the graph's lock"
+        store.edit("b", JobEdit(priority=5), T0 + 1)  # not a dependency change: no wait
+        holder.exec_driver_sql("COMMIT")
+        assert done.wait(10) and not errors
+        thread.join()
+    finally:
+        holder.close()
+    with pytest.raises(DependencyCycle):
+        store.edit("b", JobEdit(after=("a",)), T0 + 2)
+
+
 def test_edit_of_a_failed_job_waiting_for_its_retry_gets_its_dependency_end(store: Store) -> None:
     enqueue(store, job("a", at=T0 + 1, max_retries=3), job("dep"))
     end(store, "a", 1)
@@ -406,6 +450,25 @@ def test_restart_is_all_or_none_and_recounts_dependencies(store: Store) -> None:
     assert [(j.id, j.state, j.deps_left, j.canceled_by) for j in got] == [
         ("c", JobState.PENDING, 1, None), ("b", JobState.PENDING, 1, None), ("a", JobState.PENDING, 0, None)]
     assert [state(store, j) for j in "abc"] == [(JobState.PENDING, 0), (JobState.PENDING, 1), (JobState.PENDING, 1)]
+
+
+def test_a_finished_job_of_a_removed_queue_is_not_put_back_into_it(store: Store) -> None:
+    """Its queue removed, a finished job would wait in a queue no daemon claims from: restart and
+    dlq retry refuse (QueueNotFound, which says how to add it) and change nothing."""
+    store.queue_add("gone", None, T0)
+    enqueue(store, job("done", at=T0 + 1, queue="gone"), job("dead", at=T0 + 2, queue="gone"))
+    end(store, "done")
+    end(store, "dead", 1)
+    store.queue_rm("gone")
+    with pytest.raises(QueueNotFound, match="queue add gone"):
+        store.restart(["done"], T0 + 200)
+    with pytest.raises(QueueNotFound):
+        store.dlq_retry(["dead"], T0 + 200)
+    assert [store.get(j).state for j in ("done", "dead")] == [JobState.COMPLETED, JobState.DEAD]
+    store.queue_add("gone", None, T0 + 300)
+    assert [j.state for j in store.restart(["done"], T0 + 300)] == [JobState.PENDING]
+    assert [j.state for j in store.dlq_retry(["dead"], T0 + 300)] == [JobState.PENDING]
+    assert_counts_exact(store)
 
 
 def test_restarting_a_dependency_makes_its_waiting_dependents_wait_again(store: Store) -> None:

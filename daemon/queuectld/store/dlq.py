@@ -17,6 +17,7 @@ from sqlalchemy import Connection, delete, select, update
 
 from queuectl.errors import InvalidParams, InvalidState, JobNotFound
 from queuectld.jobs import Decision, Job, JobState, on_dlq_retry
+from queuectld.store import queues as queue_store
 from queuectld.store import workflow
 from queuectld.store.base import DeadFilter, JobFilter
 from queuectld.store.models import attempts, jobs
@@ -107,9 +108,12 @@ def _read(conn: Connection, ids: Sequence[str], *, whole: bool = False) -> dict[
 
 
 def _retry(conn: Connection, dead: Sequence[Job], now: float, command: str | None) -> list[Job]:
-    """Write each job's on_dlq_retry Decision (InvalidState before any write if one is not dead):
+    """Write each job's on_dlq_retry Decision (InvalidState before any write if one is not dead,
+    QueueNotFound if its queue was removed meanwhile):
     one UPDATE per chunk of jobs sharing a decision (they all do, at one `now`)."""
     decided = [(job, on_dlq_retry(job, now)) for job in dead]
+    # A removed queue keeps its finished jobs' names; back in it, they would wait forever.
+    queue_store.require_queues(conn, sorted({job.queue for job in dead}))
     by_decision: dict[Decision, list[str]] = defaultdict(list)
     for job, decision in decided:
         by_decision[decision].append(job.id)

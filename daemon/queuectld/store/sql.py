@@ -280,6 +280,8 @@ class SqlStore:
         try:
             with self._write() as conn:
                 keep: set[str] = set()
+                if replace and any(j.after or j.after_any for j in new):
+                    workflow.lock_dependency_graph(conn)  # before the rows below (see there)
                 if replace:
                     for chunk in chunks(ids):
                         running = conn.execute(
@@ -547,6 +549,8 @@ class SqlStore:
                             error="canceled while running")
                 )
             conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state == job.state.value).values(**values))
+            if job.state is JobState.PROCESSING:  # a slot of a limited queue is free for every daemon
+                turn.announce_freed(conn, [job.queue], self._announce)
             if job.has_dependents:
                 self._dependencies_ended(conn, [(job_id, decision.state)], now)
             after = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()

@@ -290,12 +290,7 @@ class SqlTurnWrites:
 
     def announce_freed(self, queues: Collection[str]) -> None:
         """See TurnWrites."""
-        limited = self.conn.execute(
-            select(models.queues.c.name)
-            .where(models.queues.c.name.in_(sorted(queues)), models.queues.c.concurrency.is_not(None)).limit(1)
-        ).first()
-        if limited is not None:
-            self._announce(self.conn)
+        announce_freed(self.conn, queues, self._announce)
 
     def running_in(self, queues: Sequence[str] | None) -> list[tuple[str, int, str]]:
         """See TurnWrites."""
@@ -303,3 +298,14 @@ class SqlTurnWrites:
         if queues is not None:
             query = query.where(jobs.c.queue.in_(list(queues)))
         return [(r.id, r.run, r.owner or "") for r in self.conn.execute(query)]
+
+
+def announce_freed(conn: Connection, queues: Collection[str], announce: Callable[[Connection], None]) -> None:
+    """Attempts of `queues` ended outside a turn's own statements (a turn, a cancel of a running
+    job): if one of them has a concurrency limit, `announce` to the other daemons at commit."""
+    limited = conn.execute(
+        select(models.queues.c.name)
+        .where(models.queues.c.name.in_(sorted(queues)), models.queues.c.concurrency.is_not(None)).limit(1)
+    ).first()
+    if limited is not None:
+        announce(conn)

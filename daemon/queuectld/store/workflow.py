@@ -162,7 +162,19 @@ def plan_links(conn: Connection, new: Sequence[NewJob], keep_dependents: Collect
             edges.append((j.id, dep, int(any_end)))
         deps_left[i] = left
     links.deps_left, links.has_dependents, links.edges, links.outside = deps_left, has_dependents, edges, sorted(outside)
+    for j in new:  # a replaced job keeps its dependents: its new dependencies must not wait for it
+        if j.id in keep_dependents and (j.after or j.after_any):
+            _refuse_cycle(conn, j.id, [d for d in edges_of_new(j) if d not in position])
     return links
+
+
+def lock_dependency_graph(conn: Connection) -> None:
+    """Serialize the changes that could close a cycle of dependencies (editing a job's
+    dependencies, replacing a job that has dependents), so each one's cycle check sees the edges
+    of the one before: on PostgreSQL a transaction advisory lock per schema, taken before any
+    row lock (no deadlock with the rows those changes lock); SQLite's one writer does this already."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.job_deps'))")
 
 
 def insert_links(conn: Connection, links: Links) -> None:
@@ -474,6 +486,8 @@ def edit(conn: Connection, job_id: str, change: JobEdit, now: float) -> tuple[Jo
     now and whether it is claimable. A new queue must exist (QueueNotFound); new dependencies
     must exist (DependencyNotFound), be able to complete (DependencyFailed), and not wait for
     this job themselves (DependencyCycle); deps_left is recounted from them."""
+    if change.after is not None or change.after_any is not None:
+        lock_dependency_graph(conn)
     row = conn.execute(select(*LIST_COLUMNS).where(jobs.c.id == job_id).with_for_update()).first()
     if row is None:
         raise JobNotFound(job_id=job_id)
@@ -552,8 +566,8 @@ FORGOTTEN = {"finished_at": None, "exit_code": None, "signal": None, "last_outco
 
 def restart(conn: Connection, ids: Sequence[str], now: float) -> tuple[list[Job], bool]:
     """Put every one of `ids` (completed, dead or canceled) back to pending now via
-    `jobs.on_restart`, or none: JobNotFound / InvalidState / (a dependency that is gone or can no
-    longer complete) DependencyNotFound / DependencyFailed. Attempt rows and the run number are
+    `jobs.on_restart`, or none: JobNotFound / InvalidState / QueueNotFound (its queue was removed)
+    / (a dependency that is gone or can no longer complete) DependencyNotFound / DependencyFailed. Attempt rows and the run number are
     kept; deps_left is recounted, the jobs restarted together counting as pending; waiting
     dependents of a restarted job wait for it again. Returns the jobs and whether one is claimable."""
     ids = unique(ids)
@@ -567,6 +581,8 @@ def restart(conn: Connection, ids: Sequence[str], now: float) -> tuple[list[Job]
 def put_back(conn: Connection, chosen: Sequence[Job], now: float) -> tuple[list[Job], bool]:
     """Restart `chosen` (see `restart`): each one's on_restart Decision, deps_left recounted."""
     decided = [(job, on_restart(job, now)) for job in chosen]
+    # A removed queue keeps its finished jobs' names; back in it, they would wait forever.
+    queue_store.require_queues(conn, sorted({job.queue for job in chosen}))
     ids = [job.id for job in chosen]
     left = recount(conn, ids, pending=set(ids))
     params = [
