@@ -702,9 +702,9 @@ def worker_stop(
     """Stop claiming jobs; running jobs finish (the daemon keeps serving)."""
     w = client().workers_stop(now)
     if now:
-        print(f"stopped workers; {w['active']} running job(s) killed and returned to pending")
+        print(f"stopped workers; {w['busy']} running job(s) killed and returned to pending")
     else:
-        print(f"stopped claiming; {w['active']} running job(s) will finish")
+        print(f"stopped claiming; {w['busy']} running job(s) will finish")
 
 
 @app.command()
