@@ -117,9 +117,11 @@ async def enqueue(ctx: Context, params: p.EnqueueParams) -> p.JobView:
     now = time.time()
     envs = Environments()
     new = _new_job(ctx, params, now, ids.new_stem(now), envs.of(params.env, params.clean_env))
-    if (await _store_jobs(ctx, [new], params.replace, now, envs)).existing:  # e.g. a retry after a lost answer
-        return job_view(await ctx.db.read(ctx.db.store.get, new.id))
+    # Always a turn: a job that is already there may be the one a lost answer left unannounced.
+    existing = (await _store_jobs(ctx, [new], params.replace, now, envs)).existing
     ctx.scheduler.notify()
+    if existing:  # e.g. a retry after a lost answer
+        return job_view(await ctx.db.read(ctx.db.store.get, new.id))
     # The job as committed (no second trip to the store: the slot may be starting it already).
     view = job_view(Job(id=new.id, command=new.command, state=JobState.PENDING, attempts=0,
                         max_retries=new.max_retries, priority=new.priority, timeout_s=new.timeout_s,
@@ -168,8 +170,9 @@ async def enqueue_batch(ctx: Context, params: p.EnqueueBatchParams) -> p.IdsResu
     if envs.batch_id is not None and len(envs.snapshots) > 1:
         envs.keep_only({n.env_id for n in new})  # the batch's own, when every job replaced it
     done = await _store_jobs(ctx, new, params.replace, now, envs)
-    if len(done.existing) < count:
-        ctx.scheduler.notify()
+    # Always a turn, also when every job was there: a chunk sent again after its answer was lost
+    # holds jobs the first try committed and nobody announced (they waited for the next poll).
+    ctx.scheduler.notify()
     if count >= TRIM_AFTER_JOBS:
         # Once this request is answered and its parsed jobs are freed: ~1 ms, and a million jobs
         # sent in chunks leave the daemon ~15 MB smaller (measured: 94 -> 79 MB).

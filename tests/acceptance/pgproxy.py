@@ -92,6 +92,10 @@ class PgProxy:
                 _close(client)
                 continue
             server.settimeout(None)
+            # Messages are forwarded one by one: without NODELAY each small send after the first
+            # waits for the peer's delayed ACK (40 ms), and a job's turn took a second.
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._conns += [client, server]
             link = _Link(self, client, server)

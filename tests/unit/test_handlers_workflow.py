@@ -274,6 +274,23 @@ def test_a_batch_of_100000_jobs_with_one_environment_makes_one_snapshot(ctx: han
     assert {n.env_id for n in new} == {envs[0].id}
 
 
+def test_a_repeat_of_a_request_whose_answer_was_lost_still_wakes_the_scheduler(ctx: handlers.Context,
+                                                                              store: FakeStore) -> None:
+    """Seen: a batch committed, its answer lost, the client's repeat found every job there and
+    the jobs waited 10 s for the scheduler's next poll. A repeat must wake it as the first try would have."""
+    real = store.enqueue
+
+    def already_there(new: list[NewJob], **kw: Any) -> Enqueued:
+        real(new, **kw)
+        return Enqueued([n.id for n in new], [n.id for n in new])
+
+    store.enqueue = already_there  # type: ignore[method-assign]
+    call(ctx, "job.enqueue_batch", {"jobs": [{"command": "true"}] * 3, "id_stem": "s"})
+    assert ctx.scheduler.notified == 1  # type: ignore[attr-defined]
+    call(ctx, "job.enqueue", {"command": "true", "id": "s-0"})
+    assert ctx.scheduler.notified == 2  # type: ignore[attr-defined]
+
+
 #: Jobs as `job.enqueue` and as one job of `job.enqueue_batch` take them: every field, alone and together.
 _SPECS: list[dict[str, Any]] = [
     {"command": "true"},
