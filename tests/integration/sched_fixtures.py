@@ -73,7 +73,7 @@ class Rig:
         self.config = await self.db.read(self.store.config_all)
         self.scheduler = Scheduler(self.db, self.settings, self.owner, self.config, 0o022, self.tracker)
         self.services = DaemonServices(self.scheduler, self.db, self.settings, self.config,
-                                       monotonic=self.clock.monotonic, wall=self.clock.now)
+                                       monotonic=self.clock.monotonic, store_time=self.clock.now)
         now = time.time()
         await self.db.write(self.store.register_daemon, DaemonInfo(
             self.owner, self.settings.host, os.getpid(), process_start_time(os.getpid()), now, now,
