@@ -209,14 +209,14 @@ async def serve_until_stopped(
         reaper = ChildReaper()
         tracker = open_tracker(owner, reaper)  # before the reaper: its probe runs a shell
         reaper.enable()
-        clock = await open_clock(db)
+        clock = await open_clock(db, place)
         now = clock.now()
         scheduler = Scheduler(db, settings, owner, config, umask, tracker, clock)
         services = DaemonServices(scheduler, db, settings, config, place=place)
         await db.write(store.register_daemon, DaemonInfo(owner, settings.host, os.getpid(),
                                                           runner.process_start_time(os.getpid()), now, now,
                                                           scheduler.slots, 0, boot_id=place.boot_id,
-                                                          pid_ns=place.pid_ns))
+                                                          pid_ns=place.pid_ns, clock_offset=clock.offset))
         log.info("daemon %s (boot %s, PID namespace %s)", owner, place.boot_id, place.pid_ns)
         recovered = await services.recovery.recover(now)
         if recovered:
@@ -301,14 +301,19 @@ async def serve_until_stopped(
         log.info("queuectld stopped")
 
 
-async def open_clock(db: StoreThreads) -> StoreClock:
-    """The store's clock (clock.py): learned from a shared database's clock, or on a one-host
-    store the wall clock now, never earlier than the latest heartbeat the store recorded."""
+async def open_clock(db: StoreThreads, place: instance.Place) -> StoreClock:
+    """The store's clock (clock.py): learned from a shared database's clock; on a one-host store
+    the time base of a daemon registered from this boot, else the wall clock now, never earlier
+    than the latest heartbeat the store recorded."""
     store = db.store
     if store.shared_clock:
         return await db.read(StoreClock.of_database, store.clock_now)
-    latest = max((d.heartbeat_at for d in await db.read(store.daemons)), default=None)
-    return StoreClock.local(time.time(), latest)
+    daemons = await db.read(store.daemons)
+    latest = max((d.heartbeat_at for d in daemons), default=None)
+    same_boot = [d for d in daemons if place.boot_id is not None and d.boot_id == place.boot_id
+                 and d.clock_offset is not None]
+    peer = max(same_boot, key=lambda d: d.started_at, default=None)
+    return StoreClock.local(time.time(), latest, peer_offset=None if peer is None else peer.clock_offset)
 
 
 def _reopen_logs() -> None:

@@ -12,7 +12,9 @@ started or ended) comes from one `StoreClock`, never from this host's wall clock
   clock itself, not with this estimate (see PeerRecovery).
 - SQLite (one host): the offset is the wall clock sampled at start, never earlier than the
   latest time the store already recorded (so a clock stepped back between two starts delays
-  nothing), and then the clock runs on CLOCK_BOOTTIME (monotonic, counting suspend). A wall
+  nothing), and then the clock runs on CLOCK_BOOTTIME (monotonic, counting suspend). A daemon
+  that starts while another one of this boot is registered on the file adopts its offset: the
+  two keep one time, whatever the wall clock did between their starts. A wall
   clock stepped during the daemon's life changes nothing: leases, heartbeats and maintenance go
   on as scheduled, and due times, which the protocol only ever gives relative to now (a delay,
   a backoff), keep their meaning. The next start picks the wall clock up again, forward only.
@@ -51,9 +53,14 @@ class StoreClock:
         self.shared = shared
 
     @classmethod
-    def local(cls, wall: float, not_before: float | None = None, *, monotonic: Clock = boottime) -> StoreClock:
-        """A one-host store's clock (SQLite): `wall` (the wall clock now), or `not_before` (the
-        latest time the store recorded) if that is later, then advanced by `monotonic`."""
+    def local(cls, wall: float, not_before: float | None = None, *, peer_offset: float | None = None,
+              monotonic: Clock = boottime) -> StoreClock:
+        """A one-host store's clock (SQLite), advanced by `monotonic` from: the offset of a peer
+        registered from this kernel boot (`peer_offset`: CLOCK_BOOTTIME is one clock for the
+        whole boot, so the daemons sharing the file keep exactly one time); else `wall` (the wall
+        clock now), or `not_before` (the latest time the store recorded) if that is later."""
+        if peer_offset is not None:
+            return cls(peer_offset, monotonic=monotonic)
         start = wall if not_before is None else max(wall, not_before)
         return cls(start - monotonic(), monotonic=monotonic)
 

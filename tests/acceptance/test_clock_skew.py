@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,10 @@ def test_a_host_an_hour_off_runs_each_job_once_and_on_time(
         assert len(starts) == 1 and lines.count("end") == 1, f"{job_id} ran {len(starts)} times: {lines}"
         assert (job["state"], job["attempts"]) == ("completed", 0), job
         owners[job_id] = starts[0].split()[1]
+    delayed = true_host.job("delayed")
+    waited_s = (datetime.fromisoformat(delayed["started_at"]) - datetime.fromisoformat(delayed["created_at"])
+                ).total_seconds()
+    assert 3.5 <= waited_s < 30, f"a 4 s delay given to a host an hour off waited {waited_s:.1f} s"
     assert set(owners.values()) == {true_host.json("daemon", "status")["owner"],
                                     off_host.json("daemon", "status")["owner"]}, "both daemons ran jobs"
     # Neither took the other for dead.

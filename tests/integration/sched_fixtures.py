@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from queuectld import tracking
+from queuectld import instance, tracking
 from queuectld.jobs import Job, JobState
 from queuectld.maintenance import DaemonServices
 from queuectld.proctree import ChildReaper, process_start_time
@@ -58,7 +58,7 @@ class Rig:
         self.store = store
         self.db = StoreThreads(store)
         self.settings = Settings(state_dir=tmp_path, socket_path=tmp_path / "q.sock", db_url="", lease_s=LEASE_S)
-        self.owner = f"{self.settings.host}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = instance.new_daemon_id()
         self.tracker = tracker
         self.clock = FakeClocks()
         self.config: dict[str, Any] = {}

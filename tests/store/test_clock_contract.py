@@ -84,7 +84,8 @@ def test_heartbeats_are_judged_by_the_stores_clock(store: Store, monkeypatch: py
 
 def test_a_daemons_place_is_stored_and_comes_with_its_lost_attempts(store: Store) -> None:
     now = store.clock_now()
-    here = DaemonInfo("d-0a1b2c3d4e5f", "box", 4242, 77, now, now, 2, 1, boot_id="8d3c-boot", pid_ns="4026531836")
+    here = DaemonInfo("d-0a1b2c3d4e5f", "box", 4242, 77, now, now, 2, 1, boot_id="8d3c-boot", pid_ns="4026531836",
+                      clock_offset=1_700_000_123.25)
     store.register_daemon(here)
     assert store.daemons() == [here]
     add(store, new_job("theirs"))

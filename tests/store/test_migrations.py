@@ -42,8 +42,9 @@ NEW_JOB_FIELDS = {"last_outcome": None, "signal": None, "retry_rules": None, "ba
                   "queue": "default", "cwd": None, "env_id": None, "labels": None, "held": False, "deps_left": 0,
                   "canceled_by": None, "has_dependents": False}
 #: The fields later revisions added to a daemon row, as they read after the upgrade: 0004 `claiming`;
-#: 0005 no boot or PID namespace (such a daemon's pid is never trusted: judged by its heartbeat).
-NEW_DAEMON_FIELDS = {"claiming": True, "boot_id": None, "pid_ns": None}
+#: 0005 no boot, PID namespace or clock offset (such a daemon's pid is never trusted: judged by its
+#: heartbeat).
+NEW_DAEMON_FIELDS = {"claiming": True, "boot_id": None, "pid_ns": None, "clock_offset": None}
 
 
 def load_baseline(url: str, prefix: str = "baseline") -> None:
@@ -476,8 +477,8 @@ def test_a_0004_database_with_a_running_attempt_upgrades_to_0005_in_place(store_
     try:
         assert store.schema_plan().current == "0005"
         [daemon] = store.daemons()
-        assert (daemon.id, daemon.host, daemon.pid, daemon.boot_id, daemon.pid_ns) == (
-            "old-host:4242:abcd", "old-host", 4242, None, None)
+        assert (daemon.id, daemon.host, daemon.pid, daemon.boot_id, daemon.pid_ns, daemon.clock_offset) == (
+            "old-host:4242:abcd", "old-host", 4242, None, None, None)
         assert store.get("running").state is JobState.PROCESSING and store.get("running").owner == daemon.id
         assert store.get("waiting").state is JobState.PENDING
         # Its attempt comes with no place: its pid is never trusted, its heartbeat judges it.

@@ -187,6 +187,16 @@ def test_a_local_clock_ignores_wall_clock_steps_and_runs_on(monkeypatch: pytest.
     assert renewals == [wall + 10.0 * i for i in range(6)]
 
 
+def test_a_local_clock_adopts_the_time_base_of_a_peer_of_this_boot() -> None:
+    fake = Fake()
+    first = StoreClock.local(1_800_000_000.0, monotonic=fake.monotonic)
+    fake.mono += 100.0
+    # The wall clock was stepped forward an hour before the second daemon started on the file:
+    # it keeps the first one's time, so neither sees the other's leases expire early.
+    second = StoreClock.local(1_800_003_700.0, 1_800_000_090.0, peer_offset=first.offset, monotonic=fake.monotonic)
+    assert second.now() == first.now() == 1_800_000_100.0
+
+
 def test_a_local_clock_never_starts_before_what_the_store_recorded() -> None:
     fake = Fake()
     recorded = 1_800_000_000.0

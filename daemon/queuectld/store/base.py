@@ -210,6 +210,8 @@ class DaemonInfo:
     #: of /proc/self/ns/pid) it runs in: its pid means something only to a daemon with both equal.
     boot_id: str | None = None
     pid_ns: str | None = None
+    #: Revision 0005: its store clock's offset from CLOCK_BOOTTIME (clock.StoreClock.offset).
+    clock_offset: float | None = None
 
 
 class Store(Protocol):

@@ -194,6 +194,9 @@ class DaemonRow(Base):
     #: Revision 0005: its kernel boot and PID namespace; "on this host" means both are ours.
     boot_id: Mapped[str | None] = mapped_column(String(64))
     pid_ns: Mapped[str | None] = mapped_column(String(64))
+    #: Revision 0005: its store clock's offset from CLOCK_BOOTTIME (clock.StoreClock), which a
+    #: daemon starting on the same boot adopts, so that all of one host's share one time base.
+    clock_offset: Mapped[float | None] = mapped_column(Float)
 
 
 class MetaRow(Base):

@@ -807,6 +807,7 @@ class SqlStore:
                     id=info.id, host=info.host, pid=info.pid, proc_start=info.proc_start,
                     started_at=info.started_at, heartbeat_at=info.heartbeat_at, slots=info.slots, active=info.active,
                     claiming=int(info.claiming), boot_id=info.boot_id, pid_ns=info.pid_ns,
+                    clock_offset=info.clock_offset,
                 )
             )
 
@@ -825,7 +826,7 @@ class SqlStore:
 
 
 _DAEMON_FIELDS = ("id", "host", "pid", "proc_start", "started_at", "heartbeat_at", "slots", "active", "boot_id",
-                  "pid_ns")
+                  "pid_ns", "clock_offset")
 
 
 def _daemon_of(row: Any) -> DaemonInfo:

@@ -4,7 +4,8 @@ Revision ID: 0005
 Revises: 0004
 
 Daemons gain boot_id (/proc/sys/kernel/random/boot_id) and pid_ns (the inode of
-/proc/self/ns/pid). A peer's pid is looked at only by a daemon with both equal to its own; two
+/proc/self/ns/pid), and clock_offset (their store clock's offset from CLOCK_BOOTTIME, which a
+daemon starting on the same boot adopts: one host's daemons on one SQLite file share one time). A peer's pid is looked at only by a daemon with both equal to its own; two
 containers with one hostname, or a cloned VM, are other hosts. Rows of daemons registered before
 this revision have neither (NULL): their pids are never trusted, they are judged by their
 heartbeat alone, as any other host's. Jobs and attempts are unchanged.
@@ -22,12 +23,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Add the two nullable columns."""
+    """Add the nullable columns."""
     op.add_column("daemons", sa.Column("boot_id", sa.String(64), nullable=True))
     op.add_column("daemons", sa.Column("pid_ns", sa.String(64), nullable=True))
+    op.add_column("daemons", sa.Column("clock_offset", sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
     """Back to revision 0004: the columns dropped."""
+    op.execute("ALTER TABLE daemons DROP COLUMN clock_offset")
     op.execute("ALTER TABLE daemons DROP COLUMN pid_ns")
     op.execute("ALTER TABLE daemons DROP COLUMN boot_id")
