@@ -18,7 +18,8 @@ from pathlib import Path
 
 from queuectl import paths
 from queuectl.errors import DaemonAlreadyRunning, InvalidValue, UnsafePath
-from queuectld import logfile, runner, tracking
+from queuectld import instance, logfile, runner, tracking
+from queuectld.clock import StoreClock
 from queuectld.handlers import Context
 from queuectld.maintenance import DaemonServices
 from queuectld.proctree import ChildReaper
@@ -203,16 +204,20 @@ async def serve_until_stopped(
     server: Server | None = None
     try:
         config = await db.read(store.config_all)
-        owner = f"{settings.host}:{os.getpid()}:{secrets.token_hex(4)}"
+        owner = instance.new_daemon_id()
+        place = instance.here()
         reaper = ChildReaper()
         tracker = open_tracker(owner, reaper)  # before the reaper: its probe runs a shell
         reaper.enable()
-        now = time.time()
-        scheduler = Scheduler(db, settings, owner, config, umask, tracker)
-        services = DaemonServices(scheduler, db, settings, config)
+        clock = await open_clock(db, place)
+        now = clock.now()
+        scheduler = Scheduler(db, settings, owner, config, umask, tracker, clock)
+        services = DaemonServices(scheduler, db, settings, config, place=place)
         await db.write(store.register_daemon, DaemonInfo(owner, settings.host, os.getpid(),
                                                           runner.process_start_time(os.getpid()), now, now,
-                                                          scheduler.slots, 0))
+                                                          scheduler.slots, 0, boot_id=place.boot_id,
+                                                          pid_ns=place.pid_ns, clock_offset=clock.offset))
+        log.info("daemon %s (boot %s, PID namespace %s)", owner, place.boot_id, place.pid_ns)
         recovered = await services.recovery.recover(now)
         if recovered:
             log.warning("recovered %d job(s) from a daemon that stopped mid-attempt (counted as failed attempts)",
@@ -233,7 +238,8 @@ async def serve_until_stopped(
 
         stop_requests(request_stop)
 
-        ctx = Context(db=db, scheduler=scheduler, settings=settings, config=config, stop=request_stop)
+        ctx = Context(db=db, scheduler=scheduler, settings=settings, config=config, stop=request_stop,
+                      clock=scheduler.clock)
         server = Server(ctx, token=token, allow_gids=settings.allow_groups, first_request_s=settings.first_request_s)
         await server.start_unix(settings.socket_path)
         if settings.tcp:
@@ -293,6 +299,21 @@ async def serve_until_stopped(
             os.close(lock_fd)
             tracker.close()
         log.info("queuectld stopped")
+
+
+async def open_clock(db: StoreThreads, place: instance.Place) -> StoreClock:
+    """The store's clock (clock.py): learned from a shared database's clock; on a one-host store
+    the time base of a daemon registered from this boot, else the wall clock now, never earlier
+    than the latest heartbeat the store recorded."""
+    store = db.store
+    if store.shared_clock:
+        return await db.read(StoreClock.of_database, store.clock_now)
+    daemons = await db.read(store.daemons)
+    latest = max((d.heartbeat_at for d in daemons), default=None)
+    same_boot = [d for d in daemons if place.boot_id is not None and d.boot_id == place.boot_id
+                 and d.clock_offset is not None]
+    peer = max(same_boot, key=lambda d: d.started_at, default=None)
+    return StoreClock.local(time.time(), latest, peer_offset=None if peer is None else peer.clock_offset)
 
 
 def _reopen_logs() -> None:

@@ -5,7 +5,6 @@ passes through here, so its loop is written inline and its environments are made
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 from queuectl import ids
@@ -114,7 +113,7 @@ async def _store_jobs(ctx: Context, new: list[NewJob], replace: bool, now: float
 
 async def enqueue(ctx: Context, params: p.EnqueueParams) -> p.JobView:
     """job.enqueue: a repeat of an existing job (same id, identical fields) returns it as it is."""
-    now = time.time()
+    now = ctx.now()
     envs = Environments()
     new = _new_job(ctx, params, now, ids.new_stem(now), envs.of(params.env, params.clean_env))
     # Always a turn: a job that is already there may be the one a lost answer left unannounced.
@@ -138,7 +137,7 @@ async def enqueue(ctx: Context, params: p.EnqueueParams) -> p.JobView:
 async def enqueue_batch(ctx: Context, params: p.EnqueueBatchParams) -> p.IdsResult:
     """job.enqueue_batch: jobs identical to existing ones are skipped and counted in `existing`.
     The batch's cwd and environment are each job's unless it has its own (see Environments)."""
-    now = time.time()
+    now = ctx.now()
     count = len(params.jobs)
     generated = (ids.batch_ids(params.id_stem, params.id_start, count) if params.id_stem
                  else ids.new_job_ids(now, count))

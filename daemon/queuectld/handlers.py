@@ -17,6 +17,7 @@ from queuectl import protocol as p
 from queuectl.errors import InvalidValue, JobNotFound, ProtocolMismatch, QueuectlError
 from queuectld import config as config_keys
 from queuectld import enqueueing, paging, runner, workflow
+from queuectld.clock import StoreClock
 from queuectld.envcache import EnvCache
 from queuectld.explain import WAITING_STATES
 from queuectld.jobs import TERMINAL_STATES, Job, JobState, OutcomeKind
@@ -52,6 +53,12 @@ class Context:
     config: dict[str, Any]
     stop: Callable[[], None]
     started_at: float = field(default_factory=time.time)
+    #: The store's time (the scheduler's, in the daemon): every time a handler gives the store.
+    clock: StoreClock = field(default_factory=lambda: StoreClock.local(time.time()))
+
+    def now(self) -> float:
+        """The store's time now: on a shared database no host's own clock takes part."""
+        return self.clock.now()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +127,7 @@ def _encode_page(store: Store, state: JobState | None, outcome: OutcomeKind | No
 
 async def cancel(ctx: Context, params: p.JobRef) -> p.JobView:
     """job.cancel"""
-    job, before = await ctx.db.write(ctx.db.store.cancel, params.id, time.time())
+    job, before = await ctx.db.write(ctx.db.store.cancel, params.id, ctx.now())
     if before is JobState.PROCESSING:
         ctx.scheduler.kill_local(params.id, runner.KillReason.CANCELED)
     return job_view(job)
@@ -210,7 +217,7 @@ async def dlq_retry(ctx: Context, params: p.DlqRetryParams) -> p.CountResult:
     if params.command is not None and len(job_ids) != 1:
         raise InvalidValue(key="command", detail=f"a new command is for one job; {len(job_ids)} ids were given. "
                            "Retry them without it, or one at a time")
-    retried = await ctx.db.write(ctx.db.store.dlq_retry, job_ids, time.time(), params.command,
+    retried = await ctx.db.write(ctx.db.store.dlq_retry, job_ids, ctx.now(), params.command,
                                  with_dependents=params.with_dependents)
     ctx.scheduler.notify()
     return _count([job.id for job in retried], len(retried))
@@ -222,11 +229,11 @@ async def dlq_retry_all(ctx: Context, params: p.DlqRetryAllParams) -> p.CountRes
     Only jobs that died before the action began are taken, so a retried job that dies again
     meanwhile is not retried twice. Between pages the event loop serves other requests (each
     page is a store call off the loop) and the scheduler's own writes get the writer thread."""
-    where = _dead_filter(params.filter, time.time())
+    where = _dead_filter(params.filter, ctx.now())
     taken: list[str] = []
     count = 0
     while True:
-        page = await ctx.db.write(ctx.db.store.dlq_retry_matching, where, time.time(), BULK_PAGE)
+        page = await ctx.db.write(ctx.db.store.dlq_retry_matching, where, ctx.now(), BULK_PAGE)
         count += len(page)
         _keep_ids(taken, page)
         if page:
@@ -250,7 +257,7 @@ async def dlq_purge(ctx: Context, params: p.DlqPurgeParams) -> p.CountResult:
     if not params.all and wanted == p.DlqFilter():
         raise InvalidValue(key="dlq.purge", detail="say which dead jobs: ids, a filter (outcome, since_s, "
                            "older_than_s), or all=true for every one. Nothing was purged")
-    where = _dead_filter(wanted, time.time())
+    where = _dead_filter(wanted, ctx.now())
     taken: list[str] = []
     count = 0
     while True:

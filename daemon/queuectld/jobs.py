@@ -405,6 +405,8 @@ def after_attempt(job: Job, outcome: Outcome, policy: LifecyclePolicy, now: floa
     - requeued (worker stop --now, a claim never started here): pending, due when it was, uncounted;
     - snoozed: pending, due after the delay it asked for, uncounted;
     - canceled: canceled;
+    - worker lost (its daemon died under it): as any failure, but a retry keeps its place (due
+      when it was, no backoff), so a rescued job runs next;
     - any other failure: dead if a retry rule excludes it or its retries are used up, else failed
       and due after the backoff (with jitter).
     """
@@ -415,8 +417,7 @@ def after_attempt(job: Job, outcome: Outcome, policy: LifecyclePolicy, now: floa
     if outcome.succeeded:
         decision = Decision(JobState.COMPLETED, job.attempts, None, None)
     elif kind is OutcomeKind.REQUEUED:
-        keeps = job.next_run_at is not None and math.isfinite(job.next_run_at)
-        decision = Decision(JobState.PENDING, job.attempts, job.next_run_at if keeps else now, job.last_error)
+        decision = Decision(JobState.PENDING, job.attempts, _kept_due(job, now), job.last_error)
     elif kind is OutcomeKind.SNOOZED:
         decision = Decision(JobState.PENDING, job.attempts, now + snooze_delay_s(outcome, policy), job.last_error)
     elif kind is OutcomeKind.CANCELED:
@@ -429,9 +430,23 @@ def after_attempt(job: Job, outcome: Outcome, policy: LifecyclePolicy, now: floa
         else:
             state, attempts, next_run_at = policy.backoff_of(job).after_failure(
                 job.attempts, job.max_retries, now, jitter_spread(job.id, job.run))
+            if kind is OutcomeKind.WORKER_LOST and state is JobState.FAILED:
+                # The job did nothing wrong: its daemon died under it. It keeps its place in the
+                # claim order (due when it was), so the rescue runs next, not behind the backlog
+                # that was enqueued while it ran.
+                next_run_at = _kept_due(job, now)
             decision = Decision(state, attempts, next_run_at, outcome.describe())
     require_transition(job.state, decision.state)
     return decision
+
+
+def _kept_due(job: Job, now: float) -> float:
+    """The due time a job keeps when an attempt ends through no fault of its own: when it was due
+    (never later than `now`), or `now` if it holds none that a comparison could reach."""
+    due = job.next_run_at
+    if due is None or not math.isfinite(due):
+        return now
+    return min(due, now)
 
 
 def snooze_delay_s(outcome: Outcome, policy: LifecyclePolicy) -> float:

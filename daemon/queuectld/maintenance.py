@@ -4,7 +4,8 @@ Each duty is a small service with its own interval: lease renewal and heartbeat,
 rows of ours that no attempt runs (strays), recovery of dead peers' attempts, config refresh,
 the store's checkpoint, and reaping adopted orphans. `Maintenance` runs them one after another
 on the event loop, each when it is due by an injected monotonic clock, and passes each the time
-by an injected wall clock (the time the store keeps). Tests drive `run_due()` with fake clocks.
+by an injected store clock (clock.StoreClock.now: never this host's wall clock, so a step of
+the wall clock neither pauses nor hurries anything). Tests drive `run_due()` with fake clocks.
 
 A service that fails (a full disk, a damaged page, a lost connection) is retried after
 `retry_s`, logged once per distinct failure; the others go on at their own intervals.
@@ -17,10 +18,11 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from queuectl.errors import QueuectlError
-from queuectld import runner, tracking
+from queuectld import instance, runner, tracking
 from queuectld.jobs import Outcome, OutcomeKind
 from queuectld.proctree import ChildReaper
 from queuectld.runner import KillReason
@@ -42,7 +44,7 @@ Clock = Callable[[], float]
 
 class Service:
     """One maintenance duty: `run(now)` every `interval_s` seconds (monotonic), `now` being the
-    wall time. `run` may return a delay to be run again sooner (or later) than the interval."""
+    store's time. `run` may return a delay to be run again sooner (or later) than the interval."""
 
     name = "service"
 
@@ -59,10 +61,10 @@ class Maintenance:
     """Runs services, each when due on the `monotonic` clock; see the module docstring."""
 
     def __init__(self, services: Sequence[Service], *, monotonic: Clock = time.monotonic,
-                 wall: Clock = time.time) -> None:
+                 store_time: Clock) -> None:
         self.services = list(services)
         self._monotonic = monotonic
-        self._wall = wall
+        self._store_time = store_time
         self._due = {id(s): 0.0 for s in self.services}  #: each service's next run; 0: at once
         self._repeats = RepeatFilter()
         self._wake: asyncio.Event | None = None
@@ -84,7 +86,7 @@ class Maintenance:
             if self._monotonic() < self._due[id(service)]:
                 continue
             try:
-                delay = await service.run(self._wall())
+                delay = await service.run(self._store_time())
             except Exception as exc:  # no failure may end maintenance: retry that duty soon
                 self._failed(service, exc)
                 delay = service.retry_s
@@ -95,7 +97,7 @@ class Maintenance:
         message = exc.message if isinstance(exc, QueuectlError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, STORE_FAULTS):
             log.debug("%s skipped: %s", service.name, message)  # StoreThreads logged it once already
-        elif self._repeats.check(f"{service.name}:{message}", self._wall())[0]:
+        elif self._repeats.check(f"{service.name}:{message}", self._monotonic())[0]:
             log.warning("%s skipped (retrying every %gs): %s", service.name, service.retry_s, message,
                         exc_info=None if isinstance(exc, QueuectlError) else exc)
 
@@ -140,6 +142,8 @@ class LeaseRenewal(Service):
         renewing = sched.running_keys()
         held = await self.db.write(self.db.store.renew_leases, sched.owner, renewing, now, self.lease_s,
                                    sched.active, sched.slots, sched.claiming)
+        if sched.clock.shared:  # follow the database's clock (a sample no better than ours is dropped)
+            await self.db.read(sched.clock.sync, self.db.store.clock_now)
         for job_id, run in renewing:  # not attempts that joined `running` during the renewal
             attempt = sched.running.get(job_id)
             if attempt is None or attempt.job.run != run or job_id in held:
@@ -183,15 +187,21 @@ class StrayRelease(Service):
 
 class PeerRecovery(Service):
     """End the attempts of dead daemons as `worker lost`, killing first the processes of those
-    that ran on this host (and no other process: see tracking.kill_orphans)."""
+    that ran on this host (our boot and PID namespace; see tracking.kill_orphans). A peer is dead
+    when its heartbeat is older than 3 leases, or, only where its pid is provably ours to look
+    at, when its process is gone. On a shared database both the leases and the heartbeats are
+    judged by the database's clock, in SQL: no host's clock takes part."""
 
     name = "recovery"
 
-    def __init__(self, scheduler: Scheduler, db: StoreThreads, settings: Settings) -> None:
+    def __init__(self, scheduler: Scheduler, db: StoreThreads, settings: Settings,
+                 place: instance.Place | None = None) -> None:
         super().__init__(settings.lease_s / 3)
         self.scheduler = scheduler
         self.db = db
         self.settings = settings
+        #: Where this daemon runs: whose pids it may look at.
+        self.place = place if place is not None else instance.here()
 
     async def run(self, now: float) -> float | None:
         """One recovery pass."""
@@ -202,42 +212,69 @@ class PeerRecovery(Service):
         """Recover what dead daemons left; returns how many attempts were ended."""
         store = self.db.store
         owner = self.scheduler.owner
-        dead = await self._dead_daemons(now)
-        lost = [la for la in await self.db.read(store.lost_attempts, now, dead) if la.owner != owner]
+        # On a shared database the database's own clock judges, in SQL; else the store clock's `now`.
+        judge_now = None if self.scheduler.clock.shared else now
+        dead = await self._dead_daemons(judge_now)
+        lost = [la for la in await self.db.read(store.lost_attempts, judge_now, list(dead)) if la.owner != owner]
         if not lost and not dead:
             return 0
-        host = self.settings.host
-        orphaned = [tracking.OrphanedAttempt(la.owner, la.job_id, la.run, la.pid, la.proc_start)
-                    for la in lost if la.host == host]
-        dead_here = {d for d in dead if d.startswith(host + ":")}
+        here = [la for la in lost if self.place.holds(la.boot_id, la.pid_ns)]
+        orphaned = [tracking.OrphanedAttempt(la.owner, la.job_id, la.run, la.pid, la.proc_start) for la in here]
+        dead_here = {d for d, why in dead.items() if why.here}
         if orphaned or dead_here:
             killed = await asyncio.get_running_loop().run_in_executor(None, tracking.kill_orphans, orphaned, dead_here)
             if killed:
                 log.warning("killed %d process(es) of attempts that were running when their daemon stopped", killed)
-        ended = [_lost(la, now) for la in lost]
+        ended = [_lost(la, now, lost_because(la, dead.get(la.owner), self._clock_name())) for la in lost]
         if ended:
             from queuectld.scheduler import log_result
 
             results = await self.db.write(store.finish, ended, self.scheduler.policy())
             for fa, job in results:
                 log_result(fa, job)
-            for la in lost:
-                if la.host == host:  # a snooze file the dead daemon could not remove
-                    _remove(runner.snooze_path(self.settings.logs_dir, la.job_id, la.run))
+            for la in here:  # a snooze file the dead daemon could not remove
+                _remove(runner.snooze_path(self.settings.logs_dir, la.job_id, la.run))
             self.scheduler.jobs_changed()
-        await self.db.write(store.forget_daemons, dead)
+        for why in dead.values():
+            log.warning("%s; forgetting it", why.text)
+        await self.db.write(store.forget_daemons, list(dead))
         return len(ended)
 
-    async def _dead_daemons(self, now: float) -> list[str]:
-        """Daemon rows whose process is gone (this host) or whose heartbeat stopped (any host)."""
-        dead = []
-        for d in await self.db.read(self.db.store.daemons):
+    def _clock_name(self) -> str:
+        return "database clock" if self.scheduler.clock.shared else "store clock"
+
+    async def _dead_daemons(self, judge_now: float | None) -> dict[str, PeerDeath]:
+        """Daemon rows whose process is gone (provably ours to look at) or whose heartbeat
+        stopped (any host), with what was observed."""
+        dead: dict[str, PeerDeath] = {}
+        limit_s = 3 * self.settings.lease_s
+        for d, silent_s in await self.db.read(self.db.store.daemon_silences, judge_now):
             if d.id == self.scheduler.owner:
                 continue
-            gone_here = d.host == self.settings.host and runner.process_start_time(d.pid) != d.proc_start
-            if gone_here or d.heartbeat_at < now - 3 * self.settings.lease_s:
-                dead.append(d.id)
+            ours = self.place.holds(d.boot_id, d.pid_ns)
+            if ours and runner.process_start_time(d.pid) != d.proc_start:
+                dead[d.id] = PeerDeath(f"daemon {d.id} on host {d.host}: its process {d.pid} on this host is gone",
+                                       here=True)
+            elif silent_s > limit_s:
+                dead[d.id] = PeerDeath(f"daemon {d.id} on host {d.host} stopped heartbeating {silent_s:.0f} s ago "
+                                       f"({self._clock_name()})", here=ours)
         return dead
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDeath:
+    """Why a peer is taken for dead (`text`, what was observed), and whether it ran here."""
+
+    text: str
+    here: bool
+
+
+def lost_because(la: LostAttempt, death: PeerDeath | None, clock_name: str) -> str:
+    """What was observed about a lost attempt, for its attempt row and the job's last error."""
+    if death is not None:
+        return death.text
+    expired = "" if la.lease_expired_s is None else f" {max(0.0, la.lease_expired_s):.0f} s ago"
+    return f"the lease of daemon {la.owner} expired{expired} ({clock_name}) without being renewed"
 
 
 class ConfigRefresh(Service):
@@ -290,17 +327,18 @@ class DaemonServices:
     """The standard services of one daemon, by name, and the Maintenance that runs them."""
 
     def __init__(self, scheduler: Scheduler, db: StoreThreads, settings: Settings, config: dict[str, Any], *,
-                 monotonic: Clock = time.monotonic, wall: Clock = time.time) -> None:
+                 monotonic: Clock = time.monotonic, store_time: Clock | None = None,
+                 place: instance.Place | None = None) -> None:
         every = settings.lease_s / 3
         self.leases = LeaseRenewal(scheduler, db, settings.lease_s)
         self.strays = StrayRelease(scheduler, db, every)
-        self.recovery = PeerRecovery(scheduler, db, settings)
+        self.recovery = PeerRecovery(scheduler, db, settings, place)
         self.config = ConfigRefresh(config, db, every)
         self.checkpoint = Checkpoint(db, every)
         self.reaping = OrphanReaping(scheduler.tracker.reaper, every)
         self.maintenance = Maintenance(
             [self.reaping, self.leases, self.strays, self.recovery, self.config, self.checkpoint],
-            monotonic=monotonic, wall=wall,
+            monotonic=monotonic, store_time=scheduler.clock.now if store_time is None else store_time,
         )
         # A turn whose claim may have committed with nothing started: put such rows back now.
         scheduler.on_claim_in_doubt = lambda: self.maintenance.run_soon(self.strays)
@@ -308,11 +346,9 @@ class DaemonServices:
         scheduler.on_claiming_changed = lambda: self.maintenance.run_soon(self.leases)
 
 
-def _lost(la: LostAttempt, now: float) -> FinishedAttempt:
-    return FinishedAttempt(
-        la.job_id, la.run, la.owner,
-        Outcome(OutcomeKind.WORKER_LOST, error=f"worker lost: daemon {la.owner} stopped during the attempt"), now,
-    )
+def _lost(la: LostAttempt, now: float, why: str) -> FinishedAttempt:
+    return FinishedAttempt(la.job_id, la.run, la.owner, Outcome(OutcomeKind.WORKER_LOST, error=f"worker lost: {why}"),
+                           now)
 
 
 def _remove(path: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from queuectl.errors import QueuectlError, StoreBusy, StoreDamaged
 from queuectld import runner
+from queuectld.clock import StoreClock
 from queuectld.envcache import EnvCache
 from queuectld.jobs import Job, JobState, LifecyclePolicy, Outcome, OutcomeKind
 from queuectld.runner import Attempt, KillReason
@@ -40,8 +41,10 @@ class Scheduler:
     """Runs up to `slots` attempts at once; wakes on events, never on a polling sleep."""
 
     def __init__(self, db: StoreThreads, settings: Settings, owner: str, config: dict[str, Any], umask: int,
-                 tracker: Tracker) -> None:
+                 tracker: Tracker, clock: StoreClock | None = None) -> None:
         self.db = db
+        #: The store's time: every time this daemon gives the store comes from it (clock.py).
+        self.clock = clock if clock is not None else StoreClock.local(time.time())
         self.tracker = tracker  #: finds and kills every process of an attempt
         self.settings = settings
         self.owner = owner
@@ -210,9 +213,9 @@ class Scheduler:
             if busy:
                 timeout = min(timeout, BUSY_RETRY_S)
             elif next_due is not None:
-                # Due times are stored as wall time (shared with other hosts); the sleep itself
+                # Due times are on the store's clock (shared with other hosts); the sleep itself
                 # is on the loop's monotonic clock.
-                timeout = min(timeout, max(0.0, next_due - time.time()))
+                timeout = min(timeout, max(0.0, next_due - self.clock.now()))
             await self._sleep(timeout)
 
     def _gave_up_on_held_results(self) -> bool:
@@ -350,7 +353,7 @@ class Scheduler:
         # A damaged row fails every transaction that touches it: find it by writing one at a time.
         self._isolate = isinstance(exc, StoreDamaged) and bool(self._finished or self._spawned)
         unexpected = not isinstance(exc, QueuectlError)  # the store's own errors were logged once already
-        if unexpected and self._repeats.check(f"turn:{type(exc).__name__}:{exc}", time.time())[0]:
+        if unexpected and self._repeats.check(f"turn:{type(exc).__name__}:{exc}", time.monotonic())[0]:
             log.error("scheduler turn failed (will retry): %s", exc, exc_info=exc)
         if held and not self._held_logged:
             self._held_logged = True
@@ -372,13 +375,13 @@ class Scheduler:
         # Requeued attempts too: an Outcome(REQUEUED) is recorded like any other. A repeat after
         # a failed turn matches nothing (fenced on the attempt).
         results, claimed = store.finish_and_claim(
-            [fa for _, fa in batch], policy, live, self.owner, self.settings.host, free, time.time(), self.settings.lease_s
+            [fa for _, fa in batch], policy, live, self.owner, self.settings.host, free, self.clock.now(), self.settings.lease_s
         )
         # Committed: from here on nothing may fail the turn, or the claimed jobs would never start.
         try:
             next_due = store.next_due_at() if 0 < free and len(claimed) < free else None
         except QueuectlError:
-            next_due = time.time() + STORE_RETRY_MAX_S  # unknown: look again in a while
+            next_due = self.clock.now() + STORE_RETRY_MAX_S  # unknown: look again in a while
         if claimed and self._fault == "after-claim":
             _crash("after-claim")
         envs, env_problem = self._snapshots(claimed)
@@ -437,7 +440,7 @@ class Scheduler:
             _crash("after-exit")
         job = attempt.job
         self._finished.append(
-            (attempt, FinishedAttempt(job.id, job.run, self.owner, outcome, time.time(), attempt.tail_text()))
+            (attempt, FinishedAttempt(job.id, job.run, self.owner, outcome, self.clock.now(), attempt.tail_text()))
         )
         self.notify()
 

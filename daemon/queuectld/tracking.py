@@ -245,7 +245,10 @@ def open_tracker(owner: str, reaper: ChildReaper) -> Tracker:
 
 
 def owner_suffix(owner: str) -> str:
-    """`<pid>-<random>` of an owner id `<host>:<pid>:<random>`: its cgroup is queuectl-<suffix>."""
+    """What names an owner's cgroup, queuectl-<suffix>: the daemon's id (instance.new_daemon_id),
+    or `<pid>-<random>` of an id `<host>:<pid>:<random>` made by a release before revision 0005."""
+    if ":" not in owner:
+        return owner
     return "-".join(owner.rsplit(":", 2)[-2:])
 
 
@@ -254,7 +257,8 @@ def owner_suffix(owner: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class OrphanedAttempt:
-    """An attempt that was running on this host when its daemon died."""
+    """An attempt that was running on this host (our boot and PID namespace: instance.Place)
+    when its daemon died."""
 
     owner: str
     job_id: str
@@ -264,8 +268,9 @@ class OrphanedAttempt:
 
 
 def kill_orphans(lost: list[OrphanedAttempt], dead_owners: set[str]) -> int:
-    """Kill the processes of attempts that were running when their daemon (on this host) died,
-    and nothing else; returns how many were killed.
+    """Kill the processes of attempts that were running when their daemon (on this host: our
+    boot and PID namespace, never merely our hostname) died, and nothing else; returns how many
+    were killed. The caller passes only attempts and owners whose pids are provably ours.
 
     A dead daemon that tracked by cgroup: everything still in its cgroups (only running attempts
     have processes there: an ended attempt's were killed when it ended). Otherwise: processes with

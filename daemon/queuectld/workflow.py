@@ -34,14 +34,14 @@ async def blocker(ctx: Context, job: Job, deps: list[Dependency] | None = None) 
     if deps is None:
         deps = await ctx.db.read(store.dependencies_of, job.id)
     queue = await ctx.db.read(store.queue_get, job.queue)
-    return explain(job, queue, deps, await live_daemons(ctx), time.time())
+    return explain(job, queue, deps, await live_daemons(ctx), ctx.now())
 
 
 async def live_daemons(ctx: Context) -> list[DaemonInfo]:
     """Every live daemon sharing the store: this one as it is now, its peers as of their last
     heartbeat (a peer silent for 3 leases is not live)."""
     sched = ctx.scheduler
-    now = time.time()
+    now = ctx.now()
     me = DaemonInfo(id=sched.owner, host=ctx.settings.host, pid=os.getpid(), proc_start=None,
                     started_at=ctx.started_at, heartbeat_at=now, slots=sched.slots, active=sched.active,
                     claiming=sched.claiming)
@@ -71,7 +71,7 @@ async def release(ctx: Context, params: p.ReleaseParams) -> p.CountResult:
     if (params.ids is None) == (params.filter is None):
         raise InvalidValue(key="job.release", detail="give ids, or a filter (queue, label), not both or neither")
     if params.ids is not None:
-        released = await ctx.db.write(ctx.db.store.release, list(dict.fromkeys(params.ids)), time.time())
+        released = await ctx.db.write(ctx.db.store.release, list(dict.fromkeys(params.ids)), ctx.now())
         ctx.scheduler.notify()
         return _count([job.id for job in released], len(released))
     assert params.filter is not None
@@ -79,7 +79,7 @@ async def release(ctx: Context, params: p.ReleaseParams) -> p.CountResult:
     taken: list[str] = []
     count = 0
     while True:
-        page = await ctx.db.write(ctx.db.store.release_matching, where, time.time(), RELEASE_PAGE)
+        page = await ctx.db.write(ctx.db.store.release_matching, where, ctx.now(), RELEASE_PAGE)
         count += len(page)
         if len(taken) <= MAX_COUNT_IDS:
             taken.extend(page[: MAX_COUNT_IDS + 1 - len(taken)])
@@ -91,7 +91,7 @@ async def release(ctx: Context, params: p.ReleaseParams) -> p.CountResult:
 
 async def restart(ctx: Context, params: p.RestartParams) -> p.CountResult:
     """job.restart: finished jobs back to pending as a new series of attempts, all or none."""
-    restarted = await ctx.db.write(ctx.db.store.restart, list(dict.fromkeys(params.ids)), time.time())
+    restarted = await ctx.db.write(ctx.db.store.restart, list(dict.fromkeys(params.ids)), ctx.now())
     ctx.scheduler.notify()
     return _count([job.id for job in restarted], len(restarted))
 
@@ -100,7 +100,7 @@ async def edit(ctx: Context, params: p.EditParams) -> p.JobView:
     """job.edit: change a job that is not running; only the fields given change."""
     if params.clear_timeout and params.timeout_s is not None:
         raise InvalidValue(key="timeout_s", detail="give a timeout or clear it, not both")
-    now = time.time()
+    now = ctx.now()
     change = JobEdit(
         command=params.command, priority=params.priority, queue=params.queue, max_retries=params.max_retries,
         timeout_s=params.timeout_s, clear_timeout=params.clear_timeout,
@@ -121,7 +121,7 @@ async def edit(ctx: Context, params: p.EditParams) -> p.JobView:
 
 async def queue_add(ctx: Context, params: p.QueueAddParams) -> p.QueueView:
     """queue.add"""
-    return queue_view(await ctx.db.write(ctx.db.store.queue_add, params.name, params.concurrency, time.time()))
+    return queue_view(await ctx.db.write(ctx.db.store.queue_add, params.name, params.concurrency, ctx.now()))
 
 
 async def queue_set(ctx: Context, params: p.QueueSetParams) -> p.QueueView:
@@ -163,7 +163,7 @@ async def queue_pause(ctx: Context, params: p.QueuePauseParams) -> p.QueuesResul
     names = _names(params.names, params.all, "queue.pause")
     paused = await ctx.db.write(ctx.db.store.queue_pause, names, True)
     if params.kill:
-        keys = await ctx.db.write(ctx.db.store.requeue_running, names, time.time())
+        keys = await ctx.db.write(ctx.db.store.requeue_running, names, ctx.now())
         ctx.scheduler.kill_requeued(keys)
     return p.QueuesResult(queues=[queue_view(q) for q in paused])
 

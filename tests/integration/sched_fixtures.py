@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from queuectld import tracking
+from queuectld import instance, tracking
 from queuectld.jobs import Job, JobState
 from queuectld.maintenance import DaemonServices
 from queuectld.proctree import ChildReaper, process_start_time
@@ -58,7 +58,7 @@ class Rig:
         self.store = store
         self.db = StoreThreads(store)
         self.settings = Settings(state_dir=tmp_path, socket_path=tmp_path / "q.sock", db_url="", lease_s=LEASE_S)
-        self.owner = f"{self.settings.host}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = instance.new_daemon_id()
         self.tracker = tracker
         self.clock = FakeClocks()
         self.config: dict[str, Any] = {}
@@ -73,7 +73,7 @@ class Rig:
         self.config = await self.db.read(self.store.config_all)
         self.scheduler = Scheduler(self.db, self.settings, self.owner, self.config, 0o022, self.tracker)
         self.services = DaemonServices(self.scheduler, self.db, self.settings, self.config,
-                                       monotonic=self.clock.monotonic, wall=self.clock.now)
+                                       monotonic=self.clock.monotonic, store_time=self.clock.now)
         now = time.time()
         await self.db.write(self.store.register_daemon, DaemonInfo(
             self.owner, self.settings.host, os.getpid(), process_start_time(os.getpid()), now, now,

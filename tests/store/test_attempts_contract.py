@@ -247,6 +247,19 @@ def test_lost_attempts_finds_expired_leases_and_dead_owners(store: Store) -> Non
     assert [x.job_id for x in store.lost_attempts(T0 + 12, ["daemon-3"])] == ["expired"]
 
 
+def test_a_rescued_job_keeps_its_place_before_the_backlog_enqueued_while_it_ran(store: Store) -> None:
+    add(store, new_job("rescued", at=T0))
+    [job] = claim(store, owner="daemon-dead", now=T0 + 1, limit=1)
+    add(store, *(new_job(f"backlog-{i}", at=T0 + 5 + i) for i in range(5)))  # enqueued while it ran
+    lost = Outcome(OutcomeKind.WORKER_LOST, error="worker lost: daemon daemon-dead stopped heartbeating 95 s ago")
+    after = finish(store, job, now=T0 + 100, outcome=lost)
+    assert after is not None and (after.state, after.attempts, after.next_run_at) == (JobState.FAILED, 1, T0)
+    # The rescue runs next: claimed before every job enqueued before it was rescued.
+    assert [j.id for j in claim(store, now=T0 + 100, limit=1)] == ["rescued"]
+    assert [j.id for j in claim(store, now=T0 + 100, limit=2)] == ["backlog-0", "backlog-1"]
+    assert store.attempts_of("rescued")[0].error == lost.error
+
+
 def test_renew_leases_extends_only_the_owners_processing_jobs(store: Store) -> None:
     add(store, *(new_job(x, at=T0 + i / 10) for i, x in enumerate(["a", "b", "done", "theirs"])))
     a, b, done = claim(store, owner=OWNER, now=T0 + 1, limit=3, lease_s=10)

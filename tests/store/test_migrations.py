@@ -41,6 +41,10 @@ NEW_JOB_FIELDS = {"last_outcome": None, "signal": None, "retry_rules": None, "ba
                   # revision 0004: every existing job is in the default queue, with no context
                   "queue": "default", "cwd": None, "env_id": None, "labels": None, "held": False, "deps_left": 0,
                   "canceled_by": None, "has_dependents": False}
+#: The fields later revisions added to a daemon row, as they read after the upgrade: 0004 `claiming`;
+#: 0005 no boot, PID namespace or clock offset (such a daemon's pid is never trusted: judged by its
+#: heartbeat).
+NEW_DAEMON_FIELDS = {"claiming": True, "boot_id": None, "pid_ns": None, "clock_offset": None}
 
 
 def load_baseline(url: str, prefix: str = "baseline") -> None:
@@ -115,7 +119,7 @@ def test_baseline_database_upgrades_in_place_with_everything_intact(store_url: s
                                        for job_id, rows in expected["attempt_rows"].items()}
         assert got["dlq"] == expected["dlq"] == ["dead-1"]
         assert got["config"] == {**DEFAULTS, **expected["config"]}  # keys added since take their defaults
-        assert got["daemons"] == [{**d, "claiming": True} for d in expected["daemons"]]
+        assert got["daemons"] == [{**d, **NEW_DAEMON_FIELDS} for d in expected["daemons"]]
         assert assert_counts_exact(store) == expected["counts"]  # the counters agree with the rows
         assert {j["state"] for j in got["job_rows"]} == {s.value for s in JobState}  # every state was there
         # Upgraded, not re-created: stamped and at head, with an identity.
@@ -207,11 +211,11 @@ def test_a_0002_database_with_every_old_reason_upgrades_in_place(store_url: str)
         outcomes = {a["outcome"] for rows in got["attempt_rows"].values() for a in rows}
         assert outcomes == {*OUTCOME_OF_REASON.values(), "signal"}
         assert got["config"] == {**DEFAULTS, **expected["config"]}  # keys added since take their defaults
-        assert got["daemons"] == [{**d, "claiming": True} for d in expected["daemons"]]
+        assert got["daemons"] == [{**d, **NEW_DAEMON_FIELDS} for d in expected["daemons"]]
         assert assert_counts_exact(store) == expected["counts"]
         with raw(store_url) as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
-            assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == "4"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+            assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == "5"
         # The new columns serve at once: a filter by outcome, a retry of what a signal killed.
         assert [j.id for j, _ in store.list_page(JobState.DEAD, None, None, OutcomeKind.SIGNAL)] == ["sigkill-dead"]
         assert store.dlq_retry_matching(DeadFilter(outcome=OutcomeKind.SIGNAL), T0 + 90_000, 10) == ["sigkill-dead"]
@@ -252,7 +256,7 @@ def test_head_revision_from_file_names_is_alembics_head() -> None:
     from alembic.script import ScriptDirectory
 
     assert schema.head_revision() == ScriptDirectory.from_config(schema._config()).get_current_head()
-    assert [r.id for r in schema.all_revisions()] == ["0001", "0002", "0003", "0004"]
+    assert [r.id for r in schema.all_revisions()] == ["0001", "0002", "0003", "0004", "0005"]
     assert all(r.description for r in schema.all_revisions())
 
 
@@ -286,12 +290,12 @@ def test_a_new_database_is_not_backed_up(tmp_path: Path) -> None:
 def test_a_newer_database_is_refused_naming_both_revisions(store_url: str) -> None:
     open_store(store_url).close()
     with raw(store_url) as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0005'"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
     before = _file_bytes(store_url)
     with pytest.raises(StoreRefused) as refused:
         open_store(store_url)
     message = refused.value.message
-    assert "the database is at revision 0005, this queuectld knows up to 0004; upgrade queuectld" in message
+    assert "the database is at revision 0006, this queuectld knows up to 0005; upgrade queuectld" in message
     assert "\n" not in message
     assert _file_bytes(store_url) == before
 
@@ -448,3 +452,40 @@ def _file_bytes(url: str) -> bytes | None:
     for suffix in ("-wal", "-shm"):  # a clean close leaves no WAL; compare the database itself
         assert not os.path.exists(f"{path}{suffix}") or suffix == "-shm"
     return path.read_bytes()
+
+
+def test_a_0004_database_with_a_running_attempt_upgrades_to_0005_in_place(store_url: str) -> None:
+    # A revision-0004 database: made by the revisions up to 0004, then used by the store as that
+    # release would (its jobs table is the same), with a daemon row of that release's shape.
+    from queuectld.store.open import _construct
+
+    with raw(store_url) as conn:
+        schema._run(conn, "upgrade", "0004")
+        conn.execute(text("UPDATE meta SET value = '4' WHERE key = 'schema_version'"))
+    old = _construct(store_url, "normal", writable=True)
+    try:
+        add(old, new_job("running", at=T0), new_job("waiting", at=T0 + 5))
+        [job] = claim(old, owner="old-host:4242:abcd", now=T0 + 10, limit=1)
+        assert job.id == "running"
+    finally:
+        old.close()
+    with raw(store_url) as conn:
+        conn.execute(text("INSERT INTO daemons (id, host, pid, proc_start, started_at, heartbeat_at, slots, active, "
+                          "claiming) VALUES ('old-host:4242:abcd', 'old-host', 4242, 99, :t, :t, 2, 1, 1)"),
+                     {"t": T0 + 10})
+    store = open_store(store_url)
+    try:
+        assert store.schema_plan().current == "0005"
+        [daemon] = store.daemons()
+        assert (daemon.id, daemon.host, daemon.pid, daemon.boot_id, daemon.pid_ns, daemon.clock_offset) == (
+            "old-host:4242:abcd", "old-host", 4242, None, None, None)
+        assert store.get("running").state is JobState.PROCESSING and store.get("running").owner == daemon.id
+        assert store.get("waiting").state is JobState.PENDING
+        # Its attempt comes with no place: its pid is never trusted, its heartbeat judges it.
+        [lost] = store.lost_attempts(T0 + 100, [daemon.id])
+        assert (lost.job_id, lost.boot_id, lost.pid_ns) == ("running", None, None)
+        [(_, silent_s)] = store.daemon_silences(T0 + 100)
+        assert silent_s == 90
+        assert_counts_exact(store)
+    finally:
+        store.close()

@@ -251,9 +251,16 @@ FAILURES: list[tuple[Outcome, str]] = [
 ]
 
 #: (outcome, attempts before, expected decision)
+def lost_retry(attempts: int) -> Decision:
+    return Decision(JobState.FAILED, attempts, DUE_BEFORE, "worker-lost")
+
+
 DECISIONS: list[tuple[Outcome, int, Decision]] = [
-    *[(o, FIRST, failed(1, text)) for o, text in FAILURES],
-    *[(o, LAST_RETRY, failed(3, text)) for o, text in FAILURES],
+    *[(o, FIRST, failed(1, text)) for o, text in FAILURES if o.kind is not OutcomeKind.WORKER_LOST],
+    *[(o, LAST_RETRY, failed(3, text)) for o, text in FAILURES if o.kind is not OutcomeKind.WORKER_LOST],
+    # Worker lost: counted, but the retry keeps the job's place (due when it was, no backoff).
+    (Outcome(OutcomeKind.WORKER_LOST), FIRST, lost_retry(1)),
+    (Outcome(OutcomeKind.WORKER_LOST), LAST_RETRY, lost_retry(3)),
     *[(o, EXHAUSTED, dead(4, text)) for o, text in FAILURES],
     # Success completes however many attempts failed before; the old error is cleared.
     *[(Outcome(OutcomeKind.EXIT, exit_code=0), n, Decision(JobState.COMPLETED, n, None, None))
@@ -294,6 +301,19 @@ def test_an_always_failing_job_runs_max_retries_plus_one_times(max_retries: int)
         job = dataclasses.replace(job, attempts=decision.attempts, run=job.run + 1)
     assert runs == max_retries + 1
     assert decision.attempts == max_retries + 1
+
+
+def test_a_lost_attempts_retry_keeps_its_place_whatever_the_backoff() -> None:
+    slow = LifecyclePolicy(RetryPolicy(backoff_base=10.0, backoff_max_s=3600.0, jitter=0.5))
+    lost = Outcome(OutcomeKind.WORKER_LOST, error="worker lost: daemon d-1 stopped heartbeating")
+    decision = after_attempt(processing(attempts=1), lost, slow, NOW)
+    assert decision.state is JobState.FAILED and decision.attempts == 2, "a lost attempt still counts"
+    assert decision.next_run_at == DUE_BEFORE, "due when it was: before anything enqueued while it ran"
+    for kept in (None, math.nan, math.inf):
+        assert after_attempt(processing(next_run_at=kept), lost, slow, NOW).next_run_at == NOW
+    # Any other failure still backs off.
+    assert after_attempt(processing(attempts=1), exit_(1), slow, NOW).next_run_at == NOW + 100.0 * (
+        1 - 0.5 * jitter_spread("job-1", 1))
 
 
 def test_requeued_job_without_a_due_time_is_due_now() -> None:
@@ -368,6 +388,8 @@ def test_rules_in_config(rules: RetryRules, outcome: Outcome, rule: str | None, 
         assert decision == dead(attempts + 1, f"{outcome.describe()}; not retried: {rule}", rule)
     elif attempts == EXHAUSTED:
         assert decision == dead(attempts + 1, outcome.describe())
+    elif outcome.kind is OutcomeKind.WORKER_LOST:
+        assert decision == lost_retry(attempts + 1)
     else:
         assert decision == failed(attempts + 1, outcome.describe())
 

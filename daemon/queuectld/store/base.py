@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from queuectld.jobs import Job, JobState, LifecyclePolicy, Outcome, OutcomeKind
@@ -166,7 +166,9 @@ class QueueInfo:
 
 @dataclass(frozen=True, slots=True)
 class LostAttempt:
-    """A processing job whose owner is gone: where its process may still be, to kill it first."""
+    """A processing job whose owner is gone: where its process may still be, to kill it first.
+    `boot_id` and `pid_ns` are those its owner registered (None: its row is gone, or it predates
+    revision 0005): its pid means something here only where both are ours."""
 
     job_id: str
     run: int
@@ -174,6 +176,11 @@ class LostAttempt:
     host: str | None
     pid: int | None
     proc_start: int | None
+    boot_id: str | None = None
+    pid_ns: str | None = None
+    #: How long ago its lease expired, by the clock that judged it (<= 0: not expired, lost
+    #: because its owner is dead); None where no lease was stored.
+    lease_expired_s: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +206,24 @@ class DaemonInfo:
     slots: int
     active: int
     claiming: bool = True
+    #: Revision 0005: the kernel boot (/proc/sys/kernel/random/boot_id) and PID namespace (inode
+    #: of /proc/self/ns/pid) it runs in: its pid means something only to a daemon with both equal.
+    boot_id: str | None = None
+    pid_ns: str | None = None
+    #: Revision 0005: its store clock's offset from CLOCK_BOOTTIME (clock.StoreClock.offset).
+    clock_offset: float | None = None
 
 
 class Store(Protocol):
-    """What the daemon needs from storage. Every method is one transaction."""
+    """What the daemon needs from storage. Every method is one transaction.
+
+    Times are seconds since the epoch on the store's clock (clock.StoreClock), given by the
+    caller as `now`. The calls that judge whether a peer is gone (`lost_attempts`,
+    `daemon_silences`) also take `now=None`: the store's own clock, read in the statement, which
+    on a shared database (`shared_clock`) is the one clock every host agrees on."""
+
+    #: Whether the store's clock is a database's that every host shares (PostgreSQL).
+    shared_clock: bool
 
     def enqueue(
         self, new: Sequence[NewJob], *, replace: bool, now: float, envs: Sequence[EnvSnapshot] = ()
@@ -229,7 +250,9 @@ class Store(Protocol):
         claiming: bool = True,
     ) -> set[str]: ...
     def release_strays(self, owner: str, running: Collection[RunKey], now: float) -> list[RunKey]: ...
-    def lost_attempts(self, now: float, dead_owners: Iterable[str]) -> list[LostAttempt]: ...
+    def lost_attempts(self, now: float | None, dead_owners: Iterable[str]) -> list[LostAttempt]: ...
+    def clock_now(self) -> float: ...
+    def daemon_silences(self, now: float | None) -> list[tuple[DaemonInfo, float]]: ...
     def next_due_at(self) -> float | None: ...
     def cancel(self, job_id: str, now: float) -> tuple[Job, JobState]: ...
     def delete(self, job_id: str, now: float | None = None) -> Job: ...

@@ -191,6 +191,12 @@ class DaemonRow(Base):
     active: Mapped[int] = mapped_column(Integer, default=0)
     #: Revision 0004: whether it claims jobs (0 after `worker stop`), for `explain`.
     claiming: Mapped[int] = mapped_column(Integer, server_default="1")
+    #: Revision 0005: its kernel boot and PID namespace; "on this host" means both are ours.
+    boot_id: Mapped[str | None] = mapped_column(String(64))
+    pid_ns: Mapped[str | None] = mapped_column(String(64))
+    #: Revision 0005: its store clock's offset from CLOCK_BOOTTIME (clock.StoreClock), which a
+    #: daemon starting on the same boot adopts, so that all of one host's share one time base.
+    clock_offset: Mapped[float | None] = mapped_column(Float)
 
 
 class MetaRow(Base):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, Float, cast, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from queuectld.jobs import Job
@@ -96,8 +96,16 @@ _NEXT_DUE = text(
 MIGRATION_LOCK = 7438190
 
 
+#: The database's clock, in seconds since the epoch: clock_timestamp() is the time the statement
+#: reads it (now() would be the transaction's start).
+_DB_NOW = cast(func.extract("epoch", func.clock_timestamp()), Float)
+
+
 class PostgresStore(SqlStore):
     """PostgreSQL: the multi-host store."""
+
+    #: Every host's daemons share the database's clock (see `clock_now`).
+    shared_clock = True
 
     def __init__(self, url: str) -> None:
         engine = create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
@@ -134,6 +142,15 @@ class PostgresStore(SqlStore):
         conn.execute(_LOCK_LIMITED)
         rows = conn.execute(_CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
         return [job_from_row(r) for r in rows]
+
+    def clock_now(self) -> float:
+        """The database server's clock now (clock_timestamp()), in seconds since the epoch."""
+        with self._read() as conn:
+            return float(conn.execute(select(_DB_NOW)).scalar_one())
+
+    def _judging_now(self, now: float | None) -> Any:
+        """`now` as a bound value, or (None) the database's clock in the statement itself."""
+        return _DB_NOW if now is None else super()._judging_now(now)
 
     def next_due_at(self) -> float | None:
         """When the earliest job the claim could take becomes due: claimable (not held, not

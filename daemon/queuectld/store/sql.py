@@ -14,7 +14,20 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RootTransaction, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Float,
+    RootTransaction,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from queuectl.errors import (
@@ -87,6 +100,9 @@ def translate_db_errors(*, where: str = "the database", writing: bool = True) ->
 
 class SqlStore:
     """The Store implementation shared by every dialect."""
+
+    #: Whether the store's clock is a database's that every host shares (see `clock_now`).
+    shared_clock = False
 
     #: What holds the store, as DiskFull names it: "the disk holding {where} is full".
     where = "the database"
@@ -510,19 +526,46 @@ class SqlStore:
         with self._turn_writes() as writes:
             return turn.release_strays(writes, owner, running, now)
 
-    def lost_attempts(self, now: float, dead_owners: Iterable[str]) -> list[LostAttempt]:
-        """Running attempts whose lease expired or whose owner is known dead."""
+    def clock_now(self) -> float:
+        """The store's clock now, in seconds since the epoch: the database server's on a shared
+        database (PostgreSQL's clock_timestamp()); on a one-host store (SQLite, which has no clock
+        of its own) this host's wall clock. clock.StoreClock learns its offset from it."""
+        import time
+
+        return time.time()
+
+    def _judging_now(self, now: float | None) -> Any:
+        """`now` as a bound value, or (None) the store's clock read inside the statement."""
+        return literal(self.clock_now() if now is None else now, Float)
+
+    def lost_attempts(self, now: float | None, dead_owners: Iterable[str]) -> list[LostAttempt]:
+        """Running attempts whose lease expired at `now` or whose owner is known dead. `now=None`
+        judges the leases by the store's clock in the statement (on PostgreSQL the database's:
+        no host's clock takes part). Each comes with its owner's boot and PID namespace, if its
+        row is there, and how long ago its lease expired by the clock that judged it."""
         dead = list(dead_owners)
-        cond = jobs.c.lease_expires_at < now
+        judged = self._judging_now(now)
+        cond = jobs.c.lease_expires_at < judged
         if dead:
             cond = cond | jobs.c.owner.in_(dead)
         with self._read() as conn:
             rows = conn.execute(
-                select(jobs.c.id, jobs.c.run, jobs.c.owner, jobs.c.host, jobs.c.pid, jobs.c.proc_start).where(
-                    jobs.c.state == JobState.PROCESSING.value, cond
-                )
+                select(jobs.c.id, jobs.c.run, jobs.c.owner, jobs.c.host, jobs.c.pid, jobs.c.proc_start,
+                       daemons.c.boot_id, daemons.c.pid_ns, (judged - jobs.c.lease_expires_at).label("expired_s"))
+                .select_from(jobs.outerjoin(daemons, daemons.c.id == jobs.c.owner))
+                .where(jobs.c.state == JobState.PROCESSING.value, cond)
             ).all()
-        return [LostAttempt(r.id, r.run, r.owner or "", r.host, r.pid, r.proc_start) for r in rows]
+        return [LostAttempt(r.id, r.run, r.owner or "", r.host, r.pid, r.proc_start, r.boot_id, r.pid_ns,
+                            None if r.expired_s is None else float(r.expired_s)) for r in rows]
+
+    def daemon_silences(self, now: float | None) -> list[tuple[DaemonInfo, float]]:
+        """Every registered daemon with the seconds since its last heartbeat at `now`; `now=None`:
+        by the store's clock in the statement (on PostgreSQL the database's, which also stamped
+        the heartbeats: a peer is judged silent without comparing two hosts' clocks)."""
+        judged = self._judging_now(now)
+        with self._read() as conn:
+            rows = conn.execute(select(daemons, (judged - daemons.c.heartbeat_at).label("silent_s"))).all()
+        return [(_daemon_of(r._mapping), float(r.silent_s)) for r in rows]
 
     def cancel(self, job_id: str, now: float) -> tuple[Job, JobState]:
         """Cancel a waiting or running job (`jobs.on_cancel`); returns it and the state it was in.
@@ -763,7 +806,8 @@ class SqlStore:
                 insert(daemons).values(
                     id=info.id, host=info.host, pid=info.pid, proc_start=info.proc_start,
                     started_at=info.started_at, heartbeat_at=info.heartbeat_at, slots=info.slots, active=info.active,
-                    claiming=int(info.claiming),
+                    claiming=int(info.claiming), boot_id=info.boot_id, pid_ns=info.pid_ns,
+                    clock_offset=info.clock_offset,
                 )
             )
 
@@ -771,7 +815,7 @@ class SqlStore:
         """Every registered daemon instance (`claiming` as its last heartbeat said)."""
         with self._read() as conn:
             rows = conn.execute(select(daemons)).all()
-        return [DaemonInfo(**{**r._mapping, "claiming": bool(r.claiming)}) for r in rows]
+        return [_daemon_of(r._mapping) for r in rows]
 
     def forget_daemons(self, ids: Iterable[str]) -> None:
         """Remove daemon rows (dead instances, or this one at shutdown)."""
@@ -779,6 +823,14 @@ class SqlStore:
         if ids:
             with self._write() as conn:
                 conn.execute(delete(daemons).where(daemons.c.id.in_(ids)))
+
+
+_DAEMON_FIELDS = ("id", "host", "pid", "proc_start", "started_at", "heartbeat_at", "slots", "active", "boot_id",
+                  "pid_ns", "clock_offset")
+
+
+def _daemon_of(row: Any) -> DaemonInfo:
+    return DaemonInfo(**{k: row[k] for k in _DAEMON_FIELDS}, claiming=bool(row["claiming"]))
 
 
 def _same_job_key(job: NewJob) -> tuple[Any, ...]:
