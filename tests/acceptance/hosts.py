@@ -80,6 +80,9 @@ class HostedDaemon(Daemon):
             os.kill(self.daemon_pid(), sig)
         except (ProcessLookupError, AssertionError):
             pass
+        if sig == signal.SIGCONT and self.proc is not None:
+            # nsenter stops itself when its child stops, and stays stopped until told.
+            self.proc.send_signal(signal.SIGCONT)
 
 
 @contextmanager

@@ -71,3 +71,72 @@ def test_two_hosts_with_one_hostname_never_run_a_job_twice(
             d.cleanup()
 
 
+
+
+def _two_hosts(hosts: Callable[[str], Host], shared_db: str, short_tmp: Path, *, lease: str = "2",
+               first_prefix: tuple[str, ...] = ()) -> tuple[HostedDaemon, HostedDaemon]:
+    """Daemon A on host h1 (started, claiming), daemon B on host h2 (started, not claiming)."""
+    roots = [short_tmp / "a", short_tmp / "b"]
+    for root in roots:
+        root.mkdir(mode=0o700)
+    a = HostedDaemon(roots[0], hosts("h1"), db_url=shared_db)
+    a.prefix = [*a.prefix, *first_prefix]
+    b = HostedDaemon(roots[1], hosts("h2"), db_url=shared_db)
+    a.start("--workers", "2", "--lease-seconds", lease)
+    b.start("--workers", "2", "--lease-seconds", lease)
+    b.cli("worker", "stop")
+    return a, b
+
+
+def _run_through_a_fault(a: HostedDaemon, b: HostedDaemon, short_tmp: Path, fault: Callable[[], None],
+                         seconds: float = 8) -> Counter[tuple[str, str]]:
+    """Two jobs start on A; `fault` happens to A; B claims; every job must end completed, and
+    never run twice at once (a second run after the first was stopped is allowed)."""
+    ids = ["x0", "x1"]
+    for job_id in ids:
+        a.cli("enqueue", "--id", job_id, "--command", recorded_job(short_tmp, job_id, seconds))
+    wait_until(lambda: runs_of(short_tmp)[("start", "x0")] + runs_of(short_tmp)[("start", "x1")] == 2,
+               timeout=30, what="both jobs running on A")
+    fault()
+    b.cli("worker", "start")
+    for job_id in ids:
+        job = b.wait_state(job_id, "completed", "dead", timeout=120)
+        assert job["state"] == "completed", (job.get("last_error"), runs_of(short_tmp))
+    return runs_of(short_tmp)
+
+
+def test_a_daemon_killed_with_minus_9_never_lets_its_jobs_run_twice_at_once(
+    hosts: Callable[[str], Host], shared_db: str, short_tmp: Path
+) -> None:
+    """Its machine lives: the jobs' processes must stop before their leases expire, so B's
+    re-run never overlaps them."""
+    a, b = _two_hosts(hosts, shared_db, short_tmp)
+    try:
+        runs = _run_through_a_fault(a, b, short_tmp, a.kill9)
+        assert not [k for k in runs if k[0] == "overlap"], runs
+    finally:
+        for d in (a, b):
+            d.cleanup()
+
+
+def test_a_frozen_daemon_never_lets_its_jobs_run_twice_at_once(
+    hosts: Callable[[str], Host], shared_db: str, short_tmp: Path
+) -> None:
+    """SIGSTOP past the lease (a paused VM, a swap storm), then SIGCONT: B re-runs the jobs only
+    after A's processes stopped."""
+    import signal
+    import time
+
+    a, b = _two_hosts(hosts, shared_db, short_tmp)
+    try:
+        def freeze() -> None:
+            a.signal(signal.SIGSTOP)
+
+        runs = _run_through_a_fault(a, b, short_tmp, freeze)
+        a.signal(signal.SIGCONT)
+        time.sleep(1)
+        assert not [k for k in runs_of(short_tmp) if k[0] == "overlap"], runs
+        assert a.running, "A lives on after it thaws"
+    finally:
+        for d in (a, b):
+            d.cleanup()
