@@ -16,6 +16,8 @@ from tests.conftest import wait_until
 from tests.store.conftest import PG_SKIP_REASON, PG_URL
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason=PG_SKIP_REASON)
+#: Debian's libfaketime (package faketime), multithreaded build: the daemon runs threads.
+FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 
 
 @pytest.fixture
@@ -137,6 +139,36 @@ def test_a_frozen_daemon_never_lets_its_jobs_run_twice_at_once(
         time.sleep(1)
         assert not [k for k in runs_of(short_tmp) if k[0] == "overlap"], runs
         assert a.running, "A lives on after it thaws"
+    finally:
+        for d in (a, b):
+            d.cleanup()
+
+
+@pytest.mark.parametrize("skew", ["-1h", "+1h"])
+def test_a_host_clock_an_hour_off_causes_no_double_run_and_no_delay(
+    hosts: Callable[[str], Host], shared_db: str, short_tmp: Path, skew: str
+) -> None:
+    """A's wall clock is an hour behind or ahead (libfaketime; its monotonic clock is true). A
+    runs jobs, B claims beside it, and jobs either enqueues are due at once on both: no lease of
+    A's looks expired to B while A renews it, and no job waits for a clock."""
+    if not FAKETIME_LIB.exists():
+        pytest.skip(f"libfaketime is not installed ({FAKETIME_LIB}; Debian package faketime)")
+    # The library itself, not the `faketime` wrapper: the wrapper names a semaphore after its pid,
+    # which repeats from one PID namespace to the next.
+    a, b = _two_hosts(hosts, shared_db, short_tmp, lease="3", first_prefix=(
+        "env", f"LD_PRELOAD={FAKETIME_LIB}", f"FAKETIME={skew}", "FAKETIME_DONT_FAKE_MONOTONIC=1"))
+    try:
+        b.cli("worker", "start")
+        ids = [f"s{i}" for i in range(6)]
+        for i, job_id in enumerate(ids):  # half enqueued through each host
+            (a if i % 2 else b).cli("enqueue", "--id", job_id, "--command", recorded_job(short_tmp, job_id, 4))
+        for job_id in ids:  # 6 jobs of 4 s on 4 slots: done in well under a minute unless one waits for a clock
+            job = a.wait_state(job_id, "completed", "dead", timeout=60)
+            assert job["state"] == "completed", (job.get("last_error"), runs_of(short_tmp))
+        runs = runs_of(short_tmp)
+        assert not [k for k in runs if k[0] == "overlap"], runs
+        assert all(runs[("start", j)] == 1 for j in ids), runs
+        assert all(len(a.job(j)["attempt_history"]) == 1 for j in ids)
     finally:
         for d in (a, b):
             d.cleanup()
