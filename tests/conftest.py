@@ -74,11 +74,13 @@ class Daemon:
         }
         self.env["QUEUECTL_SOCKET"] = str(self.socket)
         self.env["QUEUECTL_STATE_DIR"] = str(self.state_dir)
+        #: Run queuectld through this (e.g. `nsenter` into another host's namespaces).
+        self.prefix: list[str] = []
 
     def start(self, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> Daemon:
         """Start queuectld in the foreground; wait until its socket answers."""
-        cmd = [executable("queuectld"), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
-               "--log-level", "DEBUG", *args]
+        cmd = [*self.prefix, executable("queuectld"), "--state-dir", str(self.state_dir), "--socket",
+               str(self.socket), "--log-level", "DEBUG", *args]
         if self.db_url and "--db" not in args:
             cmd += ["--db", self.db_url]
         log = open(self.log_path, "ab")
@@ -110,14 +112,19 @@ class Daemon:
         """Signal the daemon and wait for it to exit; returns its exit status."""
         assert self.proc is not None
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            self.signal(sig)
         return self.proc.wait(timeout)
 
     def kill9(self) -> None:
         """SIGKILL the daemon (its jobs run in their own sessions and survive it)."""
         assert self.proc is not None
-        self.proc.kill()
+        self.signal(signal.SIGKILL)
         self.proc.wait(10)
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the queuectld process."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
 
     @property
     def running(self) -> bool:
@@ -166,12 +173,12 @@ class Daemon:
     def cleanup(self) -> None:
         """Stop the daemon (hard if it will not stop) and kill anything its jobs left."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.send_signal(signal.SIGTERM)  # second signal: kill running jobs
+            self.signal(signal.SIGTERM)
+            self.signal(signal.SIGTERM)  # second signal: kill running jobs
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self.signal(signal.SIGKILL)
                 self.proc.wait(10)
 
 
