@@ -1,0 +1,398 @@
+"""One attempt as the job keeper runs it: `/bin/sh -c COMMAND` in a new session, its output in a
+capped log file, a timeout, a deadline on the monotonic clock, a TERM-then-KILL of its process
+group, and an `Ended` record when it is over.
+
+Standard library only, no asyncio, no logging: the keeper (keeper.py) drives it from a selectors
+loop. The attempt exposes two descriptors to watch (`pipe` for output, `pidfd` for the shell's
+exit), `next_due()` (the next monotonic time it needs attention) and `tick(now)`.
+
+How it ended is decided as in runner.py: a kill (the daemon's, the timeout's, the deadline's)
+decides the outcome only if it came while the shell still ran; a shell that exited by itself keeps
+its own exit status, whatever then kills its leftovers.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import stat
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from enum import Enum, StrEnum
+from typing import Any
+
+TAIL_BYTES = 4096
+READ_CHUNK = 64 * 1024
+#: After the shell exits, how long to keep reading what its background children still write.
+DRAIN_AFTER_EXIT_S = 1.0
+#: The error of an attempt killed at its deadline.
+DEADLINE_ERROR = "lease could not be renewed in time"
+
+
+class EndKind(StrEnum):
+    """How an attempt ended, as the `ended` event says it."""
+
+    EXIT = "exit"  #: the shell exited by itself (`exit_code`)
+    SIGNAL = "signal"  #: the shell died of a signal nobody in queuectl sent (`signal`)
+    TIMEOUT = "timeout"  #: the keeper killed it at its timeout
+    DEADLINE = "deadline"  #: the keeper killed it at its deadline: the daemon did not extend it in time
+    KILLED = "killed"  #: killed on request (`kill` or `shutdown`); `reason` is the request's
+    SPAWN_FAILED = "spawn_failed"  #: the shell could not be started; `reason` says why
+
+
+class Phase(Enum):
+    """Where an attempt is: RUNNING -> [KILLING ->] DRAINING -> ENDED, or straight to ENDED when the
+    shell could not be started."""
+
+    RUNNING = "running"  #: the shell runs
+    KILLING = "killing"  #: the shell runs; SIGTERM sent to its group, SIGKILL when the grace is over
+    DRAINING = "draining"  #: the shell has exited (its zombie is held); reading its leftovers' output
+    ENDED = "ended"  #: reaped; `ended` is set
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnSpec:
+    """What the daemon asks the keeper to run (the `spawn` request's params)."""
+
+    key: str  #: the attempt's key: job id and run number (keeper_client.attempt_key)
+    command: str
+    cwd: str
+    env: dict[str, str]
+    umask: int
+    log_path: str
+    output_max_bytes: int
+    timeout_s: float | None  #: None: no timeout
+    deadline_s: float  #: the first deadline, in seconds from now
+    kill_grace_s: float = 5.0  #: SIGTERM to SIGKILL
+
+    @classmethod
+    def from_wire(cls, params: dict[str, Any]) -> SpawnSpec:
+        """Check and convert a request's params; ValueError says what is wrong."""
+        try:
+            spec = cls(key=params["key"], command=params["command"], cwd=params["cwd"], env=params["env"],
+                       umask=params.get("umask", 0o022), log_path=params["log_path"],
+                       output_max_bytes=params["output_max_bytes"], timeout_s=params.get("timeout_s"),
+                       deadline_s=params["deadline_s"], kill_grace_s=params.get("kill_grace_s", 5.0))
+        except KeyError as exc:
+            raise ValueError(f"spawn: missing {exc.args[0]}") from None
+        except TypeError as exc:
+            raise ValueError(f"spawn: {exc}") from None
+        for name in ("key", "command", "cwd", "log_path"):
+            if not isinstance(getattr(spec, name), str) or not getattr(spec, name):
+                raise ValueError(f"spawn: {name} must be a non-empty string")
+        if not isinstance(spec.env, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in spec.env.items()):
+            raise ValueError("spawn: env must be an object of strings")
+        if not _is_int(spec.umask) or not 0 <= spec.umask <= 0o777:
+            raise ValueError("spawn: umask must be an integer from 0 to 0o777")
+        if not _is_int(spec.output_max_bytes) or spec.output_max_bytes < 0:
+            raise ValueError("spawn: output_max_bytes must be a non-negative integer")
+        if spec.timeout_s is not None and not _positive(spec.timeout_s):
+            raise ValueError("spawn: timeout_s must be a positive number or null")
+        if not _positive(spec.deadline_s) or not _non_negative(spec.kill_grace_s):
+            raise ValueError("spawn: deadline_s must be positive and kill_grace_s not negative")
+        return spec
+
+    def to_wire(self) -> dict[str, Any]:
+        """The `spawn` request's params."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """How one attempt ended: the payload of an `ended` event.
+
+    Times are on the monotonic clock (CLOCK_MONOTONIC is one clock for every process of a host, so
+    the daemon may compare them with its own `time.monotonic()`); `ended_s_ago` is filled in when
+    the event is sent, so a daemon can also place the end on its wall clock."""
+
+    key: str
+    outcome: EndKind
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None  #: a kill's reason, the spawn failure, or DEADLINE_ERROR
+    pid: int | None = None
+    started_mono: float | None = None  #: None when it never started
+    ended_mono: float = 0.0
+    duration_s: float = 0.0
+    tail: str | None = None  #: the last TAIL_BYTES of output (and a note if output was dropped)
+    truncated: bool = False  #: the log was cut at output_max_bytes
+    ended_s_ago: float = 0.0
+
+    def to_wire(self, now: float) -> dict[str, Any]:
+        """The event's payload, `now` (monotonic) saying how long ago it ended."""
+        wire = asdict(self)
+        wire["outcome"] = self.outcome.value
+        wire["ended_s_ago"] = max(0.0, now - self.ended_mono)
+        return wire
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Ended:
+        """The event's payload back as an Ended."""
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["outcome"] = EndKind(fields["outcome"])
+        return cls(**fields)
+
+
+class KeptAttempt:
+    """One attempt in the keeper; see the module docstring. `spawn` starts it (or records why it
+    could not start), the keeper's loop calls `on_output`, `on_exit` and `tick`, and `ended` is set
+    once it is over (it is then `Phase.ENDED` and holds no descriptor)."""
+
+    def __init__(self, spec: SpawnSpec, now: float, drain_s: float = DRAIN_AFTER_EXIT_S) -> None:
+        self.spec = spec
+        self.key = spec.key
+        self.started = now
+        self.deadline = now + spec.deadline_s
+        self.timeout_at = None if spec.timeout_s is None else now + spec.timeout_s
+        self.drain_s = drain_s
+        self.phase = Phase.RUNNING
+        self.pid: int | None = None
+        self.pipe: int | None = None
+        self.pidfd: int | None = None
+        self.ended: Ended | None = None
+        self.kill_kind: EndKind | None = None  #: why it is being killed (the first kill's)
+        self.kill_reason: str | None = None
+        self._shell_killed_for: EndKind | None = None  #: the kill under way when the shell exited
+        self._grace_at: float | None = None
+        self._drain_at: float | None = None
+        self._log_fd: int | None = None
+        self._written = 0
+        self.truncated = False
+        self._dropped: str | None = None  #: why output stopped being written (a full disk, ...)
+        self._tail = bytearray()
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def spawn(self) -> None:
+        """Start the shell in a new session (its own process group: the group id is its pid)."""
+        spec = self.spec
+        problem = cwd_problem(spec.cwd)
+        if problem is not None:
+            self._finish(EndKind.SPAWN_FAILED, reason=problem, now=time.monotonic())
+            return
+        try:
+            read_fd, write_fd = os.pipe()  # close-on-exec; the child gets write_fd as 1 and 2
+        except OSError as exc:
+            self._finish(EndKind.SPAWN_FAILED, reason=f"could not start /bin/sh: {exc.strerror or exc}",
+                         now=time.monotonic())
+            return
+        try:
+            with open(os.devnull, "rb") as devnull:
+                proc = subprocess.Popen(["/bin/sh", "-c", spec.command], stdin=devnull, stdout=write_fd,
+                                        stderr=write_fd, start_new_session=True, env=spec.env, umask=spec.umask,
+                                        close_fds=True, cwd=spec.cwd)
+        except OSError as exc:
+            os.close(read_fd)
+            if exc.filename == spec.cwd:  # the child's chdir failed: the directory changed since the check
+                reason = cwd_problem(spec.cwd) or f"cwd {spec.cwd}: {exc.strerror or exc}"
+            else:
+                reason = f"could not start /bin/sh: {exc.strerror or exc}"
+            self._finish(EndKind.SPAWN_FAILED, reason=reason, now=time.monotonic())
+            return
+        finally:
+            os.close(write_fd)
+        proc.returncode = 0  # we reap the shell ourselves (pidfd + waitpid): Popen must never wait for it
+        self.pid = proc.pid
+        self.pipe = read_fd
+        os.set_blocking(read_fd, False)
+        self.pidfd = os.pidfd_open(proc.pid)
+
+    def extend(self, seconds: float, now: float, backward: bool = False) -> None:
+        """Move the deadline to `seconds` from now; only forward unless `backward`."""
+        wanted = now + seconds
+        if backward or wanted > self.deadline:
+            self.deadline = wanted
+
+    def kill(self, kind: EndKind, reason: str | None, now: float, grace_s: float | None = None) -> None:
+        """SIGTERM the process group now, SIGKILL it when the grace is over. The first kill's kind
+        and reason stand; a kill after the shell exited only ends its leftovers sooner."""
+        if self.phase is Phase.DRAINING:
+            self._drain_at = now  # ends on the next tick: its leftovers are killed then
+            return
+        if self.phase is not Phase.RUNNING:
+            return
+        self.kill_kind, self.kill_reason = kind, reason
+        self.phase = Phase.KILLING
+        self._signal_group(signal.SIGTERM)
+        self._grace_at = now + (self.spec.kill_grace_s if grace_s is None else grace_s)
+
+    def next_due(self) -> float | None:
+        """The next monotonic time `tick` has something to do (None: only descriptors matter)."""
+        if self.phase is Phase.RUNNING:
+            return self.deadline if self.timeout_at is None else min(self.deadline, self.timeout_at)
+        if self.phase is Phase.KILLING:
+            return self._grace_at
+        if self.phase is Phase.DRAINING:
+            return self._drain_at
+        return None
+
+    def tick(self, now: float) -> None:
+        """Do what is due: a timeout or deadline kill, the grace's SIGKILL, the end of a drain."""
+        if self.phase is Phase.RUNNING:
+            if self.timeout_at is not None and now >= self.timeout_at:
+                self.kill(EndKind.TIMEOUT, f"timed out after {self.spec.timeout_s:g}s", now)
+            elif now >= self.deadline:
+                self.kill(EndKind.DEADLINE, DEADLINE_ERROR, now)
+        elif self.phase is Phase.KILLING:
+            if self._grace_at is not None and now >= self._grace_at:
+                self._grace_at = None
+                self._signal_group(signal.SIGKILL)
+        elif self.phase is Phase.DRAINING and self._drain_at is not None and now >= self._drain_at:
+            self._end(now)
+
+    def on_exit(self, now: float) -> None:
+        """The shell has exited (its pidfd is readable). Its zombie is kept until the end, so its
+        pid, and so its process group id, cannot be reused while the group may still be signalled."""
+        if self.phase is Phase.KILLING:
+            self._shell_killed_for = self.kill_kind
+        if self.phase not in (Phase.RUNNING, Phase.KILLING):
+            return
+        self.phase = Phase.DRAINING
+        if self.pipe is None:
+            self._end(now)
+        else:
+            self._drain_at = now + self.drain_s
+
+    def on_output(self, now: float) -> None:
+        """The pipe is readable: copy what is there to the log; at EOF, close it."""
+        assert self.pipe is not None
+        try:
+            chunk = os.read(self.pipe, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close_pipe()
+            if self.phase is Phase.DRAINING:
+                self._end(now)
+            return
+        self._write_output(chunk)
+
+    def _end(self, now: float) -> None:
+        """Kill what the attempt left in its group, reap the shell, and record how it ended."""
+        assert self.pid is not None and self.pidfd is not None
+        self._signal_group(signal.SIGKILL)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            status = None
+        os.close(self.pidfd)
+        self.pidfd = None
+        self._close_pipe()
+        if status is None:
+            self._finish(EndKind.KILLED, reason="exit status unknown (the shell was reaped elsewhere)", now=now)
+            return
+        code = os.waitstatus_to_exitcode(status)
+        exit_code, signum = (code, None) if code >= 0 else (None, -code)
+        kind = self._shell_killed_for
+        if kind is not None:
+            self._finish(kind, exit_code, signum, self.kill_reason, now)
+        elif signum is not None:
+            self._finish(EndKind.SIGNAL, None, signum, None, now)
+        else:
+            self._finish(EndKind.EXIT, exit_code, None, None, now)
+
+    def _finish(self, kind: EndKind, exit_code: int | None = None, signum: int | None = None,
+                reason: str | None = None, now: float = 0.0) -> None:
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
+        self.phase = Phase.ENDED
+        self.ended = Ended(self.key, kind, exit_code, signum, reason, self.pid,
+                           None if self.pid is None else self.started, now, max(0.0, now - self.started),
+                           self.tail_text(), self.truncated)
+
+    def _signal_group(self, sig: int) -> None:
+        if self.pid is None:
+            return
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is empty (only a held zombie, or nothing)
+
+    def close(self) -> None:
+        """Give back the descriptors of an attempt that will not be followed any more (the keeper
+        exits with it still running)."""
+        for fd in (self.pipe, self.pidfd, self._log_fd):
+            if fd is not None:
+                os.close(fd)
+        self.pipe = self.pidfd = self._log_fd = None
+
+    # -- output -------------------------------------------------------------------------------
+
+    def _close_pipe(self) -> None:
+        if self.pipe is not None:
+            os.close(self.pipe)
+            self.pipe = None
+
+    def _write_output(self, chunk: bytes) -> None:
+        """Copy a chunk to the log up to the cap (then a marker, as runner.py writes); keep the tail.
+        A log that cannot be written costs the attempt its log, never its run."""
+        if self._dropped is None:
+            try:
+                self._write_log(chunk)
+            except OSError as exc:
+                self._dropped = (f"output dropped from byte {self._written}: "
+                                 + ("disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or str(exc)))
+        if len(chunk) >= TAIL_BYTES:
+            self._tail[:] = chunk[-TAIL_BYTES:]
+        else:
+            self._tail += chunk
+            del self._tail[: max(0, len(self._tail) - TAIL_BYTES)]
+
+    def _write_log(self, chunk: bytes) -> None:
+        room = self.spec.output_max_bytes - self._written
+        if room <= 0 and self.truncated:
+            return
+        if self._log_fd is None:
+            self._log_fd = os.open(self.spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        if room > 0:
+            part = memoryview(chunk)[:room]
+            while part:  # a short write happens when the disk fills; the next one says why
+                n = os.write(self._log_fd, part)
+                self._written += n
+                part = part[n:]
+        if len(chunk) > room:
+            self.truncated = True
+            os.write(self._log_fd, f"\n[queuectl: output truncated at {self.spec.output_max_bytes} bytes]\n".encode())
+
+    def tail_text(self) -> str | None:
+        """The last few KiB of output as text, and a note when the log lost output."""
+        note = "" if self._dropped is None else f"\n[queuectl: {self._dropped}]\n"
+        if not self._tail and not note:
+            return None
+        return bytes(self._tail).decode("utf-8", errors="replace") + note
+
+
+def cwd_problem(cwd: str) -> str | None:
+    """Why a job cannot start in `cwd` (None: it can). The same words as runner.cwd_problem, which
+    cannot be imported here (runner.py loads the daemon's domain and asyncio)."""
+    try:
+        mode = os.stat(cwd).st_mode
+    except FileNotFoundError:
+        return f"cwd {cwd} does not exist"
+    except NotADirectoryError:
+        return f"cwd {cwd} does not exist (a part of its path is not a directory)"
+    except OSError as exc:
+        return f"cwd {cwd} cannot be used: {exc.strerror or exc}"
+    if not stat.S_ISDIR(mode):
+        return f"cwd {cwd} is not a directory"
+    if not os.access(cwd, os.X_OK):
+        return f"cwd {cwd} cannot be entered: permission denied"
+    return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _non_negative(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
