@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from queuectld.keeper import EXIT_ANOTHER_KEEPER
-from queuectld.keeper_attempt import DEADLINE_ERROR, EndKind, Ended, SpawnSpec
+from queuectld.keeper_attempt import DEADLINE_ERROR, Ended, EndKind, SpawnSpec
 
 __all__ = ["DEADLINE_ERROR", "EndKind", "Ended", "KeeperBusy", "KeeperClient", "KeeperConnectionLost", "KeeperError",
            "KeeperListing", "KeeperUnreachable", "RunningAttempt", "SpawnSpec", "attempt_key", "ensure_keeper",
@@ -152,7 +152,7 @@ class KeeperClient:
             params["grace_s"] = grace_s
         return bool(self._request("kill", params)["found"])
 
-    def list(self) -> KeeperListing:
+    def list_attempts(self) -> KeeperListing:
         """The running attempts (to adopt) and the keys of the unacked ends."""
         result = self._request("list", {})
         return KeeperListing([RunningAttempt(**a) for a in result["attempts"]], list(result["ended"]))

@@ -37,7 +37,7 @@ def test_spawn_writes_output_to_the_log_and_reports_the_exit(keeper: KeeperUnder
     assert os.stat(spec.log_path).st_mode & 0o777 == 0o600
     assert ended.started_mono is not None and ended.started_mono <= ended.ended_mono <= time.monotonic()
     assert client.ack(["job1/1"]) == 1
-    assert client.list().ended == []
+    assert client.list_attempts().ended == []
 
 
 def test_output_past_the_cap_is_cut_with_a_marker(keeper: KeeperUnderTest) -> None:
@@ -93,7 +93,7 @@ def test_extend_never_moves_a_deadline_back_unless_asked(keeper: KeeperUnderTest
     client.spawn(keeper.spec("back/1", "sleep 30", deadline_s=30.0))
     client.extend({"back/1": 0.05})
     assert client.next_event(0.5) is None
-    [running] = client.list().attempts
+    [running] = client.list_attempts().attempts
     assert running.deadline_in_s > 25 and not running.killing
     client.extend({"back/1": 0.05}, backward=True)
     assert next_end(client).outcome is EndKind.DEADLINE
@@ -140,7 +140,7 @@ def test_spawn_failed_for_a_missing_cwd(keeper: KeeperUnderTest) -> None:
     ended = next_end(client)
     assert ended.outcome is EndKind.SPAWN_FAILED and ended.reason == f"cwd {missing} does not exist"
     assert ended.pid is None and ended.started_mono is None
-    assert client.list().attempts == []
+    assert client.list_attempts().attempts == []
 
 
 def test_a_key_that_runs_or_is_unacked_is_refused(keeper: KeeperUnderTest) -> None:
@@ -168,5 +168,5 @@ def test_bad_requests_get_errors_and_change_nothing(keeper: KeeperUnderTest) -> 
     assert unknown.value.code == "unknown_op"
     with pytest.raises(KeeperError):
         client.extend({"x/1": -1})
-    assert client.list().attempts == []
+    assert client.list_attempts().attempts == []
     assert not keeper.path("ran").exists()

@@ -66,7 +66,7 @@ def test_a_killed_daemon_connection_leaves_the_job_running_for_the_next_daemon_t
     proc.wait(10)
 
     adopter = keeper.connect(retry_busy=True)
-    [running] = adopter.list().attempts
+    [running] = adopter.list_attempts().attempts
     assert (running.key, running.pid, running.log_path, running.killing) == ("adopt/1", pid, spec.log_path, False)
     assert 20 < running.deadline_in_s <= 30
     assert alive(pid)
@@ -79,13 +79,13 @@ def test_a_killed_daemon_connection_leaves_the_job_running_for_the_next_daemon_t
     second = keeper.connect(retry_busy=True)
     again = next_end(second)
     assert (again.key, again.outcome, again.pid, again.ended_mono) == ("adopt/1", EndKind.EXIT, pid, ended.ended_mono)
-    assert second.list().ended == ["adopt/1"]
+    assert second.list_attempts().ended == ["adopt/1"]
     assert second.ack(["adopt/1"]) == 1
     second.close()
 
     third = keeper.connect(retry_busy=True)
     assert third.next_event(0.3) is None  # acked: recorded once, never again
-    assert third.list().ended == [] and third.list().attempts == []
+    assert third.list_attempts().ended == [] and third.list_attempts().attempts == []
     assert keeper.path("runs").read_text() == "start\nend\n"  # one run, not two
 
 
@@ -124,11 +124,11 @@ def test_one_daemon_at_a_time_unless_it_takes_over(keeper: KeeperUnderTest) -> N
     first.spawn(keeper.spec("kept/1", "sleep 30"))
     with pytest.raises(KeeperBusy):
         keeper.connect()
-    assert [a.key for a in first.list().attempts] == ["kept/1"]  # the refused one changed nothing
+    assert [a.key for a in first.list_attempts().attempts] == ["kept/1"]  # the refused one changed nothing
     replacing = keeper.connect(takeover=True)  # `queuectld --replace`
-    assert [a.key for a in replacing.list().attempts] == ["kept/1"]
+    assert [a.key for a in replacing.list_attempts().attempts] == ["kept/1"]
     with pytest.raises(KeeperConnectionLost):
-        first.list()
+        first.list_attempts()
     replacing.kill("kept/1", "canceled")
     assert next_end(replacing).outcome is EndKind.KILLED
 
