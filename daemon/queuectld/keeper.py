@@ -50,7 +50,8 @@ The first request must be `hello`; until then nothing else is accepted.
 - `shutdown {kill?: bool}` -> `{}`: no more spawns; with `kill`, every attempt is killed (outcome
   `killed`, reason "keeper shutdown"). The keeper exits once no attempt runs, after sending the
   last ends to the connection.
-Error codes: `bad_request`, `hello_first`, `busy`, `exists`, `unknown_op`, `shutting_down`.
+Error codes: `bad_request`, `hello_first`, `busy`, `exists`, `unknown_op`, `shutting_down`,
+`internal` (a bug in the keeper: logged in keeper.log; the keeper and its jobs go on).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ its own exit status, whatever then kills its leftovers.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import signal
 import stat
@@ -91,7 +92,7 @@ class SpawnSpec:
             raise ValueError("spawn: output_max_bytes must be a non-negative integer")
         if spec.timeout_s is not None and not _positive(spec.timeout_s):
             raise ValueError("spawn: timeout_s must be a positive number or null")
-        if not _positive(spec.deadline_s) or not _non_negative(spec.kill_grace_s):
+        if not _positive(spec.deadline_s) or not non_negative(spec.kill_grace_s):
             raise ValueError("spawn: deadline_s must be positive and kill_grace_s not negative")
         return spec
 
@@ -184,12 +185,12 @@ class KeptAttempt:
                 proc = subprocess.Popen(["/bin/sh", "-c", spec.command], stdin=devnull, stdout=write_fd,
                                         stderr=write_fd, start_new_session=True, env=spec.env, umask=spec.umask,
                                         close_fds=True, cwd=spec.cwd)
-        except OSError as exc:
+        except Exception as exc:  # OSError mostly; ValueError for a NUL in the environment
             os.close(read_fd)
-            if exc.filename == spec.cwd:  # the child's chdir failed: the directory changed since the check
+            if isinstance(exc, OSError) and exc.filename == spec.cwd:  # the child's chdir failed: the directory changed since the check
                 reason = cwd_problem(spec.cwd) or f"cwd {spec.cwd}: {exc.strerror or exc}"
             else:
-                reason = f"could not start /bin/sh: {exc.strerror or exc}"
+                reason = f"could not start /bin/sh: {getattr(exc, 'strerror', None) or exc}"
             self._finish(EndKind.SPAWN_FAILED, reason=reason, now=time.monotonic())
             return
         finally:
@@ -391,8 +392,9 @@ def _is_int(value: object) -> bool:
 
 
 def _positive(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return non_negative(value) and value != 0
 
 
-def _non_negative(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+def non_negative(value: object) -> bool:
+    """Whether `value` is a finite number >= 0 (JSON lets NaN and Infinity through: a NaN deadline would never pass)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0

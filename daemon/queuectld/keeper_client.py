@@ -9,7 +9,6 @@ microseconds by a live keeper, and time out (KeeperConnectionLost) when it is fr
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -95,7 +94,11 @@ class KeeperListing:
 
 class KeeperClient:
     """One connection to a keeper, as its one daemon (it said hello). See keeper.py for the
-    protocol; every method is one request, and raises KeeperError (or a subclass) on refusal."""
+    protocol; every method is one request, and raises KeeperError (or a subclass) on refusal.
+
+    Events that arrive while a request waits for its reply are read off the socket then and kept:
+    a caller that waits on `fileno()` must also call `read_events()` after each request (or check
+    `has_events`), or it will not be woken for them."""
 
     def __init__(self, sock: socket.socket, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.sock = sock
@@ -179,6 +182,11 @@ class KeeperClient:
             self._fill(left, quiet_timeout=True)
         return self._events.popleft()
 
+    @property
+    def has_events(self) -> bool:
+        """Events have been read and not returned yet (see the class docstring)."""
+        return bool(self._events)
+
     def read_events(self) -> list[Ended]:
         """Without blocking: read what the socket holds and return every event received so far.
         Raises KeeperConnectionLost at EOF (after the events before it were returned once)."""
@@ -235,23 +243,17 @@ class KeeperClient:
         """Read what comes within `timeout_s` (0: only what is there) and sort it into replies and
         events."""
         try:
-            if timeout_s is not None and timeout_s <= 0:
-                data = self.sock.recv(1024 * 1024, socket.MSG_DONTWAIT)
-            else:
-                ready, _, _ = select.select([self.sock], [], [], timeout_s)
-                if not ready:
-                    if quiet_timeout:
-                        return
-                    raise KeeperConnectionLost("the job keeper did not answer in time")
-                self.sock.settimeout(self.timeout_s)
-                data = self.sock.recv(1024 * 1024)
+            # Wait first, even for 0: a socket with a timeout would wait that long in recv.
+            if not _readable(self.sock.fileno(), timeout_s):
+                if quiet_timeout:
+                    return
+                raise KeeperConnectionLost("the job keeper did not answer in time")
+            data = self.sock.recv(1024 * 1024)
         except (BlockingIOError, InterruptedError):
             return
         except TimeoutError as exc:
             raise KeeperConnectionLost("the job keeper did not answer in time") from exc
         except OSError as exc:
-            if exc.errno == errno.EAGAIN:
-                return
             raise KeeperConnectionLost(f"connection to the job keeper lost: {exc.strerror or exc}") from exc
         if not data:
             raise KeeperConnectionLost("the job keeper closed the connection")
@@ -303,8 +305,7 @@ def _start(state: Path, path: Path, idle_exit_s: float, orphan_events_s: float, 
         os.close(log_fd)
     assert proc.stdout is not None
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, until - time.monotonic()))
-        line = proc.stdout.readline() if ready else b""
+        line = proc.stdout.readline() if _readable(proc.stdout.fileno(), until - time.monotonic()) else b""
     finally:
         proc.stdout.close()
     try:
@@ -314,6 +315,14 @@ def _start(state: Path, path: Path, idle_exit_s: float, orphan_events_s: float, 
         proc.wait()
         raise KeeperUnreachable(f"the job keeper did not start in time; see {state / LOG_NAME}") from None
     return None if line.startswith(b"ready ") else status
+
+
+def _readable(fd: int, timeout_s: float | None) -> bool:
+    """Wait up to `timeout_s` (None: for ever) for `fd` to be readable (or closed). poll, not
+    select: a daemon may hold more than FD_SETSIZE descriptors."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout_s is None else max(0, int(timeout_s * 1000 + 0.999))))
 
 
 def _answers(path: Path) -> bool:

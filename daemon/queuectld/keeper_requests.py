@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from queuectld.keeper_attempt import EndKind, KeptAttempt, Phase, SpawnSpec
+from queuectld.keeper_attempt import EndKind, KeptAttempt, Phase, SpawnSpec, non_negative
 
 if TYPE_CHECKING:
     from queuectld.keeper_server import Connection, Keeper
@@ -66,7 +66,7 @@ def _extend(keeper: Keeper, conn: Connection, params: dict[str, Any]) -> dict[st
         raise ValueError("extend: deadlines must be an object of key: seconds")
     now, unknown = time.monotonic(), []
     for key, seconds in deadlines.items():
-        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+        if not non_negative(seconds):
             raise ValueError(f"extend: seconds for {key} must be a non-negative number")
     for key, seconds in deadlines.items():
         attempt = keeper.attempts.get(key)
@@ -81,7 +81,7 @@ def _kill(keeper: Keeper, conn: Connection, params: dict[str, Any]) -> dict[str,
     key, reason, grace_s = params.get("key"), params.get("reason"), params.get("grace_s")
     if not isinstance(key, str) or not isinstance(reason, str):
         raise ValueError("kill: key and reason must be strings")
-    if grace_s is not None and (not isinstance(grace_s, int | float) or grace_s < 0):
+    if grace_s is not None and not non_negative(grace_s):
         raise ValueError("kill: grace_s must be a non-negative number")
     attempt = keeper.attempts.get(key)
     if attempt is None:

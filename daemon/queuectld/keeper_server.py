@@ -81,13 +81,13 @@ class Keeper:
         while True:
             now = time.monotonic()
             for attempt in list(self.attempts.values()):
-                attempt.tick(now)
-                self.after_change(attempt)
+                guarded(attempt.tick, now)
+                guarded(self.after_change, attempt)
             self._expire_hellos(now)
             if self._done(now):
                 break
             for key, events in self.selector.select(self._wait_s(now)):
-                key.data(key.fileobj, events)
+                guarded(key.data, key.fileobj, events)
             self._handle_signals()
         self._flush_at_exit()
         return 0
@@ -129,7 +129,7 @@ class Keeper:
 
     def _handle_signals(self) -> None:
         signals, self._signals = self._signals, []
-        if signal.SIGTERM in signals and not self.shutting_down:
+        if signal.SIGTERM in signals:
             say("SIGTERM: killing every attempt, then exiting")
             self.shut_down(kill=True)
 
@@ -247,6 +247,10 @@ class Keeper:
         except ValueError as exc:
             self.send(conn, {"id": request_id, "error": {"code": "bad_request", "message": str(exc)}})
             return
+        except Exception as exc:  # a bug: refuse the request, never let it stop the keeper and its jobs
+            report_bug(f"request {line[:200]!r}")
+            self.send(conn, {"id": request_id, "error": {"code": "internal", "message": repr(exc)}})
+            return
         self.send(conn, {"id": request_id, "result": result})
         later, self.after_reply = self.after_reply, []
         for action in later:
@@ -314,6 +318,21 @@ def peer_uid(sock: socket.socket) -> int:
     """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return int(struct.unpack("3i", creds)[1])
+
+
+def guarded(callback: Callable[..., None], *args: Any) -> None:
+    """Call a loop callback; an exception (a bug) is logged, and the loop and its jobs go on."""
+    try:
+        callback(*args)
+    except Exception:
+        report_bug(f"callback {callback!r}")
+
+
+def report_bug(where: str) -> None:
+    """Log the exception being handled, with its traceback."""
+    import traceback  # only on a bug
+
+    say(f"internal error in {where}:\n{traceback.format_exc()}")
 
 
 def say(message: str) -> None:

@@ -168,5 +168,9 @@ def test_bad_requests_get_errors_and_change_nothing(keeper: KeeperUnderTest) -> 
     assert unknown.value.code == "unknown_op"
     with pytest.raises(KeeperError):
         client.extend({"x/1": -1})
+    with pytest.raises(KeeperError):  # JSON lets NaN through; a NaN deadline would never pass
+        client.spawn(keeper.spec("nan/1", "touch ran", deadline_s=float("nan")))
+    with pytest.raises(KeeperError):
+        client.spawn(keeper.spec("inf/1", "touch ran", deadline_s=float("inf")))
     assert client.list_attempts().attempts == []
     assert not keeper.path("ran").exists()

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from queuectld.keeper_client import DEADLINE_ERROR, EndKind, KeeperBusy, KeeperConnectionLost, SpawnSpec
+from queuectld.keeper_client import (
+    DEADLINE_ERROR,
+    EndKind,
+    KeeperBusy,
+    KeeperConnectionLost,
+    SpawnSpec,
+    ensure_keeper,
+)
 from tests.conftest import wait_until
 from tests.keeper.conftest import KeeperUnderTest, alive, next_end
 
@@ -236,6 +243,18 @@ def test_two_daemons_starting_at_once_get_one_keeper(keeper_dir: Path) -> None:
     assert (keeper_dir / "keeper.log").read_text().count("listening on") == 1
     [pid] = pids
     wait_until(lambda: not alive(pid), what="the idle keeper to exit")
+
+
+def test_a_keeper_killed_9_is_replaced_by_the_next_start(keeper: KeeperUnderTest) -> None:
+    os.kill(keeper.pid, signal.SIGKILL)  # its socket file stays behind; its lock goes with it
+    wait_until(lambda: not alive(keeper.pid), what="the keeper to die")
+    assert keeper.socket.exists()
+    assert ensure_keeper(keeper.state_dir, idle_exit_s=60.0) == keeper.socket
+    client = keeper.connect()
+    assert client.keeper_pid != keeper.pid
+    keeper.pid = client.keeper_pid  # for the fixture to stop it
+    client.spawn(keeper.spec("after/1", "echo fresh"))
+    assert next_end(client).tail == "fresh\n"
 
 
 def test_the_keeper_imports_nothing_heavy() -> None:
