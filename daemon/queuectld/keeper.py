@@ -4,7 +4,7 @@ survive a daemon restart.
 
     python -m queuectld.keeper --socket STATE_DIR/keeper.sock [--idle-exit-s 30]
 
-It imports almost nothing (standard library, no asyncio, no logging, never the store) and runs one
+It imports almost nothing (standard library, no asyncio, never the store) and runs one
 selectors loop: this module is the process, keeper_server.py the loop, keeper_requests.py one
 function per request, keeper_attempt.py one attempt. Start it through
 `keeper_client.ensure_keeper`, which runs it in its own session (a Ctrl-C on the daemon's
@@ -58,11 +58,14 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import logging
 import os
 import socket
 import sys
 
 from queuectld.keeper_server import Keeper, say
+from queuectld.proctree import ChildReaper
+from queuectld.tracking import open_tracker
 
 
 def bind_socket(path: str) -> socket.socket:
@@ -121,11 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
-    keeper = Keeper(listener, idle_exit_s=args.idle_exit_s, orphan_events_s=args.orphan_events_s)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s keeper[%(process)d] %(name)s: %(message)s")
+    reaper = ChildReaper()
+    # Its own owner id: the cgroups it makes (queuectl-<pid>-<random>) are the keeper's, not a daemon's.
+    tracker = open_tracker(f"keeper:{os.getpid()}:{os.urandom(4).hex()}", reaper)
+    reaper.enable()
+    keeper = Keeper(listener, tracker, idle_exit_s=args.idle_exit_s, orphan_events_s=args.orphan_events_s)
     say(f"listening on {args.socket}")
     try:
         status = keeper.run()
     finally:
+        tracker.close()
         try:
             if os.stat(args.socket).st_ino == inode:  # still ours: a new keeper may have replaced it
                 os.unlink(args.socket)

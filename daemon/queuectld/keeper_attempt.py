@@ -1,8 +1,13 @@
 """One attempt as the job keeper runs it: `/bin/sh -c COMMAND` in a new session, its output in a
-capped log file, a timeout, a deadline on the monotonic clock, a TERM-then-KILL of its process
-group, and an `Ended` record when it is over.
+capped log file, a timeout, a deadline on the monotonic clock, a TERM-then-KILL of all its
+processes, and an `Ended` record when it is over.
 
-Standard library only, no asyncio, no logging: the keeper (keeper.py) drives it from a selectors
+Its processes are found by the daemon's own trackers (tracking.py): a cgroup per attempt where
+the keeper may create one, otherwise the keeper as child subreaper and a walk of its process
+tree; so a child that left the job's session is killed with it. Their calls are made inline
+(a /proc scan takes milliseconds).
+
+Standard library only, no asyncio: the keeper (keeper_server.py) drives it from a selectors
 loop. The attempt exposes two descriptors to watch (`pipe` for output, `pidfd` for the shell's
 exit), `next_due()` (the next monotonic time it needs attention) and `tick(now)`.
 
@@ -19,10 +24,15 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum, StrEnum
 from typing import Any
+
+from queuectld import proctree
+from queuectld.tracking import Target, Tracker
 
 TAIL_BYTES = 4096
 READ_CHUNK = 64 * 1024
@@ -142,8 +152,16 @@ class KeptAttempt:
     could not start), the keeper's loop calls `on_output`, `on_exit` and `tick`, and `ended` is set
     once it is over (it is then `Phase.ENDED` and holds no descriptor)."""
 
-    def __init__(self, spec: SpawnSpec, now: float, drain_s: float = DRAIN_AFTER_EXIT_S) -> None:
+    def __init__(self, spec: SpawnSpec, now: float, tracker: Tracker, drain_s: float = DRAIN_AFTER_EXIT_S) -> None:
         self.spec = spec
+        self.tracker = tracker
+        #: $QUEUECTL_ATTEMPT_ID marks every process of the attempt for the tracker (the daemon's
+        #: job_environment sets it; an attempt without one gets the keeper's own).
+        self.env = dict(spec.env)
+        self.env.setdefault(proctree.ATTEMPT_ID_ENV, f"keeper:{os.getpid()}/{spec.key}")
+        self._target = Target((f"{proctree.ATTEMPT_ID_ENV}={self.env[proctree.ATTEMPT_ID_ENV]}".encode(),
+                               frozenset({b"\0"})),  # (no second needle: an empty set would match anything)
+                              None, None)
         self.key = spec.key
         self.started = now
         self.deadline = now + spec.deadline_s
@@ -175,18 +193,29 @@ class KeptAttempt:
             self._finish(EndKind.SPAWN_FAILED, reason=problem, now=time.monotonic())
             return
         try:
+            place = self.tracker.place()
+            command = self.tracker.shell_command(place, spec.command)
+        except Exception as exc:
+            self._finish(EndKind.SPAWN_FAILED, reason=f"could not prepare its process tracking: {exc}",
+                         now=time.monotonic())
+            return
+        try:
             read_fd, write_fd = os.pipe()  # close-on-exec; the child gets write_fd as 1 and 2
         except OSError as exc:
+            self.tracker.release(place)
             self._finish(EndKind.SPAWN_FAILED, reason=f"could not start /bin/sh: {exc.strerror or exc}",
                          now=time.monotonic())
             return
         try:
-            with open(os.devnull, "rb") as devnull:
-                proc = subprocess.Popen(["/bin/sh", "-c", spec.command], stdin=devnull, stdout=write_fd,
-                                        stderr=write_fd, start_new_session=True, env=spec.env, umask=spec.umask,
+            # Registered with the reaper before it can run, so the reaper never reaps our shell.
+            with open(os.devnull, "rb") as devnull, self.tracker.reaper.spawning() as register:
+                proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=devnull, stdout=write_fd,
+                                        stderr=write_fd, start_new_session=True, env=self.env, umask=spec.umask,
                                         close_fds=True, cwd=spec.cwd)
+                register(proc.pid)
         except Exception as exc:  # OSError mostly; ValueError for a NUL in the environment
             os.close(read_fd)
+            self.tracker.release(place)
             if isinstance(exc, OSError) and exc.filename == spec.cwd:  # the child's chdir failed: the directory changed since the check
                 reason = cwd_problem(spec.cwd) or f"cwd {spec.cwd}: {exc.strerror or exc}"
             else:
@@ -197,6 +226,7 @@ class KeptAttempt:
             os.close(write_fd)
         proc.returncode = 0  # we reap the shell ourselves (pidfd + waitpid): Popen must never wait for it
         self.pid = proc.pid
+        self._target = Target(self._target.ident, proc.pid, place)
         self.pipe = read_fd
         os.set_blocking(read_fd, False)
         self.pidfd = os.pidfd_open(proc.pid)
@@ -217,7 +247,10 @@ class KeptAttempt:
             return
         self.kill_kind, self.kill_reason = kind, reason
         self.phase = Phase.KILLING
-        self._signal_group(signal.SIGTERM)
+        # The shell itself through its pidfd (it may not be in its cgroup yet), then all the rest.
+        assert self.pidfd is not None
+        proctree.send(self.pidfd, signal.SIGTERM)
+        self._track(self.tracker.signal_all, signal.SIGTERM)
         self._grace_at = now + (self.spec.kill_grace_s if grace_s is None else grace_s)
 
     def next_due(self) -> float | None:
@@ -240,7 +273,7 @@ class KeptAttempt:
         elif self.phase is Phase.KILLING:
             if self._grace_at is not None and now >= self._grace_at:
                 self._grace_at = None
-                self._signal_group(signal.SIGKILL)
+                self._track(self.tracker.kill_all)
         elif self.phase is Phase.DRAINING and self._drain_at is not None and now >= self._drain_at:
             self._end(now)
 
@@ -274,13 +307,15 @@ class KeptAttempt:
         self._write_output(chunk)
 
     def _end(self, now: float) -> None:
-        """Kill what the attempt left in its group, reap the shell, and record how it ended."""
+        """Kill whatever the attempt left behind, anywhere; reap the shell; record how it ended. The
+        shell stays a zombie until then, so its pid (its group and session id) is not reused."""
         assert self.pid is not None and self.pidfd is not None
-        self._signal_group(signal.SIGKILL)
+        self._track(self.tracker.end)
         try:
             _, status = os.waitpid(self.pid, 0)
         except ChildProcessError:
             status = None
+        self.tracker.reaper.forget(self.pid)
         os.close(self.pidfd)
         self.pidfd = None
         self._close_pipe()
@@ -307,13 +342,12 @@ class KeptAttempt:
                            None if self.pid is None else self.started, now, max(0.0, now - self.started),
                            self.tail_text(), self.truncated)
 
-    def _signal_group(self, sig: int) -> None:
-        if self.pid is None:
-            return
+    def _track(self, method: Callable[..., Any], *args: Any) -> None:
+        """A tracker call that cannot break the attempt: an error is logged, the attempt goes on."""
         try:
-            os.killpg(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass  # the group is empty (only a held zombie, or nothing)
+            method(self._target, *args)
+        except Exception as exc:
+            print(f"keeper: process tracking failed for {self.key}: {exc!r}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         """Give back the descriptors of an attempt that will not be followed any more (the keeper

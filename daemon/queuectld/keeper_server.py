@@ -16,6 +16,7 @@ from typing import Any
 
 from queuectld.keeper_attempt import Ended, EndKind, KeptAttempt, Phase
 from queuectld.keeper_requests import HANDLERS, RequestError
+from queuectld.tracking import Tracker
 
 #: A request line longer than this closes the connection (an environment is large, not this large).
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -47,8 +48,10 @@ class Connection:
 class Keeper:
     """The keeper's state and its loop; see the module docstring."""
 
-    def __init__(self, listener: socket.socket, *, idle_exit_s: float, orphan_events_s: float) -> None:
+    def __init__(self, listener: socket.socket, tracker: Tracker, *, idle_exit_s: float,
+                 orphan_events_s: float) -> None:
         self.listener = listener
+        self.tracker = tracker
         self.idle_exit_s = idle_exit_s
         self.orphan_events_s = orphan_events_s
         self.selector = selectors.DefaultSelector()
@@ -89,6 +92,7 @@ class Keeper:
             for key, events in self.selector.select(self._wait_s(now)):
                 guarded(key.data, key.fileobj, events)
             self._handle_signals()
+            self.tracker.reaper.reap()  # orphans of jobs that were adopted by the keeper and exited
         self._flush_at_exit()
         return 0
 
