@@ -7,6 +7,7 @@ in time shows.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from queuectld import proctree
+from queuectld import cgroups, proctree
 from queuectld.keeper_client import Ended, KeeperBusy, KeeperClient, SpawnSpec, ensure_keeper
 from tests.conftest import wait_until
 
@@ -30,6 +31,14 @@ def alive(pid: int) -> bool:
     """Whether the process runs (a zombie does not: an orphaned keeper's parent may never reap it)."""
     proc = proctree.read_proc(pid)
     return proc is not None and not proc.gone
+
+
+def remove_keeper_cgroups(pid: int) -> None:
+    """Remove the cgroups of a keeper that is gone (one killed -9 cannot remove its own)."""
+    base, _ = cgroups.cgroup_base()
+    if base is not None:
+        for root in glob.glob(f"{base}/queuectl-{pid}-*"):
+            cgroups.remove_tree(root)
 
 
 @dataclass
@@ -114,6 +123,7 @@ def start_keeper(keeper_dir: Path) -> Iterator[Callable[..., KeeperUnderTest]]:
             finally:
                 if alive(keeper.pid):
                     os.kill(keeper.pid, signal.SIGKILL)
+        remove_keeper_cgroups(keeper.pid)
 
 
 @pytest.fixture

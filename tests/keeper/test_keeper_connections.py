@@ -25,7 +25,7 @@ from queuectld.keeper_client import (
     ensure_keeper,
 )
 from tests.conftest import wait_until
-from tests.keeper.conftest import KeeperUnderTest, alive, next_end
+from tests.keeper.conftest import KeeperUnderTest, alive, next_end, remove_keeper_cgroups
 
 HOLDER = str(Path(__file__).with_name("holder.py"))
 Holder = Callable[[KeeperUnderTest, SpawnSpec, float], "tuple[subprocess.Popen[str], int]"]
@@ -248,6 +248,7 @@ def test_two_daemons_starting_at_once_get_one_keeper(keeper_dir: Path) -> None:
 def test_a_keeper_killed_9_is_replaced_by_the_next_start(keeper: KeeperUnderTest) -> None:
     os.kill(keeper.pid, signal.SIGKILL)  # its socket file stays behind; its lock goes with it
     wait_until(lambda: not alive(keeper.pid), what="the keeper to die")
+    remove_keeper_cgroups(keeper.pid)
     assert keeper.socket.exists()
     assert ensure_keeper(keeper.state_dir, idle_exit_s=60.0) == keeper.socket
     client = keeper.connect()
