@@ -310,7 +310,10 @@ class KeptAttempt:
         """Kill whatever the attempt left behind, anywhere; reap the shell; record how it ended. The
         shell stays a zombie until then, so its pid (its group and session id) is not reused."""
         assert self.pid is not None and self.pidfd is not None
-        self._track(self.tracker.end)
+        if self.tracker.mode == "cgroup" or self.tracker.reaper.subreaper is False or _adopted_children(self.tracker):
+            self._track(self.tracker.end)
+        # else: as subreaper the keeper inherits whatever an exited shell left: with no child but
+        # its shells, nothing is left anywhere, and the /proc scan (most of an end's cost) is skipped.
         try:
             _, status = os.waitpid(self.pid, 0)
         except ChildProcessError:
@@ -401,6 +404,17 @@ class KeptAttempt:
         if not self._tail and not note:
             return None
         return bytes(self._tail).decode("utf-8", errors="replace") + note
+
+
+def _adopted_children(tracker: Tracker) -> bool:
+    """Whether the keeper has a child that is not one of its shells (True when it cannot tell).
+    The keeper is single-threaded, so its main thread's children are all its children."""
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children", "rb") as fh:
+            children = {int(pid) for pid in fh.read().split()}
+    except (OSError, ValueError):
+        return True
+    return not children <= tracker.reaper.registered()
 
 
 def cwd_problem(cwd: str) -> str | None:
