@@ -17,10 +17,11 @@ What it does
   output_max_bytes with a marker (as runner.py does); kills it at its timeout; reaps it; reports it
   `ended`.
 - A deadline per attempt on the monotonic clock, moved by `extend` (forward only, unless asked).
-  When it passes, the attempt's process group gets SIGTERM, then SIGKILL after its kill grace, and
-  it ends with outcome `deadline`. The daemon extends only after a lease renewal has committed, so
-  a daemon that is frozen, killed or cut off from its database cannot let its jobs outlive their
-  leases.
+  When it passes, every process of the attempt gets SIGTERM, then SIGKILL after its kill grace,
+  and it ends with outcome `deadline`. The daemon extends only after a lease renewal has
+  committed, so a daemon that is frozen, killed or cut off from its database cannot let its jobs
+  outlive their leases: it sets each deadline to (the lease's time left, as the renewal computed
+  it) minus kill_grace_s minus a margin, so that even the SIGKILL comes before the lease expires.
 - One daemon connection at a time. When it drops, attempts keep running to their deadlines and
   their ends stay queued; the next daemon `list`s the running attempts (to adopt them) and is sent
   every queued end again until it `ack`s it, so an end is recorded once, by whoever acks it.

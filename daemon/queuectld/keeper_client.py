@@ -104,6 +104,9 @@ class KeeperClient:
         self.sock = sock
         self.timeout_s = timeout_s
         self.keeper_pid: int | None = None
+        #: The keeper's protocol version (keeper_requests.PROTOCOL_VERSION of the keeper that runs,
+        #: which may be older than this code after an upgrade that kept its jobs running).
+        self.keeper_version: int | None = None
         self._next_id = 1
         self._inbox = bytearray()
         self._events: deque[Ended] = deque()
@@ -128,6 +131,7 @@ class KeeperClient:
             client.close()
             raise
         client.keeper_pid = hello["pid"]
+        client.keeper_version = hello["version"]
         return client
 
     def fileno(self) -> int:

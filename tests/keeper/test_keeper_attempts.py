@@ -174,3 +174,14 @@ def test_bad_requests_get_errors_and_change_nothing(keeper: KeeperUnderTest) -> 
         client.spawn(keeper.spec("inf/1", "touch ran", deadline_s=float("inf")))
     assert client.list_attempts().attempts == []
     assert not keeper.path("ran").exists()
+
+
+def test_an_end_read_while_a_request_waited_is_kept_for_read_events(keeper: KeeperUnderTest) -> None:
+    client = keeper.connect()
+    assert client.keeper_version == 1
+    client.spawn(keeper.spec("quick/1", "exit 0"))
+    wait_until(lambda: client.list_attempts().ended == ["quick/1"], what="the end")  # a request read the event
+    assert client.has_events
+    [ended] = client.read_events()
+    assert ended.key == "quick/1" and not client.has_events
+    assert client.read_events() == []  # nothing on the socket: it does not block
