@@ -37,7 +37,9 @@ Each line is one JSON object. Requests `{"id": ID, "op": OP, "params": {...}}` g
 Events `{"event": "ended", "ended": {...}}` (keeper_attempt.Ended) come between replies, unasked.
 
 The first request must be `hello`; until then nothing else is accepted.
-- `hello {takeover?: bool}` -> `{pid, version}`. Error `busy` if another daemon is connected,
+- `hello {takeover?: bool}` -> `{pid, version, tracking, cgroup}` (`tracking` is "cgroup" or
+  "subreaper"; `cgroup` the keeper's cgroup directory, holding every attempt's: should the
+  keeper be killed -9, a daemon kills what is left there, or by $QUEUECTL_ATTEMPT_ID). Error `busy` if another daemon is connected,
   unless `takeover` (`queuectld --replace`): then the old connection is closed. After the reply,
   every queued end is sent as an event (oldest first).
 - `spawn {key, command, cwd, env, umask, log_path, output_max_bytes, timeout_s, deadline_s,

@@ -107,6 +107,10 @@ class KeeperClient:
         #: The keeper's protocol version (keeper_requests.PROTOCOL_VERSION of the keeper that runs,
         #: which may be older than this code after an upgrade that kept its jobs running).
         self.keeper_version: int | None = None
+        #: How the keeper finds an attempt's processes ("cgroup" or "subreaper"), and its cgroup
+        #: directory (cgroup mode): where a daemon finds the jobs of a keeper that was killed -9.
+        self.keeper_tracking: str | None = None
+        self.keeper_cgroup: str | None = None
         self._next_id = 1
         self._inbox = bytearray()
         self._events: deque[Ended] = deque()
@@ -132,6 +136,8 @@ class KeeperClient:
             raise
         client.keeper_pid = hello["pid"]
         client.keeper_version = hello["version"]
+        client.keeper_tracking = hello.get("tracking")
+        client.keeper_cgroup = hello.get("cgroup")
         return client
 
     def fileno(self) -> int:

@@ -43,7 +43,9 @@ def _hello(keeper: Keeper, conn: Connection, params: dict[str, Any]) -> dict[str
             keeper.send(conn, {"event": "ended", "ended": ended.to_wire(now)})
 
     keeper.after_reply.append(send_queued_ends)
-    return {"pid": os.getpid(), "version": PROTOCOL_VERSION}
+    tracker = keeper.tracker
+    return {"pid": os.getpid(), "version": PROTOCOL_VERSION, "tracking": tracker.mode,
+            "cgroup": getattr(tracker, "root", None)}
 
 
 def _spawn(keeper: Keeper, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,8 @@ def tracked_keeper(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
 def test_a_child_that_left_the_session_is_killed_at_the_deadline(tracked_keeper: KeeperUnderTest) -> None:
     keeper = tracked_keeper
     client = keeper.connect()
+    assert client.keeper_tracking in TRACKER_LOG
+    assert (client.keeper_cgroup is not None) == (client.keeper_tracking == "cgroup")
     command = ("setsid sh -c 'echo $$ > escaped; sleep 2; touch finished' >/dev/null 2>&1 & "
                "touch started; sleep 30")
     client.spawn(keeper.spec("escape/1", command, deadline_s=1.0))
