@@ -27,8 +27,8 @@ from queuectld.keeper import EXIT_ANOTHER_KEEPER
 from queuectld.keeper_attempt import DEADLINE_ERROR, Ended, EndKind, SpawnSpec
 
 __all__ = ["DEADLINE_ERROR", "EndKind", "Ended", "KeeperBusy", "KeeperClient", "KeeperConnectionLost", "KeeperError",
-           "KeeperListing", "KeeperUnreachable", "RunningAttempt", "SpawnSpec", "attempt_key", "ensure_keeper",
-           "keeper_socket_path"]
+           "KeeperListing", "KeeperUnreachable", "RunningAttempt", "SpawnSpec", "attempt_key", "connect_keeper",
+           "ensure_keeper", "keeper_socket_path"]
 
 SOCKET_NAME = "keeper.sock"
 START_LOCK_NAME = "keeper.start.lock"
@@ -300,6 +300,23 @@ def ensure_keeper(state_dir: Path | str, *, idle_exit_s: float = 30.0, orphan_ev
         return path
     finally:
         os.close(lock_fd)
+
+
+def connect_keeper(state_dir: Path | str, *, takeover: bool = False, idle_exit_s: float = 30.0,
+                   orphan_events_s: float = 600.0, timeout_s: float = REQUEST_TIMEOUT_S) -> KeeperClient:
+    """`ensure_keeper` then `KeeperClient.connect`, again if the keeper found went away in
+    between (one that was exiting, idle, when it was found). KeeperBusy is not retried."""
+    for tries_left in (2, 1, 0):
+        path = ensure_keeper(state_dir, idle_exit_s=idle_exit_s, orphan_events_s=orphan_events_s)
+        try:
+            return KeeperClient.connect(path, takeover=takeover, timeout_s=timeout_s)
+        except KeeperBusy:
+            raise
+        except (KeeperUnreachable, KeeperConnectionLost):
+            if not tries_left:
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
 
 
 def _start(state: Path, path: Path, idle_exit_s: float, orphan_events_s: float, until: float) -> int | None:

@@ -233,9 +233,8 @@ def test_the_keeper_exits_when_idle_but_not_while_attempts_run(start_keeper: Cal
 
 
 def test_two_daemons_starting_at_once_get_one_keeper(keeper_dir: Path) -> None:
-    script = ("import sys; from queuectld.keeper_client import ensure_keeper, KeeperClient;"
-              "p = ensure_keeper(sys.argv[1], idle_exit_s=0.5); c = KeeperClient.connect(p, takeover=True);"
-              "print(c.keeper_pid)")
+    script = ("import sys; from queuectld.keeper_client import connect_keeper;"
+              "print(connect_keeper(sys.argv[1], takeover=True, idle_exit_s=0.5).keeper_pid)")
     starters = [subprocess.Popen([sys.executable, "-c", script, str(keeper_dir)], stdout=subprocess.PIPE, text=True)
                 for _ in range(3)]
     pids = {int(p.communicate(timeout=60)[0]) for p in starters}
