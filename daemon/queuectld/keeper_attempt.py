@@ -186,7 +186,8 @@ class KeptAttempt:
     # -- life cycle ---------------------------------------------------------------------------
 
     def spawn(self) -> None:
-        """Start the shell in a new session (its own process group: the group id is its pid)."""
+        """Start the shell in a new session (its own process group), placed with the tracker; a
+        failure is recorded as the attempt's end (SPAWN_FAILED), never raised."""
         spec = self.spec
         problem = cwd_problem(spec.cwd)
         if problem is not None:
@@ -216,7 +217,8 @@ class KeptAttempt:
         except Exception as exc:  # OSError mostly; ValueError for a NUL in the environment
             os.close(read_fd)
             self.tracker.release(place)
-            if isinstance(exc, OSError) and exc.filename == spec.cwd:  # the child's chdir failed: the directory changed since the check
+            if isinstance(exc, OSError) and exc.filename == spec.cwd:
+                # The child's chdir failed: the directory changed since the check.
                 reason = cwd_problem(spec.cwd) or f"cwd {spec.cwd}: {exc.strerror or exc}"
             else:
                 reason = f"could not start /bin/sh: {getattr(exc, 'strerror', None) or exc}"
@@ -238,8 +240,9 @@ class KeptAttempt:
             self.deadline = wanted
 
     def kill(self, kind: EndKind, reason: str | None, now: float, grace_s: float | None = None) -> None:
-        """SIGTERM the process group now, SIGKILL it when the grace is over. The first kill's kind
-        and reason stand; a kill after the shell exited only ends its leftovers sooner."""
+        """SIGTERM every process of the attempt now, SIGKILL what is left when the grace is over.
+        The first kill's kind and reason stand; a kill after the shell exited only ends its
+        leftovers sooner."""
         if self.phase is Phase.DRAINING:
             self._drain_at = now  # ends on the next tick: its leftovers are killed then
             return
