@@ -185,3 +185,11 @@ def test_an_end_read_while_a_request_waited_is_kept_for_read_events(keeper: Keep
     [ended] = client.read_events()
     assert ended.key == "quick/1" and not client.has_events
     assert client.read_events() == []  # nothing on the socket: it does not block
+
+
+def test_a_background_child_holding_the_output_is_drained_then_killed(keeper: KeeperUnderTest) -> None:
+    client = keeper.connect()
+    client.spawn(keeper.spec("drain/1", "sleep 30 & echo $! > child; echo shell done; exit 3"))
+    ended = next_end(client)  # not 30 s later: a drain's time after the shell's exit
+    assert (ended.outcome, ended.exit_code, ended.tail) == (EndKind.EXIT, 3, "shell done\n")
+    assert not alive(int(keeper.path("child").read_text()))
