@@ -6,9 +6,9 @@ survive a daemon restart.
 
 It imports almost nothing (standard library, no asyncio, never the store) and runs one
 selectors loop: this module is the process, keeper_server.py the loop, keeper_requests.py one
-function per request, keeper_attempt.py one attempt. Start it through
-`keeper_client.ensure_keeper`, which runs it in its own session (a Ctrl-C on the daemon's
-terminal does not reach it or its jobs).
+function per request, keeper_attempt.py one attempt, keeper_wire.py the types both sides share.
+Start it through `keeper_client.ensure_keeper`, which runs it in its own session (a Ctrl-C on
+the daemon's terminal does not reach it or its jobs).
 
 What it does
 ------------
@@ -34,7 +34,7 @@ Wire protocol: JSON lines over a Unix socket
 The socket is mode 0600; a peer whose uid (SO_PEERCRED) is not the keeper's is closed at once.
 Each line is one JSON object. Requests `{"id": ID, "op": OP, "params": {...}}` get one reply
 `{"id": ID, "result": {...}}` or `{"id": ID, "error": {"code": CODE, "message": TEXT}}`, in order.
-Events `{"event": "ended", "ended": {...}}` (keeper_attempt.Ended) come between replies, unasked.
+Events `{"event": "ended", "ended": {...}}` (keeper_wire.Ended) come between replies, unasked.
 
 The first request must be `hello`; until then nothing else is accepted.
 - `hello {takeover?: bool}` -> `{pid, version, tracking, cgroup}` (`tracking` is "cgroup" or
@@ -43,7 +43,7 @@ The first request must be `hello`; until then nothing else is accepted.
   unless `takeover` (`queuectld --replace`): then the old connection is closed. After the reply,
   every queued end is sent as an event (oldest first).
 - `spawn {key, command, cwd, env, umask, log_path, output_max_bytes, timeout_s, deadline_s,
-  kill_grace_s}` (keeper_attempt.SpawnSpec) -> `{pid}` (null when it could not start: its
+  kill_grace_s}` (keeper_wire.SpawnSpec) -> `{pid}` (null when it could not start: its
   `spawn_failed` end follows as an event). Error `exists` if the key runs or its end is unacked.
 - `extend {deadlines: {key: seconds_from_now}, backward?: bool}` -> `{unknown: [keys not running]}`.
 - `kill {key, reason, grace_s?}` -> `{found: bool}`: SIGTERM to the group, SIGKILL after the grace;

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from queuectld.keeper import EXIT_ANOTHER_KEEPER
-from queuectld.keeper_attempt import DEADLINE_ERROR, Ended, EndKind, SpawnSpec
+from queuectld.keeper_wire import DEADLINE_ERROR, Ended, EndKind, SpawnSpec
 
 __all__ = ["DEADLINE_ERROR", "EndKind", "Ended", "KeeperBusy", "KeeperClient", "KeeperConnectionLost", "KeeperError",
            "KeeperListing", "KeeperUnreachable", "RunningAttempt", "SpawnSpec", "attempt_key", "connect_keeper",

@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from queuectld.keeper_attempt import EndKind, KeptAttempt, Phase, SpawnSpec, non_negative
+from queuectld.keeper_attempt import KeptAttempt, Phase
+from queuectld.keeper_wire import EndKind, SpawnSpec, non_negative
 
 if TYPE_CHECKING:
     from queuectld.keeper_server import Connection, Keeper

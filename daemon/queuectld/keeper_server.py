@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from queuectld.keeper_attempt import Ended, EndKind, KeptAttempt, Phase
+from queuectld.keeper_attempt import KeptAttempt, Phase
 from queuectld.keeper_requests import HANDLERS, RequestError
+from queuectld.keeper_wire import Ended, EndKind
 from queuectld.tracking import Tracker
 
 #: A request line longer than this closes the connection (an environment is large, not this large).
