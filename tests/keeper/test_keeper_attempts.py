@@ -192,4 +192,5 @@ def test_a_background_child_holding_the_output_is_drained_then_killed(keeper: Ke
     client.spawn(keeper.spec("drain/1", "sleep 30 & echo $! > child; echo shell done; exit 3"))
     ended = next_end(client)  # not 30 s later: a drain's time after the shell's exit
     assert (ended.outcome, ended.exit_code, ended.tail) == (EndKind.EXIT, 3, "shell done\n")
-    assert not alive(int(keeper.path("child").read_text()))
+    child = int(keeper.path("child").read_text())
+    wait_until(lambda: not alive(child), timeout=5, what="the background child to be killed")  # cgroup.kill is asynchronous
