@@ -165,9 +165,13 @@ def send(pidfd: int, sig: int) -> bool:
 
 
 def signal_procs(procs: Iterable[Proc], sig: int) -> int:
-    """Send `sig` to each process (verified by start time); returns how many got it."""
+    """Send `sig` to each process (verified by start time), oldest first; returns how many got it.
+
+    Oldest first puts parents before their children: a shell whose child died of the signal
+    first would run its next command before its own signal arrives (killpg, which this stands in
+    for across sessions, reaches a whole group at once)."""
     sent = 0
-    for proc in procs:
+    for proc in sorted(procs, key=lambda p: (p.start, p.pid)):
         if proc.gone or proc.pid == os.getpid():
             continue
         fd = open_verified(proc.pid, proc.start)
