@@ -8,9 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Daemon, wait_until
 
 
+@pytest.mark.xfail(strict=True, reason="issue 11: the job keeper is built (keeper.py) but the daemon does not run "
+                   "its jobs through it yet, so a restarted daemon retries them instead of adopting them")
 def test_a_daemon_killed_with_minus_9_and_started_again_adopts_its_running_jobs(
     daemon_factory: Callable[..., Daemon], short_tmp: Path
 ) -> None:
