@@ -226,9 +226,9 @@ def test_ctrl_c_in_a_long_command_is_one_line_and_130(monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize(("now", "said"), [(False, "stopped claiming; 1 running job(s) will finish"),
                                            (True, "stopped workers; 1 running job(s) killed and returned to pending")])
-def test_worker_stop_counts_the_running_jobs_not_the_slots(monkeypatch: pytest.MonkeyPatch,
-                                                           recorded: tuple[Client, Recorder], now: bool,
-                                                           said: str) -> None:
+def test_worker_stop_counts_the_running_jobs_not_the_slots(
+        monkeypatch: pytest.MonkeyPatch, recorded: tuple[Client, Recorder],  # noqa: F811
+        now: bool, said: str) -> None:
     """Seen: `worker stop` with three idle slots said "3 running job(s) will finish"."""
     monkeypatch.setitem(CANNED, "workers.stop", {"active": 3, "busy": 1, "slots": 3, "claiming": False, "daemons": 1})
     result = _run_cli(monkeypatch, recorded, "worker", "stop", *(["--now"] if now else []))
