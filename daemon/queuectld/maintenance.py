@@ -143,7 +143,10 @@ class LeaseRenewal(Service):
         held = await self.db.write(self.db.store.renew_leases, sched.owner, renewing, now, self.lease_s,
                                    sched.active, sched.slots, sched.claiming)
         if sched.clock.shared:  # follow the database's clock (a sample no better than ours is dropped)
-            await self.db.read(sched.clock.sync, self.db.store.clock_now)
+            try:
+                await self.db.read(sched.clock.sync, self.db.store.clock_now)
+            except Exception as exc:  # the renewal committed; the clock keeps its estimate until the next one
+                log.debug("clock sample skipped: %s", exc)
         for job_id, run in renewing:  # not attempts that joined `running` during the renewal
             attempt = sched.running.get(job_id)
             if attempt is None or attempt.job.run != run or job_id in held:
