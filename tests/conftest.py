@@ -174,7 +174,11 @@ class Daemon:
         """Stop the daemon (hard if it will not stop) and kill anything its jobs left."""
         if self.proc is not None and self.proc.poll() is None:
             self.signal(signal.SIGTERM)
-            self.signal(signal.SIGTERM)  # second signal: kill running jobs
+            try:
+                self.proc.wait(0.3)
+            except subprocess.TimeoutExpired:
+                # A second signal kills running jobs; sent at once, the kernel would merge the two.
+                self.signal(signal.SIGTERM)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
