@@ -323,8 +323,9 @@ def _adopted_children(tracker: Tracker) -> bool:
 
 
 def cwd_problem(cwd: str) -> str | None:
-    """Why a job cannot start in `cwd` (None: it can). The same words as runner.cwd_problem, which
-    cannot be imported here (runner.py loads the daemon's domain and asyncio)."""
+    """Why a job cannot start in `cwd` (None: it can): it is gone, not a directory, or not
+    searchable by this user. A stat and an access check, in the spawning thread. runner.py uses
+    this one too (the keeper cannot import runner.py, which loads the daemon's domain and asyncio)."""
     try:
         mode = os.stat(cwd).st_mode
     except FileNotFoundError:

@@ -22,6 +22,7 @@ from typing import Any
 
 from queuectld import proctree
 from queuectld.jobs import Job, Outcome, OutcomeKind
+from queuectld.keeper_attempt import cwd_problem  # one wording, the keeper's and the runner's
 from queuectld.proctree import process_start_time
 from queuectld.store.base import EnvSnapshot
 from queuectld.tracking import FORCE_ENV, Target, Tracker
@@ -488,24 +489,6 @@ class Attempt:
         if not self._tail and not note:
             return None
         return bytes(self._tail).decode("utf-8", errors="replace") + note
-
-
-def cwd_problem(cwd: str) -> str | None:
-    """Why a job cannot start in `cwd` (None: it can): it is gone, not a directory, or not
-    searchable by the daemon's user. A stat and an access check, in the spawning thread."""
-    try:
-        mode = os.stat(cwd).st_mode
-    except FileNotFoundError:
-        return f"cwd {cwd} does not exist"
-    except NotADirectoryError:
-        return f"cwd {cwd} does not exist (a part of its path is not a directory)"
-    except OSError as exc:
-        return f"cwd {cwd} cannot be used: {exc.strerror or exc}"
-    if not stat.S_ISDIR(mode):
-        return f"cwd {cwd} is not a directory"
-    if not os.access(cwd, os.X_OK):
-        return f"cwd {cwd} cannot be entered: permission denied"
-    return None
 
 
 def read_snooze_file(path: str, job: Job) -> float | None:

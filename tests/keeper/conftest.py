@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import signal
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,12 +86,9 @@ def next_end(client: KeeperClient, timeout_s: float = 15.0) -> Ended:
 
 
 @pytest.fixture
-def keeper_dir() -> Iterator[Path]:
-    """A private state dir with a short path (Unix socket paths are limited to 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="keeper-", dir="/tmp"))
-    os.chmod(path, 0o700)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def keeper_dir(short_tmp: Path) -> Path:
+    """A private state dir with a short path (tests/conftest.py's short_tmp)."""
+    return short_tmp
 
 
 @pytest.fixture
