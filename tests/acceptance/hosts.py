@@ -115,10 +115,9 @@ def _init_pid(unshare_pid: int) -> int:
     """The pid here of the namespace's init: unshare's forked child."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        for child in _children(unshare_pid):
+        for child in _children(unshare_pid):  # the init execs sleep once its hostname is set
             try:
-                if Path(f"/proc/{child}/status").read_text().count("NSpid:") and "sleep" in \
-                        Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace"):
+                if Path(f"/proc/{child}/cmdline").read_bytes().startswith(b"sleep\0"):
                     return child
             except OSError:
                 pass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -530,8 +531,6 @@ class SqlStore:
         """The store's clock now, in seconds since the epoch: the database server's on a shared
         database (PostgreSQL's clock_timestamp()); on a one-host store (SQLite, which has no clock
         of its own) this host's wall clock. clock.StoreClock learns its offset from it."""
-        import time
-
         return time.time()
 
     def _judging_now(self, now: float | None) -> Any:

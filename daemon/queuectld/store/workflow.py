@@ -566,8 +566,9 @@ FORGOTTEN = {"finished_at": None, "exit_code": None, "signal": None, "last_outco
 
 def restart(conn: Connection, ids: Sequence[str], now: float) -> tuple[list[Job], bool]:
     """Put every one of `ids` (completed, dead or canceled) back to pending now via
-    `jobs.on_restart`, or none: JobNotFound / InvalidState / QueueNotFound (its queue was removed)
-    / (a dependency that is gone or can no longer complete) DependencyNotFound / DependencyFailed. Attempt rows and the run number are
+    `jobs.on_restart`, or none: JobNotFound / InvalidState / QueueNotFound (its queue was
+    removed) / (a dependency that is gone or can no longer complete) DependencyNotFound /
+    DependencyFailed. Attempt rows and the run number are
     kept; deps_left is recounted, the jobs restarted together counting as pending; waiting
     dependents of a restarted job wait for it again. Returns the jobs and whether one is claimable."""
     ids = unique(ids)
