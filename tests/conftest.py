@@ -121,6 +121,17 @@ class Daemon:
         self.signal(signal.SIGKILL)
         self.proc.wait(10)
 
+    def kill9_with_keeper(self) -> None:
+        """SIGKILL the daemon, then its job keeper: nothing of queuectl is left to stop or follow
+        the jobs (a killed process tree, an OOM kill of both), so the next start must recover them."""
+        keepers = self.keeper_pids()
+        self.kill9()
+        for pid in keepers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def signal(self, sig: int) -> None:
         """Send `sig` to the queuectld process."""
         assert self.proc is not None
@@ -184,6 +195,33 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.signal(signal.SIGKILL)
                 self.proc.wait(10)
+        # A keeper the test left behind (its daemon killed -9, ...) would run its jobs on to their
+        # deadlines and then wait for a daemon: SIGTERM kills its jobs and ends it.
+        for pid in keeper_pids(self.state_dir):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def keeper_pids(self) -> list[int]:
+        """The job keepers of this daemon's state dir (normally one, while the daemon runs)."""
+        return keeper_pids(self.state_dir)
+
+
+def keeper_pids(state_dir: Path) -> list[int]:
+    """The job keepers serving `state_dir`, found by their command line (in any PID namespace
+    below ours: the test hosts' keepers too)."""
+    found = []
+    wanted = str(state_dir / "keeper.sock").encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"queuectld.keeper" in argv and wanted in argv:
+                found.append(int(entry.name))
+    return found
 
 
 @pytest.fixture

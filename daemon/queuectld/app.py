@@ -21,6 +21,7 @@ from queuectl.errors import DaemonAlreadyRunning, InvalidValue, UnsafePath
 from queuectld import instance, logfile, runner, tracking
 from queuectld.clock import StoreClock
 from queuectld.handlers import Context
+from queuectld.keeper_link import KeeperLink
 from queuectld.maintenance import DaemonServices
 from queuectld.proctree import ChildReaper
 from queuectld.scheduler import Scheduler
@@ -202,22 +203,32 @@ async def serve_until_stopped(
     db = StoreThreads(store)
     tracker: tracking.Tracker | None = None
     server: Server | None = None
+    keeper: KeeperLink | None = None
     try:
         config = await db.read(store.config_all)
         owner = instance.new_daemon_id()
         place = instance.here()
         reaper = ChildReaper()
-        tracker = open_tracker(owner, reaper)  # before the reaper: its probe runs a shell
+        # The keeper tracks the attempts it runs (keeper.py); the daemon, which runs none itself
+        # then, makes no cgroup of its own. Before the reaper: a cgroup probe runs a shell.
+        tracker = tracking.TreeTracker(reaper) if settings.keeper else open_tracker(owner, reaper)
         reaper.enable()
         clock = await open_clock(db, place)
         now = clock.now()
-        scheduler = Scheduler(db, settings, owner, config, umask, tracker, clock)
+        if settings.keeper:
+            # Deadlines fence the jobs only where another host could take their leases over.
+            keeper = KeeperLink(settings.state_dir, settings.lease_s, fencing=store.shared_clock)
+            await keeper.open(takeover=settings.replace)
+        scheduler = Scheduler(db, settings, owner, config, umask, tracker, clock, keeper)
         services = DaemonServices(scheduler, db, settings, config, place=place)
         await db.write(store.register_daemon, DaemonInfo(owner, settings.host, os.getpid(),
                                                           runner.process_start_time(os.getpid()), now, now,
                                                           scheduler.slots, 0, boot_id=place.boot_id,
                                                           pid_ns=place.pid_ns, clock_offset=clock.offset))
         log.info("daemon %s (boot %s, PID namespace %s)", owner, place.boot_id, place.pid_ns)
+        adopted = await scheduler.adopt()  # before recovery: what the keeper still runs is not lost
+        if adopted:
+            log.info("adopted %d attempt(s) that the job keeper kept running", adopted)
         recovered = await services.recovery.recover(now)
         if recovered:
             log.warning("recovered %d job(s) from a daemon that stopped mid-attempt (counted as failed attempts)",
@@ -226,8 +237,15 @@ async def serve_until_stopped(
         stop_event = asyncio.Event()
         signals_seen = 0
 
-        def request_stop() -> None:
+        def request_stop(handover: bool = False) -> None:
             nonlocal signals_seen
+            if handover and keeper is not None and signals_seen == 0:
+                log.info("handing over: leaving %d running job(s) to the job keeper for the next daemon",
+                         scheduler.active)
+                signals_seen = 1
+                scheduler.request_handover()
+                stop_event.set()
+                return
             signals_seen += 1
             if signals_seen == 1:
                 log.info("stopping: no new jobs are claimed; waiting for %d running job(s)", scheduler.active)
@@ -264,6 +282,8 @@ async def serve_until_stopped(
         store.close()
         if tracker is not None:
             tracker.close()
+        if keeper is not None:
+            keeper.close(handover=True)  # whatever it runs was adopted: leave it to the next start
         raise
 
     def wake_scheduler() -> None:  # from the store's listening thread
@@ -291,6 +311,8 @@ async def serve_until_stopped(
         await server.close()
         for path in (settings.socket_path, settings.pidfile):
             path.unlink(missing_ok=True)
+        if keeper is not None:
+            keeper.close(handover=scheduler.handing_over)
         try:
             await db.write(store.forget_daemons, [owner])
         finally:

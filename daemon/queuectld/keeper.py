@@ -17,11 +17,12 @@ What it does
   output_max_bytes with a marker (as runner.py does); kills it at its timeout; reaps it; reports it
   `ended`.
 - A deadline per attempt on the monotonic clock, moved by `extend` (forward only, unless asked).
-  When it passes, every process of the attempt gets SIGTERM, then SIGKILL after its kill grace,
-  and it ends with outcome `deadline`. The daemon extends only after a lease renewal has
+  When it passes, every process of the attempt gets SIGTERM, then SIGKILL after its
+  deadline_grace_s (or kill grace), and it ends with outcome `deadline`. The daemon extends only after a lease renewal has
   committed, so a daemon that is frozen, killed or cut off from its database cannot let its jobs
   outlive their leases: it sets each deadline to (the lease's time left, as the renewal computed
-  it) minus kill_grace_s minus a margin, so that even the SIGKILL comes before the lease expires.
+  it) minus the deadline's grace minus a margin, so that even the SIGKILL comes before the lease
+  expires.
 - One daemon connection at a time. When it drops, attempts keep running to their deadlines and
   their ends stay queued; the next daemon `list`s the running attempts (to adopt them) and is sent
   every queued end again until it `ack`s it, so an end is recorded once, by whoever acks it.
@@ -43,7 +44,7 @@ The first request must be `hello`; until then nothing else is accepted.
   unless `takeover` (`queuectld --replace`): then the old connection is closed. After the reply,
   every queued end is sent as an event (oldest first).
 - `spawn {key, command, cwd, env, umask, log_path, output_max_bytes, timeout_s, deadline_s,
-  kill_grace_s}` (keeper_wire.SpawnSpec) -> `{pid}` (null when it could not start: its
+  kill_grace_s, deadline_grace_s}` (keeper_wire.SpawnSpec) -> `{pid}` (null when it could not start: its
   `spawn_failed` end follows as an event). Error `exists` if the key runs or its end is unacked.
 - `extend {deadlines: {key: seconds_from_now}, backward?: bool}` -> `{unknown: [keys not running]}`.
 - `kill {key, reason, grace_s?}` -> `{found: bool}`: SIGTERM to the group, SIGKILL after the grace;

@@ -174,7 +174,7 @@ class KeptAttempt:
             if self.timeout_at is not None and now >= self.timeout_at:
                 self.kill(EndKind.TIMEOUT, f"timed out after {self.spec.timeout_s:g}s", now)
             elif now >= self.deadline:
-                self.kill(EndKind.DEADLINE, DEADLINE_ERROR, now)
+                self.kill(EndKind.DEADLINE, DEADLINE_ERROR, now, self.spec.deadline_grace_s)
         elif self.phase is Phase.KILLING:
             if self._grace_at is not None and now >= self._grace_at:
                 self._grace_at = None

@@ -46,6 +46,10 @@ class Connection:
         self.outbox += json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
+#: The longest single wait of the loop (it just waits again).
+MAX_WAIT_S = 3600.0
+
+
 class Keeper:
     """The keeper's state and its loop; see the module docstring."""
 
@@ -102,7 +106,9 @@ class Keeper:
         dues += [c.opened + HELLO_TIMEOUT_S for c in self.connections if not c.is_daemon]
         if self.idle_since is not None:
             dues.append(self.idle_since + self._idle_limit_s())
-        return None if not dues else max(0.0, min(dues) - now)
+        # Capped: epoll takes its timeout in milliseconds as a C int, and a deadline decades away
+        # (a one-host store gives no other) would overflow it.
+        return None if not dues else min(MAX_WAIT_S, max(0.0, min(dues) - now))
 
     def _idle_limit_s(self) -> float:
         return self.orphan_events_s if self.ended else self.idle_exit_s

@@ -38,6 +38,9 @@ class SpawnSpec:
     timeout_s: float | None  #: None: no timeout
     deadline_s: float  #: the first deadline, in seconds from now
     kill_grace_s: float = 5.0  #: SIGTERM to SIGKILL
+    #: SIGTERM to SIGKILL when the deadline kills it (None: kill_grace_s): the daemon keeps it short
+    #: enough that the SIGKILL too comes before the lease expires.
+    deadline_grace_s: float | None = None
 
     @classmethod
     def from_wire(cls, params: dict[str, Any]) -> SpawnSpec:
@@ -46,7 +49,8 @@ class SpawnSpec:
             spec = cls(key=params["key"], command=params["command"], cwd=params["cwd"], env=params["env"],
                        umask=params.get("umask", 0o022), log_path=params["log_path"],
                        output_max_bytes=params["output_max_bytes"], timeout_s=params.get("timeout_s"),
-                       deadline_s=params["deadline_s"], kill_grace_s=params.get("kill_grace_s", 5.0))
+                       deadline_s=params["deadline_s"], kill_grace_s=params.get("kill_grace_s", 5.0),
+                       deadline_grace_s=params.get("deadline_grace_s"))
         except KeyError as exc:
             raise ValueError(f"spawn: missing {exc.args[0]}") from None
         except TypeError as exc:
@@ -65,6 +69,8 @@ class SpawnSpec:
             raise ValueError("spawn: timeout_s must be a positive number or null")
         if not _positive(spec.deadline_s) or not non_negative(spec.kill_grace_s):
             raise ValueError("spawn: deadline_s must be positive and kill_grace_s not negative")
+        if spec.deadline_grace_s is not None and not non_negative(spec.deadline_grace_s):
+            raise ValueError("spawn: deadline_grace_s must be a non-negative number or null")
         return spec
 
     def to_wire(self) -> dict[str, Any]:

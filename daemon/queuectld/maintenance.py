@@ -140,8 +140,11 @@ class LeaseRenewal(Service):
         """One renewal and heartbeat."""
         sched = self.scheduler
         renewing = sched.running_keys()
+        renewed_from = time.monotonic()  # the renewed leases run from about here (`now` was read just before)
         held = await self.db.write(self.db.store.renew_leases, sched.owner, renewing, now, self.lease_s,
                                    sched.active, sched.slots, sched.claiming)
+        if sched.keeper is not None:  # committed: the keeper may let those attempts run that much longer
+            sched.keeper.leases_renewed([key for key in renewing if key[0] in held], renewed_from)
         if sched.clock.shared:  # follow the database's clock (a sample no better than ours is dropped)
             try:
                 await self.db.read(sched.clock.sync, self.db.store.clock_now)

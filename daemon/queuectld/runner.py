@@ -278,6 +278,9 @@ class Attempt:
         """The attempt has ended and reported its outcome (it may not be recorded yet)."""
         return self.phase is Phase.ENDED
 
+    def recorded(self) -> None:
+        """Its result is in the store: nothing to tell anyone (a KeeperAttempt acks its keeper)."""
+
     def kill(self, reason: KillReason) -> None:
         """SIGTERM every process of the attempt now, SIGKILL what is left after the grace period.
 

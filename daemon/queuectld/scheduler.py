@@ -19,6 +19,7 @@ from queuectld import runner
 from queuectld.clock import StoreClock
 from queuectld.envcache import EnvCache
 from queuectld.jobs import Job, JobState, LifecyclePolicy, Outcome, OutcomeKind
+from queuectld.keeper_link import KeeperAttempt, KeeperLink
 from queuectld.runner import Attempt, KillReason
 from queuectld.settings import Settings, fault_point
 from queuectld.store.base import EnvSnapshot, FinishedAttempt, RunKey, SpawnedAttempt
@@ -33,6 +34,9 @@ BUSY_RETRY_S = 0.5
 #: After any other store failure (full disk, damaged page, ...) the retries slow down to this.
 STORE_RETRY_MAX_S = 5.0
 #: The config keys LifecyclePolicy.from_config reads: the policy is rebuilt when one changes.
+#: An attempt the daemon runs: through its job keeper, or (`--no-keeper`) as its own child.
+AnyAttempt = KeeperAttempt | Attempt
+
 POLICY_KEYS = ("backoff-base", "backoff-max", "backoff-jitter", "retry-on-exit", "no-retry-on-exit",
                "retry-on-timeout", "no-retry-on-signal", "snooze-exit", "snooze-delay")
 
@@ -41,8 +45,12 @@ class Scheduler:
     """Runs up to `slots` attempts at once; wakes on events, never on a polling sleep."""
 
     def __init__(self, db: StoreThreads, settings: Settings, owner: str, config: dict[str, Any], umask: int,
-                 tracker: Tracker, clock: StoreClock | None = None) -> None:
+                 tracker: Tracker, clock: StoreClock | None = None, keeper: KeeperLink | None = None) -> None:
         self.db = db
+        #: The job keeper that runs the attempts (None: `--no-keeper`, they are the daemon's children).
+        self.keeper = keeper
+        if keeper is not None:
+            keeper.on_change = self.jobs_changed  # lost (its attempts ended) or back (claims resume)
         #: The store's time: every time this daemon gives the store comes from it (clock.py).
         self.clock = clock if clock is not None else StoreClock.local(time.time())
         self.tracker = tracker  #: finds and kills every process of an attempt
@@ -51,7 +59,7 @@ class Scheduler:
         self.config = config  #: shared with the handlers, who update it on config.set
         self.slots = int(settings.workers or config["workers"])
         self.claiming = True
-        self.running: dict[str, Attempt] = {}
+        self.running: dict[str, AnyAttempt] = {}
         self._umask = umask
         self._env = runner.base_environment(dict(os.environ))
         #: Environment snapshots by id, shared with `show` (content-addressed: never stale).
@@ -60,12 +68,13 @@ class Scheduler:
         self._default_cwd = str(settings.state_dir)  #: where a job without a cwd runs
         #: `worker stop --now` or a forced stop: kill attempts that are still being spawned too
         self._kill_new: KillReason | None = None
-        self._finished: list[tuple[Attempt, FinishedAttempt]] = []
+        self._finished: list[tuple[AnyAttempt, FinishedAttempt]] = []
         self._spawned: list[SpawnedAttempt] = []
         self._woken = False
         self._waiter: asyncio.Future[None] | None = None
         self._changed = asyncio.Event()
         self._stopping = False
+        self._handover = False  #: stop at once and leave the running attempts to the keeper
         self._forced = False  #: a second stop request: do not wait for a store that refuses writes
         self._fault = fault_point()
         #: Turns whose claim may have committed without their attempts in `running` yet: while
@@ -178,6 +187,57 @@ class Scheduler:
         else:
             self.stop_workers(now=False)
 
+    def request_handover(self) -> None:
+        """Stop claiming and return from `run` without waiting for the running attempts: they go on
+        in the job keeper, for the next daemon on this state dir to adopt (`queuectld --replace`)."""
+        self._stopping = self._handover = True
+        self.claiming = False
+        self.notify()
+        self.on_claiming_changed()
+
+    @property
+    def handing_over(self) -> bool:
+        """`request_handover` was called: the running attempts are left to the keeper."""
+        return self._handover
+
+    async def adopt(self) -> int:
+        """At start, before recovery: take over what the job keeper still runs (or holds the ends
+        of) for a daemon of this state dir that is gone. Each attempt whose row is still
+        `processing` at its run becomes ours, with a fresh lease and deadline; it goes on running,
+        into the same log, and its end is recorded once. One whose job ended meanwhile (recovered
+        elsewhere once its lease expired, canceled) is killed. Returns how many were adopted."""
+        link = self.keeper
+        if link is None:
+            return 0
+        listing = link.listing()
+        pids = {a.key: a.pid for a in listing.attempts}
+        keys = {key: _split_key(key) for key in [*pids, *listing.ended]}
+        adopted: dict[str, str | None] = {}
+        if keys:
+            renewed_from = time.monotonic()
+            adopted = await self.db.write(self.db.store.adopt_attempts, self.owner, list(keys.values()),
+                                          self.clock.now(), self.settings.lease_s)
+            jobs = await self.db.read(lambda: {job_id: self.db.store.get(job_id) for job_id in adopted})
+            policy = self.policy()
+            for key, (job_id, run) in keys.items():
+                job = jobs.get(job_id)
+                if job is None or job.run != run:
+                    continue
+                attempt = self._attempt(job, policy, renewed_from)
+                assert isinstance(attempt, KeeperAttempt)
+                link.attempts[key] = attempt
+                self.running[job.id] = attempt
+                attempt.adopt(self._attempt_done, pids.get(key))
+                log.info("job %s attempt %d adopted from daemon %s (%s)", job_id, run, adopted[job_id],
+                         "running" if key in pids else "ended while no daemon followed it")
+            link.leases_renewed([keys[k] for k in pids if keys[k][0] in adopted], renewed_from)
+            gone = [key for key in pids if keys[key][0] not in adopted]
+            if gone:
+                log.warning("killing %d attempt(s) the job keeper ran whose jobs ended elsewhere meanwhile", len(gone))
+                link.discard(gone, "its job ended elsewhere while no daemon followed it")
+        link.follow()
+        return len(adopted)
+
     @property
     def active(self) -> int:
         """Slots running an attempt now."""
@@ -200,7 +260,7 @@ class Scheduler:
         the store thread); start them; then sleep until a new job, an ended attempt, the next
         due time, or a store retry. Returns when draining is done."""
         while True:
-            if self._stopping and not self.running and not self._finished:
+            if self._handover or (self._stopping and not self.running and not self._finished):
                 return
             if self._gave_up_on_held_results():
                 return
@@ -220,15 +280,21 @@ class Scheduler:
 
     def _gave_up_on_held_results(self) -> bool:
         """A forced stop while the store refuses writes (a full disk) and every attempt has ended:
-        stop rather than wait for space. The held results are lost with the process; those jobs
-        stay `processing` in the store, and the next start (or a peer) recovers them as `worker
-        lost` once their leases expire, so they run again: at least once, never lost."""
+        stop rather than wait for space. Those jobs stay `processing` in the store. Their ends stay
+        with the job keeper (unacked), and the next start on this state dir adopts and records
+        them; without a keeper (or once the keeper gave up on them) the held results are lost
+        with the process, and the next start (or a peer) recovers those jobs as `worker lost` once
+        their leases expire, so they run again: at least once, never lost."""
         if not (self._forced and self._store_failing and self._finished):
             return False
         if any(not attempt.ended for attempt in self.running.values()):
             return False
-        log.error("stopping with %d result(s) of finished attempts that the store would not take; the next "
-                  "start recovers those jobs as `worker lost` and runs them again", len(self._finished))
+        if self.keeper is not None:
+            log.error("stopping with %d result(s) of finished attempts that the store would not take; the job "
+                      "keeper keeps them, and the next start records them", len(self._finished))
+        else:
+            log.error("stopping with %d result(s) of finished attempts that the store would not take; the next "
+                      "start recovers those jobs as `worker lost` and runs them again", len(self._finished))
         return True
 
     async def _sleep(self, timeout: float) -> None:
@@ -261,7 +327,8 @@ class Scheduler:
         batch, spawned = self._finished, self._spawned
         self._finished, self._spawned = [], []
         record_only = self._store_failing and bool(batch or spawned)
-        claiming = self.claiming and not self._stopping and not record_only
+        claiming = self.claiming and not self._stopping and not record_only and (
+            self.keeper is None or self.keeper.up)
         free = self.slots - (len(self.running) - len(batch)) if claiming else 0
         if not batch and not spawned and free <= 0:
             return self._store_failing, False, None
@@ -300,10 +367,11 @@ class Scheduler:
             return True, False, None  # look again soon: the claims that waited are due
         return False, free > 0 and len(started) == free, next_due
 
-    def _recorded(self, batch: list[tuple[Attempt, FinishedAttempt]],
+    def _recorded(self, batch: list[tuple[AnyAttempt, FinishedAttempt]],
                   results: list[tuple[FinishedAttempt, Job | None]]) -> None:
         """The ended attempts in `batch` are written: free their slots, log how each ended."""
         for attempt, _ in batch:
+            attempt.recorded()
             if self.running.get(attempt.job.id) is attempt:
                 del self.running[attempt.job.id]
         stopped = {a.job.id: a.kill_reason for a, _ in batch}
@@ -333,6 +401,7 @@ class Scheduler:
                 attempt, fa = item
                 log.error("job %s attempt %d ended (%s) but its row is on a damaged page of the store: the "
                           "result cannot be stored", fa.job_id, fa.run, fa.outcome.describe())
+                attempt.recorded()  # as recorded as it will ever be
                 if self.running.get(attempt.job.id) is attempt:
                     del self.running[attempt.job.id]
             except Exception:
@@ -361,9 +430,9 @@ class Scheduler:
                         "store accepts writes again (retrying every %gs at most)", held, STORE_RETRY_MAX_S)
 
     def _turn_in_store_thread(
-        self, batch: list[tuple[Attempt, FinishedAttempt]], spawned: list[SpawnedAttempt], free: int,
+        self, batch: list[tuple[AnyAttempt, FinishedAttempt]], spawned: list[SpawnedAttempt], free: int,
         policy: LifecyclePolicy,
-    ) -> tuple[list[tuple[FinishedAttempt, Job | None]], list[Attempt], float | None]:
+    ) -> tuple[list[tuple[FinishedAttempt, Job | None]], list[AnyAttempt], float | None]:
         """The blocking side of a turn, in the writer thread: record, claim, and spawn the claimed
         jobs' shells right after the claim commits (no trip back to the loop in between)."""
         store = self.db.store
@@ -374,6 +443,7 @@ class Scheduler:
                 for sp in spawned if (sp.job_id, sp.run) not in done]
         # Requeued attempts too: an Outcome(REQUEUED) is recorded like any other. A repeat after
         # a failed turn matches nothing (fenced on the attempt).
+        claimed_from = time.monotonic()  # the claims' leases run from about here (their deadlines too)
         results, claimed = store.finish_and_claim(
             [fa for _, fa in batch], policy, live, self.owner, self.settings.host, free, self.clock.now(), self.settings.lease_s
         )
@@ -387,7 +457,7 @@ class Scheduler:
         envs, env_problem = self._snapshots(claimed)
         started = []
         for job in claimed:
-            attempt = self._attempt(job, policy)
+            attempt = self._attempt(job, policy, claimed_from)
             snapshot = None if job.env_id is None else envs.get(job.env_id)
             if job.env_id is not None and snapshot is None:
                 attempt.cannot_start(f"its environment (snapshot {job.env_id[:12]}) could not be read: {env_problem}")
@@ -416,8 +486,17 @@ class Scheduler:
             log.warning("could not read %d environment snapshot(s): %s", len(wanted), message)
             return {}, message
 
-    def _attempt(self, job: Job, policy: LifecyclePolicy) -> Attempt:
+    def _attempt(self, job: Job, policy: LifecyclePolicy, lease_from: float) -> AnyAttempt:
+        """The attempt of a claimed (or adopted) job, its lease set at `lease_from` (monotonic)."""
         cfg = self.config
+        if self.keeper is not None:
+            return KeeperAttempt(
+                self.keeper, job, self.owner, runner.log_path(self._logs_dir, job.id, job.run),
+                timeout_s=job.timeout_s or (float(cfg["job-timeout"]) or None),
+                kill_grace_s=float(cfg["kill-grace"]), output_max_bytes=int(cfg["output-max-bytes"]),
+                snooze_exit=policy.snooze_exit, snooze_file=runner.snooze_path(self._logs_dir, job.id, job.run),
+                cwd=job.cwd or self._default_cwd, lease_from=lease_from,
+            )
         return Attempt(
             job,
             self.owner,
@@ -431,11 +510,11 @@ class Scheduler:
             cwd=job.cwd or self._default_cwd,
         )
 
-    def _attempt_spawned(self, attempt: Attempt) -> None:
+    def _attempt_spawned(self, attempt: AnyAttempt) -> None:
         assert attempt.pid is not None
         self._spawned.append(SpawnedAttempt(attempt.job.id, attempt.job.run, self.owner, attempt.pid, None))
 
-    def _attempt_done(self, attempt: Attempt, outcome: Outcome) -> None:
+    def _attempt_done(self, attempt: AnyAttempt, outcome: Outcome) -> None:
         if self._fault == "after-exit":
             _crash("after-exit")
         job = attempt.job
@@ -443,6 +522,12 @@ class Scheduler:
             (attempt, FinishedAttempt(job.id, job.run, self.owner, outcome, self.clock.now(), attempt.tail_text()))
         )
         self.notify()
+
+
+def _split_key(key: str) -> RunKey:
+    """(job id, run) of a keeper key `job_id/run` (keeper_client.attempt_key)."""
+    job_id, _, run = key.rpartition("/")
+    return job_id, int(run)
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

@@ -34,6 +34,11 @@ class Settings:
     first_request_s: float = FIRST_REQUEST_S
     detach: bool = False
     new_store: bool = False  #: move the existing database and queue id aside and start afresh
+    #: Run jobs through the state dir's job keeper (keeper.py), which stops them before their
+    #: leases can expire and keeps them running across a daemon restart. False (`--no-keeper`):
+    #: jobs are the daemon's own children, killed with it.
+    keeper: bool = True
+    replace: bool = False  #: take over a running daemon's jobs (--replace): its keeper connection too
     host: str = field(default_factory=socket.gethostname)
 
     @property

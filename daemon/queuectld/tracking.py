@@ -273,9 +273,10 @@ def kill_orphans(lost: list[OrphanedAttempt], dead_owners: set[str]) -> int:
     were killed. The caller passes only attempts and owners whose pids are provably ours.
 
     A dead daemon that tracked by cgroup: everything still in its cgroups (only running attempts
-    have processes there: an ended attempt's were killed when it ended). Otherwise: processes with
-    a lost attempt's identity in their environment, the recorded process group while its leader
-    is still the recorded shell, and the descendants of both."""
+    have processes there: an ended attempt's were killed when it ended). And wherever they run
+    (a job keeper's cgroups, no cgroup): processes with a lost attempt's identity in their
+    environment, the recorded process group while its leader is still the recorded shell, and the
+    descendants of both."""
     owners = dead_owners | {la.owner for la in lost}
     if not owners:
         return 0
@@ -293,7 +294,9 @@ def kill_orphans(lost: list[OrphanedAttempt], dead_owners: set[str]) -> int:
             roots.setdefault(suffixes[match.group(1)], cg[: match.end(1)])
     for root in roots.values():
         cgroups.write(f"{root}/cgroup.kill", "1")  # atomic where we may; the scan below gets the rest
-    by_env = [la for la in lost if la.owner not in roots]
+    # Not only the owners without a cgroup: a daemon's job keeper runs its attempts in cgroups of
+    # its own, so what a dead daemon's cgroup holds is not all there is.
+    by_env = lost
     needles = [proctree.identity_needles(la.owner, la.job_id, la.run) for la in by_env]
     leaders = {la.pid for la in by_env if la.pid and la.proc_start is not None
                and proctree.process_start_time(la.pid) == la.proc_start}

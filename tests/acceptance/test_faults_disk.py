@@ -150,7 +150,8 @@ def test_a_second_sigterm_on_a_full_disk_stops_the_daemon_and_the_next_start_rec
     daemon_factory: Callable[..., Daemon],
 ) -> None:
     # Without the forced stop, the daemon waits for space forever, holding results no one can
-    # store; with it, it exits and the jobs (still `processing` in the store) are recovered.
+    # store; with it, it exits, the jobs stay `processing` in the store, and the next start records
+    # the ends the job keeper kept for it.
     d = daemon_factory()
     marks = d.root / "marks"
     with small_tmpfs(d.state_dir):
@@ -171,15 +172,15 @@ def test_a_second_sigterm_on_a_full_disk_stops_the_daemon_and_the_next_start_rec
             time.sleep(0.5)
             d.proc.send_signal(signal.SIGTERM)
             d.proc.wait(20)  # raises TimeoutExpired if the daemon keeps waiting for space
-            assert "the next start recovers those jobs" in d.log_text()
+            assert "the job keeper keeps them, and the next start records them" in d.log_text()
             assert "Traceback" not in d.log_text()
 
             for filler in d.state_dir.glob("filler*"):
                 filler.unlink()
             d.start("--workers", "1", "--lease-seconds", "2")
             job = d.wait_state("held", "completed", timeout=60)
-            # At least once, never lost: the attempt whose result was lost is counted as worker lost.
-            assert marks.read_text().split() == ["held", "held"]
-            assert [a["reason"] for a in job["attempt_history"]][0].startswith("worker lost"), job
+            # The keeper kept the end the daemon could not store: the next start records it, once.
+            assert marks.read_text().split() == ["held"]
+            assert [(a["outcome"], a["exit_code"]) for a in job["attempt_history"]] == [("exit", 0)], job
         finally:
             d.cleanup()

@@ -108,8 +108,6 @@ def _run_through_a_fault(a: HostedDaemon, b: HostedDaemon, short_tmp: Path, faul
     return runs_of(short_tmp)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: the job keeper is built (keeper.py) but not yet the parent of the "
-                   "daemon's jobs, so a killed or frozen daemon's jobs run on past their leases")
 def test_a_daemon_killed_with_minus_9_never_lets_its_jobs_run_twice_at_once(
     hosts: Callable[[str], Host], shared_db: str, short_tmp: Path
 ) -> None:
@@ -124,8 +122,6 @@ def test_a_daemon_killed_with_minus_9_never_lets_its_jobs_run_twice_at_once(
             d.cleanup()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: the job keeper is built (keeper.py) but not yet the parent of the "
-                   "daemon's jobs, so a killed or frozen daemon's jobs run on past their leases")
 def test_a_frozen_daemon_never_lets_its_jobs_run_twice_at_once(
     hosts: Callable[[str], Host], shared_db: str, short_tmp: Path
 ) -> None:

@@ -40,15 +40,18 @@ def start_tracked(d: Daemon, mode: str, *args: str) -> Daemon:
     if mode == "subreaper":
         d.env["QUEUECTL_TEST_TRACKING"] = "subreaper"
     d.start("--workers", "2", *args)
-    line = next((ln for ln in d.log_text().splitlines() if "process tracking:" in ln), "")
+    # The job keeper tracks the attempts; the daemon logs how ("job keeper pid N (tracking by M)").
+    line = next((ln for ln in d.log_text().splitlines() if "job keeper pid" in ln), "")
     if mode == "subreaper":
-        assert "subreaper" in line, line
-    elif "a cgroup per attempt" not in line:
+        assert "tracking by subreaper" in line, line
+    elif "tracking by cgroup" not in line:
         from queuectld.cgroups import cgroup_base
 
         if os.geteuid() == 0 and cgroup_base()[0] is not None:
             pytest.fail(f"root with a writable cgroup v2, yet the daemon did not use it: {line}")
-        pytest.skip(f"cgroups are not usable here: {line.split('process tracking: ', 1)[-1]}")
+        keeper_log = (d.state_dir / "keeper.log").read_text(errors="replace")
+        why = next((ln for ln in keeper_log.splitlines() if "process tracking:" in ln), line)
+        pytest.skip(f"cgroups are not usable here: {why.split('process tracking: ', 1)[-1]}")
     return d
 
 
@@ -122,17 +125,18 @@ def test_a_double_forked_daemon_started_by_a_job_is_killed_when_the_job_ends(tra
 
 
 def test_orphans_of_a_job_stay_in_the_daemons_tree_and_are_reaped(tracked: Daemon, short_tmp: Path) -> None:
-    # The inner shell exits at once: its sleep is orphaned, re-parented to the daemon (a child
-    # subreaper; before, to init), and exits while the job still runs. The daemon reaps it.
+    # The inner shell exits at once: its sleep is orphaned, re-parented to the job keeper (a child
+    # subreaper; before, to init), and exits while the job still runs. The keeper reaps it.
     tracked.cli("enqueue", "--id", "orphan", "--command",
                 f"sh -c 'echo $$ > {short_tmp}/inner.pid; sleep 2 & echo $! > {short_tmp}/orphan.pid'; sleep 3")
     inner, orphan = read_pid(short_tmp / "inner.pid"), read_pid(short_tmp / "orphan.pid")
     assert tracked.proc is not None
     wait_until(lambda: not alive(inner), what="the inner shell to exit")
-    assert parent(orphan) == tracked.proc.pid, f"the orphan was re-parented to {parent(orphan)}, not the daemon"
+    [keeper] = tracked.keeper_pids()
+    assert parent(orphan) == keeper, f"the orphan was re-parented to {parent(orphan)}, not the keeper {keeper}"
     assert settled(tracked, "orphan")["state"] == "completed"
     wait_until(lambda: not os.path.exists(f"/proc/{orphan}"), timeout=5, what=f"orphan {orphan} to be reaped")
-    assert defunct_children(tracked.proc.pid) == []
+    assert defunct_children(keeper) == [] and defunct_children(tracked.proc.pid) == []
 
 
 def environ(pid: int) -> str:

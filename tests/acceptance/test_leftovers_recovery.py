@@ -60,8 +60,8 @@ def test_recovery_kills_the_running_attempts_processes_and_nothing_else(
     ended_attempt = bystanders({"QUEUECTL_ATTEMPT_ID": f"{owner}/done/1", "QUEUECTL_OWNER": owner,
                                 "QUEUECTL_JOB_ID": "done", "QUEUECTL_ATTEMPT": "1"})
 
-    d.kill9()
-    assert all(alive(p) for p in running), "the attempt's processes outlive a SIGKILLed daemon"
+    d.kill9_with_keeper()
+    assert all(alive(p) for p in running), "the attempt's processes outlive a SIGKILLed daemon and keeper"
     start_tracked(d, mode)
     job = settled(d, "run")
     assert job["state"] == "completed" and [a["reason"] for a in job["attempt_history"]][0].startswith("worker lost"), job

@@ -46,8 +46,10 @@ def test_worker_stop_now_after_jobs_ended_but_before_they_are_recorded_reruns_no
     inproc_factory: DaemonFactory, short_root: Path, backend: str,
 ) -> None:
     """The window made wide: the store's writes are held, so attempts that have ended wait
-    unrecorded; `worker stop --now` arrives then. They completed: none may be requeued."""
-    d = inproc_factory(workers=SLOTS, backend=backend)
+    unrecorded; `worker stop --now` arrives then. They completed: none may be requeued. (A lease
+    long enough that the held renewals do not have the job keeper kill them first, as it must
+    when the store takes no write for most of a lease.)"""
+    d = inproc_factory(workers=SLOTS, backend=backend, lease_s=10)
     runs = short_root / "runs"
     for n in range(3):
         go = short_root / f"go{n}"

@@ -78,6 +78,27 @@ def test_a_passed_deadline_kills_the_job_before_it_finishes(keeper: KeeperUnderT
     assert not keeper.path("finished").exists()
 
 
+def test_a_deadline_kill_uses_its_own_short_grace(keeper: KeeperUnderTest) -> None:
+    """A job that ignores SIGTERM: at its deadline the SIGKILL follows after deadline_grace_s, not
+    after the (long) kill grace, so it is dead before the lease it stands for can expire."""
+    client = keeper.connect()
+    client.spawn(keeper.spec("stubborn/1", "trap '' TERM; touch started; sleep 30", deadline_s=0.5,
+                             kill_grace_s=20.0, deadline_grace_s=0.2))
+    ended = next_end(client, timeout_s=10)
+    assert ended.outcome is EndKind.DEADLINE and ended.signal == 9
+    assert ended.duration_s < 5, "killed after the deadline's grace, not kill_grace_s"
+
+
+def test_a_deadline_decades_away_is_waited_for_like_any_other(keeper: KeeperUnderTest) -> None:
+    """A one-host store's attempts get a deadline of a century: the keeper's loop must not take it
+    for a timeout it cannot wait (epoll's is a C int of milliseconds)."""
+    client = keeper.connect()
+    client.spawn(keeper.spec("far/1", "sleep 0.3", deadline_s=100 * 365 * 86400.0))
+    ended = next_end(client)
+    assert (ended.outcome, ended.exit_code) == (EndKind.EXIT, 0)
+    assert client.list_attempts().ended == ["far/1"], "the keeper lives on"
+
+
 def test_extend_keeps_the_job_alive_past_its_first_deadline(keeper: KeeperUnderTest) -> None:
     client = keeper.connect()
     client.spawn(keeper.spec("renewed/1", "sleep 2; touch finished", deadline_s=1.0))

@@ -56,6 +56,29 @@ def test_renew_leases_handles_many_attempts(store: Store) -> None:
     assert store.renew_leases(OWNER, running, T0 + 5, 30, 450, 450) == set(ids) - {"j007"}
 
 
+# -- adopting a gone daemon's attempts (its job keeper still runs them) ------------------------------
+
+
+def test_adopt_attempts_takes_over_exactly_the_attempts_still_processing_at_their_run(store: Store) -> None:
+    add(store, *(new_job(x, at=T0 + i / 10) for i, x in enumerate(["kept", "ended", "rerun", "waits"])))
+    kept, ended, rerun = claim(store, owner="gone", now=T0 + 1, limit=3, lease_s=10)
+    assert finish(store, ended, 0, now=T0 + 2, owner="gone") is not None  # ended meanwhile
+    given = [(kept.id, kept.run), (ended.id, ended.run), (rerun.id, rerun.run + 1), ("waits", 1), ("nope", 1)]
+
+    assert store.adopt_attempts(OWNER, given, T0 + 5, 30) == {"kept": "gone"}
+
+    row = store.get("kept")
+    assert (row.state, row.owner, row.lease_expires_at, row.run) == (JobState.PROCESSING, OWNER, T0 + 35, kept.run)
+    assert store.get("rerun").owner == "gone", "another run of the job is not adopted"
+    assert store.get("waits").state is JobState.PENDING
+    # The new owner's fenced writes now land; the old owner's are dropped.
+    assert finish(store, kept, 0, now=T0 + 6, owner="gone") is None
+    assert finish(store, kept, 0, now=T0 + 6, owner=OWNER) is not None
+    assert store.get("kept").state is JobState.COMPLETED
+    assert store.adopt_attempts(OWNER, [], T0 + 7, 30) == {}
+    assert_counts_exact(store)
+
+
 # -- putting strays back ------------------------------------------------------------------------
 
 

@@ -516,6 +516,28 @@ class SqlStore:
             )
         return held
 
+    def adopt_attempts(self, owner: str, attempts: Collection[RunKey], now: float, lease_s: float) -> dict[str, str | None]:
+        """Make `owner` the holder of attempts (job id, run) that its state dir's job keeper still
+        runs for a daemon that is gone (restarted, killed -9, replaced by `--replace`): each row
+        still `processing` at that run, whoever held it, gets `owner` and a lease from `now`.
+        Returns {job id: the owner it had} for those adopted. An attempt missing from the answer
+        was ended meanwhile (recovered once its lease expired, canceled, deleted): the caller
+        kills its processes and drops its result."""
+        adopted: dict[str, str | None] = {}
+        with self._write() as conn:
+            for chunk in chunks(list(attempts), 200):
+                match = or_(*(and_(jobs.c.id == job_id, jobs.c.run == run) for job_id, run in chunk))
+                rows = conn.execute(select(jobs.c.id, jobs.c.owner)
+                                    .where(match, jobs.c.state == JobState.PROCESSING.value)
+                                    .with_for_update()).all()
+                if not rows:
+                    continue
+                ids = [row.id for row in rows]
+                conn.execute(update(jobs).where(jobs.c.id.in_(ids), jobs.c.state == JobState.PROCESSING.value)
+                             .values(owner=owner, lease_expires_at=now + lease_s))
+                adopted.update((row.id, row.owner) for row in rows)
+        return adopted
+
     def release_strays(self, owner: str, running: Collection[RunKey], now: float) -> list[RunKey]:
         """Put back every processing row of this owner that is not among the attempts it runs
         (the claim committed but its answer was lost, or any other reason): each is an attempt
