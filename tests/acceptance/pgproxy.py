@@ -1,4 +1,4 @@
-"""A TCP proxy for PostgreSQL that can lose the server's answer to a COMMIT.
+"""A TCP proxy for PostgreSQL that can lose the server's answer to a COMMIT, or the server itself.
 
 It sits between a client (the daemon) and the real server, relays every byte, and parses the
 frontend messages just enough to follow each connection's transactions: the SQL text of simple
@@ -7,6 +7,11 @@ with `lose_commit_answer(needle)` fires on the first simple-protocol `COMMIT` wh
 ran a statement containing `needle`: the COMMIT goes through to the server, the server's whole
 answer to it (CommandComplete, ReadyForQuery) is read and dropped, and both sides are closed.
 The server has committed; the client sees its connection die while it waits for the answer.
+
+`outage(seconds)` plays the server going away and coming back: every relayed connection is cut
+at once, and for `seconds` every new one is refused: accepted and reset at once, so the client's
+connect fails straight away as it would against a server that is down (the port stays the
+proxy's, so nothing else can take it meanwhile); then connections are relayed again.
 
 psycopg 3 (through SQLAlchemy) sends `BEGIN` and `COMMIT` as simple queries, and its statements
 as Parse/Bind/Execute (checked with `capture=True`, which keeps every frontend message's type
@@ -34,6 +39,18 @@ class Trap:
     committed: bool = False
 
 
+@dataclass
+class Outage:
+    """One outage: the connections relayed when it began are cut, new ones refused until `over`."""
+
+    seconds: float
+    over: threading.Event = field(default_factory=threading.Event)
+    #: Relayed connections (client and server pairs) cut when it began.
+    cut: int = 0
+    #: Connections refused during it: the client did try to reach the server.
+    refused: int = 0
+
+
 class PgProxy:
     """Relay 127.0.0.1:<port> to the PostgreSQL server at `upstream`, a thread pair per connection."""
 
@@ -47,6 +64,7 @@ class PgProxy:
         self.port: int = self._listener.getsockname()[1]
         self._closed = False
         self._conns: list[socket.socket] = []
+        self._outage: Outage | None = None  #: the outage under way, if any
         threading.Thread(target=self._accept, name="pgproxy-accept", daemon=True).start()
 
     def url(self, base: str) -> str:
@@ -62,6 +80,27 @@ class PgProxy:
         with self._lock:
             self._traps.append(trap)
         return trap
+
+    def outage(self, seconds: float) -> Outage:
+        """Cut every relayed connection now and refuse new ones for `seconds`, then relay again
+        (returns at once; `over` is set when connections are relayed again)."""
+        outage = Outage(seconds)
+        with self._lock:
+            assert self._outage is None, "one outage at a time"
+            self._outage = outage
+            conns, self._conns = self._conns, []
+        outage.cut = sum(1 for s in conns if s.fileno() != -1) // 2
+        for s in conns:
+            _close(s)
+        timer = threading.Timer(seconds, self._end_outage, (outage,))
+        timer.daemon = True
+        timer.start()
+        return outage
+
+    def _end_outage(self, outage: Outage) -> None:
+        with self._lock:
+            self._outage = None
+        outage.over.set()
 
     def close(self) -> None:
         """Stop accepting and cut every relayed connection."""
@@ -86,6 +125,8 @@ class PgProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._refused(client):
+                continue
             try:
                 server = socket.create_connection(self.upstream, timeout=10)
             except OSError:
@@ -97,10 +138,28 @@ class PgProxy:
             for sock in (client, server):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
-                self._conns += [client, server]
+                cut = self._outage is not None  # it began while this one was connecting upstream
+                if not cut:
+                    self._conns += [client, server]
+            if cut:
+                _close(client)
+                _close(server)
+                continue
             link = _Link(self, client, server)
             threading.Thread(target=link.frontend, name="pgproxy-c2s", daemon=True).start()
             threading.Thread(target=link.backend, name="pgproxy-s2c", daemon=True).start()
+
+    def _refused(self, client: socket.socket) -> bool:
+        """During an outage: reset `client` at once (SO_LINGER 0 sends RST), as a down server would."""
+        with self._lock:
+            outage = self._outage
+            if outage is not None:
+                outage.refused += 1
+        if outage is None:
+            return False
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        return True
 
     def _take_trap(self, transaction: str) -> Trap | None:
         with self._lock:
