@@ -34,6 +34,7 @@ class Settings:
     first_request_s: float = FIRST_REQUEST_S
     detach: bool = False
     new_store: bool = False  #: move the existing database and queue id aside and start afresh
+    replace: bool = False  #: `--replace`: take over the job keeper of the daemon that handed over (if one ran)
     host: str = field(default_factory=socket.gethostname)
 
     @property
