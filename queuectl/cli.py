@@ -827,7 +827,8 @@ def _start_replacement(c: Client, old: dict[str, Any], log: str) -> None:
                                    f"be starting: see `queuectl status` and its log {log}") from None
     if started.returncode == 0:
         return
-    said = (started.stderr.strip().splitlines() or ["it exited with status " + str(started.returncode)])[-1]
+    said = (started.stderr.strip().splitlines() or [f"it exited with status {started.returncode}"])[-1]
+    said = said.removeprefix("queuectld: ").rstrip(".")
     try:
         still = c.status()["daemon"]["pid"] == old["pid"]
     except errors.QueuectlError:

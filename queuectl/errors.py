@@ -225,7 +225,7 @@ class DependencyFailed(QueuectlError):
 
 
 class HandoverFailed(QueuectlError):
-    """queuectld --replace did not start: {detail}"""
+    """Could not take over with --replace: {detail}"""
 
     code = 1029
 

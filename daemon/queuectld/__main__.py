@@ -198,13 +198,16 @@ def _main(argv: list[str] | None) -> None:
 
 
 def _run(settings: Settings, umask: int, log_file: Path | None, on_ready: object) -> None:
-    from queuectld.app import serve
+    from queuectld.app import private_dir, serve
 
     try:
         if log_file is not None:
             settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         setup_logging(settings.log_level, log_file)
         if settings.replace:
+            # What would stop this daemon in serve() is better found before the old one has gone.
+            private_dir(settings.state_dir, "state dir")
+            private_dir(settings.logs_dir, "logs dir")
             take_over(settings)
         asyncio.run(serve(settings, on_ready, umask))  # type: ignore[arg-type]
     except QueuectlError as exc:
