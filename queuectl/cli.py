@@ -835,9 +835,13 @@ def _start_replacement(c: Client, old: dict[str, Any], log: str) -> None:
         still = False
     finally:
         c.close()
-    left = (f"the old one (pid {old['pid']}) still runs" if still else f"the old one (pid {old['pid']}) has "
-            "handed over and exited, so none runs now: start one with `queuectld --detach` (it adopts the jobs "
-            "that kept running)")
+    if still:
+        left = f"the old one (pid {old['pid']}) still runs"
+    else:
+        import shlex
+
+        left = (f"the old one (pid {old['pid']}) has handed over and exited, so none runs now: once the problem is "
+                f"fixed, start it again with `{shlex.join(command)}`")
     raise errors.RestartFailed(detail=f"the new daemon did not start ({said}); {left}. See its log {log}")
 
 

@@ -256,7 +256,7 @@ def _ask_handover(settings: Settings) -> dict[str, object] | None:
         except errors.DaemonUnreachable:
             return None
         pid = daemon.get("pid", "?")
-        if daemon.get("state_dir") != str(settings.state_dir):
+        if not _same_dir(daemon.get("state_dir"), settings.state_dir):
             raise HandoverFailed(detail=f"the daemon on {where} (pid {pid}) serves the state dir "
                                  f"{daemon.get('state_dir')}, not {settings.state_dir}; give --state-dir "
                                  f"{daemon.get('state_dir')} to replace it, or another --socket")
@@ -273,6 +273,16 @@ def _ask_handover(settings: Settings) -> dict[str, object] | None:
             raise HandoverFailed(detail=f"the daemon on {where} (pid {pid}) did not hand over: {exc.message}"
                                  ) from None
         return answer
+
+
+def _same_dir(theirs: str | None, ours: Path) -> bool:
+    """Whether the daemon's state dir is ours, spelled alike or not (a symlink, a bind mount)."""
+    if theirs == str(ours):
+        return True
+    try:
+        return theirs is not None and os.path.samefile(theirs, ours)
+    except OSError:
+        return False
 
 
 def _lock_holder(lockfile: Path) -> str | None:

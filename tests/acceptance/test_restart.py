@@ -155,6 +155,27 @@ def test_a_new_daemon_that_cannot_start_leaves_the_old_one_running(d: Daemon) ->
     assert d.running and answering_pid(d) == d.proc.pid
 
 
+def test_a_new_daemon_that_fails_after_the_handover_says_none_runs_and_how_to_start_it(d: Daemon) -> None:
+    assert d.proc is not None
+    old_pid = d.proc.pid
+    queue_id = d.state_dir / "queue-id"
+    recorded = queue_id.read_text()
+    queue_id.write_text("0" * 32 + "\n")  # another queue's id: the new daemon refuses the store
+    result = d.cli("daemon", "restart", check=False, timeout=150)
+    line = assert_clean_failure(result, "queuectld was not restarted", "Refusing to open the job store",
+                                f"the old one (pid {old_pid}) has handed over and exited, so none runs now",
+                                str(d.state_dir / "queuectld.log"))
+    assert d.proc.wait(30) == 0
+    assert answering_pid(d) is None
+    command = line.split("start it again with `", 1)[1].split("`", 1)[0]
+    assert command.endswith(" --replace --detach"), command
+
+    queue_id.write_text(recorded)  # the problem fixed: the command it gave starts the daemon
+    again = subprocess.run(command, shell=True, env=d.env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again
+    assert answering_pid(d) not in (None, old_pid)
+
+
 @pytest.mark.xfail(strict=True, reason="issue 11: needs the job keeper wired into the daemon (lead's branch)")
 def test_a_job_running_across_the_restart_completes_with_exactly_one_attempt(d: Daemon, short_tmp: Path) -> None:
     assert d.proc is not None
