@@ -19,7 +19,7 @@ from queuectl import errors
 from queuectl import protocol as p
 from queuectl.cli import restart_argv, restart_env, restart_log
 from queuectld import handlers
-from queuectld.__main__ import _lock_holder, build_parser, settings_from_args, take_over
+from queuectld.__main__ import _lock_holder, _same_dir, build_parser, settings_from_args, take_over
 from queuectld.settings import Settings
 
 
@@ -174,3 +174,14 @@ def test_replace_on_a_locked_state_dir_with_no_daemon_answering_gives_up_saying_
 def test_replace_with_no_daemon_returns_at_once(tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path, socket_path=tmp_path / "q.sock", db_url="sqlite://", replace=True)
     take_over(settings, wait_s=0)  # neither a socket nor a held lock: nothing to wait for
+
+
+def test_a_state_dir_spelled_otherwise_is_the_same_one(tmp_path: Path) -> None:
+    real = tmp_path / "state"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    (tmp_path / "other").mkdir()
+    assert _same_dir(str(real), real)
+    assert _same_dir(str(tmp_path / "link"), real)
+    assert not _same_dir(str(tmp_path / "other"), real)
+    assert not _same_dir(str(tmp_path / "gone"), real) and not _same_dir(None, real)
