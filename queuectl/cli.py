@@ -746,14 +746,135 @@ def daemon_stop(
         time.sleep(0.2)
 
 
+#: How long `daemon restart` gives the new daemon to take over (the old one's handover is at
+#: most 30 s of it) and report ready, and then to answer.
+RESTART_WAIT_S = 120.0
+ANSWER_WAIT_S = 10.0
+
+
+@daemon_app.command("restart")
+def daemon_restart(as_json: JsonOpt = False) -> None:
+    """Start a new daemon, with the same flags, in place of the running one, which hands its
+    running jobs over to it (they keep running) and exits."""
+    c = client()
+    if c.address.kind != "unix":
+        raise errors.RestartFailed(detail=f"{c.address} is a TCP address, and the new daemon starts on this "
+                                   "machine. Run `queuectl daemon restart` on the daemon's host, on its Unix socket")
+    try:
+        old = c.status()["daemon"]
+    except errors.DaemonUnreachable as exc:
+        if "address" not in exc.fields:  # it may be running but not answering: say that, as it is
+            raise
+        raise errors.DaemonUnreachable(f"No daemon is running at {c.address}, so there is nothing to restart. "
+                                       "Start one with `queuectld --detach`.") from None
+    finally:
+        c.close()
+    if "argv" not in old:
+        raise errors.RestartFailed(detail=f"the running queuectld (pid {old['pid']}, version {old.get('version')}) "
+                                   "is older than `daemon restart`. Stop it with `queuectl daemon stop`, then "
+                                   "start it again")
+    missing = [name for name in old.get("from_env", []) if not os.environ.get(name)]
+    if missing:
+        raise errors.RestartFailed(detail=f"the running daemon took {', '.join(missing)} from its environment; "
+                                   "set it here too and run `queuectl daemon restart` again")
+    log = restart_log(old["argv"], old["state_dir"])
+    _start_replacement(c, old, log)
+    new = _new_daemon(c, old["pid"], log)
+    if as_json:
+        render().print_json({"old_pid": old["pid"], "pid": new["pid"], "running": old["running"], "log": log})
+    else:
+        print(f"queuectld restarted (pid {old['pid']} -> {new['pid']}); {old['running']} running job(s) kept")
+
+
+def restart_argv(argv: list[str]) -> list[str]:
+    """The command that replaces a daemon started with `argv`: the same, with `--replace --detach`
+    (once each, at the end)."""
+    return [arg for arg in argv if arg not in ("--replace", "--detach")] + ["--replace", "--detach"]
+
+
+def restart_env(environ: dict[str, str], from_env: list[str]) -> dict[str, str]:
+    """The new daemon's environment: ours, without the QUEUECTL_ variables, which would point it
+    elsewhere than the old one's flags do, except those the old daemon read (`from_env`)."""
+    return {k: v for k, v in environ.items() if not k.startswith("QUEUECTL_") or k in from_env}
+
+
+def restart_log(argv: list[str], state_dir: str) -> str:
+    """Where the new daemon logs: its `--log-file`, else queuectld.log in the state dir (as --detach)."""
+    for i, arg in enumerate(argv):
+        if arg == "--log-file" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--log-file="):
+            return arg.split("=", 1)[1]
+    return os.path.join(state_dir, "queuectld.log")
+
+
+def _start_replacement(c: Client, old: dict[str, Any], log: str) -> None:
+    """Run the new daemon (`queuectld ... --replace --detach`) until it is ready, or raise
+    RestartFailed saying whether the old one still runs."""
+    import subprocess
+
+    command = restart_argv(old["argv"])
+    cwd = old.get("cwd") if old.get("cwd") and os.path.isdir(old["cwd"]) else "/"
+    try:
+        started = subprocess.run(command, env=restart_env(dict(os.environ), old.get("from_env", [])), cwd=cwd,
+                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RESTART_WAIT_S,
+                                 start_new_session=True)
+    except OSError as exc:
+        raise errors.RestartFailed(detail=f"cannot run {command[0]} ({exc.strerror or exc}); the old daemon "
+                                   f"(pid {old['pid']}) still runs") from None
+    except subprocess.TimeoutExpired:
+        raise errors.RestartFailed(detail=f"the new daemon was not ready after {RESTART_WAIT_S:g} s; it may still "
+                                   f"be starting: see `queuectl status` and its log {log}") from None
+    if started.returncode == 0:
+        return
+    said = (started.stderr.strip().splitlines() or [f"it exited with status {started.returncode}"])[-1]
+    said = said.removeprefix("queuectld: ").rstrip(".")
+    try:
+        still = c.status()["daemon"]["pid"] == old["pid"]
+    except errors.QueuectlError:
+        still = False
+    finally:
+        c.close()
+    if still:
+        left = f"the old one (pid {old['pid']}) still runs"
+    else:
+        import shlex
+
+        left = (f"the old one (pid {old['pid']}) has handed over and exited, so none runs now: once the problem is "
+                f"fixed, start it again with `{shlex.join(command)}`")
+    raise errors.RestartFailed(detail=f"the new daemon did not start ({said}); {left}. See its log {log}")
+
+
+def _new_daemon(c: Client, old_pid: int, log: str) -> dict[str, Any]:
+    """The new daemon's `daemon` status, once one other than `old_pid` answers."""
+    deadline = time.monotonic() + ANSWER_WAIT_S
+    while True:
+        try:
+            daemon: dict[str, Any] = c.status()["daemon"]
+            if daemon["pid"] != old_pid:
+                return daemon
+        except errors.DaemonUnreachable:
+            pass
+        finally:
+            c.close()
+        if time.monotonic() >= deadline:
+            raise errors.RestartFailed(detail=f"the new daemon reported ready but no daemon other than pid {old_pid} "
+                                       f"answers at {c.address}; see its log {log}")
+        time.sleep(0.1)
+
+
 @daemon_app.command("status")
 def daemon_status(as_json: JsonOpt = False) -> None:
-    """The daemon's pid, version, socket and state dir."""
+    """The daemon's pid, version, socket, state dir, running jobs and start-up command."""
     data = client().status()["daemon"]
     if as_json:
         render().print_json(data)
     else:
+        import shlex
+
         for key, value in data.items():
+            if isinstance(value, list):
+                value = shlex.join(value) if key == "argv" else ", ".join(value)
             print(f"{key}: {value}")
 
 

@@ -499,6 +499,12 @@ class Client:
         """Ask the daemon to drain and exit."""
         return self.call("daemon.stop", {})
 
+    def daemon_handover(self) -> dict[str, Any]:
+        """Ask the daemon to exit without stopping its running jobs, which its job keeper keeps
+        for the next daemon on its state dir (`queuectld --replace` asks this). A HandoverResult
+        (`pid`, `running`, `message`)."""
+        return self.call("daemon.handover", {})
+
 
 #: One encoder for every job of a batch (json.dumps with options builds a new one per call).
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

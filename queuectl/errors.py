@@ -224,6 +224,18 @@ class DependencyFailed(QueuectlError):
     code = 1028
 
 
+class HandoverFailed(QueuectlError):
+    """Could not take over with --replace: {detail}"""
+
+    code = 1029
+
+
+class RestartFailed(QueuectlError):
+    """queuectld was not restarted: {detail}"""
+
+    code = 1030
+
+
 def _all_subclasses(cls: type[QueuectlError]) -> list[type[QueuectlError]]:
     out: list[type[QueuectlError]] = []
     for sub in cls.__subclasses__():

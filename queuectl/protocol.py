@@ -645,6 +645,15 @@ class Ack(Result):
     message: str = ""
 
 
+class HandoverResult(Result):
+    """`daemon.handover`: the daemon that answered stops claiming and exits without stopping its
+    running jobs, which its job keeper keeps running for the next daemon on the state dir."""
+
+    pid: int  #: the daemon that hands over
+    running: int  #: its running attempts, left to the keeper
+    message: str
+
+
 class HelloResult(Result):
     """The daemon's protocol and version."""
 
@@ -684,6 +693,7 @@ METHODS: dict[str, type[Params]] = {
     "workers.stop": WorkersStopParams,
     "daemon.status": EmptyParams,
     "daemon.stop": EmptyParams,
+    "daemon.handover": EmptyParams,
     "daemon.hello": HelloParams,
     "auth.login": AuthParams,
 }

@@ -1,4 +1,5 @@
-"""`queuectld`: parse flags -> Settings -> logging -> serve (in the foreground, or detached).
+"""`queuectld`: parse flags -> Settings -> logging -> (with `--replace`, the running daemon hands
+over) -> serve (in the foreground, or detached).
 
 `queuectld migrate [--dry-run]` shows and applies the store's pending schema revisions and exits.
 """
@@ -7,18 +8,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import grp
 import ipaddress
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from queuectl import __version__, paths
-from queuectl.errors import QueuectlError
+from queuectl.errors import HandoverFailed, QueuectlError
 from queuectl.transport import parse_address
 from queuectld.settings import FIRST_REQUEST_S, Settings
 from queuectld.store.open import default_url
+
+#: How long `--replace` waits for the daemon it replaces to hand over and release the state dir.
+HANDOVER_WAIT_S = 30.0
+#: How often it looks meanwhile (a lock probe and, until it has asked, a connect).
+HANDOVER_POLL_S = 0.05
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tls-key", type=Path, help="private key for --tls-cert (PEM)")
     ap.add_argument("--allow-group", action="append", default=[], metavar="GROUP",
                     help="also serve Unix-socket peers whose primary group is GROUP")
+    ap.add_argument("--replace", action="store_true",
+                    help="take over from the daemon running on this state dir: it hands over and exits, its "
+                    "running jobs keep running (with the job keeper) and this one adopts them")
+    ap.add_argument("--no-keeper", action="store_true",
+                    help="run jobs as the daemon's own children instead of through the job keeper: they "
+                    "die with the daemon, are not adopted by the next start, and are not stopped when a "
+                    "frozen or cut-off daemon cannot renew their leases (for debugging)")
     ap.add_argument("--new-store", action="store_true",
                     help="start afresh on purpose: move the existing database and queue id aside (never deleted)")
     ap.add_argument("--lease-seconds", type=float, default=30.0, help=argparse.SUPPRESS)
@@ -111,6 +126,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         first_request_s=args.first_request_timeout,
         detach=args.detach,
         new_store=args.new_store,
+        replace=args.replace,
+        keeper=not args.no_keeper,
     )
 
 
@@ -186,12 +203,17 @@ def _main(argv: list[str] | None) -> None:
 
 
 def _run(settings: Settings, umask: int, log_file: Path | None, on_ready: object) -> None:
-    from queuectld.app import serve
+    from queuectld.app import private_dir, serve
 
     try:
         if log_file is not None:
             settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         setup_logging(settings.log_level, log_file)
+        if settings.replace:
+            # What would stop this daemon in serve() is better found before the old one has gone.
+            private_dir(settings.state_dir, "state dir")
+            private_dir(settings.logs_dir, "logs dir")
+            take_over(settings)
         asyncio.run(serve(settings, on_ready, umask))  # type: ignore[arg-type]
     except QueuectlError as exc:
         if log_file is not None:  # the log is a file: say it there too; stderr gets it once below
@@ -200,6 +222,97 @@ def _run(settings: Settings, umask: int, log_file: Path | None, on_ready: object
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def take_over(settings: Settings, wait_s: float = HANDOVER_WAIT_S) -> None:
+    """`--replace`: ask the daemon on our socket to hand over (`daemon.handover`: it exits, and its
+    running jobs stay with its job keeper), then return once the state dir's lock is free. With
+    no daemon there it returns at once. Raises HandoverFailed when the daemon there serves another
+    state dir, refuses, or has not released the lock within `wait_s`."""
+    log = logging.getLogger("queuectld")
+    deadline = time.monotonic() + wait_s
+    asked: dict[str, object] | None = None  # the daemon's answer, once it has been asked
+    while True:
+        if asked is None:
+            asked = _ask_handover(settings)
+            if asked is not None:
+                log.info("--replace: %s", asked["message"])
+        holder = _lock_holder(settings.lockfile)
+        if holder is None:
+            if asked is None:
+                log.info("--replace: no daemon was running on %s; starting", settings.state_dir)
+            else:
+                log.info("--replace: queuectld (pid %s) has exited; taking over", asked["pid"])
+            return
+        if time.monotonic() >= deadline:
+            raise HandoverFailed(detail=_not_released(settings, holder, asked is not None, wait_s))
+        time.sleep(HANDOVER_POLL_S)
+
+
+def _ask_handover(settings: Settings) -> dict[str, object] | None:
+    """`daemon.handover` sent to the daemon on our socket: its answer, or None when none answers."""
+    from queuectl import errors
+    from queuectl.client import Client
+
+    where = settings.socket_path
+    with Client(f"unix:{where}", timeout_s=10.0) as client:
+        try:
+            daemon = client.status()["daemon"]
+        except errors.DaemonUnreachable:
+            return None
+        pid = daemon.get("pid", "?")
+        if not _same_dir(daemon.get("state_dir"), settings.state_dir):
+            raise HandoverFailed(detail=f"the daemon on {where} (pid {pid}) serves the state dir "
+                                 f"{daemon.get('state_dir')}, not {settings.state_dir}; give --state-dir "
+                                 f"{daemon.get('state_dir')} to replace it, or another --socket")
+        try:
+            answer: dict[str, object] = client.daemon_handover()
+        except errors.MethodNotFound:
+            raise HandoverFailed(detail=f"the daemon on {where} (pid {pid}, queuectld {daemon.get('version')}) "
+                                 "is too old to hand over. Stop it with `queuectl daemon stop` (its running jobs "
+                                 "finish first), then start this one") from None
+        except errors.DaemonUnreachable as exc:
+            # Sent, but the answer was lost: it may be handing over. The lock tells.
+            return {"pid": pid, "running": None, "message": f"asked pid {pid} to hand over; {exc.message}"}
+        except errors.QueuectlError as exc:
+            raise HandoverFailed(detail=f"the daemon on {where} (pid {pid}) did not hand over: {exc.message}"
+                                 ) from None
+        return answer
+
+
+def _same_dir(theirs: str | None, ours: Path) -> bool:
+    """Whether the daemon's state dir is ours, spelled alike or not (a symlink, a bind mount)."""
+    if theirs == str(ours):
+        return True
+    try:
+        return theirs is not None and os.path.samefile(theirs, ours)
+    except OSError:
+        return False
+
+
+def _lock_holder(lockfile: Path) -> str | None:
+    """The pid a daemon holding the state dir's lock wrote in it ("?" if none), or None when free."""
+    try:
+        fd = os.open(lockfile, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # no state dir yet, or not ours: serve() says which
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    finally:
+        os.close(fd)  # a free lock is released at once: serve() takes it for good
+    return None
+
+
+def _not_released(settings: Settings, holder: str, asked: bool, wait_s: float) -> str:
+    """What to say when the state dir is still locked after `wait_s`."""
+    if asked:
+        return (f"queuectld (pid {holder}) agreed to hand over but still holds {settings.state_dir} after "
+                f"{wait_s:g} s; see its log. Stop it with `kill {holder}` (its running jobs finish first), "
+                "then start again")
+    return (f"queuectld (pid {holder}) holds {settings.state_dir} but does not answer on {settings.socket_path}. "
+            f"Give --socket its socket to replace it, or stop it with `kill {holder}`, then start again")
 
 
 if __name__ == "__main__":

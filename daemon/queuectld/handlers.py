@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from queuectl import __version__
 from queuectl import protocol as p
@@ -43,6 +44,13 @@ BULK_PAGE = 500
 MAX_COUNT_IDS = 1000
 
 
+class StopRequest(Protocol):
+    """app.request_stop: drain (a second call kills the running jobs), or hand the running jobs
+    over to the job keeper for the next daemon (`handover`)."""
+
+    def __call__(self, handover: bool = False) -> None: ...
+
+
 @dataclass
 class Context:
     """What handlers share: the store, the scheduler, the config, and the stop switch."""
@@ -51,7 +59,7 @@ class Context:
     scheduler: Scheduler
     settings: Settings
     config: dict[str, Any]
-    stop: Callable[[], None]
+    stop: StopRequest
     started_at: float = field(default_factory=time.time)
     #: The store's time (the scheduler's, in the daemon): every time a handler gives the store.
     clock: StoreClock = field(default_factory=lambda: StoreClock.local(time.time()))
@@ -365,14 +373,53 @@ async def status(ctx: Context, params: p.EmptyParams) -> p.StatusResult:
             "pid": os.getpid(), "version": __version__, "owner": ctx.scheduler.owner,
             "started_at": ts(ctx.started_at).isoformat() if ctx.started_at else None,  # type: ignore[union-attr]
             "socket": str(ctx.settings.socket_path), "state_dir": str(ctx.settings.state_dir),
+            "running": ctx.scheduler.active,
+            **start_command(ctx.settings, sys.argv[1:]),
         },
     )
+
+
+def start_command(settings: Settings, flags: list[str]) -> dict[str, Any]:
+    """How `queuectl daemon restart` starts this daemon again: `argv`, its interpreter with
+    `-m queuectld` and its flags (`flags`), where the state dir, socket and log level, which may
+    have come from the environment or been relative, are given as they resolved; `cwd`, where
+    the other relative paths resolve as they did here; `from_env`, the variables the restart
+    must have set as well (QUEUECTL_DB when the store's URL came from it: a secret, so it is
+    named here, never sent)."""
+    pinned = {"--state-dir": str(settings.state_dir), "--socket": str(settings.socket_path),
+              "--log-level": settings.log_level}
+    kept: list[str] = []
+    args = iter(flags)
+    for arg in args:
+        name, equals, _ = arg.partition("=")
+        if name in pinned:
+            if not equals:
+                next(args, None)  # its value
+            continue
+        kept.append(arg)
+    try:
+        cwd: str | None = os.getcwd()
+    except OSError:  # removed since: the restart runs from / instead
+        cwd = None
+    from_env = ["QUEUECTL_DB"] if os.environ.get("QUEUECTL_DB") == settings.db_url else []
+    return {"argv": [sys.executable, "-m", "queuectld", *kept, *(part for item in pinned.items() for part in item)],
+            "cwd": cwd, "from_env": from_env}
 
 
 async def stop(ctx: Context, params: p.EmptyParams) -> p.Ack:
     """daemon.stop"""
     ctx.stop()
     return p.Ack(message=f"queuectld (pid {os.getpid()}) is stopping after {ctx.scheduler.active} running job(s)")
+
+
+async def handover(ctx: Context, params: p.EmptyParams) -> p.HandoverResult:
+    """daemon.handover: stop claiming and exit without stopping the running jobs, which stay with
+    the job keeper for the daemon that asked (`queuectld --replace`) to adopt."""
+    running = ctx.scheduler.active
+    ctx.stop(handover=True)
+    return p.HandoverResult(pid=os.getpid(), running=running,
+                            message=f"queuectld (pid {os.getpid()}) hands over and exits; its {running} running "
+                            "job(s) stay with its job keeper")
 
 
 async def hello(ctx: Context, params: p.HelloParams) -> p.HelloResult:
@@ -403,6 +450,7 @@ HANDLERS: dict[str, Handler] = {
     "workers.stop": workers_stop,
     "daemon.status": status,
     "daemon.stop": stop,
+    "daemon.handover": handover,
     "daemon.hello": hello,
 }
 """Every method the server dispatches (auth.login is handled by the server itself)."""

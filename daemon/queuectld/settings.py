@@ -38,7 +38,7 @@ class Settings:
     #: leases can expire and keeps them running across a daemon restart. False (`--no-keeper`):
     #: jobs are the daemon's own children, killed with it.
     keeper: bool = True
-    replace: bool = False  #: take over a running daemon's jobs (--replace): its keeper connection too
+    replace: bool = False  #: `--replace`: take over the job keeper of the daemon that handed over (if one ran)
     host: str = field(default_factory=socket.gethostname)
 
     @property

@@ -41,8 +41,8 @@ PARSE, INVALID_REQUEST, NO_METHOD, INVALID_PARAMS, INTERNAL = -32700, -32600, -3
 DOMAIN_ERRORS = {1002, 1003, 1004, 1005, 1006, 1010}
 TOO_LARGE = 1011
 #: Never sent, even malformed: they would stop the daemon, run jobs, change limits, or block.
-BLOCKED_METHODS = {"daemon.stop", "workers.start", "workers.stop", "config.set", "job.cancel", "job.delete",
-                   "dlq.retry", "job.wait"}
+BLOCKED_METHODS = {"daemon.stop", "daemon.handover", "workers.start", "workers.stop", "config.set", "job.cancel",
+                   "job.delete", "dlq.retry", "job.wait"}
 SAFE_METHODS = sorted(set(METHODS) - BLOCKED_METHODS)
 
 # -- strategies ---------------------------------------------------------------------------------

@@ -114,6 +114,7 @@ def test_every_client_method_sends_valid_params(recorded: tuple[Client, Recorder
     c.workers_stop()
     c.workers_stop(True)
     c.daemon_stop()
+    c.daemon_handover()
     # Issue 10: job context, queues, holds, dependencies, and the commands over them.
     c.enqueue("echo hi", queue="batch", cwd="/tmp", env={"A": "1", "PATH": "/bin"}, clean_env=True,
               labels=["nightly", "x.y:z-1"], after=["a", "b"], after_any=["c"], hold=True)

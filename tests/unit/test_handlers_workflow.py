@@ -168,6 +168,8 @@ class FakeSettings:
     logs_dir: Path = Path("/nonexistent")
     socket_path: Path = Path("/nonexistent/q.sock")
     state_dir: Path = Path("/nonexistent")
+    db_url: str = "sqlite:////nonexistent/queuectl.db"
+    log_level: str = "INFO"
 
 
 @pytest.fixture
@@ -413,6 +415,8 @@ def test_status_counts_slots_running_and_busy_and_shows_the_queues(ctx: handlers
     store.queue_infos["build"] = QueueInfo("build", 2, True, pending=5, held=1, running=2, oldest_waiting_at=now)
     answer = call(ctx, "daemon.status", {})
     assert answer["workers"] == {"active": 5, "busy": 3, "slots": 5, "claiming": False, "daemons": 2}
+    assert answer["daemon"]["running"] == 1, "this daemon's own, not the peers'"
+    assert answer["daemon"]["argv"][1:3] == ["-m", "queuectld"]
     assert [(q["name"], q["concurrency"], q["paused"], q["pending"], q["running"]) for q in answer["queues"]] == [
         ("build", 2, True, 5, 2), ("default", None, False, 0, 0)]
 

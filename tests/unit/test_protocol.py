@@ -42,6 +42,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "workers.stop": {},
     "daemon.status": {},
     "daemon.stop": {},
+    "daemon.handover": {},
     "daemon.hello": {"protocol_version": 1},
     "auth.login": {"token": "secret"},
 }
