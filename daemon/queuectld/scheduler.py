@@ -70,6 +70,9 @@ class Scheduler:
         self._kill_new: KillReason | None = None
         self._finished: list[tuple[AnyAttempt, FinishedAttempt]] = []
         self._spawned: list[SpawnedAttempt] = []
+        #: Results whose write failed after it may have committed (a lost COMMIT answer): when the
+        #: repeat is fenced out, the store is asked whether it holds the result already.
+        self._in_doubt: set[RunKey] = set()
         self._woken = False
         self._waiter: asyncio.Future[None] | None = None
         self._changed = asyncio.Event()
@@ -339,6 +342,8 @@ class Scheduler:
         except Exception as exc:  # the daemon must outlive any store failure: hold, back off, retry
             self._finished[:0] = batch
             self._spawned[:0] = spawned
+            if not isinstance(exc, StoreBusy):  # a lock refuses before anything commits
+                self._in_doubt.update((fa.job_id, fa.run) for _, fa in batch)
             self._turn_failed(exc, len(batch))
             if not isinstance(exc, StoreBusy):
                 # Its claim may have committed (the answer was lost, or a later step failed) with
@@ -448,6 +453,8 @@ class Scheduler:
             [fa for _, fa in batch], policy, live, self.owner, self.settings.host, free, self.clock.now(), self.settings.lease_s
         )
         # Committed: from here on nothing may fail the turn, or the claimed jobs would never start.
+        if self._in_doubt:
+            results = self._already_recorded(results)
         try:
             next_due = store.next_due_at() if 0 < free and len(claimed) < free else None
         except QueuectlError:
@@ -464,6 +471,26 @@ class Scheduler:
             attempt.spawn(runner.job_environment(self._env, job, self.owner, snapshot), self._umask)
             started.append(attempt)
         return results, started, next_due
+
+    def _already_recorded(self, results: list[tuple[FinishedAttempt, Job | None]]
+                          ) -> list[tuple[FinishedAttempt, Job | None]]:
+        """Of the results whose earlier write may have committed, those fenced out now: if the
+        store holds exactly this result (ours, this run, this outcome), the earlier write did
+        commit and only its answer was lost; report the job as stored, not the result as dropped."""
+        store, checked = self.db.store, []
+        for fa, job in results:
+            key = (fa.job_id, fa.run)
+            if key in self._in_doubt:
+                self._in_doubt.discard(key)
+                if job is None:
+                    try:
+                        if any(r.attempt == fa.run and r.owner == self.owner and r.outcome is fa.outcome.kind
+                               and r.finished_at is not None for r in store.attempts_of(fa.job_id)):
+                            job = store.get(fa.job_id)
+                    except QueuectlError:
+                        pass  # cannot tell: it is logged as dropped, as it may be
+            checked.append((fa, job))
+        return checked
 
     def _snapshots(self, claimed: list[Job]) -> tuple[dict[str, EnvSnapshot], str]:
         """The environment snapshots of the claimed jobs, from the cache (the common case: every

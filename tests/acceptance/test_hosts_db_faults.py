@@ -264,9 +264,6 @@ def test_a_result_whose_answer_is_lost_is_recorded_once(
         pair.cleanup()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: a result whose commit answer was lost is written again, fenced out "
-                   "(the job is no longer processing), and logged as 'its lease was lost; result dropped' although "
-                   "it is the job's recorded result (scheduler.log_result is given no job for a fenced repeat)")
 def test_a_result_whose_answer_is_lost_is_not_logged_as_dropped(
     hosts: Callable[[str], Host], routes: Callable[[], PgProxy], shared_db: str, short_tmp: Path
 ) -> None:
