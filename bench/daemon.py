@@ -43,7 +43,8 @@ class Daemon:
     The root is a short path directly under /tmp: a Unix socket path may not exceed 107 bytes.
     """
 
-    def __init__(self, workers: int, *, log_level: str = "INFO", profile_to: Path | None = None) -> None:
+    def __init__(self, workers: int, *, log_level: str = "INFO", profile_to: Path | None = None,
+                 db_url: str | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="qb", dir="/tmp"))  # mode 0700, as the daemon demands
         self.state_dir = self.root / "s"
         self.socket = self.root / "q.sock"
@@ -51,6 +52,7 @@ class Daemon:
         self.workers = workers
         self.log_level = log_level
         self.profile_to = profile_to
+        self.db_url = db_url  #: None: SQLite in the state dir
         self.proc: subprocess.Popen[bytes] | None = None
         self._spy: subprocess.Popen[bytes] | None = None
         self.env = clean_env()
@@ -61,6 +63,8 @@ class Daemon:
         """Start queuectld and return once its socket answers."""
         cmd = [executable("queuectld"), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
                "--workers", str(self.workers), "--log-level", self.log_level, "--log-file", str(self.log_path)]
+        if self.db_url:
+            cmd += ["--db", self.db_url]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -153,14 +157,35 @@ class Daemon:
         return out
 
     def cpu_s(self) -> tuple[float, float]:
-        """CPU seconds (user + system) of the daemon itself, and of the children it has reaped
-        (its jobs' shells), from /proc/PID/stat."""
-        with open(f"/proc/{self.pid}/stat", "rb") as fh:
-            stat = fh.read()
-        fields = stat[stat.rfind(b")") + 2 :].split()  # comm may contain spaces: split after it
-        utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-        tick = os.sysconf("SC_CLK_TCK")
-        return (utime + stime) / tick, (cutime + cstime) / tick
+        """CPU seconds (user + system) of the daemon itself with its job keeper, and of the
+        children they have reaped (the jobs' shells: the keeper's), from /proc/PID/stat."""
+        own = shells = 0.0
+        for pid in (self.pid, *self.keeper_pids()):
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as fh:
+                    stat = fh.read()
+            except FileNotFoundError:
+                continue  # a keeper that has just exited
+            fields = stat[stat.rfind(b")") + 2 :].split()  # comm may contain spaces: split after it
+            utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+            tick = os.sysconf("SC_CLK_TCK")
+            own += (utime + stime) / tick
+            shells += (cutime + cstime) / tick
+        return own, shells
+
+    def keeper_pids(self) -> list[int]:
+        """The job keeper of this daemon's state dir (found by its command line)."""
+        wanted, found = str(self.state_dir / "keeper.sock").encode(), []
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                        argv = fh.read().split(b"\0")
+                except OSError:
+                    continue
+                if wanted in argv:
+                    found.append(int(entry.name))
+        return found
 
     def db_bytes(self) -> int:
         """Size of the SQLite database and its WAL on disk."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -28,6 +29,9 @@ class BenchSettings:
     retry_backoff_s: float = 1.0  #: backoff-base 1 makes every wait min(1 ** n, backoff-max) = this
     log_level: str = "INFO"  #: the daemon's default, so jobs pay for the log lines users get
     profile_dir: Path | None = None  #: record each daemon with py-spy into this directory
+    #: A PostgreSQL server for the PostgreSQL rows (the bench creates a database there and drops it);
+    #: unset: those rows are skipped, with the reason.
+    pg_url: str | None = field(default_factory=lambda: os.environ.get("QUEUECTL_BENCH_PG_URL") or None)
 
 
 QUICK = BenchSettings(

@@ -875,6 +875,8 @@ def daemon_status(as_json: JsonOpt = False) -> None:
         for key, value in data.items():
             if isinstance(value, list):
                 value = shlex.join(value) if key == "argv" else ", ".join(value)
+            elif isinstance(value, dict):  # the keeper: "pid 4242, tracking cgroup, ..."
+                value = ", ".join(f"{k} {v}" for k, v in value.items())
             print(f"{key}: {value}")
 
 

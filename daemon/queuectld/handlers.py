@@ -374,9 +374,20 @@ async def status(ctx: Context, params: p.EmptyParams) -> p.StatusResult:
             "started_at": ts(ctx.started_at).isoformat() if ctx.started_at else None,  # type: ignore[union-attr]
             "socket": str(ctx.settings.socket_path), "state_dir": str(ctx.settings.state_dir),
             "running": ctx.scheduler.active,
+            "keeper": _keeper_view(ctx),
             **start_command(ctx.settings, sys.argv[1:]),
         },
     )
+
+
+def _keeper_view(ctx: Context) -> dict[str, Any] | None:
+    """The job keeper as `daemon status` shows it (None: `--no-keeper`)."""
+    link = ctx.scheduler.keeper
+    if link is None:
+        return None
+    client = link.client
+    return {"pid": client.keeper_pid if client else None, "tracking": client.keeper_tracking if client else None,
+            "connected": link.up, "deadlines": link.fencing}
 
 
 def start_command(settings: Settings, flags: list[str]) -> dict[str, Any]:
