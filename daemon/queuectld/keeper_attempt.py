@@ -111,8 +111,8 @@ class KeptAttempt:
             return
         try:
             # Registered with the reaper before it can run, so the reaper never reaps our shell.
-            with open(os.devnull, "rb") as devnull, self.tracker.reaper.spawning() as register:
-                proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=devnull, stdout=write_fd,
+            with self.tracker.reaper.spawning() as register:
+                proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=_devnull(), stdout=write_fd,
                                         stderr=write_fd, start_new_session=True, env=self.env, umask=spec.umask,
                                         close_fds=True, cwd=spec.cwd)
                 register(proc.pid)
@@ -309,6 +309,16 @@ class KeptAttempt:
         if not self._tail and not note:
             return None
         return bytes(self._tail).decode("utf-8", errors="replace") + note
+
+
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    """One /dev/null descriptor for every job's stdin (opening it per job costs a syscall pair)."""
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
 
 
 def _adopted_children(tracker: Tracker) -> bool:

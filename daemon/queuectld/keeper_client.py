@@ -3,8 +3,10 @@ answers, connect, and make typed requests; `ended` events are read with a blocki
 an event loop, when `fileno()` is readable (`loop.add_reader(client.fileno(), ...)` then
 `client.read_events()`).
 
-A synchronous client, to be used from one thread at a time: requests are answered in
-microseconds by a live keeper, and time out (KeeperConnectionLost) when it is frozen.
+A synchronous client: requests are answered in microseconds by a live keeper, and time out
+(KeeperConnectionLost) when it is frozen. Replies and events are read by one thread (the
+daemon's loop); `post` may also be called from another (the store's writer thread posts the
+spawns of the jobs it has just claimed): sends are serialized by a lock.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +118,9 @@ class KeeperClient:
         self._inbox = bytearray()
         self._events: deque[Ended] = deque()
         self._replies: dict[int, dict[str, Any]] = {}
+        self._posted: set[int] = set()  #: sent by `post`: their replies wait for `posted_replies`
+        self._forgotten: set[int] = set()  #: sent by `post(forget=True)`: their replies are dropped
+        self._send_lock = threading.Lock()
         self._closed = False
 
     @classmethod
@@ -179,6 +185,29 @@ class KeeperClient:
         still come as events before the connection closes."""
         self._request("shutdown", {"kill": kill})
 
+    def post(self, op: str, params: dict[str, Any], *, forget: bool = False,
+             before_send: Callable[[int], None] | None = None) -> int:
+        """Send a request without waiting for its reply (the keeper's fork and exec is not waited
+        for). Its reply comes back through `posted_replies` (after the socket was readable), or is
+        dropped with `forget`. `before_send(id)` runs first, so that a reply read at once by
+        another thread finds what it belongs to. Returns the request's id."""
+        return self._send(op, params, posted=not forget, forgotten=forget, before_send=before_send)
+
+    def posted_replies(self) -> dict[int, dict[str, Any]]:
+        """The replies to `post`ed requests read so far, by request id: each `{"result": ...}` or
+        `{"error": {"code", "message"}}`. Read `read_events` first (it reads the socket)."""
+        done = {i: self._replies.pop(i) for i in [i for i in self._replies if i in self._posted]}
+        self._posted.difference_update(done)
+        return done
+
+    @staticmethod
+    def error_of(reply: dict[str, Any]) -> KeeperError | None:
+        """The refusal a reply carries (None: it succeeded)."""
+        if "error" not in reply:
+            return None
+        code, message = reply["error"].get("code", "error"), reply["error"].get("message", "")
+        return (KeeperBusy if code == "busy" else KeeperError)(message, code)
+
     # -- events -------------------------------------------------------------------------------
 
     def next_event(self, timeout_s: float | None = None) -> Ended | None:
@@ -194,8 +223,9 @@ class KeeperClient:
 
     @property
     def has_events(self) -> bool:
-        """Events have been read and not returned yet (see the class docstring)."""
-        return bool(self._events)
+        """Events (or replies to `post`ed requests) have been read and not returned yet (see the
+        class docstring)."""
+        return bool(self._events) or any(i in self._posted for i in self._replies)
 
     def read_events(self) -> list[Ended]:
         """Without blocking: read what the socket holds and return every event received so far.
@@ -225,17 +255,28 @@ class KeeperClient:
 
     # -- the wire -----------------------------------------------------------------------------
 
-    def _request(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _send(self, op: str, params: dict[str, Any], *, posted: bool = False, forgotten: bool = False,
+              before_send: Callable[[int], None] | None = None) -> int:
         if self._closed:
             raise KeeperConnectionLost("the connection to the job keeper is closed")
-        request_id = self._next_id
-        self._next_id += 1
-        line = json.dumps({"id": request_id, "op": op, "params": params}, separators=(",", ":")).encode() + b"\n"
-        try:
-            self.sock.settimeout(self.timeout_s)
-            self.sock.sendall(line)
-        except OSError as exc:
-            raise KeeperConnectionLost(f"cannot send to the job keeper: {exc.strerror or exc}") from exc
+        with self._send_lock:
+            request_id = self._next_id
+            self._next_id += 1
+            if posted:
+                self._posted.add(request_id)
+            if forgotten:
+                self._forgotten.add(request_id)
+            if before_send is not None:
+                before_send(request_id)
+            line = json.dumps({"id": request_id, "op": op, "params": params}, separators=(",", ":")).encode() + b"\n"
+            try:
+                self.sock.sendall(line)  # the socket's timeout (timeout_s) was set when it connected
+            except OSError as exc:
+                raise KeeperConnectionLost(f"cannot send to the job keeper: {exc.strerror or exc}") from exc
+        return request_id
+
+    def _request(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
+        request_id = self._send(op, params)
         until = time.monotonic() + self.timeout_s
         while request_id not in self._replies:
             left = until - time.monotonic()
@@ -243,9 +284,9 @@ class KeeperClient:
                 raise KeeperConnectionLost(f"the job keeper did not answer {op} within {self.timeout_s:g}s")
             self._fill(left)
         reply = self._replies.pop(request_id)
-        if "error" in reply:
-            code, message = reply["error"].get("code", "error"), reply["error"].get("message", "")
-            raise (KeeperBusy if code == "busy" else KeeperError)(message, code)
+        error = self.error_of(reply)
+        if error is not None:
+            raise error
         result: dict[str, Any] = reply["result"]
         return result
 
@@ -274,7 +315,10 @@ class KeeperClient:
             if message.get("event") == "ended":
                 self._events.append(Ended.from_wire(message["ended"]))
             elif isinstance(message.get("id"), int):
-                self._replies[message["id"]] = message
+                if message["id"] in self._forgotten:
+                    self._forgotten.discard(message["id"])
+                else:
+                    self._replies[message["id"]] = message
 
 
 # -- starting a keeper --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -114,20 +115,32 @@ class KeeperAttempt:
         self.kill_reason: KillReason | None = None
         self.truncated = False
         self.adopted = False  #: taken over from a daemon that is gone: its shell runs already
-        self._env: dict[str, str] = {}
-        self._umask = 0o022
         self._problem: str | None = None
         self._on_done: Callable[[KeeperAttempt, Outcome], None] | None = None
+        self._on_spawn: Callable[[KeeperAttempt], None] | None = None
+        self._send_failed: str | None = None  #: why the spawn could not be sent (writer thread)
+        self._early_outcome: Outcome | None = None  #: it ended before `watch` (a quick job)
         self._ended = False
         self._tail: str | None = None
 
     # -- runner.Attempt's interface -------------------------------------------------------------
 
     def spawn(self, env: dict[str, str], umask: int) -> None:
-        """In the writer thread: keep what the spawn request needs (the keeper is asked in
-        `watch`, on the loop). `env` gains $QUEUECTL_SNOOZE_FILE."""
+        """In the writer thread, right after the claim committed: ask the keeper to start the
+        shell, without waiting (its answer is read on the loop). `env` gains $QUEUECTL_SNOOZE_FILE."""
         env[SNOOZE_FILE_ENV] = self.snooze_file
-        self._env, self._umask = env, umask
+        if self._problem is not None:
+            return
+        grace = deadline_grace(self.link.lease_s, self.kill_grace_s)
+        lease_left = self.link.lease_s - (time.monotonic() - self.lease_from)
+        deadline = deadline_in(lease_left, self.link.lease_s, grace) if self.link.fencing else NO_DEADLINE_S
+        spec = SpawnSpec(key=self.key, command=self.job.command, cwd=self.cwd, env=env, umask=umask,
+                         log_path=self.log_file, output_max_bytes=self.output_max_bytes, timeout_s=self.timeout_s,
+                         deadline_s=deadline, kill_grace_s=self.kill_grace_s, deadline_grace_s=grace)
+        try:
+            self.link.spawn(self, spec)
+        except KeeperError as exc:  # KeeperConnectionLost, KeeperDown: `watch` settles it on the loop
+            self._send_failed = str(exc) or "the job keeper is not reachable"
 
     def cannot_start(self, problem: str) -> None:
         """Before `watch`: the attempt cannot start; `watch` reports SPAWN_FAILED with `problem`."""
@@ -137,28 +150,39 @@ class KeeperAttempt:
         """On the loop: ask the keeper to start the shell; `on_spawn` once it runs, `on_done(self,
         outcome)` once it has ended (the keeper's event)."""
         self._on_done = on_done
+        self._on_spawn = on_spawn
         if self._problem is not None:
             self._finish(Outcome(OutcomeKind.SPAWN_FAILED, error=self._problem))
             return
-        grace = deadline_grace(self.link.lease_s, self.kill_grace_s)
-        lease_left = self.link.lease_s - (time.monotonic() - self.lease_from)
-        deadline = deadline_in(lease_left, self.link.lease_s, grace) if self.link.fencing else NO_DEADLINE_S
-        spec = SpawnSpec(key=self.key, command=self.job.command, cwd=self.cwd, env=self._env, umask=self._umask,
-                         log_path=self.log_file, output_max_bytes=self.output_max_bytes, timeout_s=self.timeout_s,
-                         deadline_s=deadline, kill_grace_s=self.kill_grace_s, deadline_grace_s=grace)
-        try:
-            pid = self.link.spawn(self, spec)
-        except KeeperDown:
-            return  # the link ended this attempt with the others when it lost the keeper
-        except KeeperError as exc:
-            self._finish(Outcome(OutcomeKind.SPAWN_FAILED, error=f"the job keeper refused to start it: {exc}"))
+        if self._send_failed is not None:
+            if self.link.holds(self):  # it may have been sent: the keeper is lost, its attempts with it
+                self.link.lost(self._send_failed)
+            else:  # never sent: it did not start, so it is not counted
+                self._finish(Outcome(OutcomeKind.REQUEUED, error=f"not started: {self._send_failed}"))
             return
-        if pid is None:
-            return  # could not start: its spawn_failed end follows as an event
+        # The keeper's answer (and even the end of a quick job) may have been read already.
+        if self.pid is not None:
+            self.spawned(self.pid)
+        if self._early_outcome is not None:
+            self._finish(self._early_outcome)
+
+    def spawned(self, pid: int | None) -> None:
+        """The keeper's answer to the spawn: the shell's pid (None: it could not start, and its
+        spawn_failed end follows as an event). Before `watch` (the answer came first) it is kept
+        for `watch`."""
+        if pid is None or self._ended:
+            return
         self.pid = pid
+        if self._on_spawn is None:
+            return
+        on_spawn, self._on_spawn = self._on_spawn, None
         on_spawn(self)
         if self.kill_reason is not None:  # killed while it was being spawned
             self._send_kill()
+
+    def refused(self, error: KeeperError) -> None:
+        """The keeper refused the spawn (a bug of ours, or a keeper that is shutting down)."""
+        self._finish(Outcome(OutcomeKind.SPAWN_FAILED, error=f"the job keeper refused to start it: {error}"))
 
     def adopt(self, on_done: Callable[[KeeperAttempt, Outcome], None], pid: int | None) -> None:
         """Instead of `watch`: the keeper runs this attempt already (a daemon that is gone
@@ -237,6 +261,9 @@ class KeeperAttempt:
     def _finish(self, outcome: Outcome) -> None:
         if self._ended:
             return
+        if self._on_done is None and not self.adopted:  # `watch` has not run yet: it delivers this
+            self._early_outcome = outcome
+            return
         self._ended = True
         _unlink(self.snooze_file)
         if self._on_done is not None:
@@ -260,6 +287,9 @@ class KeeperLink:
         self.on_change: Callable[[], None] = lambda: None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acks: list[str] = []
+        self._spawning: dict[int, KeeperAttempt] = {}  #: posted spawns by request id, until answered
+        #: Guards `attempts` and `_spawning`: the writer thread adds spawns, the loop does the rest.
+        self._lock = threading.Lock()
         self._reconnecting: asyncio.Task[None] | None = None
         self._closing = False
         #: Events are dispatched only once `follow` was called: until the adoption has registered
@@ -293,16 +323,29 @@ class KeeperLink:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def spawn(self, attempt: KeeperAttempt, spec: SpawnSpec) -> int | None:
-        """Ask the keeper to start `attempt`; its shell's pid (None: its spawn_failed end follows)."""
-        self.attempts[attempt.key] = attempt  # before the request: its end may come with the reply
-        try:
-            return self._call(lambda c: c.spawn(spec))
-        except KeeperDown:
-            raise
-        except KeeperError:
-            self.attempts.pop(attempt.key, None)
-            raise
+    def spawn(self, attempt: KeeperAttempt, spec: SpawnSpec) -> None:
+        """From the store's writer thread: ask the keeper to start `attempt`, without waiting (the
+        keeper forks and execs); the answer reaches `attempt.spawned` or `attempt.refused` on the
+        loop. Raises KeeperDown or KeeperConnectionLost (the attempt's `watch` handles them)."""
+        client = self.client
+        if client is None or self._closing:
+            raise KeeperDown("the job keeper is being started again")
+
+        def register(request_id: int) -> None:  # before the send: the answer may be read at once
+            with self._lock:
+                self._spawning[request_id] = attempt
+                self.attempts[attempt.key] = attempt
+
+        client.post("spawn", spec.to_wire(), before_send=register)
+
+    def holds(self, attempt: KeeperAttempt) -> bool:
+        """Whether `attempt` is one the keeper was asked to run and has not ended."""
+        with self._lock:
+            return self.attempts.get(attempt.key) is attempt
+
+    def lost(self, why: str) -> None:
+        """On the loop: the keeper is gone (a send failed in another thread)."""
+        self._lost(why)
 
     def kill(self, key: str, reason: str, grace_s: float) -> None:
         """SIGTERM the attempt's processes, SIGKILL after `grace_s`."""
@@ -322,12 +365,10 @@ class KeeperLink:
                 grace = deadline_grace(self.lease_s, attempt.kill_grace_s)
                 deadlines[attempt.key] = deadline_in(lease_left, self.lease_s, grace)
         if deadlines:
-            try:
-                self._call(lambda c: c.extend(deadlines))
+            try:  # not waited for: an attempt that ended meanwhile is just not extended
+                self._call(lambda c: c.post("extend", {"deadlines": deadlines}, forget=True))
             except KeeperDown:
                 pass
-            except KeeperError as exc:
-                log.warning("the job keeper refused to extend deadlines: %s", exc)
 
     def discard(self, keys: Iterable[str], reason: str) -> None:
         """Attempts the keeper runs that are no daemon's any more (ended in the store while no
@@ -348,7 +389,7 @@ class KeeperLink:
         keys, self._acks = self._acks, []
         if keys and self.client is not None:
             try:
-                self._call(lambda c: c.ack(keys))
+                self._call(lambda c: c.post("ack", {"keys": keys}, forget=True))
             except KeeperError:
                 pass  # a lost keeper forgot them anyway; a new one never had them
 
@@ -376,8 +417,23 @@ class KeeperLink:
         except KeeperConnectionLost as exc:
             self._lost(str(exc))
             return
+        # Answers to spawns first: a spawn's answer is sent before the attempt's end.
+        for request_id, reply in client.posted_replies().items():
+            with self._lock:
+                attempt = self._spawning.pop(request_id, None)
+            if attempt is None:
+                continue
+            error = KeeperClient.error_of(reply)
+            if error is not None:
+                with self._lock:
+                    self.attempts.pop(attempt.key, None)
+                attempt.refused(error)
+            else:
+                pid = reply["result"].get("pid")
+                attempt.spawned(None if pid is None else int(pid))
         for ended in events:
-            attempt = self.attempts.pop(ended.key, None)
+            with self._lock:
+                attempt = self.attempts.pop(ended.key, None)
             if attempt is None:
                 # An end no attempt of ours waits for: a gone daemon's, not adopted (its job ended
                 # elsewhere), or one discarded: nothing to record.
@@ -401,7 +457,9 @@ class KeeperLink:
                 pass
         cgroup = client.keeper_cgroup if client.keeper_tracking == "cgroup" else None
         client.close()
-        lost, self.attempts = list(self.attempts.values()), {}
+        with self._lock:
+            lost, self.attempts = list(self.attempts.values()), {}
+            self._spawning.clear()
         self._acks.clear()
         if self._closing:
             return

@@ -46,6 +46,8 @@ class Connection:
         self.outbox += json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
+#: How often the loop reaps orphans when no attempt ends (each end reaps them too).
+REAP_EVERY_S = 1.0
 #: The longest single wait of the loop (it just waits again).
 MAX_WAIT_S = 3600.0
 
@@ -60,6 +62,8 @@ class Keeper:
         self.idle_exit_s = idle_exit_s
         self.orphan_events_s = orphan_events_s
         self.selector = selectors.DefaultSelector()
+        self._next_reap = 0.0
+        self._unsent: set[Connection] = set()  #: connections with lines queued by `send`, not yet written
         self.attempts: dict[str, KeptAttempt] = {}
         self._watched: dict[str, set[int]] = {}  #: the descriptors registered for each attempt
         self.ended: dict[str, Ended] = {}  #: ends not acked yet, oldest first
@@ -94,10 +98,13 @@ class Keeper:
             self._expire_hellos(now)
             if self._done(now):
                 break
+            self._flush()
             for key, events in self.selector.select(self._wait_s(now)):
                 guarded(key.data, key.fileobj, events)
             self._handle_signals()
-            self.tracker.reaper.reap()  # orphans of jobs that were adopted by the keeper and exited
+            if now >= self._next_reap:  # orphans of jobs, adopted by the keeper, that exited
+                self.tracker.reaper.reap()  # (an attempt's end reaps them too, at once)
+                self._next_reap = now + REAP_EVERY_S
         self._flush_at_exit()
         return 0
 
@@ -268,10 +275,18 @@ class Keeper:
             action()
 
     def send(self, conn: Connection, message: dict[str, Any]) -> None:
+        """Queue a line for `conn`; the loop writes what a turn queued in one send before it waits
+        again (a spawn's answer and a fast job's end often go together)."""
         if conn.closed:
             return
         conn.send(message)
-        self._write(conn)
+        self._unsent.add(conn)
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, set()
+        for conn in unsent:
+            if not conn.closed:
+                self._write(conn)
 
     def _write(self, conn: Connection) -> None:
         try:
@@ -314,6 +329,7 @@ class Keeper:
                 self.close_connection(conn, "no hello in time")
 
     def _flush_at_exit(self) -> None:
+        self._flush()
         until = time.monotonic() + FLUSH_AT_EXIT_S
         while any(c.outbox for c in self.connections) and time.monotonic() < until:
             for key, events in self.selector.select(max(0.0, until - time.monotonic())):

@@ -74,10 +74,13 @@ def test_unknown_and_dead_dependencies_are_refused(inproc_factory: DaemonFactory
 def test_a_dead_dependency_cancels_its_dependents_and_retry_with_dependents_brings_them_back(
         inproc_factory: DaemonFactory, backend: str, short_root: Path) -> None:
     d = inproc_factory(backend=backend)
-    flag = short_root / "fixed"
-    add(d, "d1", f"[ -e {flag} ]", max_retries=0)
+    flag, added = short_root / "fixed", short_root / "added"
+    # d1 fails only once the chain is queued: dead sooner, it would cancel d2 before d3 could
+    # be added after it (and the enqueue of d3 is refused then, rightly).
+    add(d, "d1", f"while [ ! -e {added} ]; do sleep 0.01; done; [ -e {flag} ]", max_retries=0)
     add(d, "d2", "true", after=["d1"])
     add(d, "d3", "true", after=["d2"])
+    added.touch()
     jobs = d.settle("d1", "d2", "d3")
     assert [jobs[i]["state"] for i in ("d1", "d2", "d3")] == ["dead", "canceled", "canceled"]
     assert (jobs["d2"]["last_error"], jobs["d2"]["canceled_by"]) == ("dependency d1 ended dead", "d1")

@@ -146,6 +146,7 @@ class FakeScheduler:
     notified: int = 0
     envs: EnvCache = field(default_factory=EnvCache)
     killed: list[RunKey] = field(default_factory=list)
+    keeper: None = None  #: `--no-keeper`: daemon.status shows no keeper
 
     def notify(self) -> None:
         self.notified += 1
