@@ -340,7 +340,7 @@ def ensure_keeper(state_dir: Path | str, *, idle_exit_s: float = 30.0, orphan_ev
             if time.monotonic() > until:
                 raise KeeperUnreachable(f"no job keeper answers at {path} after {start_timeout_s:g}s; see {state / LOG_NAME}")
             if _start(state, path, idle_exit_s, orphan_events_s, until) == EXIT_ANOTHER_KEEPER:
-                time.sleep(0.05)  # a keeper that holds its lock is starting or exiting: ask again
+                _pause(0.05)  # a keeper that holds its lock is starting or exiting: ask again
         return path
     finally:
         os.close(lock_fd)
@@ -359,8 +359,16 @@ def connect_keeper(state_dir: Path | str, *, takeover: bool = False, idle_exit_s
         except (KeeperUnreachable, KeeperConnectionLost):
             if not tries_left:
                 raise
-            time.sleep(0.05)
+            _pause(0.05)
     raise AssertionError("unreachable")
+
+
+def _pause(seconds: float) -> None:
+    """Sleep a moment; under a faked clock (libfaketime) a sleep may fail with EINVAL: then go on."""
+    try:
+        time.sleep(seconds)
+    except OSError:
+        pass
 
 
 def _start(state: Path, path: Path, idle_exit_s: float, orphan_events_s: float, until: float) -> int | None:
@@ -376,16 +384,20 @@ def _start(state: Path, path: Path, idle_exit_s: float, orphan_events_s: float, 
         os.close(log_fd)
     assert proc.stdout is not None
     try:
-        line = proc.stdout.readline() if _readable(proc.stdout.fileno(), until - time.monotonic()) else b""
+        answered = _readable(proc.stdout.fileno(), until - time.monotonic())
+        line = proc.stdout.readline() if answered else b""
     finally:
         proc.stdout.close()
-    try:
-        status = proc.wait(max(0.1, until - time.monotonic()))  # it forks the keeper and exits
-    except subprocess.TimeoutExpired:
+    # Waited for without a timeout: a timed wait sleeps in steps, and a faked clock (libfaketime,
+    # a host an hour off in the tests) can make those sleeps fail with EINVAL.
+    if line.startswith(b"ready "):
+        proc.wait()  # it has forked the keeper and exits at once
+        return None
+    if not answered:  # it hangs: no line and no end of its output in time
         proc.kill()
         proc.wait()
-        raise KeeperUnreachable(f"the job keeper did not start in time; see {state / LOG_NAME}") from None
-    return None if line.startswith(b"ready ") else status
+        raise KeeperUnreachable(f"the job keeper did not start in time; see {state / LOG_NAME}")
+    return proc.wait()  # it failed (its output ended without the line), e.g. another keeper holds the lock
 
 
 def _readable(fd: int, timeout_s: float | None) -> bool:

@@ -268,3 +268,26 @@ def test_the_keeper_imports_nothing_heavy() -> None:
     assert not heavy
     daemon_modules = {m for m in modules if m.startswith("queuectld.") and not m.startswith("queuectld.keeper")}
     assert daemon_modules == {"queuectld.cgroups", "queuectld.proctree", "queuectld.tracking"}  # pure process helpers
+
+
+def test_starting_a_keeper_never_waits_with_a_timeout(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timed `Popen.wait` sleeps in steps, and under libfaketime (a host an hour off) those sleeps
+    failed with EINVAL and the daemon died at start: the starter is waited for without one."""
+    timeouts: list[float | None] = []
+    real_wait = subprocess.Popen.wait
+
+    def wait(self: subprocess.Popen[bytes], timeout: float | None = None) -> int:
+        timeouts.append(timeout)
+        return real_wait(self, timeout)
+
+    monkeypatch.setattr(subprocess.Popen, "wait", wait)
+    state = short_tmp / "state"
+    state.mkdir(mode=0o700)
+    path = ensure_keeper(state, idle_exit_s=1.0)
+    try:
+        assert timeouts == [None], timeouts
+    finally:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(path))
+            s.sendall(b'{"id":1,"op":"hello","params":{}}\n{"id":2,"op":"shutdown","params":{}}\n')
+            s.recv(4096)
