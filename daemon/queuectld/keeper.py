@@ -44,8 +44,9 @@ The first request must be `hello`; until then nothing else is accepted.
   unless `takeover` (`queuectld --replace`): then the old connection is closed. After the reply,
   every queued end is sent as an event (oldest first).
 - `spawn {key, command, cwd, env, umask, log_path, output_max_bytes, timeout_s, deadline_s,
-  kill_grace_s, deadline_grace_s}` (keeper_wire.SpawnSpec) -> `{pid}` (null when it could not start: its
+  kill_grace_s, deadline_grace_s, ack?}` (keeper_wire.SpawnSpec) -> `{pid}` (null when it could not start: its
   `spawn_failed` end follows as an event). Error `exists` if the key runs or its end is unacked.
+  `ack` (a list of keys) acks those ends first, as `ack` does: the daemon's acks ride along.
 - `extend {deadlines: {key: seconds_from_now}, backward?: bool}` -> `{unknown: [keys not running]}`.
 - `kill {key, reason, grace_s?}` -> `{found: bool}`: SIGTERM to the group, SIGKILL after the grace;
   the end's outcome is `killed` with `reason` (if the shell was still running).
@@ -54,6 +55,8 @@ The first request must be `hello`; until then nothing else is accepted.
 - `shutdown {kill?: bool}` -> `{}`: no more spawns; with `kill`, every attempt is killed (outcome
   `killed`, reason "keeper shutdown"). The keeper exits once no attempt runs, after sending the
   last ends to the connection.
+A request with `"noreply": true` gets no reply (a refusal is logged in keeper.log instead): the
+daemon sends its acks and deadline extensions that way, and does not wait for them.
 Error codes: `bad_request`, `hello_first`, `busy`, `exists`, `unknown_op`, `shutting_down`,
 `internal` (a bug in the keeper: logged in keeper.log; the keeper and its jobs go on).
 """

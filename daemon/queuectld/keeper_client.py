@@ -29,13 +29,15 @@ from typing import Any
 from queuectld.keeper import EXIT_ANOTHER_KEEPER
 from queuectld.keeper_wire import DEADLINE_ERROR, Ended, EndKind, SpawnSpec
 
-__all__ = ["DEADLINE_ERROR", "EndKind", "Ended", "KeeperBusy", "KeeperClient", "KeeperConnectionLost", "KeeperError",
-           "KeeperListing", "KeeperUnreachable", "RunningAttempt", "SpawnSpec", "attempt_key", "connect_keeper",
-           "ensure_keeper", "keeper_socket_path"]
+__all__ = ["DEADLINE_ERROR", "NOREPLY_VERSION", "EndKind", "Ended", "KeeperBusy", "KeeperClient",
+           "KeeperConnectionLost", "KeeperError", "KeeperListing", "KeeperUnreachable", "RunningAttempt", "SpawnSpec",
+           "attempt_key", "connect_keeper", "ensure_keeper", "keeper_socket_path"]
 
 SOCKET_NAME = "keeper.sock"
 START_LOCK_NAME = "keeper.start.lock"
 LOG_NAME = "keeper.log"
+#: The keeper protocol version from which `"noreply": true` and `spawn`'s `ack` are understood.
+NOREPLY_VERSION = 2
 #: How long a request waits for its reply before the keeper is taken for frozen or gone.
 REQUEST_TIMEOUT_S = 10.0
 #: How long `ensure_keeper` waits for a keeper it started to accept connections.
@@ -264,11 +266,15 @@ class KeeperClient:
             self._next_id += 1
             if posted:
                 self._posted.add(request_id)
-            if forgotten:
-                self._forgotten.add(request_id)
             if before_send is not None:
                 before_send(request_id)
-            line = json.dumps({"id": request_id, "op": op, "params": params}, separators=(",", ":")).encode() + b"\n"
+            message: dict[str, Any] = {"id": request_id, "op": op, "params": params}
+            if forgotten:
+                if (self.keeper_version or 0) >= NOREPLY_VERSION:
+                    message["noreply"] = True  # the keeper sends nothing back: no wake-up to read it
+                else:  # an older keeper (kept running across an upgrade) answers anyway: drop it
+                    self._forgotten.add(request_id)
+            line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
             try:
                 self.sock.sendall(line)  # the socket's timeout (timeout_s) was set when it connected
             except OSError as exc:

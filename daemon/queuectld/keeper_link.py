@@ -35,6 +35,7 @@ from queuectld import cgroups, proctree
 from queuectld.jobs import Job, Outcome, OutcomeKind
 from queuectld.keeper_client import (
     DEADLINE_ERROR,
+    NOREPLY_VERSION,
     Ended,
     EndKind,
     KeeperClient,
@@ -58,6 +59,8 @@ DEADLINE_MARGIN_S = 1.0
 MIN_DEADLINE_S = 0.05
 #: The deadline where no other host can take a lease over (a one-host store): none, in effect.
 NO_DEADLINE_S = 100 * 365 * 86400.0
+#: An ack waits at most this long for a spawn to ride along with.
+ACK_DELAY_S = 0.2
 #: After the keeper was lost, how soon to try to reach (or start) a new one, and the longest wait.
 RECONNECT_FIRST_S = 0.2
 RECONNECT_MAX_S = 5.0
@@ -331,12 +334,18 @@ class KeeperLink:
         if client is None or self._closing:
             raise KeeperDown("the job keeper is being started again")
 
+        params = spec.to_wire()
+        if (client.keeper_version or 0) >= NOREPLY_VERSION:
+            acks = self._take_acks()
+            if acks:
+                params["ack"] = acks
+
         def register(request_id: int) -> None:  # before the send: the answer may be read at once
             with self._lock:
                 self._spawning[request_id] = attempt
                 self.attempts[attempt.key] = attempt
 
-        client.post("spawn", spec.to_wire(), before_send=register)
+        client.post("spawn", params, before_send=register)
 
     def holds(self, attempt: KeeperAttempt) -> bool:
         """Whether `attempt` is one the keeper was asked to run and has not ended."""
@@ -380,13 +389,22 @@ class KeeperLink:
                 pass
 
     def acknowledge(self, key: str) -> None:
-        """An end is recorded: tell the keeper (batched: one ack per loop iteration)."""
-        self._acks.append(key)
-        if len(self._acks) == 1 and self._loop is not None:
-            self._loop.call_soon(self._flush_acks)
+        """An end is recorded: tell the keeper. Acks ride along with the next spawn (no request
+        of their own while jobs keep coming), or go on their own within ACK_DELAY_S. A late ack
+        is harmless: an end re-sent to a daemon that starts after a crash is fenced out."""
+        with self._lock:
+            self._acks.append(key)
+            first = len(self._acks) == 1
+        if first and self._loop is not None:
+            self._loop.call_later(ACK_DELAY_S, self._flush_acks)
+
+    def _take_acks(self) -> list[str]:
+        with self._lock:
+            keys, self._acks = self._acks, []
+        return keys
 
     def _flush_acks(self) -> None:
-        keys, self._acks = self._acks, []
+        keys = self._take_acks()
         if keys and self.client is not None:
             try:
                 self._call(lambda c: c.post("ack", {"keys": keys}, forget=True))
@@ -460,7 +478,7 @@ class KeeperLink:
         with self._lock:
             lost, self.attempts = list(self.attempts.values()), {}
             self._spawning.clear()
-        self._acks.clear()
+            self._acks.clear()
         if self._closing:
             return
         log.error("the job keeper was lost (%s); killing what is left of %d attempt(s) and starting a new keeper",

@@ -14,7 +14,8 @@ from queuectld.keeper_wire import EndKind, SpawnSpec, non_negative
 if TYPE_CHECKING:
     from queuectld.keeper_server import Connection, Keeper
 
-PROTOCOL_VERSION = 1
+#: 2: `noreply` requests, and acks riding along with `spawn`.
+PROTOCOL_VERSION = 2
 
 Handler = Callable[["Keeper", "Connection", dict[str, Any]], dict[str, Any]]
 
@@ -50,6 +51,9 @@ def _hello(keeper: Keeper, conn: Connection, params: dict[str, Any]) -> dict[str
 
 
 def _spawn(keeper: Keeper, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+    acked = params.pop("ack", None)  # ends the daemon has recorded since: an ack riding along
+    if isinstance(acked, list):
+        _ack(keeper, conn, {"keys": acked})
     if keeper.shutting_down:
         raise RequestError("shutting_down", "the keeper is shutting down")
     spec = SpawnSpec.from_wire(params)

@@ -239,6 +239,7 @@ class Keeper:
 
     def _request(self, conn: Connection, line: bytes) -> None:
         request_id: Any = None
+        noreply = False
         self.after_reply = []
         try:
             try:
@@ -256,20 +257,28 @@ class Keeper:
                 raise RequestError("bad_request", "params must be an object")
             if op != "hello" and not conn.is_daemon:
                 raise RequestError("hello_first", "send hello first")
+            noreply = request.get("noreply") is True  # the daemon does not wait for it: say nothing back
             result = handler(self, conn, params)
         except RequestError as exc:
+            if request_id is not None and noreply:
+                say(f"request {request_id} refused ({exc.code}): {exc}")
+                return
             self.send(conn, {"id": request_id, "error": {"code": exc.code, "message": str(exc)}})
             if exc.code == "busy":
                 self.close_connection(conn, "another daemon is connected", flush=True)
             return
         except ValueError as exc:
+            if noreply:
+                say(f"request {request_id} refused (bad_request): {exc}")
+                return
             self.send(conn, {"id": request_id, "error": {"code": "bad_request", "message": str(exc)}})
             return
         except Exception as exc:  # a bug: refuse the request, never let it stop the keeper and its jobs
             report_bug(f"request {line[:200]!r}")
             self.send(conn, {"id": request_id, "error": {"code": "internal", "message": repr(exc)}})
             return
-        self.send(conn, {"id": request_id, "result": result})
+        if not noreply:
+            self.send(conn, {"id": request_id, "result": result})
         later, self.after_reply = self.after_reply, []
         for action in later:
             action()

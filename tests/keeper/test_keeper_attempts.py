@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from queuectld.keeper_client import DEADLINE_ERROR, EndKind, KeeperError
+from queuectld.keeper_requests import PROTOCOL_VERSION
 from tests.conftest import wait_until
 from tests.keeper.conftest import GRACE_S, KeeperUnderTest, alive, next_end
 
@@ -199,7 +200,7 @@ def test_bad_requests_get_errors_and_change_nothing(keeper: KeeperUnderTest) -> 
 
 def test_an_end_read_while_a_request_waited_is_kept_for_read_events(keeper: KeeperUnderTest) -> None:
     client = keeper.connect()
-    assert client.keeper_version == 1
+    assert client.keeper_version == PROTOCOL_VERSION
     client.spawn(keeper.spec("quick/1", "exit 0"))
     wait_until(lambda: client.list_attempts().ended == ["quick/1"], what="the end")  # a request read the event
     assert client.has_events
@@ -215,3 +216,20 @@ def test_a_background_child_holding_the_output_is_drained_then_killed(keeper: Ke
     assert (ended.outcome, ended.exit_code, ended.tail) == (EndKind.EXIT, 3, "shell done\n")
     child = int(keeper.path("child").read_text())
     wait_until(lambda: not alive(child), timeout=5, what="the background child to be killed")  # cgroup.kill is asynchronous
+
+
+def test_acks_ride_along_with_a_spawn_and_noreply_requests_get_no_answer(keeper: KeeperUnderTest) -> None:
+    client = keeper.connect()
+    client.spawn(keeper.spec("first/1", "true"))
+    assert next_end(client).key == "first/1"
+    assert client.list_attempts().ended == ["first/1"]
+    params = keeper.spec("second/1", "true").to_wire()
+    params["ack"] = ["first/1"]  # recorded by the daemon meanwhile
+    posted = client.post("spawn", params)
+    client.post("extend", {"deadlines": {"second/1": 60.0}}, forget=True)  # as the daemon extends
+    assert next_end(client).key == "second/1"
+    replies = client.posted_replies()
+    assert list(replies) == [posted] and "result" in replies[posted], "only the spawn is answered"
+    assert client.list_attempts().ended == ["second/1"], "the ack that rode along was taken"
+    assert client.posted_replies() == {} and client.read_events() == []
+    assert client._replies == {}, "a noreply request was answered (the answer would wait there unread)"
