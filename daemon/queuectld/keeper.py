@@ -55,6 +55,8 @@ The first request must be `hello`; until then nothing else is accepted.
 - `shutdown {kill?: bool}` -> `{}`: no more spawns; with `kill`, every attempt is killed (outcome
   `killed`, reason "keeper shutdown"). The keeper exits once no attempt runs, after sending the
   last ends to the connection.
+A request with `"reply": "lazy"` is answered within 20 ms, together with whatever else is sent by
+then (the daemon's spawns: the answer and a quick job's end go in one write).
 A request with `"noreply": true` gets no reply (a refusal is logged in keeper.log instead): the
 daemon sends its acks and deadline extensions that way, and does not wait for them.
 Error codes: `bad_request`, `hello_first`, `busy`, `exists`, `unknown_op`, `shutting_down`,

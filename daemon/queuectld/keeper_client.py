@@ -187,13 +187,14 @@ class KeeperClient:
         still come as events before the connection closes."""
         self._request("shutdown", {"kill": kill})
 
-    def post(self, op: str, params: dict[str, Any], *, forget: bool = False,
+    def post(self, op: str, params: dict[str, Any], *, forget: bool = False, lazy: bool = False,
              before_send: Callable[[int], None] | None = None) -> int:
         """Send a request without waiting for its reply (the keeper's fork and exec is not waited
         for). Its reply comes back through `posted_replies` (after the socket was readable), or is
-        dropped with `forget`. `before_send(id)` runs first, so that a reply read at once by
-        another thread finds what it belongs to. Returns the request's id."""
-        return self._send(op, params, posted=not forget, forgotten=forget, before_send=before_send)
+        dropped with `forget`; with `lazy` the keeper may hold the reply back a little, to send it
+        with what follows. `before_send(id)` runs first, so that a reply read at once by another
+        thread finds what it belongs to. Returns the request's id."""
+        return self._send(op, params, posted=not forget, forgotten=forget, lazy=lazy, before_send=before_send)
 
     def posted_replies(self) -> dict[int, dict[str, Any]]:
         """The replies to `post`ed requests read so far, by request id: each `{"result": ...}` or
@@ -258,7 +259,7 @@ class KeeperClient:
     # -- the wire -----------------------------------------------------------------------------
 
     def _send(self, op: str, params: dict[str, Any], *, posted: bool = False, forgotten: bool = False,
-              before_send: Callable[[int], None] | None = None) -> int:
+              lazy: bool = False, before_send: Callable[[int], None] | None = None) -> int:
         if self._closed:
             raise KeeperConnectionLost("the connection to the job keeper is closed")
         with self._send_lock:
@@ -274,6 +275,8 @@ class KeeperClient:
                     message["noreply"] = True  # the keeper sends nothing back: no wake-up to read it
                 else:  # an older keeper (kept running across an upgrade) answers anyway: drop it
                     self._forgotten.add(request_id)
+            if lazy and (self.keeper_version or 0) >= NOREPLY_VERSION:
+                message["reply"] = "lazy"
             line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
             try:
                 self.sock.sendall(line)  # the socket's timeout (timeout_s) was set when it connected

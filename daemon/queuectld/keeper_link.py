@@ -122,6 +122,9 @@ class KeeperAttempt:
         self._on_done: Callable[[KeeperAttempt, Outcome], None] | None = None
         self._on_spawn: Callable[[KeeperAttempt], None] | None = None
         self._send_failed: str | None = None  #: why the spawn could not be sent (writer thread)
+        #: The spawn request went out: a kill can follow at once (by key: the keeper gets the two in order).
+        self.spawn_sent = False
+        self._kill_sent = False
         self._early_outcome: Outcome | None = None  #: it ended before `watch` (a quick job)
         self._ended = False
         self._tail: str | None = None
@@ -180,7 +183,7 @@ class KeeperAttempt:
             return
         on_spawn, self._on_spawn = self._on_spawn, None
         on_spawn(self)
-        if self.kill_reason is not None:  # killed while it was being spawned
+        if self.kill_reason is not None and not self._kill_sent:  # killed while it was being spawned
             self._send_kill()
 
     def refused(self, error: KeeperError) -> None:
@@ -205,11 +208,12 @@ class KeeperAttempt:
         if self.kill_reason is not None or self._ended:
             return
         self.kill_reason = KillReason(reason)
-        if self.pid is not None:  # else `watch` sends it once the shell runs
+        if self.pid is not None or self.spawn_sent:  # else the spawn's answer sends it
             self._send_kill()
 
     def _send_kill(self) -> None:
         assert self.kill_reason is not None
+        self._kill_sent = True
         try:
             self.link.kill(self.key, _KILL_ERRORS.get(self.kill_reason, self.kill_reason.value), self.kill_grace_s)
         except KeeperDown:
@@ -345,7 +349,8 @@ class KeeperLink:
                 self._spawning[request_id] = attempt
                 self.attempts[attempt.key] = attempt
 
-        client.post("spawn", params, before_send=register)
+        client.post("spawn", params, lazy=True, before_send=register)
+        attempt.spawn_sent = True
 
     def holds(self, attempt: KeeperAttempt) -> bool:
         """Whether `attempt` is one the keeper was asked to run and has not ended."""

@@ -46,6 +46,8 @@ class Connection:
         self.outbox += json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
+#: How long a lazy reply (`"reply": "lazy"`) may wait for other lines to go with.
+LAZY_REPLY_S = 0.02
 #: How often the loop reaps orphans when no attempt ends (each end reaps them too).
 REAP_EVERY_S = 1.0
 #: The longest single wait of the loop (it just waits again).
@@ -63,7 +65,8 @@ class Keeper:
         self.orphan_events_s = orphan_events_s
         self.selector = selectors.DefaultSelector()
         self._next_reap = 0.0
-        self._unsent: set[Connection] = set()  #: connections with lines queued by `send`, not yet written
+        self._unsent: set[Connection] = set()
+        self._lazy: dict[Connection, float] = {}  #: connections with lazy lines queued, and when they must go  #: connections with lines queued by `send`, not yet written
         self.attempts: dict[str, KeptAttempt] = {}
         self._watched: dict[str, set[int]] = {}  #: the descriptors registered for each attempt
         self.ended: dict[str, Ended] = {}  #: ends not acked yet, oldest first
@@ -111,6 +114,7 @@ class Keeper:
     def _wait_s(self, now: float) -> float | None:
         dues = [d for d in (a.next_due() for a in self.attempts.values()) if d is not None]
         dues += [c.opened + HELLO_TIMEOUT_S for c in self.connections if not c.is_daemon]
+        dues += self._lazy.values()
         if self.idle_since is not None:
             dues.append(self.idle_since + self._idle_limit_s())
         # Capped: epoll takes its timeout in milliseconds as a C int, and a deadline decades away
@@ -239,7 +243,7 @@ class Keeper:
 
     def _request(self, conn: Connection, line: bytes) -> None:
         request_id: Any = None
-        noreply = False
+        noreply = lazy = False
         self.after_reply = []
         try:
             try:
@@ -258,6 +262,7 @@ class Keeper:
             if op != "hello" and not conn.is_daemon:
                 raise RequestError("hello_first", "send hello first")
             noreply = request.get("noreply") is True  # the daemon does not wait for it: say nothing back
+            lazy = request.get("reply") == "lazy"  # it waits, but not at once: send it with what follows
             result = handler(self, conn, params)
         except RequestError as exc:
             if request_id is not None and noreply:
@@ -278,20 +283,29 @@ class Keeper:
             self.send(conn, {"id": request_id, "error": {"code": "internal", "message": repr(exc)}})
             return
         if not noreply:
-            self.send(conn, {"id": request_id, "result": result})
+            self.send(conn, {"id": request_id, "result": result}, lazy=lazy)
         later, self.after_reply = self.after_reply, []
         for action in later:
             action()
 
-    def send(self, conn: Connection, message: dict[str, Any]) -> None:
+    def send(self, conn: Connection, message: dict[str, Any], lazy: bool = False) -> None:
         """Queue a line for `conn`; the loop writes what a turn queued in one send before it waits
-        again (a spawn's answer and a fast job's end often go together)."""
+        again. A `lazy` line waits up to LAZY_REPLY_S for other lines to go with (a spawn's answer
+        and the end of a quick job then cost the daemon one wake-up, not two)."""
         if conn.closed:
             return
         conn.send(message)
-        self._unsent.add(conn)
+        if lazy:
+            self._lazy.setdefault(conn, time.monotonic() + LAZY_REPLY_S)
+        else:
+            self._unsent.add(conn)
 
-    def _flush(self) -> None:
+    def _flush(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        for conn, due in list(self._lazy.items()):
+            if everything or conn in self._unsent or due <= now or conn.closed:
+                del self._lazy[conn]
+                self._unsent.add(conn)
         unsent, self._unsent = self._unsent, set()
         for conn in unsent:
             if not conn.closed:
@@ -338,7 +352,7 @@ class Keeper:
                 self.close_connection(conn, "no hello in time")
 
     def _flush_at_exit(self) -> None:
-        self._flush()
+        self._flush(everything=True)
         until = time.monotonic() + FLUSH_AT_EXIT_S
         while any(c.outbox for c in self.connections) and time.monotonic() < until:
             for key, events in self.selector.select(max(0.0, until - time.monotonic())):
