@@ -491,6 +491,8 @@ class KeeperLink:
         killed = kill_attempt_processes([(a.job.id, a.job.run) for a in lost], cgroup)
         if killed:
             log.warning("killed %d process(es) of attempts whose job keeper was lost", killed)
+        if cgroup and not cgroups.remove_tree(cgroup):  # the dead keeper's cgroups, emptied just now
+            log.warning("could not remove cgroup %s of the lost job keeper", cgroup)
         for attempt in lost:
             attempt.on_keeper_lost(why)
         self.on_change()

@@ -49,6 +49,10 @@ def test_a_job_keeper_killed_with_minus_9_costs_its_running_job_one_attempt_and_
           f"echo start $QUEUECTL_ATTEMPT >> {runs}; sleep 4; echo end $QUEUECTL_ATTEMPT >> {runs}")
     wait_until(lambda: runs.exists() and "start 1" in runs.read_text(), timeout=30, what="attempt 1 running")
     [keeper] = d.keeper_pids()
+    from queuectld.cgroups import cgroup_base
+
+    base = cgroup_base()[0]  # the keeper's cgroups sit beside ours (it is our descendant)
+    keeper_cgroups = list(Path(base).glob(f"queuectl-{keeper}-*")) if base else []
     os.kill(keeper, signal.SIGKILL)
     job = d.wait_state("k", "completed", "dead", timeout=60)
     assert job["state"] == "completed", job.get("last_error")
@@ -58,3 +62,4 @@ def test_a_job_keeper_killed_with_minus_9_costs_its_running_job_one_attempt_and_
     time.sleep(0.5)
     assert runs.read_text().split("\n")[:-1] == ["start 1", "start 2", "end 2"], "attempt 1 never ran on"
     assert d.keeper_pids() not in ([], [keeper]), "a new keeper serves the daemon"
+    assert not [c for c in keeper_cgroups if c.exists()], "the dead keeper's cgroups are removed"
