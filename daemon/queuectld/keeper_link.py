@@ -93,10 +93,11 @@ class KeeperDown(Exception):
 
 
 class KeeperAttempt:
-    """One attempt run by the job keeper; see the module docstring. Created in the writer thread
-    by the scheduler's turn (`spawn` only prepares the request: the keeper is spoken to on the
-    loop), started by `watch` on the loop, ended by the keeper's `ended` event (or by the loss of
-    the keeper), and acked by `recorded` once its result is in the store."""
+    """One attempt run by the job keeper; see the module docstring. Created and spawned in the
+    writer thread by the scheduler's turn (`spawn` posts the request the moment the claim has
+    committed), followed by `watch` on the loop (the keeper's answer, and even the end of a quick
+    job, may have been read before: `watch` delivers them), ended by the keeper's `ended` event
+    (or by the loss of the keeper), and acked by `recorded` once its result is in the store."""
 
     def __init__(self, link: KeeperLink, job: Job, owner: str, log_file: str, *, timeout_s: float | None,
                  kill_grace_s: float, output_max_bytes: int, snooze_exit: int | None, snooze_file: str,
@@ -153,8 +154,9 @@ class KeeperAttempt:
         self._problem = problem
 
     def watch(self, on_done: Callable[[KeeperAttempt, Outcome], None], on_spawn: Callable[[KeeperAttempt], None]) -> None:
-        """On the loop: ask the keeper to start the shell; `on_spawn` once it runs, `on_done(self,
-        outcome)` once it has ended (the keeper's event)."""
+        """On the loop, after `spawn`: `on_spawn` once the keeper says the shell runs, `on_done(self,
+        outcome)` once it has ended (the keeper's event); a spawn that could not be sent ends it
+        here (requeued uncounted if it surely never reached the keeper)."""
         self._on_done = on_done
         self._on_spawn = on_spawn
         if self._problem is not None:
