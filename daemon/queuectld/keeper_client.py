@@ -31,7 +31,7 @@ from queuectld.keeper_wire import DEADLINE_ERROR, Ended, EndKind, SpawnSpec
 
 __all__ = ["DEADLINE_ERROR", "NOREPLY_VERSION", "EndKind", "Ended", "KeeperBusy", "KeeperClient",
            "KeeperConnectionLost", "KeeperError", "KeeperListing", "KeeperUnreachable", "RunningAttempt", "SpawnSpec",
-           "attempt_key", "connect_keeper", "ensure_keeper", "keeper_socket_path"]
+           "attempt_key", "connect_keeper", "ensure_keeper", "keeper_socket_path", "split_attempt_key"]
 
 SOCKET_NAME = "keeper.sock"
 START_LOCK_NAME = "keeper.start.lock"
@@ -70,6 +70,12 @@ class KeeperUnreachable(KeeperError):
 def attempt_key(job_id: str, run: int) -> str:
     """The keeper's key for attempt `run` of a job (job ids cannot contain '/')."""
     return f"{job_id}/{run}"
+
+
+def split_attempt_key(key: str) -> tuple[str, int]:
+    """(job id, run) of a key made by `attempt_key`."""
+    job_id, _, run = key.rpartition("/")
+    return job_id, int(run)
 
 
 def keeper_socket_path(state_dir: Path | str) -> Path:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -46,7 +45,7 @@ from queuectld.keeper_client import (
     attempt_key,
     connect_keeper,
 )
-from queuectld.runner import _KILL_ERRORS, SNOOZE_FILE_ENV, KillReason, read_snooze_file
+from queuectld.runner import SNOOZE_FILE_ENV, KillReason, read_snooze_file, remove_quietly
 from queuectld.store.base import RunKey
 
 log = logging.getLogger("queuectld.keeper")
@@ -217,7 +216,7 @@ class KeeperAttempt:
         assert self.kill_reason is not None
         self._kill_sent = True
         try:
-            self.link.kill(self.key, _KILL_ERRORS.get(self.kill_reason, self.kill_reason.value), self.kill_grace_s)
+            self.link.kill(self.key, self.kill_reason.error, self.kill_grace_s)
         except KeeperDown:
             pass  # the link ended it with the others
         except KeeperError as exc:
@@ -264,7 +263,7 @@ class KeeperAttempt:
             return Outcome(OutcomeKind.SPAWN_FAILED, error=ended.reason or "could not start /bin/sh")
         reason = self.kill_reason  # KILLED: on our request (or the keeper's shutdown)
         if reason is not None:
-            return Outcome(reason.outcome, code, signum, _KILL_ERRORS.get(reason, reason.value))
+            return Outcome(reason.outcome, code, signum, reason.error)
         return Outcome(OutcomeKind.KILLED, code, signum, f"killed by its job keeper: {ended.reason or 'unknown'}")
 
     def _finish(self, outcome: Outcome) -> None:
@@ -274,7 +273,7 @@ class KeeperAttempt:
             self._early_outcome = outcome
             return
         self._ended = True
-        _unlink(self.snooze_file)
+        remove_quietly(self.snooze_file)
         if self._on_done is not None:
             on_done, self._on_done = self._on_done, None
             on_done(self, outcome)
@@ -552,11 +551,10 @@ def kill_attempt_processes(keys: list[RunKey], cgroup: str | None) -> int:
     """Kill every process of these attempts (job id, run) whose keeper is gone: everything in the
     keeper's cgroup when it tracked by cgroup, and any process whose environment names one of
     them (the daemon that spawned it does not matter: one run of a job is one attempt)."""
-    killed = 0
     if cgroup:
         cgroups.write(f"{cgroup}/cgroup.kill", "1")
     if not keys:
-        return killed
+        return 0
     needles = [(b"\0", frozenset({f"QUEUECTL_JOB_ID={job_id}".encode(), f"QUEUECTL_ATTEMPT={run}".encode()}))
                for job_id, run in keys]
 
@@ -565,13 +563,4 @@ def kill_attempt_processes(keys: list[RunKey], cgroup: str | None) -> int:
                  if any(proctree.has_identity(proctree.environ(p.pid), n) for n in needles)}
         return proctree.descendants(found, proctree.children_map(procs)) & set(procs)
 
-    return killed + proctree.stop_and_kill(members)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("cannot remove %s: %s", path, exc.strerror or exc)
+    return proctree.stop_and_kill(members)

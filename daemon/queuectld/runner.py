@@ -47,7 +47,7 @@ SECRET_ENV = ("QUEUECTL_TOKEN", "QUEUECTL_TOKEN_FILE", "QUEUECTL_DB", "PGPASSWOR
 DAEMON_ONLY_ENV = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "QUEUECTL_FAULT_POINT", FORCE_ENV)
 
 __all__ = ["Attempt", "KillReason", "Phase", "base_environment", "cwd_problem", "job_environment", "log_path",
-           "process_start_time", "read_snooze_file", "snooze_path"]
+           "process_start_time", "read_snooze_file", "remove_quietly", "snooze_path"]
 
 
 def log_path(logs_dir: Path | str, job_id: str, run: int) -> str:
@@ -115,6 +115,12 @@ class KillReason(StrEnum):
     def outcome(self) -> OutcomeKind:
         """The outcome of an attempt whose shell died of (or exited after) this kill."""
         return _KILL_OUTCOMES[self]
+
+    @property
+    def error(self) -> str:
+        """What the attempt's record says when its shell died of this kill (a timeout's own says
+        the limit, which the attempt knows)."""
+        return _KILL_ERRORS.get(self, self.value)
 
 
 _KILL_OUTCOMES = {
@@ -378,7 +384,7 @@ class Attempt:
         if self._log_fd is not None:
             os.close(self._log_fd)
             self._log_fd = None
-        _unlink(self.snooze_file)
+        remove_quietly(self.snooze_file)
         self.phase = Phase.ENDED
         if self._on_done is not None:
             on_done, self._on_done = self._on_done, None
@@ -412,7 +418,7 @@ class Attempt:
         if reason is KillReason.TIMEOUT:
             return Outcome(OutcomeKind.TIMEOUT, exit_code, signum, f"timed out after {self.timeout_s:g}s")
         if reason is not None:
-            return Outcome(reason.outcome, exit_code, signum, _KILL_ERRORS[reason])
+            return Outcome(reason.outcome, exit_code, signum, reason.error)
         if signum is not None:
             return Outcome(OutcomeKind.SIGNAL, signal=signum)
         if self.snooze_exit is not None and exit_code == self.snooze_exit:
@@ -545,7 +551,8 @@ def _beside(log_file: str, suffix: str) -> str:
     return log_file.removesuffix(".log") + suffix
 
 
-def _unlink(path: str) -> None:
+def remove_quietly(path: str) -> None:
+    """Remove a file if it is there; a failure other than its absence is logged, never raised."""
     try:
         os.unlink(path)
     except FileNotFoundError:

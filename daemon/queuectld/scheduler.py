@@ -19,6 +19,7 @@ from queuectld import runner
 from queuectld.clock import StoreClock
 from queuectld.envcache import EnvCache
 from queuectld.jobs import Job, JobState, LifecyclePolicy, Outcome, OutcomeKind
+from queuectld.keeper_client import split_attempt_key
 from queuectld.keeper_link import KeeperAttempt, KeeperLink
 from queuectld.runner import Attempt, KillReason
 from queuectld.settings import Settings, fault_point
@@ -33,10 +34,9 @@ log = logging.getLogger("queuectld.scheduler")
 BUSY_RETRY_S = 0.5
 #: After any other store failure (full disk, damaged page, ...) the retries slow down to this.
 STORE_RETRY_MAX_S = 5.0
-#: The config keys LifecyclePolicy.from_config reads: the policy is rebuilt when one changes.
 #: An attempt the daemon runs: through its job keeper, or (`--no-keeper`) as its own child.
 AnyAttempt = KeeperAttempt | Attempt
-
+#: The config keys LifecyclePolicy.from_config reads: the policy is rebuilt when one changes.
 POLICY_KEYS = ("backoff-base", "backoff-max", "backoff-jitter", "retry-on-exit", "no-retry-on-exit",
                "retry-on-timeout", "no-retry-on-signal", "snooze-exit", "snooze-delay")
 
@@ -214,7 +214,7 @@ class Scheduler:
             return 0
         listing = link.listing()
         pids = {a.key: a.pid for a in listing.attempts}
-        keys = {key: _split_key(key) for key in [*pids, *listing.ended]}
+        keys = {key: split_attempt_key(key) for key in [*pids, *listing.ended]}
         adopted: dict[str, str | None] = {}
         if keys:
             renewed_from = time.monotonic()
@@ -516,26 +516,16 @@ class Scheduler:
     def _attempt(self, job: Job, policy: LifecyclePolicy, lease_from: float) -> AnyAttempt:
         """The attempt of a claimed (or adopted) job, its lease set at `lease_from` (monotonic)."""
         cfg = self.config
+        log_file = runner.log_path(self._logs_dir, job.id, job.run)
+        terms: dict[str, Any] = {
+            "timeout_s": job.timeout_s or (float(cfg["job-timeout"]) or None),
+            "kill_grace_s": float(cfg["kill-grace"]), "output_max_bytes": int(cfg["output-max-bytes"]),
+            "snooze_exit": policy.snooze_exit, "snooze_file": runner.snooze_path(self._logs_dir, job.id, job.run),
+            "cwd": job.cwd or self._default_cwd,
+        }
         if self.keeper is not None:
-            return KeeperAttempt(
-                self.keeper, job, self.owner, runner.log_path(self._logs_dir, job.id, job.run),
-                timeout_s=job.timeout_s or (float(cfg["job-timeout"]) or None),
-                kill_grace_s=float(cfg["kill-grace"]), output_max_bytes=int(cfg["output-max-bytes"]),
-                snooze_exit=policy.snooze_exit, snooze_file=runner.snooze_path(self._logs_dir, job.id, job.run),
-                cwd=job.cwd or self._default_cwd, lease_from=lease_from,
-            )
-        return Attempt(
-            job,
-            self.owner,
-            runner.log_path(self._logs_dir, job.id, job.run),
-            timeout_s=job.timeout_s or (float(cfg["job-timeout"]) or None),
-            kill_grace_s=float(cfg["kill-grace"]),
-            output_max_bytes=int(cfg["output-max-bytes"]),
-            tracker=self.tracker,
-            snooze_exit=policy.snooze_exit,
-            snooze_file=runner.snooze_path(self._logs_dir, job.id, job.run),
-            cwd=job.cwd or self._default_cwd,
-        )
+            return KeeperAttempt(self.keeper, job, self.owner, log_file, lease_from=lease_from, **terms)
+        return Attempt(job, self.owner, log_file, tracker=self.tracker, **terms)
 
     def _attempt_spawned(self, attempt: AnyAttempt) -> None:
         assert attempt.pid is not None
@@ -549,12 +539,6 @@ class Scheduler:
             (attempt, FinishedAttempt(job.id, job.run, self.owner, outcome, self.clock.now(), attempt.tail_text()))
         )
         self.notify()
-
-
-def _split_key(key: str) -> RunKey:
-    """(job id, run) of a keeper key `job_id/run` (keeper_client.attempt_key)."""
-    job_id, _, run = key.rpartition("/")
-    return job_id, int(run)
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
