@@ -54,7 +54,7 @@ class Daemon:
         self.profile_to = profile_to
         self.db_url = db_url  #: None: SQLite in the state dir
         self.proc: subprocess.Popen[bytes] | None = None
-        self._spy: subprocess.Popen[bytes] | None = None
+        self._spies: list[subprocess.Popen[bytes]] = []
         self.env = clean_env()
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -90,11 +90,16 @@ class Daemon:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         out.parent.mkdir(parents=True, exist_ok=True)
         assert self.proc is not None
-        self._spy = subprocess.Popen(
-            [spy, "record", "--pid", str(self.proc.pid), "--rate", "200", "--threads", "--format", "raw",
-             "--output", str(out)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        targets = [(self.proc.pid, out)]
+        targets += [(pid, out.with_name(f"{out.stem}-keeper{out.suffix}")) for pid in self.keeper_pids()]
+        self._spies = [
+            subprocess.Popen(
+                [spy, "record", "--pid", str(pid), "--rate", "200", "--threads", "--format", "raw",
+                 "--output", str(path)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            for pid, path in targets
+        ]
 
     def stop(self) -> None:
         """Ask the daemon to drain and exit (signals if it will not), then delete its files."""
@@ -114,13 +119,14 @@ class Daemon:
                     except subprocess.TimeoutExpired:
                         self.proc.kill()
                         self.proc.wait()
-            if self._spy is not None:
-                # py-spy writes its profile when the target exits; give it a moment to finish.
+            for spy in self._spies:
+                # py-spy writes its profile when the target exits (a keeper: after its idle time,
+                # or at once when SIGINT stops the recording); give it a moment to finish.
                 try:
-                    self._spy.wait(30)
+                    spy.wait(30 if spy is self._spies[0] else 1)
                 except subprocess.TimeoutExpired:
-                    self._spy.send_signal(signal.SIGINT)
-                    self._spy.wait(10)
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(10)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 

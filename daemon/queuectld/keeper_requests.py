@@ -60,6 +60,7 @@ def _spawn(keeper: Keeper, conn: Connection, params: dict[str, Any]) -> dict[str
     if spec.key in keeper.attempts or spec.key in keeper.ended:
         raise RequestError("exists", f"attempt {spec.key} is running or its end is not acked")
     attempt = KeptAttempt(spec, time.monotonic(), keeper.tracker)
+    keeper.flush_before_blocking()
     attempt.spawn()
     keeper.attempts[spec.key] = attempt
     keeper.watch(attempt)

@@ -102,7 +102,10 @@ class Keeper:
             if self._done(now):
                 break
             self._flush()
-            for key, events in self.selector.select(self._wait_s(now)):
+            # The attempts' descriptors before the connections: an end found in the same wake-up
+            # as a spawn is sent before that spawn blocks in exec (see flush_before_blocking).
+            ready = sorted(self.selector.select(self._wait_s(now)), key=lambda ke: isinstance(ke[0].fileobj, socket.socket))
+            for key, events in ready:
                 guarded(key.data, key.fileobj, events)
             self._handle_signals()
             if now >= self._next_reap:  # orphans of jobs, adopted by the keeper, that exited
@@ -299,6 +302,12 @@ class Keeper:
             self._lazy.setdefault(conn, time.monotonic() + LAZY_REPLY_S)
         else:
             self._unsent.add(conn)
+
+    def flush_before_blocking(self) -> None:
+        """Before a spawn (the keeper waits some 0.4 ms until the child has exec'd): send the
+        lines queued so far that are not lazy, so the daemon records an end meanwhile."""
+        if self._unsent:
+            self._flush()
 
     def _flush(self, everything: bool = False) -> None:
         now = time.monotonic()
