@@ -112,6 +112,10 @@ class KeeperClient:
     `has_events`), or it will not be woken for them."""
 
     def __init__(self, sock: socket.socket, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        # Non-blocking: a socket with a timeout polls before every send and recv (two more system
+        # calls, and two more waits for the GIL, per message on the daemon's loop). The waits are
+        # ours instead (_send_all, _fill), and only when the socket is not ready.
+        sock.setblocking(False)
         self.sock = sock
         self.timeout_s = timeout_s
         self.keeper_pid: int | None = None
@@ -284,11 +288,24 @@ class KeeperClient:
             if lazy and (self.keeper_version or 0) >= NOREPLY_VERSION:
                 message["reply"] = "lazy"
             line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+            self._send_all(memoryview(line))
+        return request_id
+
+    def _send_all(self, data: memoryview) -> None:
+        """Send all of `data`, waiting (up to timeout_s in all) only while the socket is full."""
+        until: float | None = None
+        while data:
             try:
-                self.sock.sendall(line)  # the socket's timeout (timeout_s) was set when it connected
+                data = data[self.sock.send(data):]
+                continue
+            except (BlockingIOError, InterruptedError):
+                pass
             except OSError as exc:
                 raise KeeperConnectionLost(f"cannot send to the job keeper: {exc.strerror or exc}") from exc
-        return request_id
+            now = time.monotonic()
+            until = now + self.timeout_s if until is None else until
+            if now >= until or not _writable(self.sock.fileno(), until - now):
+                raise KeeperConnectionLost(f"cannot send to the job keeper: it has not read for {self.timeout_s:g}s")
 
     def _request(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
         request_id = self._send(op, params)
@@ -309,16 +326,14 @@ class KeeperClient:
         """Read what comes within `timeout_s` (0: only what is there) and sort it into replies and
         events."""
         try:
-            # Wait first, even for 0: a socket with a timeout would wait that long in recv.
-            if not _readable(self.sock.fileno(), timeout_s):
+            # Only a wait polls: with 0 the (non-blocking) recv says whether anything is there.
+            if timeout_s != 0 and not _readable(self.sock.fileno(), timeout_s):
                 if quiet_timeout:
                     return
                 raise KeeperConnectionLost("the job keeper did not answer in time")
             data = self.sock.recv(1024 * 1024)
         except (BlockingIOError, InterruptedError):
             return
-        except TimeoutError as exc:
-            raise KeeperConnectionLost("the job keeper did not answer in time") from exc
         except OSError as exc:
             raise KeeperConnectionLost(f"connection to the job keeper lost: {exc.strerror or exc}") from exc
         if not data:
@@ -413,6 +428,13 @@ def _start(state: Path, path: Path, idle_exit_s: float, orphan_events_s: float, 
         proc.wait()
         raise KeeperUnreachable(f"the job keeper did not start in time; see {state / LOG_NAME}")
     return proc.wait()  # it failed (its output ended without the line), e.g. another keeper holds the lock
+
+
+def _writable(fd: int, timeout_s: float) -> bool:
+    """Wait up to `timeout_s` for `fd` to take more data (or fail)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return bool(poller.poll(max(0, int(timeout_s * 1000 + 0.999))))
 
 
 def _readable(fd: int, timeout_s: float | None) -> bool:
