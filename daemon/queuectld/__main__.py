@@ -145,12 +145,12 @@ def setup_logging(level: str, log_file: Path | None) -> None:
     """One line per event, with UTC timestamps."""
     import time
 
-    if log_file is not None:
-        from queuectld.logfile import ReopeningFileHandler
+    from queuectld.logfile import CoalescingStreamHandler, ReopeningFileHandler
 
+    if log_file is not None:
         handler: logging.Handler = ReopeningFileHandler(log_file)  # SIGHUP reopens it (app.serve)
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = CoalescingStreamHandler(sys.stderr)
     formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)

@@ -168,7 +168,11 @@ async def serve(settings: Settings, on_ready: Callable[[], None], umask: int) ->
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, request_stop)
 
-    await serve_until_stopped(settings, on_ready, umask, stop_requests=stop_on_signals)
+    logfile.coalesce_logs(loop)
+    try:
+        await serve_until_stopped(settings, on_ready, umask, stop_requests=stop_on_signals)
+    finally:
+        logfile.coalesce_logs(None)
 
 
 async def serve_until_stopped(

@@ -1,15 +1,57 @@
-"""The daemon's log file, reopened on SIGHUP (logrotate renames it, then signals the daemon)."""
+"""The daemon's log: one line per event, written once per turn of the event loop, and a log file
+reopened on SIGHUP (logrotate renames it, then signals the daemon)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import TextIO
 
 
-class ReopeningFileHandler(logging.StreamHandler[TextIO]):
-    """Appends to a file (0600, line-buffered) and can reopen it at the same path."""
+class CoalescingStreamHandler(logging.StreamHandler[TextIO]):
+    """A StreamHandler whose lines logged on the event loop's thread are written together once
+    the loop's current callbacks have run (the scheduler logs two lines per job: one write per
+    turn, not one per line). WARNING and above, lines from other threads, and every line before
+    `coalesce_on` or after `stop_coalescing`, are written at once. The stream must be buffered."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._flush_scheduled = False
+
+    def coalesce_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Coalesce the lines logged on `loop`'s thread (the caller's)."""
+        self._loop, self._loop_thread = loop, threading.get_ident()
+
+    def stop_coalescing(self) -> None:
+        """Write what waits, and every later line at once."""
+        self._loop = self._loop_thread = None
+        self.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+            if record.levelno >= logging.WARNING or self._loop is None or threading.get_ident() != self._loop_thread:
+                self.flush()
+            elif not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush_soon)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def _flush_soon(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
+
+class ReopeningFileHandler(CoalescingStreamHandler):
+    """Appends to a file (0600) and can reopen it at the same path."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -17,7 +59,7 @@ class ReopeningFileHandler(logging.StreamHandler[TextIO]):
 
     def _open(self) -> TextIO:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        return os.fdopen(fd, "a", buffering=1)
+        return os.fdopen(fd, "a")  # buffered: the handler flushes
 
     def reopen(self) -> None:
         """Open the path afresh (a new file if the old one was renamed) and close the old one.
@@ -25,6 +67,16 @@ class ReopeningFileHandler(logging.StreamHandler[TextIO]):
         old = self.setStream(self._open())  # under the handler's lock, after a flush
         if old is not None:
             old.close()
+
+
+def coalesce_logs(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Coalesce the root logger's lines logged on `loop` (the caller's thread); None: stop."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, CoalescingStreamHandler):
+            if loop is None:
+                handler.stop_coalescing()
+            else:
+                handler.coalesce_on(loop)
 
 
 def reopen_all() -> list[Path]:
