@@ -44,7 +44,7 @@ class Daemon:
     """
 
     def __init__(self, workers: int, *, log_level: str = "INFO", profile_to: Path | None = None,
-                 db_url: str | None = None) -> None:
+                 db_url: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="qb", dir="/tmp"))  # mode 0700, as the daemon demands
         self.state_dir = self.root / "s"
         self.socket = self.root / "q.sock"
@@ -53,6 +53,7 @@ class Daemon:
         self.log_level = log_level
         self.profile_to = profile_to
         self.db_url = db_url  #: None: SQLite in the state dir
+        self.extra_args = extra_args  #: more queuectld flags
         self.proc: subprocess.Popen[bytes] | None = None
         self._spies: list[subprocess.Popen[bytes]] = []
         self.env = clean_env()
@@ -65,6 +66,7 @@ class Daemon:
                "--workers", str(self.workers), "--log-level", self.log_level, "--log-file", str(self.log_path)]
         if self.db_url:
             cmd += ["--db", self.db_url]
+        cmd += self.extra_args
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S

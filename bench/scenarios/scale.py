@@ -62,9 +62,12 @@ def run(settings: BenchSettings, details: dict[str, Any]) -> list[Figure]:
     with ExitStack() as stack:
         daemons: dict[str, Daemon] = {}
         clients: dict[str, Client] = {}
+        ports = {key: _free_port() for key in sizes} if _has_metrics() else {}
         for key in sizes:
             profile = settings.profile_dir / f"scale-{key}.txt" if settings.profile_dir else None
-            daemons[key] = stack.enter_context(Daemon(1, log_level=settings.log_level, profile_to=profile))
+            extra = ("--metrics", str(ports[key])) if ports else ()
+            daemons[key] = stack.enter_context(Daemon(1, log_level=settings.log_level, profile_to=profile,
+                                                      extra_args=extra))
             clients[key] = stack.enter_context(daemons[key].client())
             clients[key].workers_stop()  # the slots would start eating the jobs while we insert them
         for key, n in sizes.items():
@@ -72,17 +75,25 @@ def run(settings: BenchSettings, details: dict[str, Any]) -> list[Figure]:
             out[key]["fill_jobs_per_s"] = n / out[key]["fill_s"]
             out[key]["db_bytes"] = daemons[key].db_bytes()
 
-        times: dict[tuple[str, str], list[float]] = {(k, r): [] for k in sizes for r in RPCS}
+        times: dict[tuple[str, str], list[float]] = {(k, r): [] for k in sizes for r in [*RPCS, "scrape"]}
         for key in sizes:
             for method, params in RPCS.values():
                 clients[key].call(method, params)  # warm caches on both sides
+            if ports:
+                _scrape(ports[key])
         for _ in range(settings.scale_rpc_calls):
             for rpc, (method, params) in RPCS.items():
                 for key in sizes:
                     t0 = clock()
                     clients[key].call(method, params)
                     times[(key, rpc)].append(clock() - t0)
+            for key in ports:
+                t0 = clock()
+                _scrape(ports[key])
+                times[(key, "scrape")].append(clock() - t0)
         for (key, rpc), values in times.items():
+            if not values:
+                continue
             out[key][f"{rpc}_median_ms"] = median(values) * 1000
             out[key][f"{rpc}_p90_ms"] = percentile(values, 90) * 1000
 
@@ -110,11 +121,36 @@ def run(settings: BenchSettings, details: dict[str, Any]) -> list[Figure]:
                note="from workers.start until status shows that many more completed" + (
                    f"; at {n_big} only {big['claim_completed']} completed within the {settings.claim_cap_s:g} s cap"
                    if big["claim_completed"] < settings.claim_jobs else "")),
+        *([Figure("5 scale", f"metrics scrape at {n_big}", big["scrape_median_ms"], "ms",
+                  baseline=small["scrape_median_ms"], ratio=big["scrape_median_ms"] / small["scrape_median_ms"],
+                  target=TIME_TARGET, note="GET /metrics of `queuectld --metrics` (a new HTTP connection each), "
+                  "median, interleaved with the RPCs above")] if "scrape_median_ms" in big else []),
         Figure("5 scale", f"daemon VmRSS at {n_big}", rss_mb, "MB",
                baseline=_mb(small["memory_kib"]["VmRSS"]), target=RSS_TARGET,
                note=f"after the measurements; peak (VmHWM) {_mb(big['memory_kib']['VmHWM']):.0f} MB at {n_big}, "
                f"{_mb(small['memory_kib']['VmHWM']):.0f} MB at {n_small}"),
     ]
+
+
+def _has_metrics() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("prometheus_client") is not None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(port: int) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        r.read()
 
 
 def _mb(kib: int) -> float:

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="SQLite durability: normal survives a crash of any process; full also a power loss")
     ap.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP (token required; off by default)")
     ap.add_argument("--tcp-allow-remote", action="store_true", help="allow --tcp on a non-loopback address")
+    ap.add_argument("--metrics", metavar="[HOST:]PORT", default=os.environ.get("QUEUECTL_METRICS"),
+                    help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST default 127.0.0.1; "
+                    "env QUEUECTL_METRICS; needs the metrics extra)")
     ap.add_argument("--tls-cert", type=Path, help="serve TCP over TLS with this certificate (PEM)")
     ap.add_argument("--tls-key", type=Path, help="private key for --tls-cert (PEM)")
     ap.add_argument("--allow-group", action="append", default=[], metavar="GROUP",
@@ -96,6 +99,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                                "and has the token can run commands as you. Add --tcp-allow-remote (and --tls-cert) "
                                "if that is what you want")
         tcp = (addr.host, addr.port)
+    metrics = _metrics_address(args.metrics) if args.metrics else None
     if args.tls_cert and not tcp:
         raise InvalidValue(key="--tls-cert", detail="TLS applies to TCP only; add --tcp HOST:PORT")
     if args.tls_key and not args.tls_cert:
@@ -128,7 +132,27 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         new_store=args.new_store,
         replace=args.replace,
         keeper=not args.no_keeper,
+        metrics=metrics,
     )
+
+
+def _metrics_address(value: str) -> tuple[str, int]:
+    """`--metrics`: PORT, :PORT or HOST:PORT (IPv6 in brackets) -> (host, port); loopback unless
+    a host is given. Refused (one line) where prometheus-client is not installed."""
+    from queuectl.errors import InvalidValue
+    from queuectld.metrics import metrics_unavailable
+
+    text = value.strip()
+    if text.isdigit() or (text.startswith(":") and text[1:].isdigit()):
+        text = "127.0.0.1:" + text.lstrip(":")
+    try:
+        addr = parse_address("tcp://" + text)
+    except ValueError:
+        raise InvalidValue(key="--metrics", detail=f"{value!r}; expected PORT or HOST:PORT, e.g. 9464") from None
+    problem = metrics_unavailable()
+    if problem is not None:
+        raise InvalidValue(key="--metrics", detail=f"{value} {problem}")
+    return addr.host, addr.port
 
 
 def _is_loopback(host: str) -> bool:

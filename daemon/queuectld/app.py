@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from queuectl import paths
+from queuectl import __version__, paths
 from queuectl.errors import DaemonAlreadyRunning, InvalidValue, UnsafePath
 from queuectld import instance, logfile, runner, tracking
 from queuectld.clock import StoreClock
@@ -207,6 +207,7 @@ async def serve_until_stopped(
     db = StoreThreads(store)
     tracker: tracking.Tracker | None = None
     server: Server | None = None
+    stop_metrics: Callable[[], None] | None = None
     keeper: KeeperLink | None = None
     try:
         config = await db.read(store.config_all)
@@ -264,6 +265,8 @@ async def serve_until_stopped(
                       clock=scheduler.clock)
         server = Server(ctx, token=token, allow_gids=settings.allow_groups, first_request_s=settings.first_request_s)
         await server.start_unix(settings.socket_path)
+        if settings.metrics is not None:
+            stop_metrics = _serve_metrics(settings.metrics, ctx, loop)
         if settings.tcp:
             await server.start_tcp(settings.tcp[0], settings.tcp[1], tls)
             log.info("listening on tcp://%s:%d (token required%s)", *settings.tcp,
@@ -282,6 +285,8 @@ async def serve_until_stopped(
         # cannot be bound, ...) leaves nothing behind: no open store, no empty cgroup.
         if server is not None:
             await server.close()
+        if stop_metrics is not None:
+            stop_metrics()
         db.shutdown()
         store.close()
         if tracker is not None:
@@ -313,6 +318,8 @@ async def serve_until_stopped(
         await asyncio.gather(sched_task, maint_task, return_exceptions=True)
         await asyncio.to_thread(stop_listening)
         await server.close()
+        if stop_metrics is not None:
+            stop_metrics()
         for path in (settings.socket_path, settings.pidfile):
             path.unlink(missing_ok=True)
         if keeper is not None:
@@ -325,6 +332,32 @@ async def serve_until_stopped(
             os.close(lock_fd)
             tracker.close()
         log.info("queuectld stopped")
+
+
+def _serve_metrics(where: tuple[str, int], ctx: Context, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """Serve `--metrics` at `where` from a thread of its own; every daemon part reports to it.
+    Returns what stops it. A port that cannot be bound stops the start-up with one line."""
+    from queuectld.metrics import SCRAPE_READ_TIMEOUT_S, PrometheusMetrics, Snapshot, loop_snapshot
+
+    db, scheduler = ctx.db, ctx.scheduler
+
+    async def read() -> Snapshot:
+        try:
+            counts = await asyncio.wait_for(db.read(db.store.queue_counts), SCRAPE_READ_TIMEOUT_S)
+        except Exception:  # the store's own error is logged (and counted) once by StoreThreads
+            counts = None
+        return Snapshot(counts, scheduler.clock.now(), scheduler.slots, scheduler.active)
+
+    store_kind = "postgresql" if db.store.shared_clock else "sqlite"
+    metrics = PrometheusMetrics(lambda: loop_snapshot(loop, read), {"version": __version__, "store": store_kind})
+    try:
+        stop = metrics.serve(*where)
+    except OSError as exc:
+        raise InvalidValue(key="--metrics", detail=f"cannot listen on {where[0]}:{where[1]}: "
+                           f"{exc.strerror or exc}") from None
+    ctx.metrics = scheduler.metrics = db.metrics = metrics
+    log.info("metrics at http://%s:%d/metrics", where[0] if ":" not in where[0] else f"[{where[0]}]", where[1])
+    return stop
 
 
 async def open_clock(db: StoreThreads, place: instance.Place) -> StoreClock:

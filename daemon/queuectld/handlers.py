@@ -22,6 +22,7 @@ from queuectld.clock import StoreClock
 from queuectld.envcache import EnvCache
 from queuectld.explain import WAITING_STATES
 from queuectld.jobs import TERMINAL_STATES, Job, JobState, OutcomeKind
+from queuectld.metrics import Metrics
 from queuectld.scheduler import Scheduler
 from queuectld.settings import Settings
 from queuectld.store.base import (
@@ -63,6 +64,7 @@ class Context:
     started_at: float = field(default_factory=time.time)
     #: The store's time (the scheduler's, in the daemon): every time a handler gives the store.
     clock: StoreClock = field(default_factory=lambda: StoreClock.local(time.time()))
+    metrics: Metrics = field(default_factory=Metrics)  #: what `--metrics` serves (a no-op without)
 
     def now(self) -> float:
         """The store's time now: on a shared database no host's own clock takes part."""

@@ -150,6 +150,8 @@ class LeaseRenewal(Service):
                 await self.db.read(sched.clock.sync, self.db.store.clock_now)
             except Exception as exc:  # the renewal committed; the clock keeps its estimate until the next one
                 log.debug("clock sample skipped: %s", exc)
+        sched.metrics.leases(renewed=sum(1 for key in renewing if key[0] in held),
+                             lost=sum(1 for key in renewing if key[0] not in held))
         for job_id, run in renewing:  # not attempts that joined `running` during the renewal
             attempt = sched.running.get(job_id)
             if attempt is None or attempt.job.run != run or job_id in held:
@@ -236,6 +238,7 @@ class PeerRecovery(Service):
             from queuectld.scheduler import log_result
 
             results = await self.db.write(store.finish, ended, self.scheduler.policy())
+            self.scheduler.metrics.rescued(len(ended))
             for fa, job in results:
                 log_result(fa, job)
             for la in here:  # a snooze file the dead daemon could not remove

@@ -21,6 +21,7 @@ from queuectld.envcache import EnvCache
 from queuectld.jobs import Job, JobState, LifecyclePolicy, Outcome, OutcomeKind
 from queuectld.keeper_client import split_attempt_key
 from queuectld.keeper_link import KeeperAttempt, KeeperLink
+from queuectld.metrics import Metrics
 from queuectld.runner import Attempt, KillReason
 from queuectld.settings import Settings, fault_point
 from queuectld.store.base import EnvSnapshot, FinishedAttempt, RunKey, SpawnedAttempt
@@ -58,6 +59,7 @@ class Scheduler:
         self.owner = owner
         self.config = config  #: shared with the handlers, who update it on config.set
         self.slots = int(settings.workers or config["workers"])
+        self.metrics: Metrics = Metrics()  #: what `--metrics` serves (a no-op without)
         self.claiming = True
         self.running: dict[str, AnyAttempt] = {}
         self._umask = umask
@@ -363,6 +365,8 @@ class Scheduler:
             self.running[attempt.job.id] = attempt
             job = attempt.job
             log.info("job %s started (attempt %d): %s", job.id, job.run, _short(job.command))
+            if self.metrics.enabled and job.started_at is not None:
+                self.metrics.attempt_started(job.queue, job.started_at - (job.next_run_at or job.created_at))
             if self._kill_new is not None:  # `worker stop --now` came while this one was being spawned
                 attempt.kill(self._kill_new)
             attempt.watch(self._attempt_done, self._attempt_spawned)
@@ -380,9 +384,15 @@ class Scheduler:
             if self.running.get(attempt.job.id) is attempt:
                 del self.running[attempt.job.id]
         stopped = {a.job.id: a.kill_reason for a, _ in batch}
+        started = {a.job.id: a.job for a, _ in batch}
         for fa, job in results:
             reason = stopped.get(fa.job_id)
             log_result(fa, job, canceled=reason is KillReason.CANCELED, paused=reason is KillReason.PAUSED)
+            ran = started.get(fa.job_id)
+            if self.metrics.enabled and ran is not None:
+                self.metrics.attempt_finished(ran.queue, fa.outcome.kind.value,
+                                              "lost" if job is None else job.state.value,
+                                              None if ran.started_at is None else fa.finished_at - ran.started_at)
 
     async def _record_separately(self) -> None:
         """After a damaged page failed a turn: write each held result (and pid) alone, so that one

@@ -39,6 +39,7 @@ class Settings:
     #: jobs are the daemon's own children, killed with it.
     keeper: bool = True
     replace: bool = False  #: `--replace`: take over the job keeper of the daemon that handed over (if one ran)
+    metrics: tuple[str, int] | None = None  #: `--metrics HOST:PORT`: serve Prometheus metrics there
     host: str = field(default_factory=socket.gethostname)
 
     @property

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from queuectl.errors import QueuectlError
+from queuectld.metrics import Metrics
 from queuectld.store.base import Store
 from queuectld.store.errors import is_driver_error, to_domain_error
 from queuectld.store_health import StoreHealth
@@ -31,6 +32,7 @@ class StoreThreads:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.health = StoreHealth(getattr(store, "data_dir", None))
+        self.metrics: Metrics = Metrics()  #: what `--metrics` serves (a no-op without)
         self._where: str = getattr(store, "where", "the database")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-write")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="store-read")
@@ -51,6 +53,7 @@ class StoreThreads:
             result = await loop.run_in_executor(pool, self._guarded, writing, fn, args, kwargs)
         except QueuectlError as exc:
             self.health.failed(exc)
+            self.metrics.store_error(type(exc).__name__)
             raise
         self.health.succeeded(wrote=writing)
         return result

@@ -247,6 +247,28 @@ def test_counters_follow_claims_ends_moves_and_deletes(store: Store) -> None:
     assert store.queue_get("q").held == 1
 
 
+def test_queue_counts_are_every_queues_jobs_per_state_as_the_rows_say(store: Store) -> None:
+    store.queue_add("q", 2, T0)
+    store.queue_add("empty", None, T0)
+    add(store, *(new_job(f"j{i}", max_retries=0) for i in range(7)))
+    move(store, "j0", "j1", "j2", queue="q")
+    move(store, "j6", held=True)
+    got = claim(store, now=T0)
+    finish(store, got[0], 0, now=T0 + 1)
+    finish(store, got[1], 1, now=T0 + 1)  # dead: no retries
+
+    def rows() -> dict[tuple[str, str], int]:
+        return dict(Counter((job.queue, job.state.value) for job in store.list_jobs(None, None)))
+
+    for _ in range(2):  # and again once PostgreSQL has folded its deltas
+        counts = store.queue_counts()
+        assert counts.by_state == rows()
+        assert [(q.name, q.pending, q.held, q.running) for q in counts.queues] == [
+            (q.name, q.pending, q.held, q.running) for q in store.queues()]
+        assert {q.name for q in counts.queues} == {"default", "empty", "q"}
+        store.checkpoint()
+
+
 # -- requeue_running, daemons -------------------------------------------------------------------
 
 

@@ -165,6 +165,15 @@ class QueueInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """Every queue with its numbers, and the jobs of each queue per state (held ones included),
+    read together (what a metrics scrape reads)."""
+
+    queues: list[QueueInfo]
+    by_state: dict[tuple[str, str], int]  #: (queue, JobState value): jobs; nonzero ones only
+
+
+@dataclass(frozen=True, slots=True)
 class LostAttempt:
     """A processing job whose owner is gone: where its process may still be, to kill it first.
     `boot_id` and `pid_ns` are those its owner registered (None: its row is gone, or it predates
@@ -276,6 +285,7 @@ class Store(Protocol):
     def queue_rm(self, name: str) -> None: ...
     def queue_get(self, name: str) -> QueueInfo: ...
     def queues(self) -> list[QueueInfo]: ...
+    def queue_counts(self) -> QueueCounts: ...
     def queue_pause(self, names: Sequence[str] | None, paused: bool) -> list[QueueInfo]: ...
     def requeue_running(self, names: Sequence[str] | None, now: float) -> list[RunKey]: ...
     def config_all(self) -> dict[str, Any]: ...
