@@ -140,7 +140,7 @@ def write_private(path: Path, text: str) -> None:
 
 
 def sd_notify(message: str) -> None:
-    """Tell systemd (Type=notify) about readiness or stopping; a no-op elsewhere."""
+    """Tell systemd (Type=notify) about readiness, status, watchdog or stopping; a no-op elsewhere."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return
@@ -149,7 +149,10 @@ def sd_notify(message: str) -> None:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.connect(address)
-            sock.sendall(message.encode())
+            # Never blocks the loop: a receiver whose queue is full loses this one message.
+            sock.send(message.encode(), socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        log.debug("sd_notify: the receiver is not reading; dropped %r", message)
     except OSError as exc:
         log.warning("sd_notify failed: %s", exc)
 
@@ -302,6 +305,7 @@ async def serve_until_stopped(
     sched_task = loop.create_task(scheduler.run(), name="scheduler")
     # Leases go on being renewed while the scheduler drains; maintenance stops after it.
     maint_task = loop.create_task(services.maintenance.run(), name="maintenance")
+    systemd_task = _start_systemd_status(scheduler, db, loop)
     try:
         stopper = loop.create_task(stop_event.wait(), name="stop")
         done, _ = await asyncio.wait({sched_task, stopper, maint_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -313,6 +317,8 @@ async def serve_until_stopped(
         await sched_task
     finally:
         services.maintenance.stop()
+        if systemd_task is not None:
+            systemd_task.cancel()
         if not sched_task.done():
             sched_task.cancel()
         await asyncio.gather(sched_task, maint_task, return_exceptions=True)
@@ -332,6 +338,53 @@ async def serve_until_stopped(
             os.close(lock_fd)
             tracker.close()
         log.info("queuectld stopped")
+
+
+#: Without a watchdog, how often systemd's status line is refreshed (under Type=notify).
+SYSTEMD_STATUS_EVERY_S = 5.0
+
+
+def watchdog_interval(env: dict[str, str], pid: int) -> float | None:
+    """How often to ping systemd's watchdog (half of WatchdogSec, as sd_watchdog_enabled(3) says),
+    or None when no watchdog is asked for this process."""
+    usec = env.get("WATCHDOG_USEC", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    if env.get("WATCHDOG_PID", str(pid)) != str(pid):
+        return None
+    return int(usec) / 2e6
+
+
+def status_line(busy: int, slots: int, waiting: int | None) -> str:
+    """The STATUS= text `systemctl status` shows: slots and what waits."""
+    return f"{busy}/{slots} slots busy, " + ("store unreadable" if waiting is None else f"{waiting} waiting")
+
+
+def _start_systemd_status(scheduler: Scheduler, db: StoreThreads,
+                          loop: asyncio.AbstractEventLoop) -> asyncio.Task[None] | None:
+    """Under systemd (NOTIFY_SOCKET): ping the watchdog from the event loop (so a wedged loop is
+    restarted) and keep the status line current. None elsewhere."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return None
+    interval = watchdog_interval(dict(os.environ), os.getpid())
+    return loop.create_task(_systemd_status(scheduler, db, interval), name="systemd status")
+
+
+async def _systemd_status(scheduler: Scheduler, db: StoreThreads, watchdog_s: float | None) -> None:
+    every = SYSTEMD_STATUS_EVERY_S if watchdog_s is None else min(watchdog_s, SYSTEMD_STATUS_EVERY_S)
+    waiting: int | None = None
+    counted_at: float | None = None
+    while True:
+        if counted_at is None or time.monotonic() - counted_at >= SYSTEMD_STATUS_EVERY_S:
+            counted_at = time.monotonic()
+            try:  # bounded: a slow store is not a wedged loop, and must not cost a ping
+                counts = await asyncio.wait_for(db.read(db.store.counts), every / 2)
+                waiting = counts.get("pending", 0) + counts.get("failed", 0)
+            except Exception:
+                waiting = None
+        ping = "WATCHDOG=1\n" if watchdog_s is not None else ""
+        sd_notify(ping + "STATUS=" + status_line(scheduler.active, scheduler.slots, waiting))
+        await asyncio.sleep(every)
 
 
 def _serve_metrics(where: tuple[str, int], ctx: Context, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
