@@ -10,14 +10,14 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from queuectl import errors
+from queuectl import completion, errors
 from queuectl.client import Client
 
 app = typer.Typer(
     name="queuectl",
     help="Queue shell commands for queuectld to run in the background, with retries, backoff and a DLQ.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -39,7 +39,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")
 STATES = ("pending", "processing", "completed", "failed", "dead", "canceled")
 #: protocol.OutcomeKind's values (a unit test keeps them equal; importing it would load pydantic).
 OUTCOMES = ("exit", "signal", "timeout", "killed", "worker-lost", "spawn-failed", "canceled", "requeued", "snoozed")
-QueueOpt = Annotated[Optional[str], typer.Option("--queue", help="Only jobs of this queue.")]
+QueueOpt = Annotated[Optional[str], typer.Option("--queue", help="Only jobs of this queue.", autocompletion=completion.queue_names)]
 LabelOpt = Annotated[Optional[str], typer.Option("--label", help="Only jobs with this label.")]
 OutcomeOpt = Annotated[
     Optional[str], typer.Option("--outcome", help=f"Only jobs whose last attempt ended so: {', '.join(OUTCOMES)}.")
@@ -216,7 +216,7 @@ def _print_pages(pages: Any, as_json: bool, *, dead: bool = False) -> None:
 
 @app.command()
 def show(
-    job_id: Annotated[str, typer.Argument(help="Job to show.")],
+    job_id: Annotated[str, typer.Argument(help="Job to show.", autocompletion=completion.job_ids)],
     reveal_env: Annotated[bool, typer.Option("--env", help="Show every environment variable's value, "
                                              "secret-looking ones too.")] = False,
     as_json: JsonOpt = False,
@@ -231,7 +231,7 @@ def show(
 
 
 @app.command()
-def cancel(job_id: Annotated[str, typer.Argument(help="Job to cancel.")]) -> None:
+def cancel(job_id: Annotated[str, typer.Argument(help="Job to cancel.", autocompletion=completion.job_ids)]) -> None:
     """Cancel a job; a running one is killed. Canceled jobs are never retried."""
     job = client().cancel(job_id)
     print(f"canceled {job['id']}")
@@ -239,7 +239,7 @@ def cancel(job_id: Annotated[str, typer.Argument(help="Job to cancel.")]) -> Non
 
 @app.command()
 def wait(
-    job_ids: Annotated[Optional[list[str]], typer.Argument(help="Jobs to wait for.", show_default=False)] = None,
+    job_ids: Annotated[Optional[list[str]], typer.Argument(help="Jobs to wait for.", show_default=False, autocompletion=completion.job_ids)] = None,
     queue: Annotated[
         Optional[str], typer.Option("--queue", help="Wait until this queue has drained (held jobs aside).")
     ] = None,
@@ -292,7 +292,7 @@ def wait(
 
 @app.command()
 def release(
-    job_ids: Annotated[Optional[list[str]], typer.Argument(help="Held jobs, by id.", show_default=False)] = None,
+    job_ids: Annotated[Optional[list[str]], typer.Argument(help="Held jobs, by id.", show_default=False, autocompletion=completion.job_ids)] = None,
     queue: Annotated[Optional[str], typer.Option("--queue", help="Every held job of this queue.")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="Every held job with this label.")] = None,
     as_json: JsonOpt = False,
@@ -321,7 +321,7 @@ def _count(answer: Any) -> Any:
 
 @app.command()
 def restart(
-    job_ids: Annotated[list[str], typer.Argument(help="Finished jobs (completed, dead, canceled), by id.")],
+    job_ids: Annotated[list[str], typer.Argument(help="Finished jobs (completed, dead, canceled), by id.", autocompletion=completion.job_ids)],
     as_json: JsonOpt = False,
 ) -> None:
     """Run finished jobs again from the start (attempts reset, their history kept): all or none."""
@@ -334,7 +334,7 @@ def restart(
 
 @app.command()
 def edit(
-    job_id: Annotated[str, typer.Argument(help="Job to change (not while it runs).")],
+    job_id: Annotated[str, typer.Argument(help="Job to change (not while it runs).", autocompletion=completion.job_ids)],
     command: Annotated[Optional[str], typer.Option("--command", "-c", help="New shell command.")] = None,
     priority: Annotated[Optional[int], typer.Option("--priority", help="New priority.")] = None,
     queue: Annotated[Optional[str], typer.Option("--queue", help="Move it to this queue.")] = None,
@@ -383,7 +383,7 @@ def _deps(flag: str, values: list[str] | None) -> list[str] | None:
 
 
 @app.command()
-def explain(job_id: Annotated[str, typer.Argument(help="Job to explain.")], as_json: JsonOpt = False) -> None:
+def explain(job_id: Annotated[str, typer.Argument(help="Job to explain.", autocompletion=completion.job_ids)], as_json: JsonOpt = False) -> None:
     """Say in one line why a job is not running (held, a dependency, its run time, its queue,
     the daemons), or that nothing holds it."""
     blocker = client().explain(job_id)
@@ -397,7 +397,7 @@ def explain(job_id: Annotated[str, typer.Argument(help="Job to explain.")], as_j
 
 @app.command()
 def logs(
-    job_id: Annotated[str, typer.Argument(help="Job whose output to print.")],
+    job_id: Annotated[str, typer.Argument(help="Job whose output to print.", autocompletion=completion.job_ids)],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the attempt ends.")] = False,
     attempt: Annotated[Optional[int], typer.Option("--attempt", help="Which attempt (default: the latest).")] = None,
 ) -> None:
@@ -445,7 +445,7 @@ def dlq_list(
     _print_pages(pages, as_json, dead=True)
 
 
-IdsArg = Annotated[Optional[list[str]], typer.Argument(help="Dead jobs, by id.", show_default=False)]
+IdsArg = Annotated[Optional[list[str]], typer.Argument(help="Dead jobs, by id.", show_default=False, autocompletion=completion.job_ids)]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every dead job (that the filters given match).")]
 SinceOpt = Annotated[Optional[str], typer.Option("--since", help="Only jobs that died within this long, e.g. 1h.")]
 OlderOpt = Annotated[Optional[str], typer.Option("--older-than", help="Only jobs that died longer ago, e.g. 7d.")]
@@ -527,7 +527,7 @@ def dlq_purge(
 
 # -- queues --------------------------------------------------------------------------------------
 
-QueueArg = Annotated[str, typer.Argument(help="Queue name: 1-64 characters of A-Z a-z 0-9 . _ : -")]
+QueueArg = Annotated[str, typer.Argument(help="Queue name: 1-64 characters of A-Z a-z 0-9 . _ : -", autocompletion=completion.queue_names)]
 ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", help="Run at most N of its jobs at once.")]
 
 
@@ -587,7 +587,7 @@ def queue_rm(name: QueueArg) -> None:
     print(f"removed queue {name}")
 
 
-NamesArg = Annotated[Optional[list[str]], typer.Argument(help="Queues, by name.", show_default=False)]
+NamesArg = Annotated[Optional[list[str]], typer.Argument(help="Queues, by name.", show_default=False, autocompletion=completion.queue_names)]
 EveryQueueOpt = Annotated[bool, typer.Option("--all", help="Every queue.")]
 
 
@@ -652,7 +652,7 @@ def _fmt(value: Any) -> str:
 
 @config_app.command("set", context_settings={"ignore_unknown_options": True})
 def config_set(
-    key: Annotated[str, typer.Argument(help="Config key (see `config list`).")],
+    key: Annotated[str, typer.Argument(help="Config key (see `config list`).", autocompletion=completion.config_keys)],
     value: Annotated[str, typer.Argument(help="New value.")],
 ) -> None:
     """Set a config key; prints KEY=VALUE."""
@@ -661,7 +661,7 @@ def config_set(
 
 
 @config_app.command("get")
-def config_get(key: Annotated[str, typer.Argument(help="Config key.")], as_json: JsonOpt = False) -> None:
+def config_get(key: Annotated[str, typer.Argument(help="Config key.", autocompletion=completion.config_keys)], as_json: JsonOpt = False) -> None:
     """Print one config value alone."""
     value = client().config_get(key)
     if as_json:
@@ -718,7 +718,7 @@ def status(as_json: JsonOpt = False) -> None:
 
 
 @jobs_app.command("delete")
-def jobs_delete(job_id: Annotated[str, typer.Argument(help="Job to delete (not while it runs).")]) -> None:
+def jobs_delete(job_id: Annotated[str, typer.Argument(help="Job to delete (not while it runs).", autocompletion=completion.job_ids)]) -> None:
     """Delete a job and its output."""
     job = client().delete(job_id)
     print(f"deleted {job['id']}")
