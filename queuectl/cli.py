@@ -717,6 +717,17 @@ def status(as_json: JsonOpt = False) -> None:
         render().status(data)
 
 
+@app.command()
+def top() -> None:
+    """A live view, refreshed every second: queues, running jobs with their last output line,
+    recent failures, slots. q quits."""
+    from queuectl import top as live
+
+    c = client()
+    c.status()  # a daemon that is not there is one line of error, not a screen
+    live.run(c)
+
+
 @jobs_app.command("delete")
 def jobs_delete(job_id: Annotated[str, typer.Argument(help="Job to delete (not while it runs).", autocompletion=completion.job_ids)]) -> None:
     """Delete a job and its output."""

@@ -386,6 +386,7 @@ class LogsParams(Params):
     offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
     follow: bool = False
     limit: Annotated[int, Field(ge=1, le=4 * 1024 * 1024)] = 256 * 1024
+    tail: bool = False  #: the last `limit` bytes written so far instead (`offset` is ignored)
 
 
 class ConfigGetParams(Params):
@@ -567,6 +568,8 @@ class QueueView(Result):
     running: int
     #: since when its longest-waiting job (not held, not blocked) has been due; may be in the future
     oldest_waiting_at: datetime | None = None
+    completed: int = 0  #: ended jobs still stored (`top` shows throughput as their change)
+    dead: int = 0
 
 
 class QueuesResult(Result):

@@ -183,13 +183,23 @@ async def logs(ctx: Context, params: p.LogsParams) -> p.LogsResult:
         # must wait for it, not end before it began.
         to_come = job.run < attempt and job.state not in TERMINAL_STATES
         finished = not to_come and not (job.state is JobState.PROCESSING and job.run == attempt)
-        data = _read_chunk(runner.log_path(ctx.settings.logs_dir, job.id, attempt), params.offset, params.limit)
+        path = runner.log_path(ctx.settings.logs_dir, job.id, attempt)
+        offset = _tail_offset(path, params.limit) if params.tail else params.offset
+        data = _read_chunk(path, offset, params.limit)
         if data or finished or time.monotonic() >= deadline:
             text, consumed = _decode(data, final=finished)
             truncated = b"[queuectl: output truncated at " in data
-            return p.LogsResult(attempt=attempt, data=text, next_offset=params.offset + consumed,
+            return p.LogsResult(attempt=attempt, data=text, next_offset=offset + consumed,
                                 finished=finished and consumed == len(data), truncated=truncated)
         await asyncio.sleep(0.1)
+
+
+def _tail_offset(path: Any, limit: int) -> int:
+    """Where the last `limit` bytes of a log begin (0 for a log not written yet)."""
+    try:
+        return max(0, os.path.getsize(path) - limit)
+    except OSError:
+        return 0
 
 
 def _read_chunk(path: Any, offset: int, limit: int) -> bytes:

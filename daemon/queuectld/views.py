@@ -74,7 +74,8 @@ def dependency_views(dependencies: Sequence[Dependency]) -> list[p.DependencyVie
 def queue_view(q: QueueInfo) -> p.QueueView:
     """The wire shape of a queue."""
     return p.QueueView(name=q.name, concurrency=q.concurrency, paused=q.paused, pending=q.pending, held=q.held,
-                       running=q.running, oldest_waiting_at=ts(q.oldest_waiting_at))
+                       running=q.running, oldest_waiting_at=ts(q.oldest_waiting_at), completed=q.completed,
+                       dead=q.dead)
 
 
 def is_secret(name: str, patterns: Sequence[str]) -> bool:

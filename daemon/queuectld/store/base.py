@@ -162,6 +162,8 @@ class QueueInfo:
     held: int = 0
     running: int = 0
     oldest_waiting_at: float | None = None  #: since when its longest-waiting runnable job has been due
+    completed: int = 0  #: ended ones still stored (throughput is the change of these over time)
+    dead: int = 0
 
 
 @dataclass(frozen=True, slots=True)

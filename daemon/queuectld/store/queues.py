@@ -96,19 +96,21 @@ def infos(conn: Connection, counts: CountRows, names: Sequence[str] | None = Non
     rows = conn.execute(query).all()
     tally: dict[str, dict[str, int]] = {}
     for queue, state, held, n in counts:
-        t = tally.setdefault(queue, {"pending": 0, "held": 0, "running": 0})
+        t = tally.setdefault(queue, {"pending": 0, "held": 0, "running": 0, "completed": 0, "dead": 0})
         if state in _WAITING:
             t["pending"] += int(n)
             if held:
                 t["held"] += int(n)
         elif state == JobState.PROCESSING.value:
             t["running"] += int(n)
+        elif state in ("completed", "dead"):
+            t[state] += int(n)
     out = []
     for r in rows:
         t = tally.get(r.name, {})
         oldest = _oldest_waiting(conn, r.name) if t.get("pending") else None
         out.append(QueueInfo(r.name, r.concurrency, bool(r.paused), t.get("pending", 0), t.get("held", 0),
-                             t.get("running", 0), oldest))
+                             t.get("running", 0), oldest, t.get("completed", 0), t.get("dead", 0)))
     return out
 
 
