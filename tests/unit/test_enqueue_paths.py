@@ -296,6 +296,40 @@ def test_a_file_takes_the_flags_for_every_line_that_does_not_set_its_own(
     assert_valid(sent)
 
 
+def test_json_lines_take_durations_and_times_as_the_flags_do(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], wire: Wire, tmp_path: Path) -> None:
+    (tmp_path / "jobs.txt").write_text("\n".join([
+        "echo flags",
+        '{"command": "echo d", "delay": "5m", "timeout": "1h30m"}',
+        '{"command": "echo a", "at": "2027-06-01T10:00Z"}',
+        '{"command": "echo e", "run_at": 1811844000}',
+    ]))
+    sent, code, out, err = both(monkeypatch, capsys, wire, ["enqueue", "--file", "jobs.txt", "--delay", "90s"])
+    assert (code, out) == (0, "enqueued 4 job(s)\n"), err
+    # A line's own run time (delay or at) replaces the flags' one: never both in one job.
+    assert batches(sent)[0]["jobs"] == [
+        {"command": "echo flags", "delay_s": 90.0},
+        {"command": "echo d", "delay_s": 300.0, "timeout_s": 5400.0},
+        {"command": "echo a", "run_at": 1811844000.0},
+        {"command": "echo e", "run_at": 1811844000.0},
+    ]
+    assert_valid(sent)
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    ('{"command": "x", "delay": "5x"}', "line 1: delay_s: '5x' is not a duration"),
+    ('{"command": "x", "timeout": true}', "line 1: timeout_s: True: expected a duration"),
+    ('{"command": "x", "at": "noon"}', "line 1: run_at: 'noon' is not a time"),
+    ('{"command": "x", "at": "22:30", "delay": 5}', "line 1: give at or delay, not both"),
+])
+def test_json_lines_refuse_bad_durations_and_times(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], wire: Wire, tmp_path: Path,
+        line: str, says: str) -> None:
+    (tmp_path / "jobs.txt").write_text(line + "\n")
+    sent, code, out, err = both(monkeypatch, capsys, wire, ["enqueue", "--file", "jobs.txt"])
+    assert sent == [] and code == 1 and says in err, err
+
+
 def test_a_file_with_clean_env_and_cwd(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                        wire: Wire, tmp_path: Path) -> None:
     (tmp_path / "jobs.txt").write_text("true\n")
