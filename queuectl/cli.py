@@ -413,7 +413,7 @@ def explain(job_id: Annotated[str, typer.Argument(help="Job to explain.")], as_j
     elif blocker is None:
         print(f"{render().safe(job_id)} is not waiting: nothing to explain (`queuectl show {render().safe(job_id)}`)")
     else:
-        print(render().safe(blocker.get("message") or blocker.get("kind")))
+        print(render().safe(render().blocker_text(blocker)))
 
 
 @app.command()

@@ -158,3 +158,21 @@ def test_config_key_bounds() -> None:
         config.validate("backoff-max", "0")
     with pytest.raises(errors.InvalidValue, match="at most 3600 seconds"):
         config.validate("kill-grace", "2h")
+
+
+def test_render_shows_run_times_local_with_the_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from queuectl import render
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        blocker = {"kind": "not-before", "not_before": "2030-01-01T09:00:00Z",
+                   "message": "not before 2030-01-01 09:00:00 UTC (in 3y)"}
+        assert render.blocker_text(blocker).startswith("not before 2030-01-01 10:00:00 CET (in ")
+        assert render.blocker_text({"kind": "held", "message": "held: release it"}) == "held: release it"
+        assert render.local_time("2026-07-01T10:00:00Z") == "2026-07-01 12:00:00 CEST"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
