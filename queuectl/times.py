@@ -150,4 +150,7 @@ def show(epoch_s: float | str | None) -> str:
             moment = moment.replace(tzinfo=UTC)
     else:
         moment = datetime.fromtimestamp(epoch_s, UTC)
+    # To the nearest second: a run time put at 22:30 may sit a fraction of a second before it on
+    # the store's time base (clock.py), and 22:29:59 would read as a mistake.
+    moment = (moment + timedelta(microseconds=500_000)).replace(microsecond=0)
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
