@@ -107,7 +107,10 @@ def _duration(high: float, *, positive: bool = False) -> Callable[[Any], float |
     """A key in seconds, given as queuectl.rules durations (`90`, `10m`, `1h30m`): the grammar
     of the client's flags, from the one parser both use."""
     def parse(value: Any) -> float | int:
-        seconds = parse_duration(value)
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            raise ValueError("not a duration; use e.g. 90, 5m, 1h30m") from None
         if positive and seconds == 0:
             raise ValueError("expected a duration above 0")
         if seconds > high:
