@@ -107,10 +107,7 @@ def _duration(high: float, *, positive: bool = False) -> Callable[[Any], float |
     """A key in seconds, given as queuectl.rules durations (`90`, `10m`, `1h30m`): the grammar
     of the client's flags, from the one parser both use."""
     def parse(value: Any) -> float | int:
-        try:
-            seconds = parse_duration(value)
-        except ValueError:
-            raise ValueError("not a duration; use e.g. 90, 5m, 1h30m") from None
+        seconds = parse_duration(value)
         if positive and seconds == 0:
             raise ValueError("expected a duration above 0")
         if seconds > high:

@@ -147,7 +147,7 @@ def test_config_keys_in_seconds_read_the_flags_grammar(key: str, text: str) -> N
 
 @pytest.mark.parametrize("key", ["backoff-max", "job-timeout", "kill-grace"])
 def test_config_keys_refuse_what_is_not_a_duration(key: str) -> None:
-    with pytest.raises(errors.InvalidValue, match=f"^Invalid value for {key}: '5x': not a duration; use e.g. 90, 5m, 1h30m$"):
+    with pytest.raises(errors.InvalidValue, match=f"^Invalid value for {key}: '5x': '5x' is not a duration; use seconds or e.g. 500ms, 5m"):
         config.validate(key, "5x")
 
 
