@@ -43,8 +43,8 @@ class OutputLog:
     """
 
     def __init__(self, path: str, max_bytes: int) -> None:
-        if max_bytes < 2:
-            raise ValueError("max_bytes must be at least 2")
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be at least 0")
         self.path = path
         self.max_bytes = max_bytes
         self.tail_max = max_bytes // 2
@@ -82,9 +82,11 @@ class OutputLog:
             self._to_ring(view)
 
     def _to_ring(self, view: memoryview) -> None:
+        self._ring_bytes += len(view)
+        if self.tail_max == 0:  # a cap of 0 or 1 byte keeps no tail
+            return
         if self._ring is None:
             self._ring = _nameless_file(os.path.dirname(self.path) or ".")
-        self._ring_bytes += len(view)
         if len(view) >= self.tail_max:  # only its last tail_max bytes can survive: a fresh ring
             view = view[len(view) - self.tail_max:]
             self._ring_pos = 0
@@ -101,13 +103,13 @@ class OutputLog:
             return
         self.finished = True
         try:
-            if self._ring is not None and self._fd is not None:
+            if self._ring_bytes and self._fd is not None:
                 kept = min(self._ring_bytes, self.tail_max)
                 if self.truncated:
                     _write_all(self._fd, marker(self.max_bytes, self._ring_bytes - kept, kept))
-                    # The oldest kept byte is where the next one would have gone.
-                    self._copy(self._ring_pos, self.tail_max - self._ring_pos)
-                    self._copy(0, self._ring_pos)
+                    if kept:  # the oldest kept byte is where the next one would have gone
+                        self._copy(self._ring_pos, self.tail_max - self._ring_pos)
+                        self._copy(0, self._ring_pos)
                 else:
                     self._copy(0, kept)
         finally:

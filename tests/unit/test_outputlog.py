@@ -57,20 +57,21 @@ def test_the_log_holds_the_head_the_marker_and_the_tail(tmp_path: Path, length: 
     assert log.seen == length
 
 
-@pytest.mark.parametrize("cap", [2, 3, 1024, 1025])
+@pytest.mark.parametrize("cap", [0, 1, 2, 3, 1024, 1025])
 def test_odd_caps_give_the_head_the_larger_half(tmp_path: Path, cap: int) -> None:
     data = os.urandom(5 * cap + 3)
     path = tmp_path / "log"
     write_all(path, chunked(data, [5, 1, cap - 1]), cap)
     assert path.read_bytes() == expected(data, cap)
     assert expected(data, cap).startswith(data[:cap - cap // 2])
+    assert expected(data, cap).endswith(data[len(data) - cap // 2:] if cap > 1 else b" bytes follow]\n")
 
 
 def test_random_chunks_against_the_model(tmp_path: Path) -> None:
     rng = random.Random(12)
     for round_ in range(40):
-        cap = rng.randint(2, 3000)
-        data = rng.randbytes(rng.randint(0, 4 * cap))
+        cap = rng.randint(0, 3000)
+        data = rng.randbytes(rng.randint(0, 4 * cap + 3))
         path = tmp_path / f"log{round_}"
         write_all(path, chunked(data, [rng.randint(1, cap + 10) for _ in range(5)]), cap)
         assert (path.read_bytes() if data else b"") == expected(data, cap), (cap, len(data))
