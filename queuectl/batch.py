@@ -25,6 +25,7 @@ RETRY_FLAGS = {"retry_on_exit": "--retry-on-exit", "no_retry_on_exit": "--no-ret
 #: Field names a JSON line may use, and the protocol field each becomes.
 JSON_FIELDS = {"id": "id", "command": "command", "max_retries": "max_retries", "priority": "priority",
                "timeout": "timeout_s", "timeout_s": "timeout_s", "delay": "delay_s", "delay_s": "delay_s",
+               "at": "run_at", "run_at": "run_at",
                "retry_on_exit": "retry_on_exit", "no_retry_on_exit": "no_retry_on_exit",
                "retry_on_timeout": "retry_on_timeout", "no_retry_on_signal": "no_retry_on_signal",
                "backoff_base": "backoff_base", "backoff_max": "backoff_max_s", "backoff_max_s": "backoff_max_s",
@@ -120,8 +121,14 @@ def job_line(text: str, number: int, defaults: dict[str, Any]) -> dict[str, Any]
             fields[name] = parse_retry_field(name, fields[name])
         for name in _CONTEXT_FIELDS.keys() & fields.keys():
             fields[name] = _CONTEXT_FIELDS[name](fields[name])
+        for name in _TIME_FIELDS.keys() & fields.keys():
+            fields[name] = _TIME_FIELDS[name](fields[name])
     except ValueError as exc:
         raise errors.InvalidValue(key="--file", detail=f"line {number}: {name}: {exc}") from None
+    if "delay_s" in fields and "run_at" in fields:
+        raise errors.InvalidValue(key="--file", detail=f"line {number}: give at or delay, not both")
+    if "delay_s" in fields or "run_at" in fields:  # the line's own run time, over the flags' one
+        defaults = {k: v for k, v in defaults.items() if k not in ("delay_s", "run_at")}
     return {**defaults, **fields}
 
 
@@ -154,6 +161,37 @@ def _flag(value: Any) -> bool:
         raise ValueError(f"{value!r}: expected true or false")
     return value
 
+
+def _delay(value: Any) -> float:
+    """A JSON line's delay: seconds, or a duration such as "5m" (the flags' grammar)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{value!r}: expected a duration such as 90, \"5m\" or \"1h30m\"")
+    return parse_duration(value)
+
+
+def _timeout(value: Any) -> float | None:
+    """A JSON line's timeout: as a delay, or null (the config's)."""
+    return None if value is None else _delay(value)
+
+
+def _run_at(value: Any) -> float:
+    """A JSON line's run time: seconds since the epoch, or a time as `--at` takes it."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r}: expected a time such as \"22:30\" or \"2026-12-24T18:00\"")
+    from queuectl.times import at_flag
+
+    try:
+        at = at_flag("at", value)
+    except errors.InvalidValue as exc:
+        raise ValueError(exc.message.removeprefix("Invalid value for at: ")) from None
+    assert at is not None
+    return at
+
+
+#: Fields of a JSON line that take a duration or a time.
+_TIME_FIELDS = {"delay_s": _delay, "timeout_s": _timeout, "run_at": _run_at}
 
 #: Fields of a JSON line checked (and, for cwd, made absolute) here; the daemon checks the rest.
 _CONTEXT_FIELDS = {"labels": _names, "after": _names, "after_any": _names, "cwd": _cwd, "env": _env, "hold": _flag,

@@ -91,8 +91,13 @@ def enqueue(
         Optional[int], typer.Option("--max-retries", help="Retries after the first attempt (default: config).")
     ] = None,
     priority: Annotated[Optional[int], typer.Option("--priority", help="Higher runs first among due jobs.")] = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per attempt before it is killed.")] = None,
-    delay: Annotated[Optional[float], typer.Option("--delay", help="Run no earlier than this many seconds from now.")] = None,
+    timeout: Annotated[
+        Optional[str], typer.Option("--timeout", help="Per attempt before it is killed: seconds, or e.g. 5m, 1h30m.")
+    ] = None,
+    delay: Annotated[Optional[str], typer.Option("--delay", help="Run no earlier than this from now, e.g. 90, 5m.")] = None,
+    at: Annotated[
+        Optional[str], typer.Option("--at", help="Run no earlier than this time: 22:30, 'tomorrow 09:00', ISO 8601.")
+    ] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite a job with the same id.")] = False,
     file: Annotated[
         Optional[str],
@@ -141,7 +146,7 @@ def enqueue(
 
     opts = {
         "command": command, "id": job_id, "max_retries": max_retries, "priority": priority, "timeout_s": timeout,
-        "delay_s": delay, "file": file, "replace": replace, "retry_on_exit": retry_on_exit,
+        "delay_s": delay, "at": at, "file": file, "replace": replace, "retry_on_exit": retry_on_exit,
         "no_retry_on_exit": no_retry_on_exit, "retry_on_timeout": retry_on_timeout,
         "no_retry_on_signal": no_retry_on_signal, "backoff_base": backoff_base, "backoff_max_s": backoff_max,
         "cwd": cwd, "env": env, "clean_env": clean_env, "queue": queue, "labels": labels, "after": after,
@@ -243,16 +248,19 @@ def wait(
     queue: Annotated[
         Optional[str], typer.Option("--queue", help="Wait until this queue has drained (held jobs aside).")
     ] = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Give up after this many seconds.")] = None,
+    timeout_text: Annotated[
+        Optional[str], typer.Option("--timeout", help="Give up after this long: seconds, or e.g. 2m, 1h.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Block until every job has finished (exit 0 only if all completed), or with --queue until
     nothing in the queue waits or runs (held jobs do not count)."""
+    from queuectl.times import duration_flag
+
     if (queue is None) == (not job_ids):
         raise errors.InvalidValue(key="IDS", detail="give job ids, or --queue NAME, not both"
                                   if queue is not None else "say what to wait for: job ids, or --queue NAME")
-    if timeout is not None and timeout < 0:
-        raise errors.InvalidValue(key="--timeout", detail=f"{timeout:g}; expected seconds, at least 0")
+    timeout = duration_flag("--timeout", timeout_text, max_s=float("inf"))
     deadline = None if timeout is None else time.monotonic() + timeout
     c = client()
     name = _name("--queue", queue)
@@ -339,10 +347,14 @@ def edit(
     priority: Annotated[Optional[int], typer.Option("--priority", help="New priority.")] = None,
     queue: Annotated[Optional[str], typer.Option("--queue", help="Move it to this queue.")] = None,
     max_retries: Annotated[Optional[int], typer.Option("--max-retries", help="New retry count.")] = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", help="New timeout per attempt, seconds.")] = None,
+    timeout: Annotated[
+        Optional[str], typer.Option("--timeout", help="New timeout per attempt: seconds, or e.g. 5m, 1h30m.")
+    ] = None,
     no_timeout: Annotated[bool, typer.Option("--no-timeout", help="Back to the config's job-timeout.")] = False,
-    delay: Annotated[Optional[float], typer.Option("--delay", help="Run no earlier than this many seconds from now.")
-                     ] = None,
+    delay: Annotated[Optional[str], typer.Option("--delay", help="Reschedule: run no earlier than this from now, "
+                                                 "e.g. 90, 5m.")] = None,
+    at: Annotated[Optional[str], typer.Option("--at", help="Reschedule: run no earlier than this time: 22:30, "
+                                              "'tomorrow 09:00', ISO 8601.")] = None,
     after: Annotated[ListOpt, typer.Option("--after", help="Replace its dependencies: ID[,ID...] must complete (none: no dependency).")
                      ] = None,
     after_any: Annotated[ListOpt, typer.Option("--after-any", help="Replace its any-end dependencies: ID[,ID...] (or none).")
@@ -352,12 +364,17 @@ def edit(
 ) -> None:
     """Change a job that is not running; only the options given change."""
     from queuectl.enqueue import MAX_LABELS, names
+    from queuectl.times import at_flag, duration_flag, past_note
 
     if timeout is not None and no_timeout:
         raise errors.InvalidValue(key="--timeout", detail="give --timeout S or --no-timeout, not both")
+    if at is not None and delay is not None:
+        raise errors.InvalidValue(key="--at", detail="give --at TIME or --delay DURATION, not both")
     fields: dict[str, Any] = {
         "command": command, "priority": priority, "queue": _name("--queue", queue), "max_retries": max_retries,
-        "timeout_s": timeout, "clear_timeout": True if no_timeout else None, "delay_s": delay,
+        "timeout_s": duration_flag("--timeout", timeout, positive=True),
+        "clear_timeout": True if no_timeout else None, "delay_s": duration_flag("--delay", delay),
+        "run_at": at_flag("--at", at),
         "after": _deps("--after", after), "after_any": _deps("--after-any", after_any),
         "labels": names("--label", labels) if labels is not None else None,
     }
@@ -365,8 +382,12 @@ def edit(
         raise errors.InvalidValue(key="--label", detail=f"{len(fields['labels'])} labels; at most {MAX_LABELS}")
     if all(v is None for v in fields.values()):
         raise errors.InvalidValue(key="OPTIONS", detail="nothing to change; give --command, --priority, --queue, "
-                                  "--max-retries, --timeout/--no-timeout, --delay, --after, --after-any or --label")
+                                  "--max-retries, --timeout/--no-timeout, --delay, --at, --after, --after-any or "
+                                  "--label")
     job = client().edit(job_id, **fields)
+    note = None if at is None else past_note("--at", at, fields["run_at"], time.time())
+    if note:
+        sys.stderr.write(note + "\n")
     if as_json:
         render().print_json(job)
     else:
@@ -392,7 +413,7 @@ def explain(job_id: Annotated[str, typer.Argument(help="Job to explain.", autoco
     elif blocker is None:
         print(f"{render().safe(job_id)} is not waiting: nothing to explain (`queuectl show {render().safe(job_id)}`)")
     else:
-        print(render().safe(blocker.get("message") or blocker.get("kind")))
+        print(render().safe(render().blocker_text(blocker)))
 
 
 @app.command()

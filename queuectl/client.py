@@ -216,7 +216,7 @@ class Client:
     # -- one method per RPC -----------------------------------------------------------------
 
     def enqueue(self, command: str, **fields: Any) -> dict[str, Any]:
-        """Add one job; returns it. Fields: id, max_retries, priority, timeout_s, delay_s, replace,
+        """Add one job; returns it. Fields: id, max_retries, priority, timeout_s, delay_s, run_at (seconds since the epoch, UTC), replace,
         and the job's own retry rules and backoff (retry_on_exit, no_retry_on_exit: lists of exit
         codes; retry_on_timeout: bool; no_retry_on_signal: names without SIG; backoff_base,
         backoff_max_s), as `batch.retry_fields` parses them. None means omitted.
@@ -393,7 +393,7 @@ class Client:
 
     def edit(self, job_id: str, **fields: Any) -> dict[str, Any]:
         """Change a job that is not running; only the fields given (not None) change: command,
-        priority, queue, max_retries, timeout_s or clear_timeout, delay_s, after, after_any,
+        priority, queue, max_retries, timeout_s or clear_timeout, delay_s or run_at, after, after_any,
         labels. Returns the job."""
         return self.call("job.edit", {"id": job_id, **_present(fields)})
 

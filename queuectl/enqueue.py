@@ -37,7 +37,7 @@ MAX_LABELS = 32
 RETRY = ("retry_on_exit", "no_retry_on_exit", "retry_on_timeout", "no_retry_on_signal", "backoff_base",
          "backoff_max_s")
 #: Every key `opts` may hold. Lists: env, labels, after, after_any (each flag given again adds).
-KEYS = ("command", "id", "max_retries", "priority", "timeout_s", "delay_s", "file", "replace", *RETRY, "cwd",
+KEYS = ("command", "id", "max_retries", "priority", "timeout_s", "delay_s", "at", "file", "replace", *RETRY, "cwd",
         "env", "clean_env", "queue", "labels", "after", "after_any", "hold")
 
 
@@ -120,12 +120,12 @@ def _environ() -> dict[str, str]:
 def job_fields(opts: dict[str, Any]) -> dict[str, Any]:
     """The per-job fields the flags give (None and defaults left out), checked and parsed."""
     fields: dict[str, Any] = {}
-    for key in ("max_retries", "timeout_s"):
-        if opts.get(key) is not None:
-            fields[key] = opts[key]
-    for key in ("priority", "delay_s"):
-        if opts.get(key):  # 0 is the protocol's default
-            fields[key] = opts[key]
+    if opts.get("max_retries") is not None:
+        fields["max_retries"] = opts["max_retries"]
+    if opts.get("priority"):  # 0 is the protocol's default
+        fields["priority"] = opts["priority"]
+    if any(opts.get(key) is not None for key in ("timeout_s", "delay_s", "at")):
+        fields.update(time_fields(opts))
     retry = {k: opts[k] for k in RETRY if opts.get(k) is not None}
     if retry:  # batch loads the rules' parsers (and `signal`): only when they are needed
         from queuectl import batch
@@ -143,6 +143,24 @@ def job_fields(opts: dict[str, Any]) -> dict[str, Any]:
             fields[key] = names(flag, opts[key], JOB_ID, split=True)
     if opts.get("hold"):
         fields["hold"] = True
+    return fields
+
+
+def time_fields(opts: dict[str, Any]) -> dict[str, Any]:
+    """--timeout, --delay (durations: 90, 5m, 1h30m) and --at (a time) as protocol fields; the
+    parsers load only for a command that gives one."""
+    from queuectl.times import at_flag, duration_flag
+
+    fields: dict[str, Any] = {}
+    if opts.get("timeout_s") is not None:
+        fields["timeout_s"] = duration_flag("--timeout", opts["timeout_s"], positive=True)
+    if opts.get("at") is not None and opts.get("delay_s") is not None:
+        raise errors.InvalidValue(key="--at", detail="give --at TIME or --delay DURATION, not both")
+    delay = duration_flag("--delay", opts.get("delay_s"))
+    if delay:  # 0 is the protocol's default
+        fields["delay_s"] = delay
+    if opts.get("at") is not None:
+        fields["run_at"] = at_flag("--at", opts["at"])
     return fields
 
 
@@ -180,6 +198,14 @@ def run(client: Client, opts: dict[str, Any], as_json: bool) -> None:
             message = f"enqueued {render.safe(result['id'])}"
     except KeyboardInterrupt as exc:
         interrupted(str(exc))
+    if "run_at" in fields:
+        import time
+
+        from queuectl.times import past_note
+
+        note = past_note("--at", opts["at"], fields["run_at"], time.time())
+        if note:
+            sys.stderr.write(note + "\n")
     if as_json:
         render.print_json(result)
     else:

@@ -24,7 +24,7 @@ _GLOBAL = {"--socket": "socket", "--token-file": "token_file", "--tls-ca": "tls_
 _ENQUEUE = {
     "--command": ("command", str), "-c": ("command", str), "--id": ("id", str),
     "--max-retries": ("max_retries", int), "--priority": ("priority", int),
-    "--timeout": ("timeout_s", float), "--delay": ("delay_s", float),
+    "--timeout": ("timeout_s", str), "--delay": ("delay_s", str), "--at": ("at", str),
     "--file": ("file", str), "-f": ("file", str),
     "--retry-on-exit": ("retry_on_exit", str), "--no-retry-on-exit": ("no_retry_on_exit", str),
     "--no-retry-on-signal": ("no_retry_on_signal", str), "--backoff-base": ("backoff_base", str),

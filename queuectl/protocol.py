@@ -76,6 +76,10 @@ ExitCodes = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(max_lengt
 SignalNames = Annotated[list[Annotated[str, Field(pattern=r"^[A-Z0-9+-]{1,16}$")]], Field(max_length=64)]
 DurationS = Annotated[float, Field(ge=0, le=100 * 365 * 86400)]
 DelayS = Annotated[float, Field(ge=0, le=365 * 86400)]
+#: An absolute run time: seconds since the epoch (UTC), as this host's wall clock counts them. The
+#: daemon turns it into a delay from its own wall clock's now, then puts that on the store's
+#: time base (clock.StoreClock.from_wall); a time already past is due now.
+RunAt = Annotated[float, Field(ge=0, le=1e11)]
 BackoffBase = Annotated[float, Field(ge=1, le=1e6)]
 BackoffMaxS = Annotated[float, Field(gt=0, le=365 * 86400)]
 #: Queue names and labels: what a user types after --queue / --label.
@@ -126,6 +130,7 @@ class JobSpec(Params):
     priority: Priority = 0  #: higher runs first among due jobs
     timeout_s: TimeoutS | None = None  #: per attempt; config `job-timeout` if omitted
     delay_s: DelayS = 0  #: first run no earlier than now + delay
+    run_at: RunAt | None = None  #: first run no earlier than this instant; not with delay_s
     #: Retry rules (omitted: the config's). An attempt they exclude goes straight to the DLQ.
     retry_on_exit: ExitCodes | None = None  #: only these exit codes retry
     no_retry_on_exit: ExitCodes | None = None  #: these exit codes never retry
@@ -167,6 +172,7 @@ class BatchJob(TypedDict, total=False):
     priority: Priority
     timeout_s: TimeoutS | None
     delay_s: DelayS
+    run_at: RunAt | None
     retry_on_exit: ExitCodes | None
     no_retry_on_exit: ExitCodes | None
     retry_on_timeout: bool | None
@@ -325,7 +331,8 @@ class RestartParams(Params):
 
 class EditParams(Params):
     """Change a job that is not running (`job.edit`); only the fields given change. `delay_s`
-    sets its run time to now + delay; `after` / `after_any` replace its dependencies (a cycle is
+    sets its run time to now + delay, `run_at` to that instant (either reschedules a waiting job:
+    pending, or failed and waiting for its retry; an ended one is refused); `after` / `after_any` replace its dependencies (a cycle is
     refused)."""
 
     id: JobId
@@ -336,6 +343,7 @@ class EditParams(Params):
     timeout_s: TimeoutS | None = None
     clear_timeout: bool = False  #: back to the config's `job-timeout`
     delay_s: Annotated[float, Field(ge=0, le=365 * 86400)] | None = None
+    run_at: RunAt | None = None
     after: Dependencies | None = None
     after_any: Dependencies | None = None
     labels: Labels | None = None

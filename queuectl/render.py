@@ -97,6 +97,21 @@ def when(value: str | None, *, now: datetime | None = None) -> str:
     return f"in {amount}" if delta > 0 else f"{amount} ago"
 
 
+def local_time(value: str | float | None) -> str:
+    """A protocol timestamp (UTC) as people read it: local time with the zone,
+    `2026-12-24 18:00:00 CET` (`--json` keeps UTC)."""
+    from queuectl.times import show
+
+    return show(value)
+
+
+def blocker_text(blocker: dict[str, Any]) -> str:
+    """What holds a waiting job, in one line; a run time in the local zone."""
+    if blocker.get("kind") == "not-before" and blocker.get("not_before"):
+        return f"not before {local_time(blocker['not_before'])} ({when(blocker['not_before'])})"
+    return str(blocker.get("message") or blocker.get("kind"))
+
+
 def _literal(text: object, **style: Any) -> Any:
     """A table cell shown exactly as written: escaped, and never parsed as Rich markup."""
     from rich.text import Text
@@ -367,7 +382,8 @@ def job_detail(job: dict[str, Any], *, reveal_env: bool = False) -> None:
     fields.add_row("command", Text(safe(job["command"], keep_newlines=True)))
     fields.add_row("attempts", f"{job['attempts']} failed of at most {job['max_retries'] + 1}")
     fields.add_row("priority", str(job["priority"]))
-    fields.add_row("timeout", f"{job['timeout_s']:g}s" if job.get("timeout_s") else "-")
+    timeout_s = job.get("timeout_s")
+    fields.add_row("timeout", "-" if not timeout_s else f"{timeout_s:g}s" if timeout_s < 60 else ran(timeout_s))
     fields.add_row("retry rules", retry_rules_text(job))
     fields.add_row("backoff", backoff_text(job))
     fields.add_row("queue", _literal(job.get("queue") or "default"))
@@ -384,7 +400,7 @@ def job_detail(job: dict[str, Any], *, reveal_env: bool = False) -> None:
         fields.add_row("canceled by", _literal(job["canceled_by"]))
     for key in ("created_at", "updated_at", "started_at", "finished_at", "next_run_at"):
         if job.get(key):
-            fields.add_row(key.replace("_at", ""), f"{job[key]}  ({when(job[key])})")
+            fields.add_row(key.replace("_at", ""), f"{local_time(job[key])}  ({when(job[key])})")
     if job.get("last_outcome"):
         fields.add_row("last outcome", _literal(outcome_text(job)))
     elif job.get("exit_code") is not None:
@@ -393,11 +409,10 @@ def job_detail(job: dict[str, Any], *, reveal_env: bool = False) -> None:
         fields.add_row("last error", Text(safe(job["last_error"]), style="red"))
     if job.get("owner"):
         fields.add_row("owner", _literal(job["owner"]))
-        fields.add_row("lease until", str(job.get("lease_expires_at")))
+        fields.add_row("lease until", local_time(job.get("lease_expires_at")))
     fields.print(console)
     if job.get("blocked_by") and job["state"] in ("pending", "failed"):
-        console.print(Text("Blocked by: ", style="bold") + _literal(job["blocked_by"].get("message") or
-                                                                     job["blocked_by"].get("kind")))
+        console.print(Text("Blocked by: ", style="bold") + _literal(blocker_text(job["blocked_by"])))
     if reveal_env and job.get("env") is not None:
         console.print()
         console.print(Text("environment", style="bold") + Text(" (laid over the daemon's)" if job.get("clean_env")
@@ -586,6 +601,6 @@ def store_line(store: dict[str, Any] | None, color: bool = False) -> str:
     """`ok`, or the store's state, since when, and why (`daemon.status`'s `store` object)."""
     if not store or store.get("state") == "ok":
         return _paint("ok", "green", color)
-    since = f" since {store['since']}" if store.get("since") else ""
+    since = f" since {local_time(store['since'])}" if store.get("since") else ""
     detail = f": {safe(store['detail'])}" if store.get("detail") else ""
     return _paint(f"{store['state']}{since}", "bold red", color) + detail

@@ -16,8 +16,14 @@ started or ended) comes from one `StoreClock`, never from this host's wall clock
   that starts while another one of this boot is registered on the file adopts its offset: the
   two keep one time, whatever the wall clock did between their starts. A wall
   clock stepped during the daemon's life changes nothing: leases, heartbeats and maintenance go
-  on as scheduled, and due times, which the protocol only ever gives relative to now (a delay,
-  a backoff), keep their meaning. The next start picks the wall clock up again, forward only.
+  on as scheduled, and due times given relative to now (a delay, a backoff) keep their meaning.
+  The next start picks the wall clock up again, forward only.
+
+An absolute run time (`enqueue --at`, the protocol's `run_at`) names an instant of the wall clock,
+not of the store's: `from_wall` turns it into "that long from the wall clock's now", laid on the
+store's time now. So a job put at 22:30 starts when this host's clock shows 22:30, on PostgreSQL
+whatever the database's clock says (its offset cancels out), and on SQLite also after the wall
+clock was stepped while the daemon ran (the store's time runs on, unstepped, from its start).
 
 Pure apart from the injected clocks: the tests drive it with fake ones.
 """
@@ -74,6 +80,11 @@ class StoreClock:
     def now(self) -> float:
         """The store's time now, in seconds since the epoch."""
         return self._monotonic() + self.offset
+
+    def from_wall(self, instant: float, wall_now: float) -> float:
+        """The store's time at which the wall clock, reading `wall_now` now, will read `instant`
+        (both seconds since the epoch); an instant already past is the store's now."""
+        return self.now() + max(0.0, instant - wall_now)
 
     def uncertainty_s(self) -> float:
         """How far `now()` may be from the store's clock: half the round trip of the sample it

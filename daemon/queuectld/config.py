@@ -103,9 +103,13 @@ def _snooze_exit(value: Any) -> int:
     return _int_at_least(0, 255)(value)
 
 
-def _duration(high: float) -> Callable[[Any], float | int]:
+def _duration(high: float, *, positive: bool = False) -> Callable[[Any], float | int]:
+    """A key in seconds, given as queuectl.rules durations (`90`, `10m`, `1h30m`): the grammar
+    of the client's flags, from the one parser both use."""
     def parse(value: Any) -> float | int:
         seconds = parse_duration(value)
+        if positive and seconds == 0:
+            raise ValueError("expected a duration above 0")
         if seconds > high:
             raise ValueError(f"expected at most {high:.0f} seconds")
         return int(seconds) if seconds.is_integer() else seconds
@@ -143,7 +147,7 @@ KEYS: dict[str, ConfigKey] = {
     for k in [
         ConfigKey("max-retries", 3, "retries after the first attempt (integer >= 0)", _int_at_least(0, 1000)),
         ConfigKey("backoff-base", 2, "exponential backoff base (number >= 1)", _float_range(1, 1e6)),
-        ConfigKey("backoff-max", 300, "longest backoff in seconds (> 0)", _float_range(0, 365 * 86400, low_open=True)),
+        ConfigKey("backoff-max", 300, "longest backoff (> 0; e.g. 300, 10m, 1h)", _duration(365 * 86400, positive=True)),
         ConfigKey("backoff-jitter", 0.1, "fraction of each backoff taken off at random, 0-1", _float_range(0, 1)),
         ConfigKey("retry-on-exit", "", "exit codes that retry, e.g. 1,75 (empty: every nonzero code)", _exit_codes),
         ConfigKey("no-retry-on-exit", "", "exit codes that never retry, e.g. 2,64-78", _exit_codes),
@@ -153,8 +157,9 @@ KEYS: dict[str, ConfigKey] = {
         ConfigKey("snooze-delay", 60, "seconds a snoozed job waits unless it asks (e.g. 30, 5m)",
                   _duration(365 * 86400)),
         ConfigKey("workers", 1, "worker slots the daemon starts with (integer >= 1)", _int_at_least(1, 256)),
-        ConfigKey("job-timeout", 0, "seconds an attempt may run, 0 = no limit", _float_range(0, 365 * 86400)),
-        ConfigKey("kill-grace", 5, "seconds between SIGTERM and SIGKILL (>= 0)", _float_range(0, 3600)),
+        ConfigKey("job-timeout", 0, "how long an attempt may run (e.g. 90, 30m, 2h), 0 = no limit",
+                  _duration(365 * 86400)),
+        ConfigKey("kill-grace", 5, "time between SIGTERM and SIGKILL (e.g. 5, 30s, 1m; >= 0)", _duration(3600)),
         ConfigKey(
             "output-max-bytes",
             10 * 1024 * 1024,

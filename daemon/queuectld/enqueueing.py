@@ -5,6 +5,7 @@ passes through here, so its loop is written inline and its environments are made
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -82,6 +83,16 @@ class Environments:
         return made
 
 
+def due_at(ctx: Context, now: float, delay_s: float | None, run_at: float | None, where: str = "") -> float:
+    """When a job (or an edit) asks to run: now + delay, or the wall instant `run_at` on the
+    store's time base (clock.StoreClock.from_wall); both given is refused."""
+    if run_at is None:
+        return now + (delay_s or 0)
+    if delay_s:
+        raise InvalidValue(key=f"{where}run_at", detail="give run_at or delay_s, not both")
+    return max(now, ctx.clock.from_wall(run_at, time.time()))
+
+
 def _new_job(ctx: Context, spec: p.JobSpec, now: float, generated_id: str, env_id: str | None) -> NewJob:
     return NewJob(
         id=spec.id or generated_id,
@@ -89,7 +100,7 @@ def _new_job(ctx: Context, spec: p.JobSpec, now: float, generated_id: str, env_i
         max_retries=spec.max_retries if spec.max_retries is not None else int(ctx.config["max-retries"]),
         priority=spec.priority,
         timeout_s=spec.timeout_s,
-        next_run_at=now + spec.delay_s,
+        next_run_at=due_at(ctx, now, spec.delay_s, spec.run_at),
         created_at=now,
         retry_rules=encode_rules(spec.retry_on_exit, spec.no_retry_on_exit, spec.retry_on_timeout,
                                  spec.no_retry_on_signal),
@@ -164,7 +175,9 @@ async def enqueue_batch(ctx: Context, params: p.EnqueueBatchParams) -> p.IdsResu
         labels = spec.get("labels")
         add(NewJob(
             spec.get("id") or generated[i], spec["command"], default_retries if retries is None else retries,
-            spec.get("priority", 0), spec.get("timeout_s"), at + spec.get("delay_s", 0), at,
+            spec.get("priority", 0), spec.get("timeout_s"),
+            at + spec.get("delay_s", 0) if spec.get("run_at") is None
+            else due_at(ctx, at, spec.get("delay_s"), spec.get("run_at"), f"jobs.{i}."), at,
             encode_rules(spec.get("retry_on_exit"), spec.get("no_retry_on_exit"), spec.get("retry_on_timeout"),
                          spec.get("no_retry_on_signal"), f"jobs.{i}."),
             spec.get("backoff_base"), spec.get("backoff_max_s"), spec.get("queue", p.DEFAULT_QUEUE),

@@ -34,8 +34,10 @@ def explain(job: Job, queue: QueueInfo, dependencies: Sequence[Dependency], daem
         return blocker
     if job.next_run_at is not None and job.next_run_at > now:
         when = datetime.fromtimestamp(job.next_run_at, tz=UTC)
+        # The message to the nearest second: a time put at 22:30 may sit a hair before it (clock.py).
+        shown = datetime.fromtimestamp(round(job.next_run_at), tz=UTC)
         return BlockedBy(kind=BlockerKind.NOT_BEFORE, not_before=when,
-                         message=f"not before {when:%Y-%m-%d %H:%M:%S} UTC ({in_words(job.next_run_at - now)})")
+                         message=f"not before {shown:%Y-%m-%d %H:%M:%S} UTC ({in_words(job.next_run_at - now)})")
     if queue.paused:
         return BlockedBy(kind=BlockerKind.QUEUE_PAUSED,
                          message=f"queue {queue.name} is paused: resume it with `queuectl queue resume {queue.name}`")

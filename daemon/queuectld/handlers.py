@@ -23,6 +23,7 @@ from queuectld.envcache import EnvCache
 from queuectld.explain import WAITING_STATES
 from queuectld.jobs import TERMINAL_STATES, Job, JobState, OutcomeKind
 from queuectld.metrics import Metrics
+from queuectld.outputlog import MARKER_PREFIX
 from queuectld.scheduler import Scheduler
 from queuectld.settings import Settings
 from queuectld.store.base import (
@@ -188,7 +189,7 @@ async def logs(ctx: Context, params: p.LogsParams) -> p.LogsResult:
         data = _read_chunk(path, offset, params.limit)
         if data or finished or time.monotonic() >= deadline:
             text, consumed = _decode(data, final=finished)
-            truncated = b"[queuectl: output truncated at " in data
+            truncated = MARKER_PREFIX.encode() in data
             return p.LogsResult(attempt=attempt, data=text, next_offset=offset + consumed,
                                 finished=finished and consumed == len(data), truncated=truncated)
         await asyncio.sleep(0.1)

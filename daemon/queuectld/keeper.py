@@ -13,8 +13,8 @@ the daemon's terminal does not reach it or its jobs).
 What it does
 ------------
 - `spawn`: starts `/bin/sh -c COMMAND` in a new session (its own process group), in the given cwd,
-  environment and umask; holds its pipe and writes stdout+stderr to the log file, cut at
-  output_max_bytes with a marker (as runner.py does); kills it at its timeout; reaps it; reports it
+  environment and umask; holds its pipe and writes stdout+stderr to the log file, capped at
+  output_max_bytes by keeping its head and its tail around a marker (outputlog.py, as runner.py does); kills it at its timeout; reaps it; reports it
   `ended`.
 - A deadline per attempt on the monotonic clock, moved by `extend` (forward only, unless asked).
   When it passes, every process of the attempt gets SIGTERM, then SIGKILL after its

@@ -31,6 +31,7 @@ from typing import Any
 
 from queuectld import proctree
 from queuectld.keeper_wire import DEADLINE_ERROR, Ended, EndKind, SpawnSpec
+from queuectld.outputlog import OutputLog
 from queuectld.tracking import Target, Tracker
 
 TAIL_BYTES = 4096
@@ -79,8 +80,7 @@ class KeptAttempt:
         self._shell_killed_for: EndKind | None = None  #: the kill under way when the shell exited
         self._grace_at: float | None = None
         self._drain_at: float | None = None
-        self._log_fd: int | None = None
-        self._written = 0
+        self._log = OutputLog(spec.log_path, spec.output_max_bytes)
         self.truncated = False
         self._dropped: str | None = None  #: why output stopped being written (a full disk, ...)
         self._tail = bytearray()
@@ -242,9 +242,11 @@ class KeptAttempt:
 
     def _finish(self, kind: EndKind, exit_code: int | None = None, signum: int | None = None,
                 reason: str | None = None, now: float = 0.0) -> None:
-        if self._log_fd is not None:
-            os.close(self._log_fd)
-            self._log_fd = None
+        try:
+            self._log.finish()  # the tail after the head
+        except OSError as exc:
+            self._lost_log(exc)
+        self.truncated = self._log.truncated
         self.phase = Phase.ENDED
         self.ended = Ended(self.key, kind, exit_code, signum, reason, self.pid,
                            None if self.pid is None else self.started, now, max(0.0, now - self.started),
@@ -260,10 +262,11 @@ class KeptAttempt:
     def close(self) -> None:
         """Give back the descriptors of an attempt that will not be followed any more (the keeper
         exits with it still running)."""
-        for fd in (self.pipe, self.pidfd, self._log_fd):
+        for fd in (self.pipe, self.pidfd):
             if fd is not None:
                 os.close(fd)
-        self.pipe = self.pidfd = self._log_fd = None
+        self.pipe = self.pidfd = None
+        self._log.close()  # its head stays on disk; its tail goes with the keeper
 
     # -- output -------------------------------------------------------------------------------
 
@@ -273,35 +276,24 @@ class KeptAttempt:
             self.pipe = None
 
     def _write_output(self, chunk: bytes) -> None:
-        """Copy a chunk to the log up to the cap (then a marker, as runner.py writes); keep the tail.
-        A log that cannot be written costs the attempt its log, never its run."""
+        """Copy a chunk to the capped log (outputlog.py: head and tail, as runner.py writes);
+        keep the tail. A log that cannot be written costs the attempt its log, never its run."""
         if self._dropped is None:
             try:
-                self._write_log(chunk)
+                self._log.write(chunk)
             except OSError as exc:
-                self._dropped = (f"output dropped from byte {self._written}: "
-                                 + ("disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or str(exc)))
+                self._lost_log(exc)
         if len(chunk) >= TAIL_BYTES:
             self._tail[:] = chunk[-TAIL_BYTES:]
         else:
             self._tail += chunk
             del self._tail[: max(0, len(self._tail) - TAIL_BYTES)]
 
-    def _write_log(self, chunk: bytes) -> None:
-        room = self.spec.output_max_bytes - self._written
-        if room <= 0 and self.truncated:
-            return
-        if self._log_fd is None:
-            self._log_fd = os.open(self.spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        if room > 0:
-            part = memoryview(chunk)[:room]
-            while part:  # a short write happens when the disk fills; the next one says why
-                n = os.write(self._log_fd, part)
-                self._written += n
-                part = part[n:]
-        if len(chunk) > room:
-            self.truncated = True
-            os.write(self._log_fd, f"\n[queuectl: output truncated at {self.spec.output_max_bytes} bytes]\n".encode())
+    def _lost_log(self, exc: OSError) -> None:
+        if self._dropped is None:
+            self._dropped = (f"output dropped from byte {self._log.head}: "
+                             + ("disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or str(exc)))
+        self._log.close()
 
     def tail_text(self) -> str | None:
         """The last few KiB of output as text, and a note when the log lost output."""

@@ -1,9 +1,10 @@
 """One attempt: `/bin/sh -c COMMAND` in its own session, tracked wherever its processes go
 (tracking.py), output streamed to a capped log file, ended with a typed Outcome.
 
-The daemon's memory stays flat whatever a job prints: each chunk read from the pipe goes straight
-to the log file, up to a cap; past the cap the pipe is still drained (so the job never blocks) but
-nothing more is written. The last TAIL_BYTES are kept for `show`.
+The daemon's memory stays flat whatever a job prints: each chunk read from the pipe goes to the
+capped log (outputlog.py: the head straight to the file, the tail through a bounded ring on disk,
+appended when the attempt ends); the pipe is always drained, so the job never blocks. The last
+TAIL_BYTES are kept for `show`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from queuectld import proctree
 from queuectld.jobs import Job, Outcome, OutcomeKind
 from queuectld.keeper_attempt import cwd_problem  # one wording, the keeper's and the runner's
+from queuectld.outputlog import OutputLog
 from queuectld.proctree import process_start_time
 from queuectld.store.base import EnvSnapshot
 from queuectld.tracking import FORCE_ENV, Target, Tracker
@@ -182,7 +184,7 @@ class Attempt:
         self._on_done: Callable[[Attempt, Outcome], None] | None = None
         self._pipe: int | None = None
         self._pidfd: int | None = None
-        self._log_fd: int | None = None
+        self._log = OutputLog(log_file, output_max_bytes)
         self._spawn_error: BaseException | None = None
         #: Why it could not start, in words, when that is not /bin/sh's fault (its cwd, its environment).
         self._spawn_problem: str | None = None
@@ -193,7 +195,6 @@ class Attempt:
         self._place: str | None = None  #: the attempt's cgroup (CgroupTracker)
         self._ident = proctree.identity_needles(owner, job.id, job.run)
         self._tail = bytearray()
-        self._written = 0
         self._dropped_at: int | None = None  #: the log's size when writing it failed
         self._drop_reason = ""
 
@@ -381,9 +382,13 @@ class Attempt:
             timer.cancel()
         self._timers.clear()
         self._grace = None
-        if self._log_fd is not None:
-            os.close(self._log_fd)
-            self._log_fd = None
+        if self._dropped_at is None:
+            try:
+                self._log.finish()  # the tail after the head
+            except OSError as exc:
+                self._drop_output(exc)
+        self._log.close()
+        self.truncated = self._log.truncated
         remove_quietly(self.snooze_file)
         self.phase = Phase.ENDED
         if self._on_done is not None:
@@ -450,14 +455,15 @@ class Attempt:
             self._pipe = None
 
     def _write_output(self, chunk: bytes) -> None:
-        """Copy a chunk of the job's output to the log file up to the cap; keep the tail.
+        """Copy a chunk of the job's output to the capped log (outputlog.py: its head and its
+        tail); keep the tail.
 
         A log that cannot be written (a full disk: ENOSPC, a quota, an I/O error) costs the
         attempt its log, never its run: the rest is dropped with one warning, the pipe is still
         drained, and the tail kept in memory says from which byte."""
         if self._dropped_at is None:
             try:
-                self._write_log(chunk)
+                self._log.write(chunk)
             except OSError as exc:
                 self._drop_output(exc)
         if len(chunk) >= TAIL_BYTES:
@@ -466,30 +472,12 @@ class Attempt:
             self._tail += chunk
             del self._tail[: max(0, len(self._tail) - TAIL_BYTES)]
 
-    def _write_log(self, chunk: bytes) -> None:
-        room = self.output_max_bytes - self._written
-        if room > 0 or not self.truncated:
-            if self._log_fd is None:
-                self._log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            if room > 0:
-                part = memoryview(chunk)[:room]
-                while part:  # a short write happens when the disk fills; the next one says why
-                    n = os.write(self._log_fd, part)
-                    self._written += n
-                    part = part[n:]
-            if len(chunk) > room:
-                self._mark_truncated(self._log_fd)
-
     def _drop_output(self, exc: OSError) -> None:
-        self._dropped_at = self._written
+        self._log.close()  # the head on disk is what is kept
+        self._dropped_at = self._log.head
         self._drop_reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
         log.warning("job %s attempt %d: output dropped from byte %d (%s: %s); the job keeps running",
                     self.job.id, self.job.run, self._dropped_at, self._drop_reason, self.log_file)
-
-    def _mark_truncated(self, fd: int) -> None:
-        if not self.truncated:
-            self.truncated = True
-            os.write(fd, f"\n[queuectl: output truncated at {self.output_max_bytes} bytes]\n".encode())
 
     def tail_text(self) -> str | None:
         """The last few KiB of output as text, and a note when the log lost output."""

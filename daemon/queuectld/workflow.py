@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from queuectl import protocol as p
 from queuectl.errors import InvalidValue, QueuectlError
+from queuectld.enqueueing import due_at
 from queuectld.explain import WAITING_STATES, explain
 from queuectld.jobs import Job, encode_labels
 from queuectld.store.base import DaemonInfo, Dependency, JobEdit, JobFilter
@@ -100,11 +101,14 @@ async def edit(ctx: Context, params: p.EditParams) -> p.JobView:
     """job.edit: change a job that is not running; only the fields given change."""
     if params.clear_timeout and params.timeout_s is not None:
         raise InvalidValue(key="timeout_s", detail="give a timeout or clear it, not both")
+    if params.delay_s is not None and params.run_at is not None:
+        raise InvalidValue(key="run_at", detail="give run_at or delay_s, not both")
     now = ctx.now()
     change = JobEdit(
         command=params.command, priority=params.priority, queue=params.queue, max_retries=params.max_retries,
         timeout_s=params.timeout_s, clear_timeout=params.clear_timeout,
-        next_run_at=None if params.delay_s is None else now + params.delay_s,
+        next_run_at=(None if params.delay_s is None and params.run_at is None
+                     else due_at(ctx, now, params.delay_s, params.run_at)),
         after=None if params.after is None else tuple(dict.fromkeys(params.after)),
         after_any=None if params.after_any is None else tuple(dict.fromkeys(params.after_any)),
         labels=None if params.labels is None else (encode_labels(params.labels) or ""),

@@ -320,3 +320,34 @@ def test_enqueue_file_bad_json_line_is_a_clear_error(shared: Daemon) -> None:
     r = shared.cli("enqueue", "--file", "-", input=lines, check=False)
     assert_clean_failure(r, "line 2", "JSON")
     assert shared.json("status")["counts"]["total"] == before  # nothing from the bad file
+
+
+def test_run_at_times_and_durations_through_the_executables(shared: Daemon) -> None:
+    """`--at` and human durations on the real fast path and the Typer path, against a real daemon;
+    times shown to people are local with the zone, `--json` stays UTC."""
+    tz = {"TZ": "America/New_York"}
+    assert shared.cli("enqueue", "--id", "at-1", "--command", "true", "--at", "tomorrow 09:00",
+                      "--timeout", "1h30m", env=tz).stdout == "enqueued at-1\n"
+    job = shared.job("at-1")
+    assert_utc(job["next_run_at"]) and job["timeout_s"] == 5400
+    due = datetime.fromisoformat(job["next_run_at"].replace("Z", "+00:00"))
+    from zoneinfo import ZoneInfo
+
+    local = due.astimezone(ZoneInfo("America/New_York"))
+    assert (local.hour, local.minute) == (9, 0) or (local.hour, local.minute, local.second) == (8, 59, 59), local
+    assert (due - datetime.now(due.tzinfo)).total_seconds() > 0
+    shown = shared.cli("show", "at-1", env=tz).stdout
+    assert re.search(r"next_run +\d{4}-\d{2}-\d{2} 09:00:00 E[SD]T", shown), shown
+    assert shared.cli("explain", "at-1", env=tz).stdout.startswith("not before ")
+    # edit: a waiting job is rescheduled; a past time is due now, and the client says so.
+    r = shared.cli("edit", "at-1", "--at", "2000-01-01T00:00Z", env=tz)
+    assert "already past: the job is due now" in r.stderr and r.stdout == "edited at-1\n"
+    assert shared.cli("wait", "at-1", "--timeout", "1m").returncode == 0
+    assert_clean_failure(shared.cli("edit", "at-1", "--at", "22:30", check=False), "reschedule", "restart at-1")
+    assert_clean_failure(shared.cli("enqueue", "-c", "true", "--delay", "5x", check=False),
+                         "--delay: '5x' is not a duration; use e.g. 90, 5m, 1h30m")
+    assert_clean_failure(shared.cli("enqueue", "-c", "true", "--at", "22:30", "--delay", "5m", check=False),
+                         "not both")
+    assert shared.cli("enqueue", "--id", "d-1", "-c", "true", "--delay", "10m").returncode == 0
+    left = datetime.fromisoformat(shared.job("d-1")["next_run_at"].replace("Z", "+00:00")) - datetime.now(due.tzinfo)
+    assert 500 < left.total_seconds() <= 600

@@ -22,7 +22,7 @@ from tests.conftest import Daemon, executable
 
 __all__ = ["kill_leftover_jobs"]  # the autouse fixture, imported so it applies here too
 
-MARKER = "[queuectl: output truncated at {} bytes]"
+MARKER = "\n[queuectl: output truncated at {} bytes: {} bytes left out here; the last {} bytes follow]\n"
 
 
 def log_file(daemon: Daemon, job_id: str, attempt: int = 1) -> Path:
@@ -113,8 +113,36 @@ def test_a_1_gib_flood_costs_neither_memory_nor_disk(daemon_factory: Callable[..
     peak = max(peak, rss_kib(d.proc.pid))
     assert peak - idle <= 8 * 1024, f"daemon RSS grew by {(peak - idle) / 1024:.1f} MiB (idle {idle} KiB)"
     size = log_file(d, "flood").stat().st_size
-    assert cap < size <= cap + len(MARKER.format(cap)) + 2, size
+    assert size == cap + len(MARKER.format(cap, (1 << 30) - cap, cap // 2)), size
     assert len(job["output_tail"]) <= 4096
+
+
+@pytest.mark.parametrize("runner", ["keeper", "no-keeper"])
+def test_a_log_past_the_cap_keeps_its_head_and_its_tail(daemon_factory: Callable[..., Daemon], short_tmp: Path,
+                                                        runner: str) -> None:
+    """Both runner paths (the job keeper, and `--no-keeper`: the daemon's own runner) keep the first
+    and the last half of the cap around one marker; `logs --follow` sees the head while the job
+    runs, then the marker and the tail when it ends."""
+    d = daemon_factory().start("--workers", "1", *(["--no-keeper"] if runner == "no-keeper" else []))
+    d.cli("config", "set", "output-max-bytes", "1024")
+    go = short_tmp / "go"
+    # 2,000 numbered lines (~10 KB), a wait, then the end: the head is on disk while it waits.
+    d.cli("enqueue", "--id", "loud", "--command",
+          f"seq -w 1 2000; while [ ! -e {go} ]; do sleep 0.05; done; echo END")
+    printed = "".join(f"{i:04d}\n" for i in range(1, 2001)) + "END\n"
+    with following(d, "loud") as follower:
+        head = read_until(follower, b"0102\n")  # 512 bytes: lines 1 to 102 and the start of 103
+        assert d.job("loud")["state"] == "processing"
+        go.touch()
+        rest, err = follower.communicate(timeout=30)
+    assert follower.returncode == 0, err
+    left_out = len(printed) - 1024
+    expected = printed[:512] + MARKER.format(1024, left_out, 512) + printed[-512:]
+    assert (head + rest).decode() == expected
+    assert log_file(d, "loud").read_text() == expected
+    assert d.cli("logs", "loud").stdout == expected
+    assert d.job("loud")["state"] == "completed"
+    assert sorted(p.name for p in (d.state_dir / "logs").iterdir() if p.name.startswith("loud")) == ["loud.1.log"]
 
 
 # -- what a job inherits ----------------------------------------------------------------------------

@@ -147,12 +147,13 @@ def test_spawn_failed_when_the_tracker_cannot_place_the_attempt(tmp_path: Path) 
     assert attempt.pid is None and attempt.phase is Phase.ENDED
 
 
-def test_output_past_the_cap_is_drained_not_written(tmp_path: Path, tracker: Any) -> None:
+def test_output_past_the_cap_keeps_head_and_tail(tmp_path: Path, tracker: Any) -> None:
     attempt = make_attempt(tmp_path, tracker, "head -c 50000 /dev/zero | tr '\\0' x; echo; echo end",
                            output_max_bytes=1024)
     assert run_to_end(attempt) == Outcome(OutcomeKind.EXIT, exit_code=0)
     written = Path(attempt.log_file).read_bytes()
-    assert written.startswith(b"x" * 1024) and b"output truncated at 1024 bytes" in written
+    assert written.startswith(b"x" * 512 + b"\n[queuectl: output truncated at 1024 bytes: ")
+    assert written.endswith(b"the last 512 bytes follow]\n" + b"x" * 507 + b"\nend\n"), written[-600:]
     assert attempt.truncated and (attempt.tail_text() or "").endswith("x\nend\n")
 
 

@@ -262,7 +262,7 @@ def test_wait_times_out_with_the_current_states_and_changes_nothing(inproc: InPr
 
 # -- output: per attempt, and past the cap (moved from tests/acceptance/test_output.py) -------------
 
-TRUNCATED = "[queuectl: output truncated at {} bytes]"
+TRUNCATED = "[queuectl: output truncated at {} bytes: {} bytes left out here; the last {} bytes follow]"
 
 
 def test_logs_of_a_given_attempt(inproc_factory: DaemonFactory) -> None:
@@ -273,15 +273,50 @@ def test_logs_of_a_given_attempt(inproc_factory: DaemonFactory) -> None:
     assert d.logs("twice") == "attempt 2\n"
 
 
-def test_output_past_the_cap_is_drained_but_not_kept(inproc: InProcessDaemon) -> None:
+def test_output_past_the_cap_keeps_its_head_and_its_tail(inproc: InProcessDaemon) -> None:
     inproc.client.config_set("output-max-bytes", "2048")
     inproc.enqueue("chatty", 'i=0; while [ $i -lt 1000 ]; do echo "line $i"; i=$((i+1)); done; echo END')
     job = inproc.settle("chatty")["chatty"]
     assert job["state"] == "completed", job
-    marker = TRUNCATED.format(2048)
+    printed = "".join(f"line {i}\n" for i in range(1000)) + "END\n"
+    marker = TRUNCATED.format(2048, len(printed) - 2048, 1024)
     kept = (inproc.state_dir / "logs" / "chatty.1.log").read_text()
-    assert kept.startswith("line 0\nline 1\n")
-    assert kept.endswith(f"\n{marker}\n") and len(kept) <= 2048 + len(marker) + 2, kept[-200:]
+    assert kept == printed[:1024] + f"\n{marker}\n" + printed[-1024:]
     assert inproc.logs("chatty") == kept
     assert inproc.client.logs("chatty", None, 0, False)["truncated"] is True
     assert job["output_tail"].endswith("line 999\nEND\n"), "show keeps the tail of all output, past the cap"
+
+
+# -- run-at times ----------------------------------------------------------------------------------
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def test_run_at_puts_a_job_at_that_instant_and_a_past_one_runs_now(inproc: InProcessDaemon) -> None:
+    at = time.time() + 3600
+    later = inproc.enqueue("later", "true", run_at=at)
+    assert later["state"] == "pending" and abs(_epoch(later["next_run_at"]) - at) < 5
+    assert inproc.client.call("job.explain", {"id": "later"})["kind"] == "not-before"
+    inproc.enqueue("past", "echo ran", run_at=time.time() - 3600)
+    assert inproc.settle("past")["past"]["state"] == "completed"
+    batch = inproc.client.call("job.enqueue_batch", {"jobs": [{"command": "true", "id": "b1", "run_at": at}]})
+    assert batch["ids"] == ["b1"] and abs(_epoch(inproc.job("b1")["next_run_at"]) - at) < 5
+
+
+def test_edit_run_at_reschedules_a_waiting_job_and_refuses_an_ended_one(inproc: InProcessDaemon) -> None:
+    from queuectl.errors import InvalidState, InvalidValue
+
+    inproc.enqueue("w", "true", delay_s=3600)
+    at = time.time() + 7200
+    assert abs(_epoch(inproc.client.edit("w", run_at=at)["next_run_at"]) - at) < 5
+    soon = inproc.client.edit("w", run_at=time.time() + 0.2)
+    assert soon["state"] == "pending"
+    assert inproc.settle("w")["w"]["state"] == "completed"
+    with pytest.raises(InvalidState, match="reschedule"):
+        inproc.client.edit("w", run_at=time.time() + 60)
+    with pytest.raises(InvalidValue, match="run_at or delay_s, not both"):
+        inproc.client.edit("w", run_at=time.time() + 60, delay_s=5)
+    with pytest.raises(InvalidValue, match="run_at or delay_s, not both"):
+        inproc.enqueue("both", "true", run_at=time.time() + 60, delay_s=5)

@@ -47,7 +47,8 @@ def test_output_past_the_cap_is_cut_with_a_marker(keeper: KeeperUnderTest) -> No
     client.spawn(spec)
     ended = next_end(client)
     assert ended.outcome is EndKind.EXIT and ended.exit_code == 0 and ended.truncated
-    assert Path(spec.log_path).read_text() == "x" * 1000 + "\n[queuectl: output truncated at 1000 bytes]\n"
+    assert Path(spec.log_path).read_text() == ("x" * 500 + "\n[queuectl: output truncated at 1000 bytes: "
+                                               "99000 bytes left out here; the last 500 bytes follow]\n" + "x" * 500)
 
 
 def test_umask_is_the_jobs(keeper: KeeperUnderTest) -> None:

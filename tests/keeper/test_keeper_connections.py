@@ -267,7 +267,8 @@ def test_the_keeper_imports_nothing_heavy() -> None:
                                                         "typer", "psycopg"}}
     assert not heavy
     daemon_modules = {m for m in modules if m.startswith("queuectld.") and not m.startswith("queuectld.keeper")}
-    assert daemon_modules == {"queuectld.cgroups", "queuectld.proctree", "queuectld.tracking"}  # pure process helpers
+    # Pure process helpers, and the capped log (standard library only).
+    assert daemon_modules == {"queuectld.cgroups", "queuectld.outputlog", "queuectld.proctree", "queuectld.tracking"}
 
 
 def test_starting_a_keeper_never_waits_with_a_timeout(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:

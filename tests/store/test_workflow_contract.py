@@ -341,6 +341,17 @@ def test_edit_of_a_processing_job_is_refused(store: Store) -> None:
         store.edit("nope", JobEdit(command="x"), T0 + 2)
 
 
+def test_edit_reschedules_a_waiting_job_but_refuses_an_ended_one(store: Store) -> None:
+    enqueue(store, job("a", at=T0 + 1), job("b", at=T0 + 1))
+    assert store.edit("a", JobEdit(next_run_at=T0 + 3600), T0 + 2).next_run_at == T0 + 3600
+    store.cancel("b", T0 + 2)
+    with pytest.raises(InvalidState, match="reschedule .it has ended; `queuectl restart b` runs it again"):
+        store.edit("b", JobEdit(next_run_at=T0 + 3600, command="never"), T0 + 3)
+    ended = store.get("b")
+    assert ended.command != "never" and ended.state is JobState.CANCELED
+    assert store.edit("b", JobEdit(command="echo later"), T0 + 4).command == "echo later"  # the rest may change
+
+
 def test_edit_replaces_dependencies_and_recounts(store: Store) -> None:
     enqueue(store, job("a", at=T0 + 1), job("b", at=T0 + 2), job("c"), job("x", after=("a",)))
     end(store, "a")

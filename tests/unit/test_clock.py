@@ -138,6 +138,26 @@ def test_on_a_shared_database_leases_are_in_the_databases_time_whatever_the_host
         assert abs(lease_expires_at - (fake.database + 30.0)) < 0.01
 
 
+@pytest.mark.parametrize("host_skew_s", [-3600.0, 0.0, 3600.0])
+def test_a_wall_instant_lands_on_the_database_time_base_by_this_hosts_clock(host_skew_s: float) -> None:
+    """`--at 22:30`: due when this host's clock shows 22:30, stored in the database's time (its
+    offset from the host cancels out); an instant already past is due now."""
+    fake = Fake()
+    clock = StoreClock.of_database(fake.read_database, monotonic=fake.monotonic)
+    wall_now = fake.database + host_skew_s  # the host's clock, off by the skew
+    due = clock.from_wall(wall_now + 600.0, wall_now)
+    assert abs(due - (fake.database + 600.0)) < 0.01
+    assert abs(clock.from_wall(wall_now - 600.0, wall_now) - clock.now()) < 1e-9
+
+
+def test_a_wall_instant_after_a_wall_clock_step_keeps_its_distance_on_a_local_store() -> None:
+    mono = [100.0]
+    clock = StoreClock.local(1_800_000_000.0, monotonic=lambda: mono[0])
+    mono[0] += 50.0  # 50 s later; meanwhile the wall clock was stepped an hour back
+    wall_now = 1_800_000_050.0 - 3600.0
+    assert clock.from_wall(wall_now + 60.0, wall_now) == 1_800_000_050.0 + 60.0
+
+
 def test_a_slow_sample_does_not_spoil_a_good_estimate() -> None:
     fake = Fake()
     clock = StoreClock.of_database(fake.read_database, monotonic=fake.monotonic)

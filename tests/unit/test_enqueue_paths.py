@@ -108,6 +108,10 @@ ONE_JOB: list[tuple[list[str], bool, dict[str, Any]]] = [
      {"command": "true", "id": "j1", "max_retries": 2, "priority": 5, "timeout_s": 1.5, "delay_s": 3.0,
       "replace": True}),
     (["enqueue", "-c", "true", "--priority", "0", "--delay", "0"], True, {"command": "true", "id": "stem"}),
+    (["enqueue", "-c", "true", "--timeout", "1h30m", "--delay", "5m"], True,
+     {"command": "true", "id": "stem", "timeout_s": 5400.0, "delay_s": 300.0}),
+    (["enqueue", "-c", "true", "--at", "2027-06-01T12:00+02:00"], True,
+     {"command": "true", "id": "stem", "run_at": 1811844000.0}),
     (["enqueue", "-c", "true", "--retry-on-exit", "1,75", "--no-retry-on-exit", "2,64-66", "--no-retry-on-timeout",
       "--no-retry-on-signal", "KILL", "--backoff-base", "3", "--backoff-max", "10m"], True,
      {"command": "true", "id": "stem", "retry_on_exit": [1, 75], "no_retry_on_exit": [2, 64, 65, 66],
@@ -204,13 +208,21 @@ REFUSED: list[tuple[list[str], str, int]] = [
     (["enqueue", "-c", "true", "--cwd", ""], "Invalid value for --cwd", 1),
     (["enqueue", "-c", "true", "--retry-on-exit", "1,x"], "Invalid value for --retry-on-exit", 1),
     (["enqueue", "-c", "true", "--backoff-max", "forever"], "Invalid value for --backoff-max", 1),
+    (["enqueue", "-c", "true", "--delay", "5x"],
+     "Invalid value for --delay: '5x' is not a duration; use e.g. 90, 5m, 1h30m", 1),
+    (["enqueue", "-c", "true", "--timeout", "0"], "Invalid value for --timeout: '0': expected a duration above 0", 1),
+    (["enqueue", "-c", "true", "--delay", "400d"], "Invalid value for --delay: '400d': at most 365d", 1),
+    (["enqueue", "-c", "true", "--at", "25:00"], "Invalid value for --at: '25:00' is not a time of day", 1),
+    (["enqueue", "-c", "true", "--at", "soon"], "Invalid value for --at: 'soon' is not a time; use e.g. 22:30", 1),
+    (["enqueue", "-c", "true", "--at", "22:30", "--delay", "5m"],
+     "Invalid value for --at: give --at TIME or --delay DURATION, not both", 1),
+    (["enqueue", "--file", "jobs.txt", "--at", "22:30", "--delay", "5"], "not both", 1),
     (["enqueue", "--file", "jobs.txt", "-c", "true"], "use either --file or --command/--id, not both", 1),
     (["enqueue", "--file", "jobs.txt", "--id", "a"], "use either --file or --command/--id, not both", 1),
     (["enqueue", "--file", "missing.txt"], "Invalid value for --file: cannot read missing.txt", 1),
     # Typer's own refusals (the launcher hands these to it): a usage error, status 2.
     (["enqueue", "-c", "true", "--priority", "high"], "Invalid value for '--priority'", 2),
     (["enqueue", "-c", "true", "--max-retries", "1.5"], "Invalid value for '--max-retries'", 2),
-    (["enqueue", "-c", "true", "--delay", "soon"], "Invalid value for '--delay'", 2),
     (["enqueue", "-c", "true", "--timeout"], "requires an argument", 2),
     (["enqueue", "-c", "true", "--colour"], "No such option: --colour", 2),
     (["enqueue", "-c", "true", "extra"], "unexpected extra argument", 2),
@@ -282,6 +294,40 @@ def test_a_file_takes_the_flags_for_every_line_that_does_not_set_its_own(
     assert params["cwd"] == str(tmp_path) and params["env"] == {**os.environ, "K": "V"}
     assert "clean_env" not in params and params["id_stem"] == "stem"
     assert_valid(sent)
+
+
+def test_json_lines_take_durations_and_times_as_the_flags_do(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], wire: Wire, tmp_path: Path) -> None:
+    (tmp_path / "jobs.txt").write_text("\n".join([
+        "echo flags",
+        '{"command": "echo d", "delay": "5m", "timeout": "1h30m"}',
+        '{"command": "echo a", "at": "2027-06-01T10:00Z"}',
+        '{"command": "echo e", "run_at": 1811844000}',
+    ]))
+    sent, code, out, err = both(monkeypatch, capsys, wire, ["enqueue", "--file", "jobs.txt", "--delay", "90s"])
+    assert (code, out) == (0, "enqueued 4 job(s)\n"), err
+    # A line's own run time (delay or at) replaces the flags' one: never both in one job.
+    assert batches(sent)[0]["jobs"] == [
+        {"command": "echo flags", "delay_s": 90.0},
+        {"command": "echo d", "delay_s": 300.0, "timeout_s": 5400.0},
+        {"command": "echo a", "run_at": 1811844000.0},
+        {"command": "echo e", "run_at": 1811844000.0},
+    ]
+    assert_valid(sent)
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    ('{"command": "x", "delay": "5x"}', "line 1: delay_s: '5x' is not a duration"),
+    ('{"command": "x", "timeout": true}', "line 1: timeout_s: True: expected a duration"),
+    ('{"command": "x", "at": "noon"}', "line 1: run_at: 'noon' is not a time"),
+    ('{"command": "x", "at": "22:30", "delay": 5}', "line 1: give at or delay, not both"),
+])
+def test_json_lines_refuse_bad_durations_and_times(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], wire: Wire, tmp_path: Path,
+        line: str, says: str) -> None:
+    (tmp_path / "jobs.txt").write_text(line + "\n")
+    sent, code, out, err = both(monkeypatch, capsys, wire, ["enqueue", "--file", "jobs.txt"])
+    assert sent == [] and code == 1 and says in err, err
 
 
 def test_a_file_with_clean_env_and_cwd(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

@@ -134,10 +134,10 @@ def test_output_on_a_full_disk_is_dropped_with_one_warning(caplog: pytest.LogCap
 def test_output_says_from_which_byte_it_was_dropped(tmp_path: Path) -> None:
     a = attempt(str(tmp_path / "j.1.log"))
     a._write_output(b"kept\n")
-    assert a._log_fd is not None
-    os.close(a._log_fd)
-    a._log_fd = None
-    a.log_file = str(tmp_path / "gone" / "j.1.log")  # the next open fails
+    log_fd = a._log._fd
+    assert log_fd is not None
+    os.close(log_fd)
+    a._log._fd = os.open(tmp_path / "j.1.log", os.O_RDONLY)  # the next write fails (EBADF)
     a._write_output(b"lost\n")
-    assert a.tail_text() == "kept\nlost\n\n[queuectl: output dropped from byte 5: No such file or directory]\n"
+    assert a.tail_text() == "kept\nlost\n\n[queuectl: output dropped from byte 5: Bad file descriptor]\n"
     assert (tmp_path / "j.1.log").read_bytes() == b"kept\n"

@@ -55,10 +55,18 @@ def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], dat
 @pytest.mark.parametrize("typer", [False, True], ids=["fast path", "typer"])
 def test_status_prints_the_store(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                  typer: bool) -> None:
+    import time
+
     ok = run(monkeypatch, capsys, answer({"state": "ok"}), ["status"], typer=typer)
     assert "store    ok\n" in ok and "total" in ok
-    bad = run(monkeypatch, capsys, answer(DEGRADED), ["status"], typer=typer)
-    assert f"store    degraded since 2026-12-02T04:30:00Z: {DETAIL}\n" in bad
+    monkeypatch.setenv("TZ", "America/New_York")  # times shown to people are local, with the zone
+    time.tzset()
+    try:
+        bad = run(monkeypatch, capsys, answer(DEGRADED), ["status"], typer=typer)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert f"store    degraded since 2026-12-01 23:30:00 EST: {DETAIL}\n" in bad
     unread = run(monkeypatch, capsys, answer(DEGRADED, counts={}), ["status"], typer=typer)
     assert "jobs     unknown: the store could not be read" in unread and "total" not in unread
 

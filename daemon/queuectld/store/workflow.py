@@ -494,6 +494,10 @@ def edit(conn: Connection, job_id: str, change: JobEdit, now: float) -> tuple[Jo
     job = job_from_row(row)
     if job.state is JobState.PROCESSING:
         raise InvalidState(job_id=job_id, state="processing", action="edit (wait for its attempt to end, or cancel it)")
+    if change.next_run_at is not None and job.state in TERMINAL_STATES:
+        # A run time means nothing to a job that will not run again; `restart` runs it again.
+        raise InvalidState(job_id=job_id, state=job.state.value,
+                           action=f"reschedule (it has ended; `queuectl restart {job_id}` runs it again)")
     values: dict[str, Any] = {"updated_at": now}
     for name in ("command", "priority", "max_retries", "next_run_at"):
         if getattr(change, name) is not None:
