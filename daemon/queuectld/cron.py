@@ -203,10 +203,8 @@ def plan(spec: str, tz: ZoneInfo, due: float, now: float, catch_up: str, max_cat
     cut = now - GRACE_S
     on_time = slots_between(spec, tz, max(due, cut), now) if now >= due else []
     missed: list[float] = []
-    more = False
-    if due < cut:
-        missed, more = latest_slots(spec, tz, due, cut - 1e-6, max(1, max_catch_up))
-        missed = [s for s in missed if s < cut]
+    if due < cut:  # one more than `all` may fire, to name the newest slot it leaves out
+        missed = [s for s in latest_slots(spec, tz, due, cut - 1e-6, max_catch_up + 1)[0] if s < cut]
     if not missed:
         return Plan(tuple(on_time), following)
     if catch_up == "skip":
@@ -215,9 +213,8 @@ def plan(spec: str, tz: ZoneInfo, due: float, now: float, catch_up: str, max_cat
         return Plan(((on_time or missed)[-1],), following)
     every = missed + on_time
     fired = every[-max_catch_up:]
-    if len(every) > len(fired) or more:
-        dropped = every[-len(fired) - 1] if len(every) > len(fired) else due
-        return Plan(tuple(fired), following, dropped,
+    if len(every) > len(fired):
+        return Plan(tuple(fired), following, every[-len(fired) - 1],
                     f"missed: more than max-catch-up {max_catch_up} slots were missed; the oldest were not fired")
     return Plan(tuple(fired), following)
 
