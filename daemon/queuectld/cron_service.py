@@ -106,7 +106,7 @@ class CronTicker(Service):
         following = await self.db.read(store.cron_next_fire)
         if following is None:
             return None
-        return max(0.0, min(MAX_SLEEP_S, following - self.scheduler.clock.now()))
+        return max(0.0, min(MAX_SLEEP_S, following - now))
 
     async def fire(self, s: Schedule, now: float) -> None:
         """Fire one due schedule: the slots cron.plan picks, in one store transaction."""

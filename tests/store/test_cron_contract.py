@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import text
 
-from queuectl.errors import CronExists, CronNotFound, QueueNotFound
+from queuectl.errors import CronExists, CronNotFound, JobNotFound, QueueNotFound
 from queuectld.jobs import JobState
 from queuectld.store.base import EnvSnapshot, Schedule, Store
 from queuectld.store.open import open_store
@@ -95,11 +95,14 @@ def test_the_unique_key_holds_when_the_schedules_check_is_bypassed(store: Store,
     # As if a writer had read the schedule before the first fire moved it on: put it back.
     with store.write_engine.begin() as conn:  # type: ignore[attr-defined]
         conn.execute(text("UPDATE schedules SET next_fire = :s WHERE name = 'tick'"), {"s": SLOT})
-    assert fire(store, "tick", SLOT, "f2") is None  # refused by ux_jobs_schedule_slot, nothing changed
+    again = fire(store, "tick", SLOT, "f2")  # refused by ux_jobs_schedule_slot: no second job
+    assert again is not None and again.jobs == [] and "already fired" in (again.skip_reason or "")
     assert jobs_per_slot(store, "tick") == {SLOT: 1}
-    with pytest.raises(Exception):  # noqa: B017 - any JobNotFound-like error: f2 was never stored
+    with pytest.raises(JobNotFound):
         store.get("f2")
-    assert store.cron_get("tick").next_fire == SLOT  # the failed fire did not move it either
+    # It moved on (else the ticker would find the slot due again at once, for ever).
+    s = store.cron_get("tick")
+    assert (s.next_fire, s.last_job_id, s.fires, s.last_skip_slot) == (SLOT + 60, "f1", 1, SLOT)
     assert_counts_exact(store)
 
 

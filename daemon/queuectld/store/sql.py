@@ -862,8 +862,9 @@ class SqlStore:
         fire's job not ended, no job is enqueued and the skip is recorded instead.
 
         None, and nothing changed, if the schedule is no longer due at `expected` (another daemon
-        fired it, it was paused or removed) or a job for one of the slots exists already (the
-        unique (schedule, slot) key): each slot is fired once across every daemon."""
+        fired it, it was paused or removed). If a job for one of the slots exists already (the
+        unique (schedule, slot) key refused it), no job is enqueued and the schedule moves on,
+        recording that: each slot is fired once across every daemon."""
         try:
             with self._write() as conn:
                 s = schedules.lock_for_fire(conn, name, expected)
@@ -880,7 +881,17 @@ class SqlStore:
                 schedules.advance(conn, s, fired, next_fire, now)
             return fired
         except IntegrityError:
-            return None
+            pass
+        # The schedule's own check passed, yet a job for one of these slots exists (the clock of
+        # the store stepped back, a schedule re-added under its old name): that slot was fired.
+        # Move on without a job, or the ticker would find it due again at once, for ever.
+        with self._write() as conn:
+            s = schedules.lock_for_fire(conn, name, expected)
+            if s is None:
+                return None
+            fired = CronFired([], new[-1][0], "already fired: a job for this slot exists")
+            schedules.advance(conn, s, fired, next_fire, now)
+        return fired
 
     def cron_run(self, name: str, new: NewJob, now: float, envs: Sequence[EnvSnapshot] = ()) -> str:
         """Enqueue one job of a schedule now, by hand (no slot: it moves no fire). CronNotFound."""
