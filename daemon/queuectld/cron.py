@@ -201,7 +201,7 @@ def plan(spec: str, tz: ZoneInfo, due: float, now: float, catch_up: str, max_cat
     if due > now:
         return Plan((), following)
     cut = now - GRACE_S
-    on_time = slots_between(spec, tz, max(due, cut), now) if now >= due else []
+    on_time = slots_between(spec, tz, max(due, cut), now)
     missed: list[float] = []
     if due < cut:  # one more than `all` may fire, to name the newest slot it leaves out
         missed = [s for s in latest_slots(spec, tz, due, cut - 1e-6, max_catch_up + 1)[0] if s < cut]
