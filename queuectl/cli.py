@@ -33,6 +33,10 @@ app.add_typer(config_app, name="config")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(daemon_app, name="daemon")
 app.add_typer(queue_app, name="queue")
+# The cron commands live in their own module (cron_cli.py), which imports nothing heavy.
+from queuectl.cron_cli import cron_app  # noqa: E402
+
+app.add_typer(cron_app, name="cron")
 
 _options: dict[str, Any] = {}
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]

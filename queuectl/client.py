@@ -429,6 +429,38 @@ class Client:
         """Resume `names` (or `every` queue). A QueuesResult of the queues resumed."""
         return self.call("queue.resume", {**({"names": names} if names else {}), **({"all": True} if every else {})})
 
+    def cron_add(self, name: str, spec: str, job: dict[str, Any], *, tz: str | None = None,
+                 catch_up: str | None = None, max_catch_up: int | None = None,
+                 overlap: str | None = None) -> dict[str, Any]:
+        """Add a cron schedule that enqueues `job` (JobSpec fields) at each slot of `spec`; its CronView."""
+        return self.call("cron.add", {"name": name, "spec": spec, "job": job, **_present(
+            {"tz": tz, "catch_up": catch_up, "max_catch_up": max_catch_up, "overlap": overlap})})
+
+    def cron_list(self) -> list[dict[str, Any]]:
+        """Every cron schedule (CronView), by name."""
+        result: list[dict[str, Any]] = self.call("cron.list", {})["schedules"]
+        return result
+
+    def cron_get(self, name: str) -> dict[str, Any]:
+        """One schedule's CronView."""
+        return self.call("cron.get", {"name": name})
+
+    def cron_rm(self, name: str) -> dict[str, Any]:
+        """Remove a schedule (its jobs stay)."""
+        return self.call("cron.rm", {"name": name})
+
+    def cron_pause(self, name: str) -> dict[str, Any]:
+        """Pause a schedule on every daemon; its CronView."""
+        return self.call("cron.pause", {"name": name})
+
+    def cron_resume(self, name: str) -> dict[str, Any]:
+        """Resume a schedule from its next slot after now; its CronView."""
+        return self.call("cron.resume", {"name": name})
+
+    def cron_run(self, name: str) -> dict[str, Any]:
+        """Enqueue one job of a schedule now; the job's JobView."""
+        return self.call("cron.run", {"name": name})
+
     def logs(self, job_id: str, attempt: int | None, offset: int, follow: bool) -> dict[str, Any]:
         """A chunk of an attempt's output from `offset`; with follow, waits briefly for more."""
         return self.call(

@@ -236,6 +236,24 @@ class RestartFailed(QueuectlError):
     code = 1030
 
 
+class CronUnavailable(QueuectlError):
+    """Cron schedules need croniter, which this queuectld lacks: pip install 'queuectl[cron]' where queuectld runs, then restart it."""
+
+    code = 1031
+
+
+class CronNotFound(QueuectlError):
+    """No cron schedule named {name!r}. `queuectl cron list` shows the schedules there are."""
+
+    code = 1032
+
+
+class CronExists(QueuectlError):
+    """A cron schedule named {name!r} already exists. Remove it first (`queuectl cron rm {name}`) or pick another name."""
+
+    code = 1033
+
+
 def _all_subclasses(cls: type[QueuectlError]) -> list[type[QueuectlError]]:
     out: list[type[QueuectlError]] = []
     for sub in cls.__subclasses__():

@@ -386,6 +386,31 @@ class QueueResumeParams(Params):
     all: bool = False
 
 
+CronName = Annotated[str, Field(pattern=NAME_PATTERN, description="1-64 chars of [A-Za-z0-9._:-]")]
+CronSpec = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00\n]*$")]
+ZoneName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._+/-]+$")]
+
+
+class CronAddParams(Params):
+    """Add a cron schedule (`cron.add`): `job` is enqueued at each slot of `spec` in zone `tz`
+    (omitted: the daemon's local zone). `job` takes JobSpec's fields but an id, a delay,
+    dependencies and a hold (a fire's job is an ordinary job otherwise)."""
+
+    name: CronName
+    spec: CronSpec  #: 5 cron fields, an optional 6th for seconds, or @hourly, @daily, ...
+    job: JobSpec
+    tz: ZoneName | None = None
+    catch_up: Literal["skip", "once", "all"] = "skip"  #: slots missed while no daemon ran
+    max_catch_up: Annotated[int, Field(ge=1, le=1000)] = 10  #: `all` fires at most this many
+    overlap: Literal["skip", "allow"] = "skip"  #: whether to fire while the previous job has not ended
+
+
+class CronRef(Params):
+    """A cron schedule by name (`cron.get`, `cron.rm`, `cron.pause`, `cron.resume`, `cron.run`)."""
+
+    name: CronName
+
+
 class LogsParams(Params):
     """Read an attempt's output from `offset` (`job.logs`); `follow` waits up to 1 s for more."""
 
@@ -529,6 +554,8 @@ class JobView(Result):
     #: only in `job.get`: the variables, values of secret-looking names masked unless asked for
     env: dict[str, str] | None = None
     blocked_by: BlockedBy | None = None  #: only in `job.get`, for a waiting job
+    schedule: str | None = None  #: the cron schedule that enqueued it
+    slot: datetime | None = None  #: the slot it was fired for (null with a schedule: `cron run`)
 
 
 class JobsResult(Result):
@@ -584,6 +611,40 @@ class QueuesResult(Result):
     """Every queue, by name."""
 
     queues: list[QueueView]
+
+
+class CronView(Result):
+    """A cron schedule: its spec, zone and job, where it stands (next slot, last fire and its
+    job, last skip and why), and its policies. Times are UTC."""
+
+    name: str
+    spec: str
+    tz: str
+    command: str
+    queue: str
+    catch_up: str
+    max_catch_up: int
+    overlap: str
+    paused: bool
+    created_at: datetime
+    next_fire: datetime | None  #: null: paused
+    last_slot: datetime | None = None  #: the slot of the last fire (not of a `cron run`)
+    last_fire_at: datetime | None = None
+    last_job_id: str | None = None
+    last_job_state: JobState | None = None  #: null: no job yet, or deleted since
+    last_skip_slot: datetime | None = None
+    last_skip_reason: str | None = None
+    fires: int = 0  #: jobs enqueued so far (runs by hand included)
+    skips: int = 0  #: fires skipped so far (overlap, missed slots)
+    #: The job each fire enqueues: JobSpec's fields that were given (the environment's names
+    #: only, in `env_names`).
+    job: dict[str, Any] = {}
+
+
+class CronList(Result):
+    """Every cron schedule, by name."""
+
+    schedules: list[CronView]
 
 
 class DaemonView(Result):
@@ -693,6 +754,13 @@ METHODS: dict[str, type[Params]] = {
     "queue.pause": QueuePauseParams,
     "queue.resume": QueueResumeParams,
     "queue.wait": WaitQueueParams,
+    "cron.add": CronAddParams,
+    "cron.list": EmptyParams,
+    "cron.get": CronRef,
+    "cron.rm": CronRef,
+    "cron.pause": CronRef,
+    "cron.resume": CronRef,
+    "cron.run": CronRef,
     "dlq.list": DlqListParams,
     "dlq.retry": DlqRetryParams,
     "dlq.retry_all": DlqRetryAllParams,

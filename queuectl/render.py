@@ -158,6 +158,9 @@ DLQ_COLUMNS = (Column("ID"), Column("OUTCOME", drop=5), Column("EXIT", right=Tru
 #: Columns of `queue list`.
 QUEUE_COLUMNS = (Column("QUEUE"), Column("PENDING", right=True), Column("RUNNING", right=True),
                  Column("PAUSED"), Column("OLDEST WAITING"))
+#: Columns of `cron list`.
+CRON_COLUMNS = (Column("NAME"), Column("SPEC", cap=32), Column("TZ", cap=24, drop=2), Column("NEXT FIRE"),
+                Column("LAST FIRE", drop=3), Column("LAST JOB", drop=4), Column("COMMAND", cap=40, last=True, drop=1))
 _GAP = "  "
 _SHORTEST_CUT = 12
 
@@ -246,6 +249,69 @@ def _queue_cells(queue: dict[str, Any], now: datetime) -> list[str]:
         "paused" if queue.get("paused") else "no",
         age(oldest, now) if oldest else "-",
     ]
+
+
+def cron_table(schedules: list[dict[str, Any]]) -> None:
+    """`cron list`: name, spec, zone, next fire (or paused), last fire and its job, command."""
+    table_stream(iter([schedules]), CRON_COLUMNS, _cron_cells, empty="no cron schedules")
+
+
+def in_zone(value: str | None, zone: str, now: datetime | None = None) -> str:
+    """A UTC timestamp as the wall time of `zone`, with how far it is: `2026-12-04 03:00:00 CET (in 4m)`."""
+    ts = _parse_ts(value)
+    if ts is None:
+        return "-"
+    try:
+        from zoneinfo import ZoneInfo
+
+        local = ts.astimezone(ZoneInfo(zone))
+    except (ValueError, KeyError, OSError):
+        local = ts
+    return f"{local.strftime('%Y-%m-%d %H:%M:%S %Z')} ({when(value, now=now)})"
+
+
+def _cron_cells(s: dict[str, Any], now: datetime) -> list[str]:
+    nxt = "paused" if s.get("paused") else in_zone(s.get("next_fire"), s["tz"], now)
+    last = s.get("last_slot") or s.get("last_fire_at")
+    job = s.get("last_job_id")
+    return [
+        safe(s["name"]), safe(s["spec"]), safe(s["tz"]), nxt, in_zone(last, s["tz"], now) if last else "-",
+        f"{safe(job)} ({s.get('last_job_state') or 'gone'})" if job else "-", safe(s.get("command", "")),
+    ]
+
+
+def cron_detail(s: dict[str, Any]) -> None:
+    """One cron schedule: spec and zone, its job, policies, next fire, last fire and its job,
+    last skip and why."""
+    console = _console()
+    fields = _Fields()
+    fields.add_row("name", _literal(s["name"]))
+    fields.add_row("spec", _literal(f"{s['spec']}  ({s['tz']})"))
+    fields.add_row("command", _literal(s.get("command", "")))
+    fields.add_row("queue", _literal(s.get("queue") or "default"))
+    job = s.get("job") or {}
+    extra = [f"{k}={v}" for k, v in sorted(job.items()) if k not in ("command", "queue", "cwd", "env_names")]
+    if extra:
+        fields.add_row("job options", _literal(", ".join(extra)))
+    if job.get("cwd"):
+        fields.add_row("cwd", _literal(job["cwd"]))
+    if job.get("env_names") is not None:
+        fields.add_row("environment", _literal(f"{len(job['env_names'])} variables"
+                                               + (" over the daemon's" if job.get("clean_env") else "")))
+    fields.add_row("catch-up", f"{s['catch_up']}" + (f" (at most {s['max_catch_up']})" if s["catch_up"] == "all"
+                                                     else ""))
+    fields.add_row("overlap", s["overlap"])
+    fields.add_row("next fire", "paused" if s.get("paused") else in_zone(s.get("next_fire"), s["tz"]))
+    if s.get("last_slot"):
+        fields.add_row("last slot", in_zone(s["last_slot"], s["tz"]))
+    if s.get("last_job_id"):
+        fields.add_row("last job", _literal(f"{s['last_job_id']} ({s.get('last_job_state') or 'gone'})"))
+    fields.add_row("fired", f"{s.get('fires', 0)} job(s), {s.get('skips', 0)} fire(s) skipped")
+    if s.get("last_skip_slot"):
+        fields.add_row("last skipped", _literal(f"{in_zone(s['last_skip_slot'], s['tz'])}: "
+                                                f"{s.get('last_skip_reason') or ''}"))
+    fields.add_row("created", f"{s['created_at']}  ({when(s['created_at'])})")
+    fields.print(console)
 
 
 def age(value: str | None, now: datetime | None = None) -> str:
@@ -398,6 +464,9 @@ def job_detail(job: dict[str, Any], *, reveal_env: bool = False) -> None:
         fields.add_row("depends on", _literal(dependencies_text(job["dependencies"])))
     if job.get("canceled_by"):
         fields.add_row("canceled by", _literal(job["canceled_by"]))
+    if job.get("schedule"):
+        slot = f"slot {job['slot']}" if job.get("slot") else "run by hand (`cron run`)"
+        fields.add_row("schedule", _literal(f"cron {job['schedule']}, {slot}"))
     for key in ("created_at", "updated_at", "started_at", "finished_at", "next_run_at"):
         if job.get(key):
             fields.add_row(key.replace("_at", ""), f"{local_time(job[key])}  ({when(job[key])})")

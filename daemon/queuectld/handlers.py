@@ -17,7 +17,7 @@ from queuectl import __version__
 from queuectl import protocol as p
 from queuectl.errors import InvalidValue, JobNotFound, ProtocolMismatch, QueuectlError
 from queuectld import config as config_keys
-from queuectld import enqueueing, paging, runner, workflow
+from queuectld import cron_service, enqueueing, paging, runner, workflow
 from queuectld.clock import StoreClock
 from queuectld.envcache import EnvCache
 from queuectld.explain import WAITING_STATES
@@ -463,6 +463,7 @@ HANDLERS: dict[str, Handler] = {
     "job.wait": wait,
     "job.logs": logs,
     **workflow.HANDLERS,
+    **cron_service.HANDLERS,
     "dlq.list": dlq_list,
     "dlq.retry": dlq_retry,
     "dlq.retry_all": dlq_retry_all,

@@ -79,6 +79,9 @@ class Job:
     canceled_by: str | None = None
     #: Whether some job depends on this one: a turn looks for dependents only of such jobs.
     has_dependents: bool = False
+    #: Revision 0006: the cron schedule that fired it, and the slot (None: a run by hand).
+    schedule: str | None = None
+    slot: float | None = None
 
     @property
     def label_list(self) -> list[str]:

@@ -345,14 +345,19 @@ class DaemonServices:
         self.config = ConfigRefresh(config, db, every)
         self.checkpoint = Checkpoint(db, every)
         self.reaping = OrphanReaping(scheduler.tracker.reaper, every)
+        from queuectld.cron_service import CronTicker  # it imports Service from here
+
+        self.cron = CronTicker(scheduler, db, config)
         self.maintenance = Maintenance(
-            [self.reaping, self.leases, self.strays, self.recovery, self.config, self.checkpoint],
+            [self.reaping, self.leases, self.strays, self.recovery, self.config, self.checkpoint, self.cron],
             monotonic=monotonic, store_time=scheduler.clock.now if store_time is None else store_time,
         )
         # A turn whose claim may have committed with nothing started: put such rows back now.
         scheduler.on_claim_in_doubt = lambda: self.maintenance.run_soon(self.strays)
         # Workers started or stopped: the heartbeat's `claiming` tells peers at once.
         scheduler.on_claiming_changed = lambda: self.maintenance.run_soon(self.leases)
+        # A schedule added or resumed: the ticker looks at the store's earliest next fire now.
+        scheduler.on_schedules_changed = lambda: self.maintenance.run_soon(self.cron)
 
 
 def _lost(la: LostAttempt, now: float, why: str) -> FinishedAttempt:

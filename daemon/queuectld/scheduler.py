@@ -101,6 +101,8 @@ class Scheduler:
         #: Called when `claiming` changes (workers start / stop): the wiring renews the heartbeat
         #: at once, so peers' `explain` sees it then, not a lease third later.
         self.on_claiming_changed: Callable[[], None] = lambda: None
+        #: Called when a cron schedule was added or resumed: the wiring wakes the cron ticker.
+        self.on_schedules_changed: Callable[[], None] = lambda: None
         #: The longest idle sleep: a lost wake-up (a peer's NOTIFY while the listening connection
         #: reconnects) delays a claim at most this long.
         self.idle_recheck_s = settings.lease_s / 3

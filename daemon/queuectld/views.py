@@ -63,6 +63,7 @@ def job_view(job: Job, attempts: list[AttemptRecord] | None = None) -> p.JobView
         queue=job.queue, labels=job.label_list, held=job.held, cwd=job.cwd, canceled_by=job.canceled_by,
         output_tail=job.output_tail if attempts is not None else None,
         attempt_history=None if attempts is None else [attempt_view(a) for a in attempts],
+        schedule=job.schedule, slot=ts(job.slot),
     )
 
 

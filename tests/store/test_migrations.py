@@ -40,7 +40,9 @@ NEW_JOB_FIELDS = {"last_outcome": None, "signal": None, "retry_rules": None, "ba
                   "backoff_max_s": None,
                   # revision 0004: every existing job is in the default queue, with no context
                   "queue": "default", "cwd": None, "env_id": None, "labels": None, "held": False, "deps_left": 0,
-                  "canceled_by": None, "has_dependents": False}
+                  "canceled_by": None, "has_dependents": False,
+                  # revision 0006: no job was fired by a cron schedule
+                  "schedule": None, "slot": None}
 #: The fields later revisions added to a daemon row, as they read after the upgrade: 0004 `claiming`;
 #: 0005 no boot, PID namespace or clock offset (such a daemon's pid is never trusted: judged by its
 #: heartbeat).
@@ -214,8 +216,9 @@ def test_a_0002_database_with_every_old_reason_upgrades_in_place(store_url: str)
         assert got["daemons"] == [{**d, **NEW_DAEMON_FIELDS} for d in expected["daemons"]]
         assert assert_counts_exact(store) == expected["counts"]
         with raw(store_url) as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
-            assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == "5"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == schema.head_revision()
+            assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == str(
+                int(schema.head_revision()))
         # The new columns serve at once: a filter by outcome, a retry of what a signal killed.
         assert [j.id for j, _ in store.list_page(JobState.DEAD, None, None, OutcomeKind.SIGNAL)] == ["sigkill-dead"]
         assert store.dlq_retry_matching(DeadFilter(outcome=OutcomeKind.SIGNAL), T0 + 90_000, 10) == ["sigkill-dead"]
@@ -256,7 +259,7 @@ def test_head_revision_from_file_names_is_alembics_head() -> None:
     from alembic.script import ScriptDirectory
 
     assert schema.head_revision() == ScriptDirectory.from_config(schema._config()).get_current_head()
-    assert [r.id for r in schema.all_revisions()] == ["0001", "0002", "0003", "0004", "0005"]
+    assert [r.id for r in schema.all_revisions()] == ["0001", "0002", "0003", "0004", "0005", "0006"]
     assert all(r.description for r in schema.all_revisions())
 
 
@@ -290,12 +293,13 @@ def test_a_new_database_is_not_backed_up(tmp_path: Path) -> None:
 def test_a_newer_database_is_refused_naming_both_revisions(store_url: str) -> None:
     open_store(store_url).close()
     with raw(store_url) as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
     before = _file_bytes(store_url)
     with pytest.raises(StoreRefused) as refused:
         open_store(store_url)
     message = refused.value.message
-    assert "the database is at revision 0006, this queuectld knows up to 0005; upgrade queuectld" in message
+    assert (f"the database is at revision 0099, this queuectld knows up to {schema.head_revision()}; upgrade "
+            "queuectld") in message
     assert "\n" not in message
     assert _file_bytes(store_url) == before
 
@@ -454,28 +458,44 @@ def _file_bytes(url: str) -> bytes | None:
     return path.read_bytes()
 
 
-def test_a_0004_database_with_a_running_attempt_upgrades_to_0005_in_place(store_url: str) -> None:
-    # A revision-0004 database: made by the revisions up to 0004, then used by the store as that
-    # release would (its jobs table is the same), with a daemon row of that release's shape.
+@contextmanager
+def store_of_old_revision(store_url: str) -> Iterator[Store]:
+    """The store of this release over a database of an older revision (0004 or 0005), to write its
+    jobs as that release did: the jobs columns of revision 0006 (schedule, slot) are there only
+    while it is open, so the database is exactly that revision's again afterwards."""
     from queuectld.store.open import _construct
 
     with raw(store_url) as conn:
-        schema._run(conn, "upgrade", "0004")
-        conn.execute(text("UPDATE meta SET value = '4' WHERE key = 'schema_version'"))
+        conn.execute(text("ALTER TABLE jobs ADD COLUMN schedule VARCHAR(64)"))
+        conn.execute(text("ALTER TABLE jobs ADD COLUMN slot FLOAT"))
     old = _construct(store_url, "normal", writable=True)
     try:
+        yield old
+    finally:
+        old.close()
+        with raw(store_url) as conn:
+            conn.execute(text("ALTER TABLE jobs DROP COLUMN slot"))
+            conn.execute(text("ALTER TABLE jobs DROP COLUMN schedule"))
+
+
+def test_a_0004_database_with_a_running_attempt_upgrades_to_0005_in_place(store_url: str) -> None:
+    # A revision-0004 database: made by the revisions up to 0004, then used by the store as that
+    # release would (its jobs table is the same but for 0006's columns), with a daemon row of that
+    # release's shape.
+    with raw(store_url) as conn:
+        schema._run(conn, "upgrade", "0004")
+        conn.execute(text("UPDATE meta SET value = '4' WHERE key = 'schema_version'"))
+    with store_of_old_revision(store_url) as old:
         add(old, new_job("running", at=T0), new_job("waiting", at=T0 + 5))
         [job] = claim(old, owner="old-host:4242:abcd", now=T0 + 10, limit=1)
         assert job.id == "running"
-    finally:
-        old.close()
     with raw(store_url) as conn:
         conn.execute(text("INSERT INTO daemons (id, host, pid, proc_start, started_at, heartbeat_at, slots, active, "
                           "claiming) VALUES ('old-host:4242:abcd', 'old-host', 4242, 99, :t, :t, 2, 1, 1)"),
                      {"t": T0 + 10})
     store = open_store(store_url)
     try:
-        assert store.schema_plan().current == "0005"
+        assert store.schema_plan().current == schema.head_revision()
         [daemon] = store.daemons()
         assert (daemon.id, daemon.host, daemon.pid, daemon.boot_id, daemon.pid_ns, daemon.clock_offset) == (
             "old-host:4242:abcd", "old-host", 4242, None, None, None)
@@ -487,5 +507,37 @@ def test_a_0004_database_with_a_running_attempt_upgrades_to_0005_in_place(store_
         [(_, silent_s)] = store.daemon_silences(T0 + 100)
         assert silent_s == 90
         assert_counts_exact(store)
+    finally:
+        store.close()
+
+
+def test_a_0005_database_with_jobs_upgrades_to_0006_in_place_and_fires_schedules(store_url: str) -> None:
+    from queuectld.store.base import Schedule
+
+    with raw(store_url) as conn:
+        schema._run(conn, "upgrade", "0005")
+        conn.execute(text("UPDATE meta SET value = '5' WHERE key = 'schema_version'"))
+    with store_of_old_revision(store_url) as old:
+        add(old, new_job("running", at=T0), new_job("waiting", at=T0 + 5), new_job("done", at=T0 + 1))
+        [job] = claim(old, owner="old-host:1:abcd", now=T0 + 10, limit=1)
+        assert job.id == "running"
+    with raw(store_url) as conn:
+        assert "schedules" not in {r[0] for r in conn.execute(text(
+            "SELECT name FROM sqlite_master WHERE type = 'table'" if store_url.startswith("sqlite")
+            else "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"))}
+    store = open_store(store_url)
+    try:
+        assert store.schema_plan().current == schema.head_revision()
+        assert store.get("running").state is JobState.PROCESSING and store.get("running").owner == "old-host:1:abcd"
+        assert [(store.get(i).state, store.get(i).schedule, store.get(i).slot) for i in ("waiting", "done")] == [
+            (JobState.PENDING, None, None)] * 2
+        assert_counts_exact(store)
+        # The new table serves at once: a schedule added, its slot fired once.
+        store.cron_add(Schedule("hourly", "0 * * * *", "UTC", '{"command":"true"}', created_at=T0,
+                                next_fire=T0 + 3600), "default")
+        fired = store.cron_fire("hourly", T0 + 3600, [(T0 + 3600, new_job("fire-1", at=T0 + 3600))], T0 + 7200,
+                                T0 + 3600)
+        assert fired is not None and fired.jobs == [(T0 + 3600, "fire-1")]
+        assert (store.get("fire-1").schedule, store.get("fire-1").slot) == ("hourly", T0 + 3600)
     finally:
         store.close()

@@ -21,6 +21,7 @@ from queuectl.transport import MAX_REQUEST_BYTES
 CANNED: dict[str, Any] = {
     "job.enqueue_batch": {"ids": []},
     "job.list": {"jobs": []},
+    "cron.list": {"schedules": []},
     "dlq.list": {"jobs": []},
     "dlq.retry": {"count": 1, "ids": ["job-1"]},
     "dlq.retry_all": {"count": 0, "ids": []},
@@ -149,6 +150,16 @@ def test_every_client_method_sends_valid_params(recorded: tuple[Client, Recorder
     c.queue_pause(every=True, kill=True)
     c.queue_resume(["batch"])
     c.queue_resume(every=True)
+    c.cron_add("nightly", "30 2 * * *", {"command": "backup", "queue": "batch", "cwd": "/srv", "env": {"A": "1"},
+                                         "labels": ["l"], "timeout_s": 60.0, "max_retries": 1, "priority": 2})
+    c.cron_add("tick", "* * * * * */2", {"command": "true"}, tz="Europe/Berlin", catch_up="all", max_catch_up=5,
+               overlap="allow")
+    c.cron_list()
+    c.cron_get("nightly")
+    c.cron_rm("nightly")
+    c.cron_pause("nightly")
+    c.cron_resume("nightly")
+    c.cron_run("nightly")
     assert_valid(rec.sent)
     # Every method is exercised except the handshake the client does not send today.
     assert {m for m, _ in rec.sent} == set(protocol.METHODS) - {"auth.login", "daemon.hello"}

@@ -225,6 +225,42 @@ class DaemonInfo:
     clock_offset: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A cron schedule as stored (revision 0006). `job` is the JSON of the JobSpec fields each
+    fire enqueues; `next_fire` the first slot not fired yet (None: paused with none computed);
+    `last_job_state` the state of the last fire's job now (None: none, or deleted since)."""
+
+    name: str
+    spec: str
+    tz: str
+    job: str
+    catch_up: str = "skip"
+    max_catch_up: int = 10
+    overlap: str = "skip"
+    paused: bool = False
+    created_at: float = 0.0
+    next_fire: float | None = None
+    last_slot: float | None = None
+    last_fire_at: float | None = None
+    last_job_id: str | None = None
+    last_skip_slot: float | None = None
+    last_skip_reason: str | None = None
+    fires: int = 0
+    skips: int = 0
+    last_job_state: JobState | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CronFired:
+    """What one fire did: the jobs it enqueued, by slot (oldest first), and the slot it skipped
+    and why (overlap, or missed slots), if any."""
+
+    jobs: list[tuple[float, str]]
+    skipped: float | None = None
+    skip_reason: str | None = None
+
+
 class Store(Protocol):
     """What the daemon needs from storage. Every method is one transaction.
 
@@ -290,6 +326,19 @@ class Store(Protocol):
     def queue_counts(self) -> QueueCounts: ...
     def queue_pause(self, names: Sequence[str] | None, paused: bool) -> list[QueueInfo]: ...
     def requeue_running(self, names: Sequence[str] | None, now: float) -> list[RunKey]: ...
+    # -- cron schedules (revision 0006)
+    def cron_add(self, schedule: Schedule, queue: str) -> Schedule: ...
+    def cron_get(self, name: str) -> Schedule: ...
+    def cron_list(self) -> list[Schedule]: ...
+    def cron_rm(self, name: str) -> None: ...
+    def cron_pause(self, name: str, paused: bool, next_fire: float | None) -> Schedule: ...
+    def cron_next_fire(self) -> float | None: ...
+    def cron_due(self, now: float) -> list[Schedule]: ...
+    def cron_fire(
+        self, name: str, expected: float, new: Sequence[tuple[float, NewJob]], next_fire: float, now: float,
+        envs: Sequence[EnvSnapshot] = (), skipped: float | None = None, skip_reason: str | None = None,
+    ) -> CronFired | None: ...
+    def cron_run(self, name: str, new: NewJob, now: float, envs: Sequence[EnvSnapshot] = ()) -> str: ...
     def config_all(self) -> dict[str, Any]: ...
     def config_set(self, key: str, value: Any) -> None: ...
     def register_daemon(self, info: DaemonInfo) -> None: ...

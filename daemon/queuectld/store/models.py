@@ -68,6 +68,10 @@ class JobRow(Base):
     deps_left: Mapped[int] = mapped_column(Integer, server_default="0")
     canceled_by: Mapped[str | None] = mapped_column(String(128))
     has_dependents: Mapped[int] = mapped_column(Integer, server_default="0")
+    #: Revision 0006: the cron schedule that fired it and the slot it fired for (None: enqueued,
+    #: or a slot of `cron run`, by hand). (schedule, slot) is unique: one job per slot, ever.
+    schedule: Mapped[str | None] = mapped_column(String(64))
+    slot: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         # Claiming walks each queue's claimable rows in this order and stops after that queue's
@@ -99,6 +103,9 @@ class JobRow(Base):
         # `list` without a state, oldest first. SQLite lists in rowid (insertion) order instead,
         # which costs no index: a fifth of batch-enqueue time went to maintaining this one.
         Index("ix_jobs_created", "created_at").ddl_if(dialect="postgresql"),
+        # Exactly once per slot, across every daemon sharing the store (NULLs are distinct: jobs
+        # not fired by a schedule, and runs by hand, are not constrained).
+        Index("ux_jobs_schedule_slot", "schedule", "slot", unique=True),
     )
 
 
@@ -199,6 +206,35 @@ class DaemonRow(Base):
     clock_offset: Mapped[float | None] = mapped_column(Float)
 
 
+class ScheduleRow(Base):
+    """A cron schedule (revision 0006): its spec and zone, the job each fire enqueues (`job`: the
+    JobSpec fields as JSON), its policies, and where it stands: the first slot not fired yet
+    (`next_fire`; the ticker reads the earliest), the last slot fired and its job, the last slot
+    skipped and why."""
+
+    __tablename__ = "schedules"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    spec: Mapped[str] = mapped_column(String(255))
+    tz: Mapped[str] = mapped_column(String(64))
+    job: Mapped[str] = mapped_column(Text)
+    catch_up: Mapped[str] = mapped_column(String(8))
+    max_catch_up: Mapped[int] = mapped_column(Integer)
+    overlap: Mapped[str] = mapped_column(String(8))
+    paused: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[float] = mapped_column(Float)
+    next_fire: Mapped[float | None] = mapped_column(Float)
+    last_slot: Mapped[float | None] = mapped_column(Float)
+    last_fire_at: Mapped[float | None] = mapped_column(Float)
+    last_job_id: Mapped[str | None] = mapped_column(String(128))
+    last_skip_slot: Mapped[float | None] = mapped_column(Float)
+    last_skip_reason: Mapped[str | None] = mapped_column(Text)
+    fires: Mapped[int] = mapped_column(Integer, server_default="0")
+    skips: Mapped[int] = mapped_column(Integer, server_default="0")
+
+    __table_args__ = (Index("ix_schedules_next", "next_fire"),)
+
+
 class MetaRow(Base):
     """Store facts: schema_version (the head revision's number) and queue_id (the queue's identity)."""
 
@@ -219,3 +255,4 @@ queues = cast(Table, QueueRow.__table__)
 envs = cast(Table, EnvRow.__table__)
 job_labels = cast(Table, JobLabelRow.__table__)
 job_deps = cast(Table, JobDepRow.__table__)
+schedules = cast(Table, ScheduleRow.__table__)

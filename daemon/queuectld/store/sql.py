@@ -42,9 +42,10 @@ from queuectl.errors import (
 )
 from queuectld.config import DEFAULTS
 from queuectld.jobs import Job, JobState, LifecyclePolicy, OutcomeKind, on_cancel
-from queuectld.store import dlq, queues, schema, turn, workflow
+from queuectld.store import dlq, queues, schedules, schema, turn, workflow
 from queuectld.store.base import (
     AttemptRecord,
+    CronFired,
     DaemonInfo,
     DeadFilter,
     Dependency,
@@ -59,6 +60,7 @@ from queuectld.store.base import (
     QueueCounts,
     QueueInfo,
     RunKey,
+    Schedule,
     SpawnedAttempt,
 )
 from queuectld.store.errors import is_driver_error, to_domain_error
@@ -818,6 +820,98 @@ class SqlStore:
             return turn.requeue_running(writes, names, now)
 
     # -- config and daemons ---------------------------------------------------------------------
+
+    # -- cron schedules (schedules.py) ------------------------------------------------------------
+
+    def cron_add(self, schedule: Schedule, queue: str) -> Schedule:
+        """Store a new schedule whose jobs go to `queue` (QueueNotFound if it is not there;
+        CronExists if the name is taken). Returns it as stored."""
+        with self._write() as conn:
+            queues.require_queues(conn, [queue])
+            schedules.add(conn, schedule)
+            return schedules.get(conn, schedule.name)
+
+    def cron_get(self, name: str) -> Schedule:
+        """One schedule, with its last job's state now; CronNotFound."""
+        with self._read() as conn:
+            return schedules.get(conn, name)
+
+    def cron_list(self) -> list[Schedule]:
+        """Every schedule, by name."""
+        with self._read() as conn:
+            return schedules.all_of(conn)
+
+    def cron_rm(self, name: str) -> None:
+        """Remove a schedule; the jobs it fired stay (and keep naming it). CronNotFound."""
+        with self._write() as conn:
+            schedules.remove(conn, name)
+
+    def cron_pause(self, name: str, paused: bool, next_fire: float | None) -> Schedule:
+        """Pause or resume a schedule on every daemon; `next_fire` given replaces its next slot
+        (a resume starts from now: the slots of the pause are not missed ones). CronNotFound."""
+        with self._write() as conn:
+            schedules.set_paused(conn, name, paused, next_fire)
+            return schedules.get(conn, name)
+
+    def cron_next_fire(self) -> float | None:
+        """The earliest next fire of any schedule not paused (None: none)."""
+        with self._read() as conn:
+            return schedules.earliest(conn)
+
+    def cron_due(self, now: float) -> list[Schedule]:
+        """The schedules not paused whose next fire is at or before `now`, earliest first."""
+        with self._read() as conn:
+            return schedules.due(conn, now)
+
+    def cron_fire(
+        self, name: str, expected: float, new: Sequence[tuple[float, NewJob]], next_fire: float, now: float,
+        envs: Sequence[EnvSnapshot] = (), skipped: float | None = None, skip_reason: str | None = None,
+    ) -> CronFired | None:
+        """Fire a due schedule in one transaction: enqueue `new` (one job per slot, stamped with
+        the schedule and its slot) and move its next fire from `expected` to `next_fire`,
+        recording the last job and `skipped` / `skip_reason`. With `overlap skip` and the previous
+        fire's job not ended, no job is enqueued and the skip is recorded instead.
+
+        None, and nothing changed, if the schedule is no longer due at `expected` (another daemon
+        fired it, it was paused or removed). If a job for one of the slots exists already (the
+        unique (schedule, slot) key refused it), no job is enqueued and the schedule moves on,
+        recording that: each slot is fired once across every daemon."""
+        try:
+            with self._write() as conn:
+                s = schedules.lock_for_fire(conn, name, expected)
+                if s is None:
+                    return None
+                why = schedules.overlap_skip(s) if new else None
+                if why is not None:
+                    fired = CronFired([], new[-1][0], why)
+                else:
+                    fired = CronFired([(slot, job.id) for slot, job in new], skipped, skip_reason)
+                    if new:
+                        self._add_jobs(conn, [job for _, job in new], now, envs)
+                        schedules.mark_jobs(conn, name, fired.jobs)
+                schedules.advance(conn, s, fired, next_fire, now)
+            return fired
+        except IntegrityError:
+            pass
+        # The schedule's own check passed, yet a job for one of these slots exists (the clock of
+        # the store stepped back, a schedule re-added under its old name): that slot was fired.
+        # Move on without a job, or the ticker would find it due again at once, for ever.
+        with self._write() as conn:
+            s = schedules.lock_for_fire(conn, name, expected)
+            if s is None:
+                return None
+            fired = CronFired([], new[-1][0], "already fired: a job for this slot exists")
+            schedules.advance(conn, s, fired, next_fire, now)
+        return fired
+
+    def cron_run(self, name: str, new: NewJob, now: float, envs: Sequence[EnvSnapshot] = ()) -> str:
+        """Enqueue one job of a schedule now, by hand (no slot: it moves no fire). CronNotFound."""
+        with self._write() as conn:
+            schedules.get(conn, name)
+            self._add_jobs(conn, [new], now, envs)
+            schedules.mark_jobs(conn, name, [(None, new.id)])
+            schedules.record_run(conn, name, new.id, now)
+        return new.id
 
     def config_all(self) -> dict[str, Any]:
         """Every key: stored values over defaults."""
