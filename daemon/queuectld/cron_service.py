@@ -125,6 +125,7 @@ class CronTicker(Service):
         if fired.skipped is not None:
             log.info("cron %s: slot %s skipped (%s)", s.name, ts_of(fired.skipped).isoformat(), fired.skip_reason)
         if fired.jobs:
+            self.scheduler.metrics.job_enqueued(new[0].queue, len(fired.jobs))
             self.scheduler.notify()
 
 
