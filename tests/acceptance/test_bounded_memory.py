@@ -114,7 +114,9 @@ def _first_line(stream: IO[bytes], timeout: float) -> bytes:
 def test_list_streams_a_big_queue_page_by_page(daemon_factory: Callable[..., Daemon]) -> None:
     d = started(daemon_factory)
     d.cli("enqueue", "--file", "-", input="true\n" * 100_000, timeout=120)
-    lister = subprocess.Popen([executable("queuectl"), "list"], stdout=subprocess.PIPE, env=d.env)
+    # Unbuffered: `_first_line` must take only the header from the pipe, or the rows a buffered
+    # readline took along are lost to communicate(), which reads the descriptor itself.
+    lister = subprocess.Popen([executable("queuectl"), "list"], stdout=subprocess.PIPE, env=d.env, bufsize=0)
     try:
         assert lister.stdout is not None
         header = _first_line(lister.stdout, 60)
