@@ -436,7 +436,10 @@ async def handover(ctx: Context, params: p.EmptyParams) -> p.HandoverResult:
 async def hello(ctx: Context, params: p.HelloParams) -> p.HelloResult:
     """daemon.hello"""
     if params.protocol_version != p.PROTOCOL_VERSION:
-        raise ProtocolMismatch(detail=f"client speaks {params.protocol_version}, daemon speaks {p.PROTOCOL_VERSION}")
+        refused = ProtocolMismatch(detail=f"client speaks {params.protocol_version}, queuectld {__version__} speaks "
+                                   f"{p.PROTOCOL_VERSION}")
+        refused.data = {"protocol_version": p.PROTOCOL_VERSION, "version": __version__}  # for the client's advice
+        raise refused
     return p.HelloResult(protocol_version=p.PROTOCOL_VERSION, version=__version__)
 
 

@@ -24,6 +24,8 @@ class Settings:
     db_url: str
     workers: int | None = None  #: None: config `workers`
     log_level: str = "INFO"
+    log_file: Path | None = None  #: None: stderr (with --detach: daemon_log)
+    log_format: str = "text"  #: text, or json: one JSON object per line
     sync: str = "normal"  #: SQLite synchronous: normal (survives process crashes) or full (power loss)
     lease_s: float = LEASE_S
     tcp: tuple[str, int] | None = None
