@@ -623,8 +623,8 @@ def _socket_identity(path: str) -> str | None:
 def _hello_cached(identity: str) -> bool:
     """Whether a daemon on the socket `identity` names has answered hello with our protocol."""
     try:
-        with open(os.path.join(paths.runtime_dir(), HELLO_CACHE_NAME), encoding="ascii", errors="replace") as fh:
-            return identity in fh.read().splitlines()
+        with open(os.path.join(paths.runtime_dir(), HELLO_CACHE_NAME), "rb") as fh:  # bytes: no codec to import
+            return identity.encode() in fh.read().splitlines()
     except OSError:
         return False
 
@@ -637,13 +637,13 @@ def _remember_hello(identity: str) -> None:
     path = os.path.join(where, HELLO_CACHE_NAME)
     try:
         try:
-            with open(path, encoding="ascii", errors="replace") as fh:
+            with open(path, encoding="utf-8", errors="replace") as fh:
                 lines = [line for line in fh.read().splitlines() if line and line != identity]
         except FileNotFoundError:
             os.makedirs(where, mode=0o700, exist_ok=True)
             lines = []
         temp = f"{path}.{os.getpid()}"
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="ascii") as fh:
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as fh:
             fh.write("\n".join([*lines[-(HELLO_CACHE_LINES - 1):], identity]) + "\n")
         os.replace(temp, path)
     except OSError:
