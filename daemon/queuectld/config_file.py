@@ -168,7 +168,7 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], file: Mapping[
     """Each start-up option's value by precedence: its flag (not None), its environment variable
     (ENV, when set and not empty), the file, else absent (the caller's default). Returns the
     values and, for each value taken, where it came from, for error messages (`--tcp`,
-    `QUEUECTL_DB`, `FILE: tcp`)."""
+    `QUEUECTL_DB`, `tcp in FILE`)."""
     names = {key.dest: key.name for key in KEYS.values()}
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
@@ -181,5 +181,5 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], file: Mapping[
         elif environ.get(ENV.get(dest, "")):
             values[dest], origin[dest] = environ[ENV[dest]], ENV[dest]
         elif dest in file:
-            values[dest], origin[dest] = file[dest], f"{file_path}: {names[dest]}"
+            values[dest], origin[dest] = file[dest], f"{names[dest]} in {file_path}"
     return values, origin

@@ -93,8 +93,8 @@ def test_precedence_flag_then_environment_then_file() -> None:
     file = {"state_dir": Path("/file"), "socket": Path("/file.sock"), "db": "sqlite:///file", "workers": 3}
     values, origin = config_file.resolve(flags, environ, file, FILE)
     assert values == {"state_dir": Path("/flag"), "socket": "/env.sock", "db": "sqlite:///file", "workers": 3}
-    assert origin == {"state_dir": "--state-dir", "socket": "QUEUECTL_SOCKET", "db": f"{FILE}: db",
-                      "workers": f"{FILE}: workers"}  # an empty variable counts as unset
+    assert origin == {"state_dir": "--state-dir", "socket": "QUEUECTL_SOCKET", "db": f"db in {FILE}",
+                      "workers": f"workers in {FILE}"}  # an empty variable counts as unset
     assert "log_level" not in values  # nowhere: the caller's default
 
 
@@ -138,7 +138,7 @@ def test_a_bad_value_from_the_file_names_the_file_and_key_in_later_checks(tmp_pa
     conf.write_text('state-dir = "s"\ntcp = "10.1.2.3:7070"\n')
     with pytest.raises(InvalidValue) as caught:
         settings(["--config", str(conf)], {})
-    assert caught.value.message.startswith(f"Invalid value for {conf}: tcp: 10.1.2.3 is not a loopback")
+    assert caught.value.message.startswith(f"Invalid value for tcp in {conf}: 10.1.2.3 is not a loopback")
     # The same value given as a flag is named as the flag.
     with pytest.raises(InvalidValue, match="^Invalid value for --tcp: "):
         settings(["--config", str(conf), "--tcp", "10.1.2.3:7070"], {})
