@@ -792,7 +792,7 @@ def daemon_restart(as_json: JsonOpt = False) -> None:
     if missing:
         raise errors.RestartFailed(detail=f"the running daemon took {', '.join(missing)} from its environment; "
                                    "set it here too and run `queuectl daemon restart` again")
-    log = restart_log(old["argv"], old["state_dir"])
+    log = old.get("log") or restart_log(old["argv"], old["state_dir"])  # "log": since the config file
     _start_replacement(c, old, log)
     new = _new_daemon(c, old["pid"], log)
     if as_json:

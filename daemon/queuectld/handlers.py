@@ -375,6 +375,9 @@ async def status(ctx: Context, params: p.EmptyParams) -> p.StatusResult:
             "socket": str(ctx.settings.socket_path), "state_dir": str(ctx.settings.state_dir),
             "running": ctx.scheduler.active,
             "keeper": _keeper_view(ctx),
+            # Where it logs (None: stderr), which may have come from the config file: `daemon restart` says it.
+            "log": str(ctx.settings.log_file or ctx.settings.daemon_log) if ctx.settings.log_file or
+            ctx.settings.detach else None,
             **start_command(ctx.settings, sys.argv[1:]),
         },
     )

@@ -44,6 +44,7 @@ def test_json_log_from_a_config_file(daemon_factory: Callable[..., Daemon]) -> N
     d.wait_state("ok", "completed")
     d.wait_state("bad", "dead")
     assert d.json("status")["workers"]["active"] == 2  # the file's workers
+    assert d.json("daemon", "status")["log"] == str(d.root / "json.log")  # where `daemon restart` says it logs
     d.stop()
     lines = (d.root / "json.log").read_text().splitlines()
     records = [json.loads(line) for line in lines]  # every line is one JSON object
