@@ -376,8 +376,7 @@ async def status(ctx: Context, params: p.EmptyParams) -> p.StatusResult:
             "running": ctx.scheduler.active,
             "keeper": _keeper_view(ctx),
             # Where it logs (None: stderr), which may have come from the config file: `daemon restart` says it.
-            "log": str(ctx.settings.log_file or ctx.settings.daemon_log) if ctx.settings.log_file or
-            ctx.settings.detach else None,
+            "log": str(ctx.settings.log_path) if ctx.settings.log_path else None,
             **start_command(ctx.settings, sys.argv[1:]),
         },
     )

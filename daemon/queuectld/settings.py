@@ -64,6 +64,11 @@ class Settings:
         return self.state_dir / "queuectld.lock"
 
     @property
+    def log_path(self) -> Path | None:
+        """Where this daemon logs: `--log-file`, else with `--detach` daemon_log; None: stderr."""
+        return self.log_file or (self.daemon_log if self.detach else None)
+
+    @property
     def daemon_log(self) -> Path:
         """Where a detached daemon logs."""
         return self.state_dir / "queuectld.log"
