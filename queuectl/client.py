@@ -643,7 +643,8 @@ def _remember_hello(identity: str) -> None:
             os.makedirs(where, mode=0o700, exist_ok=True)
             lines = []
         temp = f"{path}.{os.getpid()}"
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as fh:
+        # O_EXCL: never through a name someone else put there (a leftover of ours is simply in the way).
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as fh:
             fh.write("\n".join([*lines[-(HELLO_CACHE_LINES - 1):], identity]) + "\n")
         os.replace(temp, path)
     except OSError:
