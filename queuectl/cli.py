@@ -76,9 +76,22 @@ def main_options(
         Optional[str], typer.Option("--token-file", help="Token for a TCP daemon (or set QUEUECTL_TOKEN).")
     ] = None,
     tls_ca: Annotated[Optional[str], typer.Option("--tls-ca", help="CA certificate for a TLS daemon.")] = None,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=lambda on: _print_version(on),
+                           help="Print queuectl's version and protocol, then exit.")
+    ] = False,
 ) -> None:
     """Global options."""
     _options.update(socket=socket, token_file=token_file, tls_ca=tls_ca)
+
+
+def _print_version(on: bool) -> None:
+    """`--version` (also answered by the launcher, without Typer, when it is the only argument)."""
+    if on:
+        from queuectl import PROTOCOL_VERSION, __version__
+
+        print(f"queuectl {__version__} (protocol {PROTOCOL_VERSION})")
+        raise typer.Exit()
 
 
 # -- jobs ----------------------------------------------------------------------------------------
@@ -766,6 +779,7 @@ def daemon_stop(
 ) -> None:
     """Ask the daemon to finish running jobs and exit."""
     c = client()
+    c.check_version = False  # an older daemon must be stoppable by a newer client
     answer = c.daemon_stop()
     print(answer["message"])
     if no_wait:
@@ -796,6 +810,7 @@ def daemon_restart(as_json: JsonOpt = False) -> None:
     if c.address.kind != "unix":
         raise errors.RestartFailed(detail=f"{c.address} is a TCP address, and the new daemon starts on this "
                                    "machine. Run `queuectl daemon restart` on the daemon's host, on its Unix socket")
+    c.check_version = False  # restarting an older daemon is how it is upgraded
     try:
         old = c.status()["daemon"]
     except errors.DaemonUnreachable as exc:
@@ -813,7 +828,7 @@ def daemon_restart(as_json: JsonOpt = False) -> None:
     if missing:
         raise errors.RestartFailed(detail=f"the running daemon took {', '.join(missing)} from its environment; "
                                    "set it here too and run `queuectl daemon restart` again")
-    log = restart_log(old["argv"], old["state_dir"])
+    log = old.get("log") or restart_log(old["argv"], old["state_dir"])  # "log": since the config file
     _start_replacement(c, old, log)
     new = _new_daemon(c, old["pid"], log)
     if as_json:
@@ -902,7 +917,9 @@ def _new_daemon(c: Client, old_pid: int, log: str) -> dict[str, Any]:
 @daemon_app.command("status")
 def daemon_status(as_json: JsonOpt = False) -> None:
     """The daemon's pid, version, socket, state dir, running jobs and start-up command."""
-    data = client().status()["daemon"]
+    c = client()
+    c.check_version = False  # shown whatever protocol it speaks: its version is what one wants to see
+    data = c.status()["daemon"]
     if as_json:
         render().print_json(data)
     else:

@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-from queuectl import errors, ids, paths
+from queuectl import PROTOCOL_VERSION, __version__, errors, ids, paths
 from queuectl.transport import (
     MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES,
@@ -24,11 +24,16 @@ from queuectl.transport import (
     parse_address,
 )
 
-PROTOCOL_VERSION = 1
 #: The most jobs one `job.enqueue_batch` chunk carries (and a chunk ends sooner at the request
 #: size limit). Measured at a million jobs: 5,000 costs no throughput against 20,000 and leaves
 #: the daemon ~10 MB smaller (each chunk's parsed jobs are the daemon's peak heap).
 BATCH_CHUNK_JOBS = 10000
+#: The hello cache (in paths.runtime_dir()): one line per Unix socket whose daemon answered
+#: `daemon.hello` with our protocol, at most this many lines.
+HELLO_CACHE_NAME = "hello-cache"
+HELLO_CACHE_LINES = 16
+#: What the mismatch message tells to upgrade with.
+UPGRADE = "pip install -U queuectl"
 
 
 class _AnswerLost(Exception):
@@ -58,8 +63,14 @@ class Client:
         token_file: str | None = None,
         tls_ca: str | None = None,
         timeout_s: float | None = 30.0,
+        check_version: bool = True,
     ) -> None:
         self.address: Address = parse_address(address or default_address())
+        #: Say `daemon.hello` before the first request (unless the hello cache knows the
+        #: daemon), and refuse one that speaks another protocol. Off for the requests whose
+        #: shape never changes (`daemon status`, `stop`, `restart`, `--replace`), which must
+        #: reach an older daemon to replace it.
+        self.check_version = check_version
         self._token = token
         self._token_file = token_file
         self._tls_ca = tls_ca
@@ -97,7 +108,70 @@ class Client:
         self._sock = sock
         self._reader = sock.makefile("rb")
         if addr.kind == "tcp":
-            self._call("auth.login", {"token": self._load_token()})
+            self._login()
+        elif self.check_version:
+            identity = _socket_identity(addr.path)
+            if identity is None or not _hello_cached(identity):
+                self._check_hello(lambda: self._call("daemon.hello", {"protocol_version": PROTOCOL_VERSION}))
+                if identity is not None:
+                    _remember_hello(identity)
+
+    def _login(self) -> None:
+        """`auth.login`, and with check_version `daemon.hello` sent right behind it (no round
+        trip of its own: a TCP address cannot be stat'ed for the hello cache)."""
+        self._send("auth.login", json.dumps({"token": self._load_token()}))
+        if self.check_version:
+            self._send("daemon.hello", f'{{"protocol_version":{PROTOCOL_VERSION}}}')
+        try:
+            self._receive("auth.login")
+        except _AnswerLost as lost:
+            raise lost.error from None
+        except errors.QueuectlError:
+            self.close()  # the hello's answer is still coming, or the daemon has hung up
+            raise
+        if self.check_version:
+            def receive() -> Any:
+                try:
+                    return self._receive("daemon.hello")
+                except _AnswerLost as lost:
+                    raise lost.error from None
+            self._check_hello(receive)
+
+    def _check_hello(self, receive: Any) -> None:
+        """Take the answer to `daemon.hello` from `receive()`; raise ProtocolMismatch saying
+        which side to upgrade when the daemon speaks another protocol or predates hello."""
+        theirs: object = None
+        version: object = "?"
+        try:
+            answer = receive()
+            if isinstance(answer, dict):
+                theirs, version = answer.get("protocol_version"), answer.get("version", "?")
+        except errors.MethodNotFound:
+            self.close()
+            raise errors.ProtocolMismatch(
+                f"queuectl {__version__} speaks protocol {PROTOCOL_VERSION} but the queuectld at {self.address} is "
+                f"older than protocol versions (it does not know daemon.hello): upgrade queuectld (`{UPGRADE}` "
+                "where it runs) and restart it with `queuectl daemon restart`."
+            ) from None
+        except errors.ProtocolMismatch as exc:
+            data = exc.data or {}
+            theirs, version = data.get("protocol_version"), data.get("version", "?")
+            if not isinstance(theirs, int):
+                self.close()
+                raise errors.ProtocolMismatch(
+                    f"queuectl {__version__} speaks protocol {PROTOCOL_VERSION}, which the queuectld at "
+                    f"{self.address} refused ({_short(exc.message)}): upgrade whichever of the two is older "
+                    f"(`{UPGRADE}`), and restart queuectld with `queuectl daemon restart`."
+                ) from None
+        if theirs == PROTOCOL_VERSION:
+            return
+        self.close()
+        said = (f"queuectl {__version__} speaks protocol {PROTOCOL_VERSION} but queuectld {version} at "
+                f"{self.address} speaks protocol {theirs}")
+        if isinstance(theirs, int) and theirs > PROTOCOL_VERSION:
+            raise errors.ProtocolMismatch(f"{said}: upgrade queuectl (`{UPGRADE}`) on this machine.")
+        raise errors.ProtocolMismatch(f"{said}: upgrade queuectld (`{UPGRADE}` where it runs) and restart it "
+                                      "with `queuectl daemon restart`.")
 
     def _wrap_tls(self, sock: socket.socket, host: str) -> socket.socket:
         import ssl
@@ -210,7 +284,8 @@ class Client:
         if "error" in reply:
             err = reply["error"]
             code = err.get("code")
-            raise errors.from_wire(code if isinstance(code, int) else 1000, str(err.get("message", "")))
+            raise errors.from_wire(code if isinstance(code, int) else 1000, str(err.get("message", "")),
+                                   err.get("data"))
         return reply["result"]
 
     # -- one method per RPC -----------------------------------------------------------------
@@ -564,6 +639,48 @@ def _unknown(subject: str, lost: errors.QueuectlError | _AnswerLost, again: erro
     why = f"; {why_not_again}" if why_not_again else ""
     return errors.OutcomeUnknown(f"The outcome is unknown: {what}. It may or may not have been stored{why}. "
                                  f"Check with {check}{retry}.")
+
+
+def _socket_identity(path: str) -> str | None:
+    """The hello cache's key for the daemon listening on `path`: our protocol and the socket
+    file's device, inode and ctime. A daemon that starts (or restarts) binds a new socket, so
+    its first client misses the cache once and says hello. None when it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{PROTOCOL_VERSION} {st.st_dev} {st.st_ino} {st.st_ctime_ns}"
+
+
+def _hello_cached(identity: str) -> bool:
+    """Whether a daemon on the socket `identity` names has answered hello with our protocol."""
+    try:
+        with open(os.path.join(paths.runtime_dir(), HELLO_CACHE_NAME), "rb") as fh:  # bytes: no codec to import
+            return identity.encode() in fh.read().splitlines()
+    except OSError:
+        return False
+
+
+def _remember_hello(identity: str) -> None:
+    """Add `identity` to the hello cache (the newest HELLO_CACHE_LINES kept), replacing the file
+    whole so a reader never sees half of it. A cache that cannot be written is no error: the
+    next client says hello again."""
+    where = paths.runtime_dir()
+    path = os.path.join(where, HELLO_CACHE_NAME)
+    try:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                lines = [line for line in fh.read().splitlines() if line and line != identity]
+        except FileNotFoundError:
+            os.makedirs(where, mode=0o700, exist_ok=True)
+            lines = []
+        temp = f"{path}.{os.getpid()}"
+        # O_EXCL: never through a name someone else put there (a leftover of ours is simply in the way).
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as fh:
+            fh.write("\n".join([*lines[-(HELLO_CACHE_LINES - 1):], identity]) + "\n")
+        os.replace(temp, path)
+    except OSError:
+        pass
 
 
 def _short(message: str) -> str:

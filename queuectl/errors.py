@@ -14,6 +14,9 @@ class QueuectlError(Exception):
     code: int = 1000
     #: Process exit status the CLI uses for this error.
     exit_status: int = 1
+    #: Facts for programs, sent as the JSON-RPC error's `data` beside its type (ProtocolMismatch:
+    #: the daemon's `protocol_version` and `version`); None: none.
+    data: dict[str, object] | None = None
 
     def __init__(self, message: str | None = None, **fields: object) -> None:
         template = message if message is not None else (self.__doc__ or "").strip()
@@ -89,6 +92,13 @@ class UnknownConfigKey(QueuectlError):
     """Unknown config key {key!r}. Valid keys: {valid}."""
 
     code = 1005
+
+
+class ConfigFileInvalid(QueuectlError):
+    """Config file {path}: {detail}"""
+
+    code = 1040  #: never sent: queuectld says it and exits before it serves
+    exit_status = 2
 
 
 class InvalidValue(QueuectlError):
@@ -266,9 +276,11 @@ def _all_subclasses(cls: type[QueuectlError]) -> list[type[QueuectlError]]:
 ERRORS_BY_CODE: dict[int, type[QueuectlError]] = {c.code: c for c in _all_subclasses(QueuectlError)}
 
 
-def from_wire(code: int, message: str) -> QueuectlError:
-    """Rebuild the exception a daemon sent as a JSON-RPC error object."""
+def from_wire(code: int, message: str, data: object = None) -> QueuectlError:
+    """Rebuild the exception a daemon sent as a JSON-RPC error object (with its `data`, if any)."""
     cls = ERRORS_BY_CODE.get(code, QueuectlError)
     err = cls(message)
     err.code = code
+    if isinstance(data, dict):
+        err.data = data
     return err

@@ -142,6 +142,11 @@ def main() -> None:
 
 
 def _main() -> None:
+    if sys.argv[1:] == ["--version"]:
+        from queuectl import PROTOCOL_VERSION, __version__
+
+        print(f"queuectl {__version__} (protocol {PROTOCOL_VERSION})")
+        return
     status = parse_status(sys.argv[1:])
     if status is not None:
         _status(*status)

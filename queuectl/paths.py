@@ -30,3 +30,10 @@ def socket_path(state: str | os.PathLike[str] | None = None) -> str:
     if runtime:
         return os.path.join(runtime, "queuectl", SOCKET_NAME)
     return os.path.join(state if state is not None else state_dir(), SOCKET_NAME)
+
+
+def runtime_dir() -> str:
+    """The client's own small runtime files (the hello cache): `$XDG_RUNTIME_DIR/queuectl`, else
+    the state dir."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return os.path.join(runtime, "queuectl") if runtime else state_dir()

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Required
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-PROTOCOL_VERSION = 1
+from queuectl import PROTOCOL_VERSION as PROTOCOL_VERSION
 
 #: Job ids are safe in file names, URLs and shells: 1-128 chars of [A-Za-z0-9._:-].
 JOB_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"

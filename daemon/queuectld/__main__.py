@@ -17,10 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from queuectl import __version__, paths
+from queuectl import PROTOCOL_VERSION, __version__, paths
 from queuectl.errors import HandoverFailed, QueuectlError
 from queuectl.transport import parse_address
-from queuectld.settings import FIRST_REQUEST_S, Settings
+from queuectld.config_file import LOG_FORMATS, LOG_LEVELS, SYNC_MODES
+from queuectld.settings import FIRST_REQUEST_S, LEASE_S, Settings
 from queuectld.store.open import default_url
 
 #: How long `--replace` waits for the daemon it replaces to hand over and release the state dir.
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="queuectld",
         description="The queuectl daemon: owns the job store and runs jobs in worker slots.",
     )
+    ap.add_argument("--config", type=Path, metavar="FILE", help="start-up options from this TOML file (default "
+                    "$XDG_CONFIG_HOME/queuectl/queuectld.toml or ~/.config/queuectl/queuectld.toml, if present); "
+                    "a flag or environment variable overrides the file")
     ap.add_argument("--state-dir", type=Path, help="database, logs and token (env QUEUECTL_STATE_DIR; "
                     "default $XDG_STATE_HOME/queuectl or ~/.local/state/queuectl)")
     ap.add_argument("--db", help="SQLAlchemy URL of the store (default: SQLite file in the state dir)")
@@ -42,34 +46,36 @@ def build_parser() -> argparse.ArgumentParser:
                     "$XDG_RUNTIME_DIR/queuectl/queuectld.sock, else in the state dir)")
     ap.add_argument("--workers", type=int, help="worker slots to start with (default: config `workers`)")
     ap.add_argument("--detach", action="store_true", help="run in the background; return once the socket accepts")
-    ap.add_argument("--log-level", default=os.environ.get("QUEUECTL_LOG_LEVEL", "INFO"),
-                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    ap.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper,
+                    help="env QUEUECTL_LOG_LEVEL; default INFO")
     ap.add_argument("--log-file", type=Path, help="log here instead of stderr (default with --detach: "
                     "queuectld.log in the state dir)")
-    ap.add_argument("--sync", choices=["normal", "full"], default="normal",
+    ap.add_argument("--log-format", choices=LOG_FORMATS, help="text (default): one line per event; json: one JSON "
+                    "object per line (time, level, logger, event, and job, attempt, queue, outcome where known)")
+    ap.add_argument("--sync", choices=SYNC_MODES,
                     help="SQLite durability: normal survives a crash of any process; full also a power loss")
     ap.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP (token required; off by default)")
-    ap.add_argument("--tcp-allow-remote", action="store_true", help="allow --tcp on a non-loopback address")
-    ap.add_argument("--metrics", metavar="[HOST:]PORT", default=os.environ.get("QUEUECTL_METRICS"),
+    ap.add_argument("--tcp-allow-remote", action="store_true", default=None, help="allow --tcp on a non-loopback address")
+    ap.add_argument("--metrics", metavar="[HOST:]PORT",
                     help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST default 127.0.0.1; "
                     "env QUEUECTL_METRICS; needs the metrics extra)")
     ap.add_argument("--tls-cert", type=Path, help="serve TCP over TLS with this certificate (PEM)")
     ap.add_argument("--tls-key", type=Path, help="private key for --tls-cert (PEM)")
-    ap.add_argument("--allow-group", action="append", default=[], metavar="GROUP",
+    ap.add_argument("--allow-group", action="append", metavar="GROUP",
                     help="also serve Unix-socket peers whose primary group is GROUP")
     ap.add_argument("--replace", action="store_true",
                     help="take over from the daemon running on this state dir: it hands over and exits, its "
                     "running jobs keep running (with the job keeper) and this one adopts them")
-    ap.add_argument("--no-keeper", action="store_true",
+    ap.add_argument("--no-keeper", action="store_true", default=None,
                     help="run jobs as the daemon's own children instead of through the job keeper: they "
                     "die with the daemon, are not adopted by the next start, and are not stopped when a "
                     "frozen or cut-off daemon cannot renew their leases (for debugging)")
     ap.add_argument("--new-store", action="store_true",
                     help="start afresh on purpose: move the existing database and queue id aside (never deleted)")
-    ap.add_argument("--lease-seconds", type=float, default=30.0, help=argparse.SUPPRESS)
+    ap.add_argument("--lease-seconds", type=float, help=argparse.SUPPRESS)
     # Tests shorten this to see a silent connection closed without waiting the full 10 s.
-    ap.add_argument("--first-request-timeout", type=float, default=FIRST_REQUEST_S, help=argparse.SUPPRESS)
-    ap.add_argument("--version", action="version", version=f"queuectld {__version__}")
+    ap.add_argument("--first-request-timeout", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--version", action="version", version=f"queuectld {__version__} (protocol {PROTOCOL_VERSION})")
     commands = ap.add_subparsers(dest="command", metavar="{migrate}")
     mig = commands.add_parser("migrate", help="show and apply the store's pending schema revisions, then exit",
                               description="Show the store's schema revision and the pending ones; apply them.")
@@ -80,63 +86,93 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Resolve flags and environment into Settings; raises QueuectlError on bad values."""
-    from queuectl.errors import InvalidValue
+#: The flags that the config file can set too (argparse dests); each is None when not given.
+FILE_OPTIONS = ("state_dir", "socket", "db", "workers", "log_level", "log_file", "log_format", "sync", "tcp",
+                "tcp_allow_remote", "tls_cert", "tls_key", "allow_group", "no_keeper", "lease_seconds",
+                "first_request_timeout", "metrics")
 
-    state_dir = (args.state_dir or Path(paths.state_dir())).expanduser().absolute()
-    socket_path = (args.socket or Path(paths.socket_path(state_dir))).expanduser().absolute()
+
+def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Settings:
+    """Resolve flags, environment, config file and defaults (in that order) into Settings;
+    raises QueuectlError on bad values, naming where each came from."""
+    from queuectl.errors import InvalidValue
+    from queuectld import config_file
+    from queuectld.config import KEYS as RUNTIME_KEYS
+
+    env = dict(os.environ) if environ is None else environ
+    path = args.config
+    if path is None and config_file.default_path(env).is_file():
+        path = config_file.default_path(env)
+    if path is not None:  # absolute: its relative paths stay put when --detach moves to /
+        path = path.expanduser().absolute()
+    from_file = config_file.load(path, RUNTIME_KEYS) if path is not None else {}
+    given, origin = config_file.resolve({name: getattr(args, name) for name in FILE_OPTIONS}, env, from_file,
+                                        path)
+    opt = argparse.Namespace(**{name: given.get(name) for name in FILE_OPTIONS})
+
+    def where(name: str) -> str:
+        return origin.get(name, "--" + name.replace("_", "-"))
+
+    state_dir = (Path(opt.state_dir) if opt.state_dir else Path(paths.state_dir())).expanduser().absolute()
+    socket_path = (Path(opt.socket) if opt.socket else Path(paths.socket_path(state_dir))).expanduser().absolute()
     if len(str(socket_path).encode()) > 107:
-        raise InvalidValue(key="--socket", detail=f"{socket_path} is longer than a Unix socket path may be (107 bytes)")
+        raise InvalidValue(key=where("socket"),
+                           detail=f"{socket_path} is longer than a Unix socket path may be (107 bytes)")
+    log_level = str(opt.log_level or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise InvalidValue(key=where("log_level"), detail=f"{opt.log_level!r}; expected one of {', '.join(LOG_LEVELS)}")
     tcp = None
-    if args.tcp:
+    if opt.tcp:
         try:
-            addr = parse_address("tcp://" + args.tcp if not args.tcp.startswith("tcp://") else args.tcp)
+            addr = parse_address("tcp://" + opt.tcp if not opt.tcp.startswith("tcp://") else opt.tcp)
         except ValueError:
-            raise InvalidValue(key="--tcp", detail=f"{args.tcp!r}; expected HOST:PORT") from None
-        if not _is_loopback(addr.host) and not args.tcp_allow_remote:
-            raise InvalidValue(key="--tcp", detail=f"{addr.host} is not a loopback address; anyone who can reach it "
-                               "and has the token can run commands as you. Add --tcp-allow-remote (and --tls-cert) "
-                               "if that is what you want")
+            raise InvalidValue(key=where("tcp"), detail=f"{opt.tcp!r}; expected HOST:PORT") from None
+        if not _is_loopback(addr.host) and not opt.tcp_allow_remote:
+            raise InvalidValue(key=where("tcp"), detail=f"{addr.host} is not a loopback address; anyone who can "
+                               "reach it and has the token can run commands as you. Add --tcp-allow-remote (and "
+                               "--tls-cert) if that is what you want")
         tcp = (addr.host, addr.port)
-    metrics = _metrics_address(args.metrics) if args.metrics else None
-    if args.tls_cert and not tcp:
-        raise InvalidValue(key="--tls-cert", detail="TLS applies to TCP only; add --tcp HOST:PORT")
-    if args.tls_key and not args.tls_cert:
-        raise InvalidValue(key="--tls-key", detail="needs --tls-cert as well")
-    if not 0 < args.first_request_timeout <= 3600:
-        raise InvalidValue(key="--first-request-timeout", detail="expected seconds > 0 and <= 3600")
-    if args.workers is not None and not 1 <= args.workers <= 256:
-        raise InvalidValue(key="--workers", detail="expected an integer from 1 to 256")
+    metrics = _metrics_address(str(opt.metrics), where("metrics")) if opt.metrics else None
+    if opt.tls_cert and not tcp:
+        raise InvalidValue(key=where("tls_cert"), detail="TLS applies to TCP only; add --tcp HOST:PORT")
+    if opt.tls_key and not opt.tls_cert:
+        raise InvalidValue(key=where("tls_key"), detail="needs --tls-cert as well")
+    first_request_s = FIRST_REQUEST_S if opt.first_request_timeout is None else opt.first_request_timeout
+    if not 0 < first_request_s <= 3600:
+        raise InvalidValue(key=where("first_request_timeout"), detail="expected seconds > 0 and <= 3600")
+    if opt.workers is not None and not 1 <= opt.workers <= 256:
+        raise InvalidValue(key=where("workers"), detail="expected an integer from 1 to 256")
     gids = []
-    for name in args.allow_group:
+    for name in opt.allow_group or []:
         try:
             gids.append(grp.getgrnam(name).gr_gid)
         except KeyError:
-            raise InvalidValue(key="--allow-group", detail=f"no group named {name!r}") from None
+            raise InvalidValue(key=where("allow_group"), detail=f"no group named {name!r}") from None
     return Settings(
         state_dir=state_dir,
         socket_path=socket_path,
-        db_url=args.db or os.environ.get("QUEUECTL_DB") or default_url(state_dir),
-        workers=args.workers,
-        log_level=args.log_level,
-        sync=args.sync,
-        lease_s=args.lease_seconds,
+        db_url=opt.db or default_url(state_dir),
+        workers=opt.workers,
+        log_level=log_level,
+        log_file=Path(opt.log_file).expanduser().absolute() if opt.log_file else None,
+        log_format=opt.log_format or "text",
+        sync=opt.sync or "normal",
+        lease_s=LEASE_S if opt.lease_seconds is None else opt.lease_seconds,
         tcp=tcp,
-        tcp_allow_remote=args.tcp_allow_remote,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
+        tcp_allow_remote=bool(opt.tcp_allow_remote),
+        tls_cert=opt.tls_cert,
+        tls_key=opt.tls_key,
         allow_groups=tuple(gids),
-        first_request_s=args.first_request_timeout,
+        first_request_s=first_request_s,
         detach=args.detach,
         new_store=args.new_store,
         replace=args.replace,
-        keeper=not args.no_keeper,
+        keeper=not opt.no_keeper,
         metrics=metrics,
     )
 
 
-def _metrics_address(value: str) -> tuple[str, int]:
+def _metrics_address(value: str, where: str = "--metrics") -> tuple[str, int]:
     """`--metrics`: PORT, :PORT or HOST:PORT (IPv6 in brackets) -> (host, port); loopback unless
     a host is given. Refused (one line) where prometheus-client is not installed."""
     from queuectl.errors import InvalidValue
@@ -148,10 +184,10 @@ def _metrics_address(value: str) -> tuple[str, int]:
     try:
         addr = parse_address("tcp://" + text)
     except ValueError:
-        raise InvalidValue(key="--metrics", detail=f"{value!r}; expected PORT or HOST:PORT, e.g. 9464") from None
+        raise InvalidValue(key=where, detail=f"{value!r}; expected PORT or HOST:PORT, e.g. 9464") from None
     problem = metrics_unavailable()
     if problem is not None:
-        raise InvalidValue(key="--metrics", detail=f"{value} {problem}")
+        raise InvalidValue(key=where, detail=f"{value} {problem}")
     return addr.host, addr.port
 
 
@@ -165,8 +201,8 @@ def _is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def setup_logging(level: str, log_file: Path | None) -> None:
-    """One line per event, with UTC timestamps."""
+def setup_logging(level: str, log_file: Path | None, log_format: str = "text") -> None:
+    """One line per event, with UTC timestamps: text, or one JSON object per line (`json`)."""
     import time
 
     from queuectld.logfile import CoalescingStreamHandler, ReopeningFileHandler
@@ -175,8 +211,13 @@ def setup_logging(level: str, log_file: Path | None) -> None:
         handler: logging.Handler = ReopeningFileHandler(log_file)  # SIGHUP reopens it (app.serve)
     else:
         handler = CoalescingStreamHandler(sys.stderr)
-    formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
-    formatter.converter = time.gmtime
+    if log_format == "json":
+        from queuectld.logfile import JsonFormatter
+
+        formatter: logging.Formatter = JsonFormatter()
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+        formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     # No caller, thread or process lookups per record: the format uses none of them, and the
     # scheduler logs two lines per job (logging's documented optimisations).
@@ -221,9 +262,9 @@ def _main(argv: list[str] | None) -> None:
     if settings.detach:
         from queuectld.detach import detach
 
-        detach(settings, lambda ready: _run(settings, umask, args.log_file or settings.daemon_log, ready))
+        detach(settings, lambda ready: _run(settings, umask, settings.log_file or settings.daemon_log, ready))
         return
-    _run(settings, umask, args.log_file, lambda: None)
+    _run(settings, umask, settings.log_file, lambda: None)
 
 
 def _run(settings: Settings, umask: int, log_file: Path | None, on_ready: object) -> None:
@@ -232,7 +273,7 @@ def _run(settings: Settings, umask: int, log_file: Path | None, on_ready: object
     try:
         if log_file is not None:
             settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        setup_logging(settings.log_level, log_file)
+        setup_logging(settings.log_level, log_file, settings.log_format)
         if settings.replace:
             # What would stop this daemon in serve() is better found before the old one has gone.
             private_dir(settings.state_dir, "state dir")
@@ -279,7 +320,8 @@ def _ask_handover(settings: Settings) -> dict[str, object] | None:
     from queuectl.client import Client
 
     where = settings.socket_path
-    with Client(f"unix:{where}", timeout_s=10.0) as client:
+    # No version check: an older daemon hands over to a newer one (`daemon restart` after an upgrade).
+    with Client(f"unix:{where}", timeout_s=10.0, check_version=False) as client:
         try:
             daemon = client.status()["daemon"]
         except errors.DaemonUnreachable:

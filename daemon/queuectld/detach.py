@@ -21,10 +21,11 @@ def detach(settings: Settings, run: Callable[[Callable[[], None]], None]) -> Non
         try:
             if message.startswith("ready "):
                 print(f"queuectld started (pid {message.split()[1]}); socket {settings.socket_path}")
-                print(f"log: {settings.daemon_log}")
+                print(f"log: {settings.log_file or settings.daemon_log}")
                 sys.stdout.flush()
                 raise SystemExit(0)
-            print(f"queuectld: {message.strip() or 'the daemon exited before it was ready; see ' + str(settings.daemon_log)}",
+            log = settings.log_file or settings.daemon_log
+            print(f"queuectld: {message.strip() or 'the daemon exited before it was ready; see ' + str(log)}",
                   file=sys.stderr)
             raise SystemExit(1)
         except BrokenPipeError:
@@ -56,10 +57,22 @@ def detach(settings: Settings, run: Callable[[Callable[[], None]], None]) -> Non
 
 def _report_failure(write_fd: int, settings: Settings) -> None:
     try:
-        lines = settings.daemon_log.read_text(errors="replace").splitlines()
-        os.write(write_fd, (lines[-1].split(": ", 1)[-1] if lines else "").encode())
+        lines = (settings.log_file or settings.daemon_log).read_text(errors="replace").splitlines()
+        os.write(write_fd, _message(lines[-1]).encode() if lines else b"")
     except OSError:
         pass
+
+
+def _message(line: str) -> str:
+    """A log line's message, whether the log is text or JSON (`--log-format json`)."""
+    if line.startswith("{"):
+        import json
+
+        try:
+            return str(json.loads(line).get("event", line))
+        except (ValueError, AttributeError):
+            return line
+    return line.split(": ", 1)[-1]
 
 
 def _read_all(fd: int) -> str:

@@ -388,6 +388,8 @@ async def status(ctx: Context, params: p.EmptyParams) -> p.StatusResult:
             "socket": str(ctx.settings.socket_path), "state_dir": str(ctx.settings.state_dir),
             "running": ctx.scheduler.active,
             "keeper": _keeper_view(ctx),
+            # Where it logs (None: stderr), which may have come from the config file: `daemon restart` says it.
+            "log": str(ctx.settings.log_path) if ctx.settings.log_path else None,
             **start_command(ctx.settings, sys.argv[1:]),
         },
     )
@@ -449,7 +451,10 @@ async def handover(ctx: Context, params: p.EmptyParams) -> p.HandoverResult:
 async def hello(ctx: Context, params: p.HelloParams) -> p.HelloResult:
     """daemon.hello"""
     if params.protocol_version != p.PROTOCOL_VERSION:
-        raise ProtocolMismatch(detail=f"client speaks {params.protocol_version}, daemon speaks {p.PROTOCOL_VERSION}")
+        refused = ProtocolMismatch(detail=f"client speaks {params.protocol_version}, queuectld {__version__} speaks "
+                                   f"{p.PROTOCOL_VERSION}")
+        refused.data = {"protocol_version": p.PROTOCOL_VERSION, "version": __version__}  # for the client's advice
+        raise refused
     return p.HelloResult(protocol_version=p.PROTOCOL_VERSION, version=__version__)
 
 

@@ -4,9 +4,11 @@ reopened on SIGHUP (logrotate renames it, then signals the daemon)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -48,6 +50,33 @@ class CoalescingStreamHandler(logging.StreamHandler[TextIO]):
     def _flush_soon(self) -> None:
         self._flush_scheduled = False
         self.flush()
+
+
+#: Fields a record may carry (the scheduler's `extra=`) that a JSON line shows as keys of their own.
+JSON_FIELDS = ("job", "attempt", "queue", "outcome", "exit_code", "state")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for journald and log shippers: `time` (UTC, ISO 8601),
+    `level`, `logger`, `event` (the message), then whichever of JSON_FIELDS the record carries,
+    and `exception` (the traceback) when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        seconds = int(record.created)
+        line: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for name in JSON_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                line[name] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        # ASCII escapes: a message may quote a command holding lone surrogates; a line stays one line.
+        return json.dumps(line, default=str)
 
 
 class ReopeningFileHandler(CoalescingStreamHandler):

@@ -366,7 +366,8 @@ class Scheduler:
         for attempt in started:
             self.running[attempt.job.id] = attempt
             job = attempt.job
-            log.info("job %s started (attempt %d): %s", job.id, job.run, _short(job.command))
+            log.info("job %s started (attempt %d): %s", job.id, job.run, _short(job.command),
+                     extra={"job": job.id, "attempt": job.run, "queue": job.queue})
             if self.metrics.enabled and job.started_at is not None:
                 self.metrics.attempt_started(job.queue, job.started_at - (job.next_run_at or job.created_at))
             if self._kill_new is not None:  # `worker stop --now` came while this one was being spawned
@@ -559,28 +560,31 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 
 
 def log_result(fa: FinishedAttempt, job: Job | None, *, canceled: bool = False, paused: bool = False) -> None:
-    """Log how a recorded attempt left its job (None: the write was fenced off)."""
+    """Log how a recorded attempt left its job (None: the write was fenced off). The record
+    carries job, attempt, queue, outcome, exit_code and state for `--log-format json`."""
+    extra = {"job": fa.job_id, "attempt": fa.run, "outcome": fa.outcome.kind.value, "exit_code": fa.outcome.exit_code,
+             **({"queue": job.queue, "state": job.state.value} if job is not None else {})}
     if job is None and canceled:
-        log.info("job %s canceled; its attempt %d was stopped", fa.job_id, fa.run)
+        log.info("job %s canceled; its attempt %d was stopped", fa.job_id, fa.run, extra=extra)
     elif job is None and paused:
-        log.info("job %s: its queue was paused with --kill; attempt %d was stopped (not counted)", fa.job_id, fa.run)
+        log.info("job %s: its queue was paused with --kill; attempt %d was stopped (not counted)", fa.job_id, fa.run, extra=extra)
     elif job is None:
         log.warning("job %s attempt %d ended (%s) but its lease was lost; result dropped",
-                    fa.job_id, fa.run, fa.outcome.describe())
+                    fa.job_id, fa.run, fa.outcome.describe(), extra=extra)
     elif job.state is JobState.COMPLETED:
-        log.info("job %s completed", job.id)
+        log.info("job %s completed", job.id, extra=extra)
     elif job.state is JobState.PENDING and fa.outcome.kind is OutcomeKind.SNOOZED:
         delay = (job.next_run_at or fa.finished_at) - fa.finished_at
-        log.info("job %s snoozed (attempt %d not counted); runs again in %.1fs", job.id, fa.run, delay)
+        log.info("job %s snoozed (attempt %d not counted); runs again in %.1fs", job.id, fa.run, delay, extra=extra)
     elif job.state is JobState.PENDING:
-        log.info("job %s returned to pending (attempt %d not counted): %s", job.id, fa.run, fa.outcome.describe())
+        log.info("job %s returned to pending (attempt %d not counted): %s", job.id, fa.run, fa.outcome.describe(), extra=extra)
     elif job.state is JobState.FAILED:
         delay = (job.next_run_at or fa.finished_at) - fa.finished_at
         log.info("job %s failed (%s); retry %d/%d in %.1fs", job.id, fa.outcome.describe(),
-                 job.attempts, job.max_retries, delay)
+                 job.attempts, job.max_retries, delay, extra=extra)
     elif job.state is JobState.DEAD:
         log.warning("job %s moved to the dead-letter queue after %d attempts: %s", job.id, job.attempts,
-                    fa.outcome.describe())
+                    fa.outcome.describe(), extra=extra)
 
 
 def _short(command: str, limit: int = 80) -> str:

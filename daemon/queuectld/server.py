@@ -317,7 +317,7 @@ def _result(request_id: Any, result_json: str) -> bytes:
 
 def _error(request_id: Any, exc: errors.QueuectlError) -> bytes:
     body = {"jsonrpc": "2.0", "id": request_id, "error": {"code": exc.code, "message": exc.message,
-                                                           "data": {"type": type(exc).__name__}}}
+                                                           "data": {**(exc.data or {}), "type": type(exc).__name__}}}
     # ASCII escapes: a message may quote request text holding lone surrogates, which UTF-8 cannot carry.
     return (json.dumps(body) + "\n").encode()
 

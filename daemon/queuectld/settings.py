@@ -24,6 +24,8 @@ class Settings:
     db_url: str
     workers: int | None = None  #: None: config `workers`
     log_level: str = "INFO"
+    log_file: Path | None = None  #: None: stderr (with --detach: daemon_log)
+    log_format: str = "text"  #: text, or json: one JSON object per line
     sync: str = "normal"  #: SQLite synchronous: normal (survives process crashes) or full (power loss)
     lease_s: float = LEASE_S
     tcp: tuple[str, int] | None = None
@@ -61,6 +63,11 @@ class Settings:
     def lockfile(self) -> Path:
         """Held for the daemon's life: one daemon per state dir."""
         return self.state_dir / "queuectld.lock"
+
+    @property
+    def log_path(self) -> Path | None:
+        """Where this daemon logs: `--log-file`, else with `--detach` daemon_log; None: stderr."""
+        return self.log_file or (self.daemon_log if self.detach else None)
 
     @property
     def daemon_log(self) -> Path:

@@ -31,6 +31,7 @@ CANNED: dict[str, Any] = {
     "config.list": {"config": {}},
     "queue.list": {"queues": []},
     "job.explain": None,
+    "daemon.hello": {"protocol_version": protocol.PROTOCOL_VERSION, "version": "0.1.0"},
 }
 
 
@@ -176,8 +177,12 @@ def test_tcp_login_request_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     c = Client("tcp://127.0.0.1:7070", token="s3cret")
     rec = Recorder()
     c._call = rec  # type: ignore[method-assign]
+    c._send = rec.send  # type: ignore[method-assign]
+    c._receive = rec.receive  # type: ignore[method-assign]
     c.call("daemon.status")
-    assert rec.sent[0] == ("auth.login", {"token": "s3cret"})
+    # The hello goes right behind the login, before either answer is read: no round trip of its own.
+    assert rec.sent[:2] == [("auth.login", {"token": "s3cret"}),
+                            ("daemon.hello", {"protocol_version": protocol.PROTOCOL_VERSION})]
     assert_valid(rec.sent)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from queuectl import batch, errors, ids
+from queuectl import PROTOCOL_VERSION, batch, errors, ids
 from queuectl.client import Client
 
 DROP = "drop"  #: read the request, then close the connection without an answer
@@ -47,6 +47,10 @@ class FakeDaemon:
             with conn, conn.makefile("rb") as reader:
                 for line in reader:
                     request = json.loads(line)
+                    if request["method"] == "daemon.hello":  # as a real daemon, outside the script
+                        conn.sendall(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": {
+                            "protocol_version": PROTOCOL_VERSION, "version": "0.1.0"}}).encode() + b"\n")
+                        continue
                     self.requests.append(request)
                     action = self.script.pop(0) if self.script else DROP
                     if action == EXIT:
@@ -78,7 +82,9 @@ def _result(request: dict[str, Any], action: Any) -> Any:
 
 
 @pytest.fixture
-def daemon_at(short_tmp: Path) -> Iterator[Any]:
+def daemon_at(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("QUEUECTL_STATE_DIR", str(short_tmp))  # the hello cache goes there
     made: list[tuple[FakeDaemon, Client]] = []
 
     def start(*script: Any) -> tuple[FakeDaemon, Client]:

@@ -171,6 +171,7 @@ class FakeSettings:
     state_dir: Path = Path("/nonexistent")
     db_url: str = "sqlite:////nonexistent/queuectl.db"
     log_level: str = "INFO"
+    log_path: Path | None = None
 
 
 @pytest.fixture
