@@ -17,7 +17,7 @@ from queuectl import __version__
 from queuectl import protocol as p
 from queuectl.errors import InvalidValue, JobNotFound, ProtocolMismatch, QueuectlError
 from queuectld import config as config_keys
-from queuectld import enqueueing, paging, runner, workflow
+from queuectld import enqueueing, paging, retention, runner, workflow
 from queuectld.clock import StoreClock
 from queuectld.envcache import EnvCache
 from queuectld.explain import WAITING_STATES
@@ -26,6 +26,7 @@ from queuectld.scheduler import Scheduler
 from queuectld.settings import Settings
 from queuectld.store.base import (
     AttemptRecord,
+    CleanFilter,
     DeadFilter,
     Dependency,
     EnvSnapshot,
@@ -63,6 +64,8 @@ class Context:
     started_at: float = field(default_factory=time.time)
     #: The store's time (the scheduler's, in the daemon): every time a handler gives the store.
     clock: StoreClock = field(default_factory=lambda: StoreClock.local(time.time()))
+    #: What the pruner did (retention.PruneStats), for `daemon status`; None where none runs.
+    retention: Any = None
 
     def now(self) -> float:
         """The store's time now: on a shared database no host's own clock takes part."""
@@ -181,7 +184,9 @@ async def logs(ctx: Context, params: p.LogsParams) -> p.LogsResult:
         # must wait for it, not end before it began.
         to_come = job.run < attempt and job.state not in TERMINAL_STATES
         finished = not to_come and not (job.state is JobState.PROCESSING and job.run == attempt)
-        data = _read_chunk(runner.log_path(ctx.settings.logs_dir, job.id, attempt), params.offset, params.limit)
+        # An attempt not started yet has no output: a file under its name is a replaced job's.
+        data = b"" if job.run < attempt else _read_chunk(runner.log_path(ctx.settings.logs_dir, job.id, attempt),
+                                                         params.offset, params.limit)
         if data or finished or time.monotonic() >= deadline:
             text, consumed = _decode(data, final=finished)
             truncated = b"[queuectl: output truncated at " in data
@@ -307,6 +312,43 @@ def _remove_logs(logs_dir: Any, jobs: list[Job]) -> None:
                 pass
 
 
+# -- retention -----------------------------------------------------------------------------------
+
+
+async def clean(ctx: Context, params: p.CleanParams) -> p.CleanResult:
+    """job.clean: delete ended jobs by state, age (default: each state's retention), queue and
+    label, with their attempts and log files, one transaction per BULK_PAGE jobs (as the pruner
+    does); `dry_run` only counts. Only jobs that ended before the request began are taken."""
+    states = list(dict.fromkeys(params.states or retention.RETAIN_KEYS))
+    not_ended = [s.value for s in states if s not in TERMINAL_STATES]
+    if not_ended:
+        raise InvalidValue(key="--state", detail=f"{', '.join(not_ended)} jobs have not ended; clean takes "
+                           "completed, canceled or dead jobs (cancel or delete others first). Nothing was removed")
+    now = ctx.now()
+    wheres: list[CleanFilter] = []
+    for state in states:
+        keep_s = params.older_than_s if params.older_than_s is not None else float(
+            ctx.config.get(retention.RETAIN_KEYS[state]) or 0)
+        if params.older_than_s is None and keep_s <= 0:
+            continue  # kept forever, and no age was asked for
+        wheres.append(CleanFilter(state, finished_before=now - keep_s, queue=params.queue, label=params.label))
+    counts = {state.value: 0 for state in states}
+    taken: list[str] = []
+    for where in wheres:
+        if params.dry_run:
+            count, ids = await ctx.db.read(ctx.db.store.prune_preview, where, max(0, MAX_COUNT_IDS - len(taken)))
+            counts[where.state.value] = count
+            taken.extend(ids)
+            continue
+        while True:
+            gone = await retention.prune_batch(ctx.db, ctx.settings.logs_dir, where, BULK_PAGE, ctx.retention)
+            counts[where.state.value] += len(gone)
+            taken.extend(job.id for job in gone[: max(0, MAX_COUNT_IDS - len(taken))])
+            if len(gone) < BULK_PAGE:
+                break
+    return p.CleanResult(count=sum(counts.values()), counts=counts, ids=taken, dry_run=params.dry_run)
+
+
 # -- config --------------------------------------------------------------------------------------
 
 
@@ -375,6 +417,7 @@ async def status(ctx: Context, params: p.EmptyParams) -> p.StatusResult:
             "socket": str(ctx.settings.socket_path), "state_dir": str(ctx.settings.state_dir),
             "running": ctx.scheduler.active,
             "keeper": _keeper_view(ctx),
+            "retention": ctx.retention.summary() if ctx.retention is not None else None,
             **start_command(ctx.settings, sys.argv[1:]),
         },
     )
@@ -449,6 +492,7 @@ HANDLERS: dict[str, Handler] = {
     "job.delete": delete_job,
     "job.wait": wait,
     "job.logs": logs,
+    "job.clean": clean,
     **workflow.HANDLERS,
     "dlq.list": dlq_list,
     "dlq.retry": dlq_retry,

@@ -118,7 +118,8 @@ def test_baseline_database_upgrades_in_place_with_everything_intact(store_url: s
         assert got["attempt_rows"] == {job_id: [upgraded_attempt(a) for a in rows]
                                        for job_id, rows in expected["attempt_rows"].items()}
         assert got["dlq"] == expected["dlq"] == ["dead-1"]
-        assert got["config"] == {**DEFAULTS, **expected["config"]}  # keys added since take their defaults
+        # Keys added since take their defaults, but retention, which keeps an upgraded queue's jobs forever.
+        assert got["config"] == {**DEFAULTS, **KEPT_FOREVER, **expected["config"]}
         assert got["daemons"] == [{**d, **NEW_DAEMON_FIELDS} for d in expected["daemons"]]
         assert assert_counts_exact(store) == expected["counts"]  # the counters agree with the rows
         assert {j["state"] for j in got["job_rows"]} == {s.value for s in JobState}  # every state was there
@@ -210,12 +211,13 @@ def test_a_0002_database_with_every_old_reason_upgrades_in_place(store_url: str)
         assert old_reasons == set(OUTCOME_OF_REASON)
         outcomes = {a["outcome"] for rows in got["attempt_rows"].values() for a in rows}
         assert outcomes == {*OUTCOME_OF_REASON.values(), "signal"}
-        assert got["config"] == {**DEFAULTS, **expected["config"]}  # keys added since take their defaults
+        # Keys added since take their defaults, but retention, which keeps an upgraded queue's jobs forever.
+        assert got["config"] == {**DEFAULTS, **KEPT_FOREVER, **expected["config"]}
         assert got["daemons"] == [{**d, **NEW_DAEMON_FIELDS} for d in expected["daemons"]]
         assert assert_counts_exact(store) == expected["counts"]
         with raw(store_url) as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
-            assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == "5"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0007"
+            assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == "7"
         # The new columns serve at once: a filter by outcome, a retry of what a signal killed.
         assert [j.id for j, _ in store.list_page(JobState.DEAD, None, None, OutcomeKind.SIGNAL)] == ["sigkill-dead"]
         assert store.dlq_retry_matching(DeadFilter(outcome=OutcomeKind.SIGNAL), T0 + 90_000, 10) == ["sigkill-dead"]
@@ -252,11 +254,15 @@ def test_models_describe_the_schema_the_revisions_make(store: Store) -> None:
     assert diff == []
 
 
+#: What revision 0007 sets in a database that had jobs: an upgrade deletes nothing by itself.
+KEPT_FOREVER = {"retain-completed": 0, "retain-canceled": 0, "retain-dead": 0}
+
+
 def test_head_revision_from_file_names_is_alembics_head() -> None:
     from alembic.script import ScriptDirectory
 
     assert schema.head_revision() == ScriptDirectory.from_config(schema._config()).get_current_head()
-    assert [r.id for r in schema.all_revisions()] == ["0001", "0002", "0003", "0004", "0005"]
+    assert [r.id for r in schema.all_revisions()] == ["0001", "0002", "0003", "0004", "0005", "0007"]
     assert all(r.description for r in schema.all_revisions())
 
 
@@ -290,12 +296,12 @@ def test_a_new_database_is_not_backed_up(tmp_path: Path) -> None:
 def test_a_newer_database_is_refused_naming_both_revisions(store_url: str) -> None:
     open_store(store_url).close()
     with raw(store_url) as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
     before = _file_bytes(store_url)
     with pytest.raises(StoreRefused) as refused:
         open_store(store_url)
     message = refused.value.message
-    assert "the database is at revision 0006, this queuectld knows up to 0005; upgrade queuectld" in message
+    assert "the database is at revision 0099, this queuectld knows up to 0007; upgrade queuectld" in message
     assert "\n" not in message
     assert _file_bytes(store_url) == before
 
@@ -475,7 +481,7 @@ def test_a_0004_database_with_a_running_attempt_upgrades_to_0005_in_place(store_
                      {"t": T0 + 10})
     store = open_store(store_url)
     try:
-        assert store.schema_plan().current == "0005"
+        assert store.schema_plan().current == schema.head_revision()
         [daemon] = store.daemons()
         assert (daemon.id, daemon.host, daemon.pid, daemon.boot_id, daemon.pid_ns, daemon.clock_offset) == (
             "old-host:4242:abcd", "old-host", 4242, None, None, None)

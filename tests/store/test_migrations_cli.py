@@ -57,7 +57,7 @@ def test_migrate_dry_run_lists_without_applying(baseline: Daemon) -> None:
     assert r.returncode == 0, r.stderr
     assert f"store: {path}" in r.stdout
     assert "current revision: 0001 (made before Alembic" in r.stdout
-    assert "pending: 4\n  0002  Record the queue's identity" in r.stdout
+    assert "pending: 5\n  0002  Record the queue's identity" in r.stdout
     assert "\n  0003  Typed outcomes and retry rules per job" in r.stdout
     assert "\n  0004  Workflow: named queues" in r.stdout
     assert "\n  0005  Daemon identity: where a daemon runs" in r.stdout
@@ -73,10 +73,10 @@ def test_migrate_applies_with_a_backup_and_the_daemon_finds_every_job(baseline: 
     assert r.returncode == 0, r.stderr
     assert f"backed up {path} to {path}.bak-0001" in r.stdout
     assert before != digest(path), "the migration changed the database"
-    assert "applied 0002, 0003, 0004, 0005; now at revision 0005" in r.stdout
+    assert "applied 0002, 0003, 0004, 0005, 0007; now at revision 0007" in r.stdout
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0007",)]
         queue_id = conn.execute("SELECT value FROM meta WHERE key = 'queue_id'").fetchone()[0]
     finally:
         conn.close()
@@ -99,11 +99,11 @@ def test_a_newer_database_is_refused_at_start_and_by_migrate(baseline: Daemon) -
     assert queuectld(baseline, "migrate").returncode == 0
     path = baseline.state_dir / "queuectl.db"
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE alembic_version SET version_num = '0006'")
+    conn.execute("UPDATE alembic_version SET version_num = '0099'")
     conn.commit()
     conn.close()
     before = digest(path)
-    expected = "the database is at revision 0006, this queuectld knows up to 0005; upgrade queuectld"
+    expected = "the database is at revision 0099, this queuectld knows up to 0007; upgrade queuectld"
     one_line_error(queuectld(baseline), expected)
     one_line_error(queuectld(baseline, "migrate"), expected)
     one_line_error(queuectld(baseline, "migrate", "--dry-run"), expected)
@@ -154,9 +154,9 @@ def test_postgresql_baseline_upgrades_through_migrate(daemon_factory: Callable[.
         load_baseline(url)
         d = daemon_factory(db_url=url)
         dry = queuectld(d, "migrate", "--dry-run")
-        assert dry.returncode == 0 and "pending: 4\n  0002" in dry.stdout, dry.stderr
+        assert dry.returncode == 0 and "pending: 5\n  0002" in dry.stdout, dry.stderr
         r = queuectld(d, "migrate")
-        assert r.returncode == 0 and "now at revision 0005" in r.stdout, r.stderr
+        assert r.returncode == 0 and "now at revision 0007" in r.stdout, r.stderr
         d.start()
         assert d.json("status")["counts"]["total"] == 8
         # The old daemon's `sleep 1000` was rescued and, keeping its place, runs again at once:
