@@ -10,6 +10,7 @@ Runs on every backend (see conftest.py).
 from __future__ import annotations
 
 import threading
+
 import pytest
 from sqlalchemy import text
 
