@@ -905,7 +905,8 @@ def _new_daemon(c: Client, old_pid: int, log: str) -> dict[str, Any]:
 
 @daemon_app.command("status")
 def daemon_status(as_json: JsonOpt = False) -> None:
-    """The daemon's pid, version, socket, state dir, running jobs and start-up command."""
+    """The daemon's pid, version, socket, state dir, running jobs, start-up command, job keeper
+    and what retention deleted."""
     data = client().status()["daemon"]
     if as_json:
         render().print_json(data)
@@ -915,8 +916,10 @@ def daemon_status(as_json: JsonOpt = False) -> None:
         for key, value in data.items():
             if isinstance(value, list):
                 value = shlex.join(value) if key == "argv" else ", ".join(value)
-            elif isinstance(value, dict):  # the keeper: "pid 4242, tracking cgroup, ..."
-                value = ", ".join(f"{k} {v}" for k, v in value.items())
+            elif isinstance(value, dict):  # the keeper: "pid 4242, tracking cgroup, ..."; retention: "jobs
+                # completed=3 canceled=0 dead=1, files 4, ..."
+                value = ", ".join(f"{k} {' '.join(f'{a}={b}' for a, b in v.items()) if isinstance(v, dict) else v}"
+                                  for k, v in value.items())
             print(f"{key}: {value}")
 
 

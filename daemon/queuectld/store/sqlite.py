@@ -357,9 +357,17 @@ class SqliteStore(SqlStore):
             if extra <= 0:
                 return 0
             step = min(extra, int(max_pages))
-            # Every step of the pragma is a row: unread rows would leave their pages unfreed.
-            dbapi.execute(f"PRAGMA incremental_vacuum({step})").fetchall()
-            return extra - step
+            # Through sqlite3_exec (executescript), which steps the pragma to its end: the driver's
+            # execute() steps a statement without result columns once, which frees one page.
+            dbapi.executescript(f"PRAGMA incremental_vacuum({step});")
+            return max(0, extra - step)
+
+    def space(self) -> tuple[int, int]:
+        """(pages in the file, of them free): what `reclaim_space` may give back."""
+        with translate_db_errors(where=self.where, writing=False), self.read_engine.connect() as conn:
+            dbapi = _driver(conn)
+            return (int(dbapi.execute("PRAGMA page_count").fetchone()[0]),
+                    int(dbapi.execute("PRAGMA freelist_count").fetchone()[0]))
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the database so it cannot grow while the daemon runs."""
