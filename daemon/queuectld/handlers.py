@@ -26,7 +26,6 @@ from queuectld.scheduler import Scheduler
 from queuectld.settings import Settings
 from queuectld.store.base import (
     AttemptRecord,
-    CleanFilter,
     DeadFilter,
     Dependency,
     EnvSnapshot,
@@ -312,43 +311,6 @@ def _remove_logs(logs_dir: Any, jobs: list[Job]) -> None:
                 pass
 
 
-# -- retention -----------------------------------------------------------------------------------
-
-
-async def clean(ctx: Context, params: p.CleanParams) -> p.CleanResult:
-    """job.clean: delete ended jobs by state, age (default: each state's retention), queue and
-    label, with their attempts and log files, one transaction per BULK_PAGE jobs (as the pruner
-    does); `dry_run` only counts. Only jobs that ended before the request began are taken."""
-    states = list(dict.fromkeys(params.states or retention.RETAIN_KEYS))
-    not_ended = [s.value for s in states if s not in TERMINAL_STATES]
-    if not_ended:
-        raise InvalidValue(key="--state", detail=f"{', '.join(not_ended)} jobs have not ended; clean takes "
-                           "completed, canceled or dead jobs (cancel or delete others first). Nothing was removed")
-    now = ctx.now()
-    wheres: list[CleanFilter] = []
-    for state in states:
-        keep_s = params.older_than_s if params.older_than_s is not None else float(
-            ctx.config.get(retention.RETAIN_KEYS[state]) or 0)
-        if params.older_than_s is None and keep_s <= 0:
-            continue  # kept forever, and no age was asked for
-        wheres.append(CleanFilter(state, finished_before=now - keep_s, queue=params.queue, label=params.label))
-    counts = {state.value: 0 for state in states}
-    taken: list[str] = []
-    for where in wheres:
-        if params.dry_run:
-            count, ids = await ctx.db.read(ctx.db.store.prune_preview, where, max(0, MAX_COUNT_IDS - len(taken)))
-            counts[where.state.value] = count
-            taken.extend(ids)
-            continue
-        while True:
-            gone = await retention.prune_batch(ctx.db, ctx.settings.logs_dir, where, BULK_PAGE, ctx.retention)
-            counts[where.state.value] += len(gone)
-            taken.extend(job.id for job in gone[: max(0, MAX_COUNT_IDS - len(taken))])
-            if len(gone) < BULK_PAGE:
-                break
-    return p.CleanResult(count=sum(counts.values()), counts=counts, ids=taken, dry_run=params.dry_run)
-
-
 # -- config --------------------------------------------------------------------------------------
 
 
@@ -492,7 +454,7 @@ HANDLERS: dict[str, Handler] = {
     "job.delete": delete_job,
     "job.wait": wait,
     "job.logs": logs,
-    "job.clean": clean,
+    **retention.HANDLERS,
     **workflow.HANDLERS,
     "dlq.list": dlq_list,
     "dlq.retry": dlq_retry,

@@ -24,13 +24,18 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from queuectl import protocol as p
+from queuectl.errors import InvalidValue
 from queuectld import runner
-from queuectld.jobs import JobState
+from queuectld.jobs import TERMINAL_STATES, JobState
 from queuectld.maintenance import Service
 from queuectld.store.base import CleanFilter, Pruned
 from queuectld.store_threads import StoreThreads
+
+if TYPE_CHECKING:
+    from queuectld.handlers import Context, Handler
 
 log = logging.getLogger("queuectld.retention")
 
@@ -40,7 +45,9 @@ RETAIN_KEYS: dict[JobState, str] = {
     JobState.CANCELED: "retain-canceled",
     JobState.DEAD: "retain-dead",
 }
-#: Jobs per prune transaction: ~10-20 ms of write lock on SQLite (see the README's figures), so a
+#: A CleanResult lists the ids of the first this many jobs (as handlers.MAX_COUNT_IDS).
+MAX_CLEAN_IDS = 1000
+#: Jobs per prune transaction (also `jobs clean`'s, as the DLQ's bulk actions): ~10-20 ms of write lock on SQLite (see the README's figures), so a
 #: claim queued behind one waits about as long as behind one turn.
 BATCH = 500
 #: A pass ends after this long (wall time, batches and pauses) and the next one starts at once:
@@ -296,3 +303,44 @@ def _unlink_all(paths: Iterable[str], older_than: float) -> None:
         except FileNotFoundError:
             continue
         runner.remove_quietly(path)
+
+
+# -- job.clean -----------------------------------------------------------------------------------
+
+
+async def clean(ctx: Context, params: p.CleanParams) -> p.CleanResult:
+    """job.clean: delete ended jobs by state, age (default: each state's retention), queue and
+    label, with their attempts and log files, one transaction per BATCH jobs (as the pruner
+    does); `dry_run` only counts. Only jobs that ended before the request began are taken."""
+    states = list(dict.fromkeys(params.states or RETAIN_KEYS))
+    not_ended = [s.value for s in states if s not in TERMINAL_STATES]
+    if not_ended:
+        raise InvalidValue(key="--state", detail=f"{', '.join(not_ended)} jobs have not ended; clean takes "
+                           "completed, canceled or dead jobs (cancel or delete others first). Nothing was removed")
+    now = ctx.now()
+    wheres: list[CleanFilter] = []
+    for state in states:
+        keep_s = params.older_than_s if params.older_than_s is not None else float(
+            ctx.config.get(RETAIN_KEYS[state]) or 0)
+        if params.older_than_s is None and keep_s <= 0:
+            continue  # kept forever, and no age was asked for
+        wheres.append(CleanFilter(state, finished_before=now - keep_s, queue=params.queue, label=params.label))
+    counts = {state.value: 0 for state in states}
+    taken: list[str] = []
+    for where in wheres:
+        if params.dry_run:
+            count, ids = await ctx.db.read(ctx.db.store.prune_preview, where, max(0, MAX_CLEAN_IDS - len(taken)))
+            counts[where.state.value] = count
+            taken.extend(ids)
+            continue
+        while True:
+            gone = await prune_batch(ctx.db, ctx.settings.logs_dir, where, BATCH, ctx.retention)
+            counts[where.state.value] += len(gone)
+            taken.extend(job.id for job in gone[: max(0, MAX_CLEAN_IDS - len(taken))])
+            if len(gone) < BATCH:
+                break
+    return p.CleanResult(count=sum(counts.values()), counts=counts, ids=taken, dry_run=params.dry_run)
+
+
+HANDLERS: dict[str, Handler] = {"job.clean": clean}
+"""The retention methods, merged into handlers.HANDLERS."""
