@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--claim-cap-s", type=float, help="give a slow claim run at most this long (default 60)")
     ap.add_argument("--retry-jobs", type=int, help="jobs in retry churn (default 1,000)")
     ap.add_argument("--soak-jobs", type=int, help="jobs through the retention soak, `--only soak` (default 200,000)")
+    ap.add_argument("--soak-pg", action="store_true", default=None,
+                    help="run the soak on a scratch PostgreSQL database (QUEUECTL_BENCH_PG_URL)")
     ap.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                     help="the daemons' log level (default INFO, queuectld's own default)")
     ap.add_argument("--profile", type=Path, dest="profile_dir", metavar="DIR",

@@ -63,6 +63,23 @@ def _pages(db: Path) -> tuple[int, int]:
         conn.close()
 
 
+def _pg_bytes(url: str) -> tuple[int, int]:
+    """(bytes of every table and index of queuectl's schema, dead tuples of `jobs`) on PostgreSQL."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            size = conn.execute(text("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                                     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' "
+                                     "AND n.nspname = current_schema()")).scalar_one()
+            dead = conn.execute(text("SELECT coalesce(n_dead_tup, 0) FROM pg_stat_user_tables "
+                                     "WHERE relname = 'jobs' AND schemaname = current_schema()")).scalar()
+        return int(size), int(dead or 0)
+    finally:
+        engine.dispose()
+
+
 def _probe(c: Any, n: int) -> float | None:
     """One claim probe: seconds from the enqueue's reply to the attempt's start (None: not yet)."""
     job_id = f"probe-{n}"
@@ -78,11 +95,24 @@ def _probe(c: Any, n: int) -> float | None:
 
 
 def run(settings: BenchSettings, details: dict[str, Any]) -> list[Figure]:
-    """Feed N jobs, sample sizes and probe claims; one row per figure of the issue."""
+    """Feed N jobs, sample sizes and probe claims; one row per figure of the issue. With
+    `--soak-pg` (and QUEUECTL_BENCH_PG_URL), on a scratch PostgreSQL database instead."""
+    if settings.soak_pg:
+        from bench.pg import scratch_database
+
+        if not settings.pg_url:
+            raise RuntimeError("--soak-pg needs QUEUECTL_BENCH_PG_URL")
+        with scratch_database(settings.pg_url) as url:
+            return _run(settings, details, url)
+    return _run(settings, details, None)
+
+
+def _run(settings: BenchSettings, details: dict[str, Any], db_url: str | None) -> list[Figure]:
     n = settings.soak_jobs
     samples: list[dict[str, Any]] = []
     probes: list[tuple[float, float]] = []
-    with Daemon(settings.soak_slots, log_level=settings.log_level) as d, d.client() as c, d.client() as probe:
+    with Daemon(settings.soak_slots, log_level=settings.log_level, db_url=db_url) as d, d.client() as c, \
+            d.client() as probe:
         c.config_set("retain-completed", "1m")
         db = d.state_dir / "queuectl.db"
         logs = d.state_dir / "logs"
@@ -97,7 +127,7 @@ def run(settings: BenchSettings, details: dict[str, Any]) -> list[Figure]:
             done = submitted - waiting
             now = time.monotonic()
             if now >= next_sample:
-                samples.append(_sample(d, c, db, logs, now - t0, done))
+                samples.append(_sample(d, c, db, logs, now - t0, done, db_url))
                 next_sample = now + SAMPLE_S
             if done >= n:
                 break
@@ -119,25 +149,31 @@ def run(settings: BenchSettings, details: dict[str, Any]) -> list[Figure]:
         end = time.monotonic()
         while time.monotonic() - end < 100:
             time.sleep(SAMPLE_S)
-            samples.append(_sample(d, c, db, logs, time.monotonic() - t0, done))
+            samples.append(_sample(d, c, db, logs, time.monotonic() - t0, done, db_url))
         wall = end - t0
         retention = c.status()["daemon"].get("retention") or {}
-    details["soak"] = {"jobs": n, "wall_s": wall, "samples": samples, "probes": probes, "retention": retention}
-    return _figures(n, wall, samples, probes, retention)
+    details["soak_pg" if db_url else "soak"] = {"jobs": n, "wall_s": wall, "samples": samples, "probes": probes, "retention": retention}
+    return _figures(n, wall, samples, probes, retention, "PostgreSQL" if db_url else "SQLite")
 
 
-def _sample(d: Daemon, c: Any, db: Path, logs: Path, at_s: float, done: int) -> dict[str, Any]:
-    pages, free = _pages(db)
+def _sample(d: Daemon, c: Any, db: Path, logs: Path, at_s: float, done: int,
+            db_url: str | None = None) -> dict[str, Any]:
+    if db_url:  # PostgreSQL: the schema's tables and indexes; "free_pages" holds the jobs' dead tuples
+        db_bytes, free = _pg_bytes(db_url)
+        pages = 0
+    else:
+        pages, free = _pages(db)
+        db_bytes = d.db_bytes()
     log_bytes, log_files = _dir_size(logs)
     retention = c.status()["daemon"].get("retention") or {}
-    return {"t_s": round(at_s, 1), "done": done, "db_bytes": d.db_bytes(), "pages": pages, "free_pages": free,
+    return {"t_s": round(at_s, 1), "done": done, "db_bytes": db_bytes, "pages": pages, "free_pages": free,
             "log_bytes": log_bytes, "log_files": log_files, "pruned": sum(retention.get("jobs", {}).values()),
             "batch_ms_p50": retention.get("batch_ms_p50"), "batch_ms_max": retention.get("batch_ms_max"),
             "rss_kib": d.memory_kib().get("VmRSS")}
 
 
 def _figures(n: int, wall: float, samples: list[dict[str, Any]], probes: list[tuple[float, float]],
-             retention: dict[str, Any]) -> list[Figure]:
+             retention: dict[str, Any], store: str = "SQLite") -> list[Figure]:
     fifth = wall / 5
     early = [lat for t, lat in probes if t <= fifth]
     late = [lat for t, lat in probes if t >= wall - fifth]
@@ -149,9 +185,10 @@ def _figures(n: int, wall: float, samples: list[dict[str, Any]], probes: list[tu
     peak_db = max(s["db_bytes"] for s in samples)
     peak_logs = max(s["log_bytes"] for s in samples)
     rows = [
-        Figure("7 retention soak", f"N={n:,} `echo`, retain-completed 1m", n / wall, "jobs/s",
+        Figure("7 retention soak", f"{store}, N={n:,} `echo`, retain-completed 1m", n / wall, "jobs/s",
                note=f"{wall:.0f} s; {retention.get('jobs', {})} pruned in {retention.get('batches')} batches"),
-        Figure("7 retention soak", "database file, peak (MB)", peak_db / 1e6, "MB",
+        Figure("7 retention soak", "database file, peak (MB)" if store == "SQLite" else "tables + indexes, peak (MB)",
+               peak_db / 1e6, "MB",
                baseline=max(s["db_bytes"] for s in first) / 1e6 if first else None,
                ratio=(max(s["db_bytes"] for s in half) / max(s["db_bytes"] for s in first)) if half and first else None,
                note="baseline: peak of the first half (after the first minute); ratio: second half's peak / it"),
