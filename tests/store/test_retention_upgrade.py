@@ -19,6 +19,7 @@ from queuectld.store import schema
 from queuectld.store.base import CleanFilter
 from queuectld.store.open import _construct, open_store, sqlite_path
 from queuectld.store.sqlite import SqliteStore
+from tests.conftest import wait_until
 from tests.store.helpers import T0, add, assert_counts_exact, claim, finish, new_job
 from tests.store.test_migrations import raw
 
@@ -93,5 +94,37 @@ def test_reclaim_space_gives_pruned_pages_back_to_the_file_system(tmp_path: Path
         assert steps >= 1
         assert free_after < free / 10  # what is kept is a tenth of the file as it was at each step
         assert db.stat().st_size < full / 2
+    finally:
+        store.close()
+
+
+def test_postgresql_reclaim_vacuums_where_autovacuum_is_off(store_url: str) -> None:
+    if store_url.startswith("sqlite"):
+        return  # SQLite's is the test above
+    store = open_store(store_url)
+    try:
+        n = 600
+        add(store, *(new_job(f"v{i:04}", at=T0) for i in range(n)))
+        for job in claim(store, now=T0, limit=n):
+            finish(store, job, 0, now=T0 + 1)
+        while len(store.prune(CleanFilter(JobState.COMPLETED, finished_before=T0 + 10), 500)) == 500:
+            pass
+        with raw(store_url) as conn:
+            autovacuum = conn.execute(text("SHOW autovacuum")).scalar()
+            before = conn.execute(text("SELECT coalesce(vacuum_count, 0) FROM pg_stat_user_tables WHERE relname = "
+                                       "'jobs' AND schemaname = current_schema()")).scalar() or 0
+        assert store.reclaim_space(2000, 0.1) == 0
+        assert store.reclaim_space(2000, 0.1) == 0  # the second within a minute does nothing
+
+        def vacuums() -> int:
+            with raw(store_url) as conn:
+                return int(conn.execute(text("SELECT coalesce(vacuum_count, 0) FROM pg_stat_user_tables WHERE "
+                                             "relname = 'jobs' AND schemaname = current_schema()")).scalar() or 0)
+
+        if autovacuum == "off":  # then the store vacuumed, once (statistics arrive within a second or so)
+            wait_until(lambda: vacuums() - before >= 1, timeout=10, what="the jobs table vacuumed")
+            assert vacuums() - before == 1
+        else:
+            assert store._autovacuum is True  # type: ignore[attr-defined]
     finally:
         store.close()
