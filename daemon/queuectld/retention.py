@@ -265,11 +265,13 @@ class Pruner(Service):
                      summary["batch_ms_max"])
 
     async def reclaim(self) -> None:
-        """SQLite: give the free pages beyond KEEP_FREE_FRACTION back, a step per transaction."""
+        """SQLite: give the free pages beyond KEEP_FREE_FRACTION back, a step per transaction;
+        PostgreSQL with autovacuum off: vacuum. In the store's background thread: the writer
+        thread (claims) never waits behind it."""
         ends_at = self._monotonic() + PASS_BUDGET_S  # what is left goes at the next pass
         while self._monotonic() < ends_at:
-            left, took_s = await self.db.write(_timed, self.db.store.reclaim_space, RECLAIM_STEP_PAGES,
-                                               KEEP_FREE_FRACTION)
+            left, took_s = await self.db.background(_timed, self.db.store.reclaim_space, RECLAIM_STEP_PAGES,
+                                                    KEEP_FREE_FRACTION)
             assert self.stats.reclaim_s is not None
             self.stats.reclaim_s.append(took_s)
             if left <= 0:
