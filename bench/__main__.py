@@ -12,7 +12,7 @@ from typing import Any
 
 from bench import machine
 from bench.report import Figure, notes, table, write_json
-from bench.scenarios import SCENARIOS
+from bench.scenarios import DEFAULT, SCENARIOS
 from bench.settings import QUICK, BenchSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--claim-jobs", type=int, help="jobs run to time the claim rate (default 500)")
     ap.add_argument("--claim-cap-s", type=float, help="give a slow claim run at most this long (default 60)")
     ap.add_argument("--retry-jobs", type=int, help="jobs in retry churn (default 1,000)")
+    ap.add_argument("--soak-jobs", type=int, help="jobs through the retention soak, `--only soak` (default 200,000)")
+    ap.add_argument("--soak-pg", action="store_true", default=None,
+                    help="run the soak on a scratch PostgreSQL database (QUEUECTL_BENCH_PG_URL)")
     ap.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                     help="the daemons' log level (default INFO, queuectld's own default)")
     ap.add_argument("--profile", type=Path, dest="profile_dir", metavar="DIR",
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the chosen scenarios in order; a scenario that fails is reported and the rest still run."""
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
-    chosen = [s.strip() for s in args.only.split(",")] if args.only else list(SCENARIOS)
+    chosen = [s.strip() for s in args.only.split(",")] if args.only else list(DEFAULT)
     unknown = [s for s in chosen if s not in SCENARIOS]
     if unknown:
         raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")

@@ -27,6 +27,9 @@ class BenchSettings:
     retry_jobs: int = 1_000
     retry_slots: int = 2
     retry_backoff_s: float = 1.0  #: backoff-base 1 makes every wait min(1 ** n, backoff-max) = this
+    soak_jobs: int = 200_000  #: jobs through the retention soak (the issue's figure: 1,000,000)
+    soak_slots: int = 2
+    soak_pg: bool = False  #: the soak on a scratch PostgreSQL database (QUEUECTL_BENCH_PG_URL) instead of SQLite
     log_level: str = "INFO"  #: the daemon's default, so jobs pay for the log lines users get
     profile_dir: Path | None = None  #: record each daemon with py-spy into this directory
     #: A PostgreSQL server for the PostgreSQL rows (the bench creates a database there and drops it);
@@ -36,5 +39,5 @@ class BenchSettings:
 
 QUICK = BenchSettings(
     e2e_jobs=300, batch_jobs=5_000, single_runs=5, dispatch_jobs=40, scale_jobs=20_000, scale_small_jobs=1_000,
-    scale_rpc_calls=30, claim_jobs=100, retry_jobs=40,
+    scale_rpc_calls=30, claim_jobs=100, retry_jobs=40, soak_jobs=5_000,
 )

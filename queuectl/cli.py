@@ -773,6 +773,46 @@ def jobs_delete(job_id: Annotated[str, typer.Argument(help="Job to delete (not w
     print(f"deleted {job['id']}")
 
 
+#: States `jobs clean` takes: the ended ones.
+ENDED_STATES = ("completed", "canceled", "dead")
+#: Ids `jobs clean` prints (all of them with --json, up to the daemon's 1,000).
+CLEAN_IDS_SHOWN = 20
+
+
+@jobs_app.command("clean")
+def jobs_clean(
+    states: Annotated[ListOpt, typer.Option("--state", help="Only jobs ended in this state: completed, canceled, "
+                                            "dead (repeatable; default: all three).")] = None,
+    older_than: Annotated[Optional[str], typer.Option("--older-than", help="Only jobs that ended longer ago, e.g. "
+                                                      "7d (default: each state's retain-* config; 0: all).")] = None,
+    queue: QueueOpt = None,
+    label: LabelOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete ended jobs with their attempts and output, as retention does (a job that a waiting
+    job depends on is kept). Prints how many per state, and their ids."""
+    wanted = [part for value in states or [] for part in value.split(",") if part]
+    for state in wanted:
+        if state not in STATES:
+            raise errors.InvalidValue(key="--state", detail=f"{state!r}; clean takes {', '.join(ENDED_STATES)}")
+        if state not in ENDED_STATES:
+            raise errors.InvalidValue(key="--state", detail=f"{state} jobs have not ended; clean takes "
+                                      f"{', '.join(ENDED_STATES)}. Nothing was removed")
+    answer = client().clean(wanted or None, _seconds("--older-than", older_than), queue=_name("--queue", queue),
+                            label=_name("--label", label), dry_run=dry_run)
+    if as_json:
+        render().print_json(answer)
+        return
+    verb = "would remove" if dry_run else "removed"
+    per_state = ", ".join(f"{n} {state}" for state, n in answer["counts"].items())
+    print(f"{verb} {answer['count']} job(s): {per_state}" if answer["count"] else f"{verb} nothing ({per_state})")
+    shown = answer["ids"][:CLEAN_IDS_SHOWN]
+    if shown:
+        more = answer["count"] - len(shown)
+        print("  " + " ".join(render().safe(i) for i in shown) + (f" ... and {more} more" if more > 0 else ""))
+
+
 @daemon_app.command("stop")
 def daemon_stop(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Return without waiting for the daemon to exit.")] = False,
@@ -916,7 +956,8 @@ def _new_daemon(c: Client, old_pid: int, log: str) -> dict[str, Any]:
 
 @daemon_app.command("status")
 def daemon_status(as_json: JsonOpt = False) -> None:
-    """The daemon's pid, version, socket, state dir, running jobs and start-up command."""
+    """The daemon's pid, version, socket, state dir, running jobs, start-up command, job keeper
+    and what retention deleted."""
     c = client()
     c.check_version = False  # shown whatever protocol it speaks: its version is what one wants to see
     data = c.status()["daemon"]
@@ -928,8 +969,10 @@ def daemon_status(as_json: JsonOpt = False) -> None:
         for key, value in data.items():
             if isinstance(value, list):
                 value = shlex.join(value) if key == "argv" else ", ".join(value)
-            elif isinstance(value, dict):  # the keeper: "pid 4242, tracking cgroup, ..."
-                value = ", ".join(f"{k} {v}" for k, v in value.items())
+            elif isinstance(value, dict):  # the keeper: "pid 4242, tracking cgroup, ..."; retention: "jobs
+                # completed=3 canceled=0 dead=1, files 4, ..."
+                value = ", ".join(f"{k} {' '.join(f'{a}={b}' for a, b in v.items()) if isinstance(v, dict) else v}"
+                                  for k, v in value.items())
             print(f"{key}: {value}")
 
 

@@ -578,6 +578,13 @@ class Client:
         wanted = _dead_filter(outcome, since_s, older_than_s, queue, label)
         return self.call("dlq.purge", {**({"filter": wanted} if wanted else {}), **({"all": True} if every else {})})
 
+    def clean(self, states: list[str] | None = None, older_than_s: float | None = None, *, queue: str | None = None,
+              label: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+        """Delete ended jobs (default: each state's retention decides the age) with their
+        attempts and output; `dry_run` only counts. A CleanResult."""
+        return self.call("job.clean", _present({"states": states or None, "older_than_s": older_than_s,
+                                                "queue": queue, "label": label, "dry_run": dry_run or None}))
+
     def status(self) -> dict[str, Any]:
         """Worker counts and job counts per state."""
         return self.call("daemon.status", {})

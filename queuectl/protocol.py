@@ -285,6 +285,20 @@ class DlqPurgeParams(Params):
     all: bool = False
 
 
+class CleanParams(Params):
+    """Delete ended jobs with their attempts and output (`job.clean`): those in `states`
+    (default: completed, canceled and dead; a state that has not ended is refused) that ended
+    more than `older_than_s` ago (default: each state's retention, `retain-*`; a state kept
+    forever is then left alone), of `queue`, with `label`. `dry_run`: count, change nothing.
+    A job some job that has not ended depends on is kept."""
+
+    states: Annotated[list[Annotated[JobState, Field(strict=False)]], Field(min_length=1, max_length=6)] | None = None
+    older_than_s: DurationS | None = None
+    queue: QueueName | None = None
+    label: Label | None = None
+    dry_run: bool = False
+
+
 class DlqRetryAllParams(Params):
     """Retry every dead job matching `filter` (`dlq.retry_all`), one transaction per page."""
 
@@ -580,6 +594,16 @@ class CountResult(Result):
     ids: list[str] | None = None  #: the ids, when at most 1,000
 
 
+class CleanResult(Result):
+    """What `job.clean` removed (or, `dry_run`, would remove): how many jobs in all and per
+    state, and the ids of the first 1,000 (oldest ended first)."""
+
+    count: int
+    counts: dict[str, int]  #: per state, each state asked for (0 included)
+    ids: list[str]  #: at most 1,000: all of them when count <= 1,000
+    dry_run: bool = False
+
+
 class WorkersView(Result):
     """Worker slots of every live daemon sharing the store: this one's exactly, its peers' as of
     their last heartbeat. `active`: slots running (claiming or not); `busy`: attempts in flight;
@@ -761,6 +785,7 @@ METHODS: dict[str, type[Params]] = {
     "cron.pause": CronRef,
     "cron.resume": CronRef,
     "cron.run": CronRef,
+    "job.clean": CleanParams,
     "dlq.list": DlqListParams,
     "dlq.retry": DlqRetryParams,
     "dlq.retry_all": DlqRetryAllParams,

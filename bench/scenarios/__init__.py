@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from bench.scenarios import batch, dispatch, e2e, retry, scale, single
+from bench.scenarios import batch, dispatch, e2e, retry, scale, single, soak
 
 #: Scenario name -> runner, in the order the issue lists them.
 SCENARIOS = {
@@ -15,4 +15,7 @@ SCENARIOS = {
     "dispatch": dispatch.run,
     "scale": scale.run,
     "retry": retry.run,
+    "soak": soak.run,
 }
+#: What runs without --only: every scenario but the soak (minutes to tens of minutes of its own).
+DEFAULT = [name for name in SCENARIOS if name != "soak"]

@@ -265,7 +265,7 @@ async def serve_until_stopped(
         stop_requests(request_stop)
 
         ctx = Context(db=db, scheduler=scheduler, settings=settings, config=config, stop=request_stop,
-                      clock=scheduler.clock)
+                      clock=scheduler.clock, retention=services.pruner.stats)
         server = Server(ctx, token=token, allow_gids=settings.allow_groups, first_request_s=settings.first_request_s)
         await server.start_unix(settings.socket_path)
         if settings.metrics is not None:

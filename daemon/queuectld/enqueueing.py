@@ -8,16 +8,18 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from queuectl import ids
 from queuectl import protocol as p
 from queuectl.errors import InvalidValue
 from queuectl.rules import parse_signals
+from queuectld import retention
 from queuectld.jobs import Job, JobState, RetryRules, encode_labels
 from queuectld.memory import release_freed_memory
 from queuectld.metrics import Metrics
-from queuectld.store.base import Enqueued, EnvSnapshot, NewJob
+from queuectld.store.base import Enqueued, EnvSnapshot, NewJob, Store
 from queuectld.views import job_view
 
 if TYPE_CHECKING:
@@ -119,9 +121,24 @@ def _new_job(ctx: Context, spec: p.JobSpec, now: float, generated_id: str, env_i
 async def _store_jobs(ctx: Context, new: list[NewJob], replace: bool, now: float, envs: Environments) -> Enqueued:
     """Enqueue in the writer thread, with the call's environment snapshots."""
     snapshots = list(envs.snapshots.values())
-    done = await ctx.db.write(ctx.db.store.enqueue, new, replace=replace, now=now, envs=snapshots)
+    if replace:
+        done = await ctx.db.write(_replace_jobs, ctx.db.store, ctx.settings.logs_dir, new, now, snapshots)
+    else:
+        done = await ctx.db.write(ctx.db.store.enqueue, new, replace=False, now=now, envs=snapshots)
     for snapshot in snapshots:  # its jobs' first turn finds them without a store call
         ctx.scheduler.envs.add(snapshot)
+    return done
+
+
+def _replace_jobs(store: Store, logs_dir: Path, new: list[NewJob], now: float,
+                  snapshots: list[EnvSnapshot]) -> Enqueued:
+    """Enqueue with replace, then remove the log files of the jobs replaced, in the writer
+    thread: after the commit (a crash between leaves orphans, which the retention sweep removes),
+    and before this daemon's next claim (which goes through the same thread), so the new job
+    starts with no output and its own first attempt's file is never the one removed."""
+    done = store.enqueue(new, replace=True, now=now, envs=snapshots)
+    if done.replaced:
+        retention.remove_job_files(logs_dir, done.replaced.items())
     return done
 
 

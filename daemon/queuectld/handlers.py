@@ -17,7 +17,7 @@ from queuectl import __version__
 from queuectl import protocol as p
 from queuectl.errors import InvalidValue, JobNotFound, ProtocolMismatch, QueuectlError
 from queuectld import config as config_keys
-from queuectld import cron_service, enqueueing, paging, runner, workflow
+from queuectld import cron_service, enqueueing, paging, retention, runner, workflow
 from queuectld.clock import StoreClock
 from queuectld.envcache import EnvCache
 from queuectld.explain import WAITING_STATES
@@ -66,6 +66,8 @@ class Context:
     #: The store's time (the scheduler's, in the daemon): every time a handler gives the store.
     clock: StoreClock = field(default_factory=lambda: StoreClock.local(time.time()))
     metrics: Metrics = field(default_factory=Metrics)  #: what `--metrics` serves (a no-op without)
+    #: What the pruner did (retention.PruneStats), for `daemon status`; None where none runs.
+    retention: Any = None
 
     def now(self) -> float:
         """The store's time now: on a shared database no host's own clock takes part."""
@@ -186,7 +188,8 @@ async def logs(ctx: Context, params: p.LogsParams) -> p.LogsResult:
         finished = not to_come and not (job.state is JobState.PROCESSING and job.run == attempt)
         path = runner.log_path(ctx.settings.logs_dir, job.id, attempt)
         offset = _tail_offset(path, params.limit) if params.tail else params.offset
-        data = _read_chunk(path, offset, params.limit)
+        # An attempt not started yet has no output: a file under its name is a replaced job's.
+        data = b"" if job.run < attempt else _read_chunk(path, offset, params.limit)
         if data or finished or time.monotonic() >= deadline:
             text, consumed = _decode(data, final=finished)
             truncated = MARKER_PREFIX.encode() in data
@@ -390,6 +393,7 @@ async def status(ctx: Context, params: p.EmptyParams) -> p.StatusResult:
             "keeper": _keeper_view(ctx),
             # Where it logs (None: stderr), which may have come from the config file: `daemon restart` says it.
             "log": str(ctx.settings.log_path) if ctx.settings.log_path else None,
+            "retention": ctx.retention.summary() if ctx.retention is not None else None,
             **start_command(ctx.settings, sys.argv[1:]),
         },
     )
@@ -467,6 +471,7 @@ HANDLERS: dict[str, Handler] = {
     "job.delete": delete_job,
     "job.wait": wait,
     "job.logs": logs,
+    **retention.HANDLERS,
     **workflow.HANDLERS,
     **cron_service.HANDLERS,
     "dlq.list": dlq_list,

@@ -2,7 +2,8 @@
 
 Each duty is a small service with its own interval: lease renewal and heartbeat, putting back
 rows of ours that no attempt runs (strays), recovery of dead peers' attempts, config refresh,
-the store's checkpoint, and reaping adopted orphans. `Maintenance` runs them one after another
+the store's checkpoint, reaping adopted orphans, and retention (retention.Pruner, which keeps
+each run short so that the others are never held up). `Maintenance` runs them one after another
 on the event loop, each when it is due by an injected monotonic clock, and passes each the time
 by an injected store clock (clock.StoreClock.now: never this host's wall clock, so a step of
 the wall clock neither pauses nor hurries anything). Tests drive `run_due()` with fake clocks.
@@ -345,11 +346,14 @@ class DaemonServices:
         self.config = ConfigRefresh(config, db, every)
         self.checkpoint = Checkpoint(db, every)
         self.reaping = OrphanReaping(scheduler.tracker.reaper, every)
-        from queuectld.cron_service import CronTicker  # it imports Service from here
+        from queuectld.cron_service import CronTicker  # they import Service from here
+        from queuectld.retention import Pruner
 
         self.cron = CronTicker(scheduler, db, config)
+        self.pruner = Pruner(db, config, settings.logs_dir, interval_s=settings.prune_interval_s)
         self.maintenance = Maintenance(
-            [self.reaping, self.leases, self.strays, self.recovery, self.config, self.checkpoint, self.cron],
+            [self.reaping, self.leases, self.strays, self.recovery, self.config, self.checkpoint, self.cron,
+             self.pruner],
             monotonic=monotonic, store_time=scheduler.clock.now if store_time is None else store_time,
         )
         # A turn whose claim may have committed with nothing started: put such rows back now.

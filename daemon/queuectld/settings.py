@@ -43,6 +43,8 @@ class Settings:
     replace: bool = False  #: `--replace`: take over the job keeper of the daemon that handed over (if one ran)
     metrics: tuple[str, int] | None = None  #: `--metrics HOST:PORT`: serve Prometheus metrics there
     host: str = field(default_factory=socket.gethostname)
+    #: The longest time between two retention passes (retention.Pruner; shorter retentions prune more often).
+    prune_interval_s: float = 60.0
 
     @property
     def logs_dir(self) -> Path:

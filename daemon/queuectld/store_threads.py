@@ -1,5 +1,5 @@
-"""Store calls off the event loop: one writer thread (writes are serial anyway), one reader, and
-one for the pages of `list`.
+"""Store calls off the event loop: one writer thread (writes are serial anyway), one reader, one
+for the pages of `list`, and one for long maintenance calls (retention's vacuum).
 
 With SQLite in WAL mode the readers never wait for the writer, so `status` and `list` keep
 answering while a write waits for another process's lock; and `status` never queues behind the
@@ -37,6 +37,7 @@ class StoreThreads:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-write")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="store-read")
         self._pages = ThreadPoolExecutor(1, thread_name_prefix="store-pages")
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="store-background")
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a writing store call in the writer thread."""
@@ -68,6 +69,12 @@ class StoreThreads:
                 raise
             raise to_domain_error(exc, where=self._where, writing=writing) from exc
 
+    async def background(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a long maintenance call that holds no lock the scheduler's writes wait for
+        (PostgreSQL's VACUUM; SQLite's incremental vacuum steps, which take its write lock for
+        well under a millisecond each) in a thread of its own, so the writer thread stays free."""
+        return await self._run(self._background, True, fn, args, kwargs)
+
     async def page(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a listing's page (reading and encoding it) in the page thread."""
         return await self._run(self._pages, False, fn, args, kwargs)
@@ -77,3 +84,4 @@ class StoreThreads:
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
         self._pages.shutdown(wait=True)
+        self._background.shutdown(wait=True)

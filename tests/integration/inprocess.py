@@ -126,7 +126,8 @@ class InProcessDaemon:
     """
 
     def __init__(self, root: Path, *, workers: int | None = 1, lease_s: float = LEASE_S,
-                 config: dict[str, str] | None = None, db_url: str | None = None) -> None:
+                 config: dict[str, str] | None = None, db_url: str | None = None,
+                 prune_interval_s: float = 60.0) -> None:
         self.root = root
         self.state_dir = root / "state"
         self.socket = root / "q.sock"
@@ -135,6 +136,7 @@ class InProcessDaemon:
         self.config = {**FAST_CONFIG, **(config or {})}
         self.db_url = db_url or default_url(self.state_dir)
         self.lease_s = lease_s
+        self.prune_interval_s = prune_interval_s
         self.client = Client(str(self.socket), timeout_s=60.0)
         self.reaper: ChildReaper | None = None
         self.owner: str | None = None  #: the daemon's owner id (set once it is ready)
@@ -156,7 +158,8 @@ class InProcessDaemon:
         assert self._thread is None or not self._thread.is_alive(), "already running"
         fresh = self._prepare_store()
         self.settings = Settings(state_dir=self.state_dir, socket_path=self.socket, db_url=self.db_url,
-                                 workers=self.workers, log_level="INFO", lease_s=self.lease_s)
+                                 workers=self.workers, log_level="INFO", lease_s=self.lease_s,
+                                 prune_interval_s=self.prune_interval_s)
         self._ready.clear()
         self._error = None
         self._request_stop = None

@@ -120,7 +120,8 @@ def test_baseline_database_upgrades_in_place_with_everything_intact(store_url: s
         assert got["attempt_rows"] == {job_id: [upgraded_attempt(a) for a in rows]
                                        for job_id, rows in expected["attempt_rows"].items()}
         assert got["dlq"] == expected["dlq"] == ["dead-1"]
-        assert got["config"] == {**DEFAULTS, **expected["config"]}  # keys added since take their defaults
+        # Keys added since take their defaults, but retention, which keeps an upgraded queue's jobs forever.
+        assert got["config"] == {**DEFAULTS, **KEPT_FOREVER, **expected["config"]}
         assert got["daemons"] == [{**d, **NEW_DAEMON_FIELDS} for d in expected["daemons"]]
         assert assert_counts_exact(store) == expected["counts"]  # the counters agree with the rows
         assert {j["state"] for j in got["job_rows"]} == {s.value for s in JobState}  # every state was there
@@ -212,7 +213,8 @@ def test_a_0002_database_with_every_old_reason_upgrades_in_place(store_url: str)
         assert old_reasons == set(OUTCOME_OF_REASON)
         outcomes = {a["outcome"] for rows in got["attempt_rows"].values() for a in rows}
         assert outcomes == {*OUTCOME_OF_REASON.values(), "signal"}
-        assert got["config"] == {**DEFAULTS, **expected["config"]}  # keys added since take their defaults
+        # Keys added since take their defaults, but retention, which keeps an upgraded queue's jobs forever.
+        assert got["config"] == {**DEFAULTS, **KEPT_FOREVER, **expected["config"]}
         assert got["daemons"] == [{**d, **NEW_DAEMON_FIELDS} for d in expected["daemons"]]
         assert assert_counts_exact(store) == expected["counts"]
         with raw(store_url) as conn:
@@ -255,11 +257,15 @@ def test_models_describe_the_schema_the_revisions_make(store: Store) -> None:
     assert diff == []
 
 
+#: What revision 0007 sets in a database that had jobs: an upgrade deletes nothing by itself.
+KEPT_FOREVER = {"retain-completed": 0, "retain-canceled": 0, "retain-dead": 0}
+
+
 def test_head_revision_from_file_names_is_alembics_head() -> None:
     from alembic.script import ScriptDirectory
 
     assert schema.head_revision() == ScriptDirectory.from_config(schema._config()).get_current_head()
-    assert [r.id for r in schema.all_revisions()] == ["0001", "0002", "0003", "0004", "0005", "0006"]
+    assert [r.id for r in schema.all_revisions()] == ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
     assert all(r.description for r in schema.all_revisions())
 
 

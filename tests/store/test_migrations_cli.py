@@ -74,10 +74,10 @@ def test_migrate_applies_with_a_backup_and_the_daemon_finds_every_job(baseline: 
     assert r.returncode == 0, r.stderr
     assert f"backed up {path} to {path}.bak-0001" in r.stdout
     assert before != digest(path), "the migration changed the database"
-    assert "applied 0002, 0003, 0004, 0005, 0006; now at revision 0006" in r.stdout
+    assert "applied 0002, 0003, 0004, 0005, 0006, 0007; now at revision 0007" in r.stdout
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0006",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0007",)]
         queue_id = conn.execute("SELECT value FROM meta WHERE key = 'queue_id'").fetchone()[0]
     finally:
         conn.close()
@@ -104,7 +104,7 @@ def test_a_newer_database_is_refused_at_start_and_by_migrate(baseline: Daemon) -
     conn.commit()
     conn.close()
     before = digest(path)
-    expected = "the database is at revision 0099, this queuectld knows up to 0006; upgrade queuectld"
+    expected = "the database is at revision 0099, this queuectld knows up to 0007; upgrade queuectld"
     one_line_error(queuectld(baseline), expected)
     one_line_error(queuectld(baseline, "migrate"), expected)
     one_line_error(queuectld(baseline, "migrate", "--dry-run"), expected)
@@ -157,7 +157,7 @@ def test_postgresql_baseline_upgrades_through_migrate(daemon_factory: Callable[.
         dry = queuectld(d, "migrate", "--dry-run")
         assert dry.returncode == 0 and "pending: 5\n  0002" in dry.stdout, dry.stderr
         r = queuectld(d, "migrate")
-        assert r.returncode == 0 and "now at revision 0006" in r.stdout, r.stderr
+        assert r.returncode == 0 and "now at revision 0007" in r.stdout, r.stderr
         d.start()
         assert d.json("status")["counts"]["total"] == 8
         # The old daemon's `sleep 1000` was rescued and, keeping its place, runs again at once:

@@ -31,6 +31,8 @@ def answers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(CANNED, "job.explain", {"kind": "queue-full", "message": "queue batch at its concurrency "
                                                 "(2/2)", "running": 2, "limit": 2})
     monkeypatch.setitem(CANNED, "queue.wait", {"done": True, "states": {}})
+    monkeypatch.setitem(CANNED, "job.clean", {"count": 3, "counts": {"completed": 2, "dead": 1}, "ids": ["a", "b", "c"],
+                                              "dry_run": False})
 
 
 ROWS: list[tuple[list[str], str, dict[str, Any], str]] = [
@@ -76,6 +78,13 @@ ROWS: list[tuple[list[str], str, dict[str, Any], str]] = [
     (["dlq", "purge", "--queue", "batch", "--label", "n"], "dlq.purge", {"filter": {"queue": "batch", "label": "n"}},
      ""),
     (["show", "a", "--env"], "job.get", {"id": "a", "reveal_env": True}, ""),
+    (["jobs", "clean"], "job.clean", {}, "removed 3 job(s): 2 completed, 1 dead\n  a b c"),
+    (["jobs", "clean", "--state", "completed", "--state", "dead", "--older-than", "7d", "--queue", "batch",
+      "--label", "n", "--dry-run"], "job.clean",
+     {"states": ["completed", "dead"], "older_than_s": 7 * 86400, "queue": "batch", "label": "n", "dry_run": True},
+     "would remove 3 job(s)"),
+    (["jobs", "clean", "--state", "canceled,completed", "--older-than", "0"], "job.clean",
+     {"states": ["canceled", "completed"], "older_than_s": 0}, "removed"),
 ]
 
 
@@ -121,6 +130,11 @@ def test_each_command_sends_its_request(monkeypatch: pytest.MonkeyPatch, recorde
         (["list", "--queue", "a b"], "--queue"),
         (["dlq", "list", "--label", "a/b"], "--label"),
         (["dlq", "retry", "--all", "--with-dependents"], "--with-dependents"),
+        (["jobs", "clean", "--state", "pending"], "pending jobs have not ended"),
+        (["jobs", "clean", "--state", "completed,processing"], "processing jobs have not ended"),
+        (["jobs", "clean", "--state", "done"], "'done'"),
+        (["jobs", "clean", "--older-than", "soon"], "--older-than"),
+        (["jobs", "clean", "--label", "a b"], "--label"),
     ],
 )
 def test_bad_input_sends_nothing(monkeypatch: pytest.MonkeyPatch, recorded: tuple[Client, Recorder],  # noqa: F811

@@ -26,6 +26,7 @@ CANNED: dict[str, Any] = {
     "dlq.retry": {"count": 1, "ids": ["job-1"]},
     "dlq.retry_all": {"count": 0, "ids": []},
     "dlq.purge": {"count": 0, "ids": []},
+    "job.clean": {"count": 0, "counts": {}, "ids": [], "dry_run": False},
     "config.get": {"value": 1},
     "config.set": {"value": 1},
     "config.list": {"config": {}},
@@ -107,6 +108,9 @@ def test_every_client_method_sends_valid_params(recorded: tuple[Client, Recorder
     c.dlq_purge(every=True)
     c.dlq_purge(every=True, older_than_s=604800.0, outcome="exit")
     c.dlq_purge(since_s=60.0)
+    c.clean()
+    c.clean(["completed", "dead"], 86400.0, queue="batch", label="nightly", dry_run=True)
+    c.clean(["canceled"], 0.0)
     c.status()
     c.config_get("max-retries")
     c.config_set("max-retries", "5")

@@ -36,6 +36,10 @@ VALID: dict[str, list[tuple[Any, Any]]] = {
                     (75.0, 75), (255, 255)],
     "snooze-delay": [(60, 60), (0, 0), ("30", 30), ("1.5", 1.5), (2.5, 2.5), ("500ms", 0.5), ("5m", 300),
                      ("1h30m", 5400), (" 1h 30m ", 5400), ("7d", 7 * 86400), ("365d", 365 * 86400)],
+    "retain-completed": [(0, 0), ("0", 0), ("7d", 7 * 86400), ("1m", 60), ("12h", 43200), (3600, 3600),
+                         ("36500d", 36500 * 86400)],
+    "retain-canceled": [(0, 0), ("7d", 7 * 86400), ("90", 90)],
+    "retain-dead": [(0, 0), ("30d", 30 * 86400), ("2w", 14 * 86400)],
     "secret-env-patterns": [("*TOKEN*,*SECRET*,*PASSWORD*,*KEY*", "*TOKEN*,*SECRET*,*PASSWORD*,*KEY*"),
                             (" *token* , AWS_* ", "*token*,AWS_*"), ("none", ""), ("", ""), ("A,A", "A"),
                             ("*_[KP]EY", "*_[KP]EY"), ("abc", "abc")],
@@ -58,6 +62,9 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "no-retry-on-signal": ["NOPE", "KILL,NOPE", "0", 0, "999", "-9", "SIG"],
     "snooze-exit": [-1, "-1", 256, "256", 1.5, "1.5", "on", "75x"],
     "snooze-delay": ["-1", -1, "5x", "m5", "366d", 365 * 86400 + 1, "1h-30m"],
+    "retain-completed": ["-1", -1, "forever", "36501d", "7x"],
+    "retain-canceled": ["-1d", "1h-30m"],
+    "retain-dead": [-0.5, "never"],
     "secret-env-patterns": ["A,,B", "A,", "A=B", "MY KEY", "*[KEY", "x" * 65],
 }
 

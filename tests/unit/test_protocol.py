@@ -17,6 +17,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "job.list": {},
     "job.cancel": {"id": "a"},
     "job.delete": {"id": "a"},
+    "job.clean": {},
     "job.wait": {"ids": ["a"]},
     "job.logs": {"id": "a"},
     "job.explain": {"id": "a"},
@@ -164,6 +165,12 @@ def test_params_models_are_documented_and_frozen(method: str) -> None:
         ("workers.stop", "now", "true"),
         ("daemon.hello", "protocol_version", "1"),
         ("auth.login", "token", ""),
+        ("job.clean", "states", []),
+        ("job.clean", "states", ["done"]),
+        ("job.clean", "older_than_s", -1),
+        ("job.clean", "older_than_s", "7d"),
+        ("job.clean", "queue", "a b"),
+        ("job.clean", "dry_run", "yes"),
     ],
 )
 def test_wrong_types_and_ranges_are_rejected(method: str, field: str, value: Any) -> None:
@@ -198,6 +205,10 @@ def test_wrong_types_and_ranges_are_rejected(method: str, field: str, value: Any
         ("dlq.retry_all", "filter", {"outcome": "timeout", "since_s": 3600, "older_than_s": 60.5}),
         ("dlq.purge", "ids", ["a"]),
         ("dlq.purge", "filter", {"older_than_s": 604800}),
+        ("job.clean", "states", ["completed", "dead"]),  # states arrive as text from JSON
+        ("job.clean", "states", ["pending"]),  # a valid state: the daemon refuses it with a clear line
+        ("job.clean", "older_than_s", 0),
+        ("job.clean", "dry_run", True),
     ],
 )
 def test_allowed_values(method: str, field: str, value: Any) -> None:

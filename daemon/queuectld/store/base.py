@@ -79,6 +79,9 @@ class Enqueued:
 
     ids: list[str]
     existing: list[str]
+    #: With replace: the jobs that were overwritten, by id, with the attempts they had started
+    #: (their log files are the caller's to remove; the new job starts with none).
+    replaced: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,32 @@ class JobFilter:
     outcome: OutcomeKind | None = None
     queue: str | None = None
     label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CleanFilter:
+    """Which ended jobs retention or `jobs clean` takes: in `state` (completed, canceled or
+    dead), ended before `finished_before` (None: whenever), in `queue`, with `label`."""
+
+    state: JobState
+    finished_before: float | None = None
+    queue: str | None = None
+    label: str | None = None
+
+    def job_filter(self) -> JobFilter:
+        """The queue and label part, as a JobFilter."""
+        return JobFilter(queue=self.queue, label=self.label)
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """A job retention deleted: its id, the state it ended in, the attempts it had started (its
+    log files are `<id>.1.log` .. `<id>.<run>.log`), and whether jobs depended on it."""
+
+    id: str
+    state: JobState
+    run: int
+    had_dependents: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +339,11 @@ class Store(Protocol):
     def dlq_retry_matching(self, where: DeadFilter, now: float, limit: int) -> list[str]: ...
     def dlq_purge(self, ids: Sequence[str], now: float | None = None) -> list[Job]: ...
     def dlq_purge_matching(self, where: DeadFilter, limit: int, now: float | None = None) -> list[Job]: ...
+    # -- retention (revision 0007)
+    def prune(self, where: CleanFilter, limit: int, now: float | None = None) -> list[Pruned]: ...
+    def prune_preview(self, where: CleanFilter, limit: int) -> tuple[int, list[str]]: ...
+    def runs_of(self, ids: Sequence[str]) -> dict[str, int]: ...
+    def reclaim_space(self, max_pages: int, keep_fraction: float) -> int: ...
     # -- workflow (revision 0004) -- store-jobs part
     def envs_of(self, ids: Collection[str]) -> dict[str, EnvSnapshot]: ...
     def dependencies_of(self, job_id: str) -> list[Dependency]: ...

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -94,6 +95,8 @@ _NEXT_DUE = text(
 
 #: pg_advisory_lock key held while a daemon migrates, so daemons starting together migrate once.
 MIGRATION_LOCK = 7438190
+#: Where autovacuum is off, retention vacuums its tables itself at most this often (seconds).
+VACUUM_EVERY_S = 60.0
 
 
 #: The database's clock, in seconds since the epoch: clock_timestamp() is the time the statement
@@ -112,6 +115,8 @@ class PostgresStore(SqlStore):
         super().__init__(engine, engine)
         self.where = f"the PostgreSQL database {engine.url.database or ''} on {engine.url.host or 'localhost'}"
         self._channel: str | None = None  #: channel_of(the schema), read at the first announce
+        self._autovacuum: bool | None = None  #: the server's `autovacuum`, read at the first reclaim
+        self._vacuumed_at = float("-inf")
 
     @contextmanager
     def _schema_lock(self) -> Iterator[Connection]:
@@ -215,6 +220,23 @@ class PostgresStore(SqlStore):
                    INSERT INTO queue_count_deltas (queue, state, held, n)
                    SELECT queue, state, held, sum(n) FROM gone GROUP BY queue, state, held HAVING sum(n) <> 0"""
             )
+
+    def reclaim_space(self, max_pages: int, keep_fraction: float) -> int:
+        """Where the server's autovacuum is off, vacuum the tables retention deletes from, at most
+        every VACUUM_EVERY_S (plain VACUUM: it blocks neither reads nor writes; SKIP_LOCKED: a
+        table a peer vacuums now is left to it). With autovacuum on (PostgreSQL's default) it does
+        nothing: the batches commit apart, so autovacuum reclaims their rows as it goes."""
+        if self._autovacuum is None:
+            with self._read() as conn:
+                self._autovacuum = conn.exec_driver_sql("SHOW autovacuum").scalar() == "on"
+        now = time.monotonic()
+        if self._autovacuum or now - self._vacuumed_at < VACUUM_EVERY_S:
+            return 0
+        self._vacuumed_at = now
+        with translate_db_errors(where=self.where), self.write_engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")  # VACUUM runs outside a transaction
+            conn.exec_driver_sql("VACUUM (SKIP_LOCKED) jobs, attempts, job_labels, job_deps")
+        return 0
 
     def close(self) -> None:
         self.write_engine.dispose()

@@ -42,9 +42,10 @@ from queuectl.errors import (
 )
 from queuectld.config import DEFAULTS
 from queuectld.jobs import Job, JobState, LifecyclePolicy, OutcomeKind, on_cancel
-from queuectld.store import dlq, queues, schedules, schema, turn, workflow
+from queuectld.store import dlq, queues, retention, schedules, schema, turn, workflow
 from queuectld.store.base import (
     AttemptRecord,
+    CleanFilter,
     CronFired,
     DaemonInfo,
     DeadFilter,
@@ -57,6 +58,7 @@ from queuectld.store.base import (
     ListPosition,
     LostAttempt,
     NewJob,
+    Pruned,
     QueueCounts,
     QueueInfo,
     RunKey,
@@ -290,7 +292,8 @@ class SqlStore:
         dependencies; times and `held` are not compared) is a repeat of the same request, e.g. a
         retry after a lost answer: it is not added again and comes back in `existing`. An id
         that exists with different fields is DuplicateJob, and nothing of the batch is added.
-        A replaced job keeps its dependents (their edges name its id).
+        A replaced job keeps its dependents (their edges name its id); the replaced jobs come
+        back in `replaced` with the attempts they had started (their logs are the caller's).
         """
         ids = [j.id for j in new]
         if len(set(ids)) != len(ids):
@@ -300,21 +303,24 @@ class SqlStore:
         try:
             with self._write() as conn:
                 keep: set[str] = set()
+                replaced: dict[str, int] = {}
                 if replace and any(j.after or j.after_any for j in new):
                     workflow.lock_dependency_graph(conn)  # before the rows below (see there)
                 if replace:
                     for chunk in chunks(ids):
-                        running = conn.execute(
-                            select(jobs.c.id).where(jobs.c.id.in_(chunk), jobs.c.state == JobState.PROCESSING.value)
-                        ).scalar()
-                        if running is not None:
-                            raise InvalidState(job_id=running, state="processing", action="replace (cancel it first)")
+                        for old_id, old_state, old_run in conn.execute(
+                            select(jobs.c.id, jobs.c.state, jobs.c.run).where(jobs.c.id.in_(chunk)).with_for_update()
+                        ):
+                            if old_state == JobState.PROCESSING.value:
+                                raise InvalidState(job_id=old_id, state="processing",
+                                                   action="replace (cancel it first)")
+                            replaced[old_id] = old_run
                         conn.execute(delete(attempts).where(attempts.c.job_id.in_(chunk)))
                         conn.execute(delete(jobs).where(jobs.c.id.in_(chunk)))
                     workflow.forget_jobs(conn, ids)
                     keep = workflow.with_dependents(conn, ids)
                 self._add_jobs(conn, new, now, envs, keep)
-            return Enqueued(ids, [])
+            return Enqueued(ids, [], replaced)
         except IntegrityError:
             if replace:
                 raise DuplicateJob(job_id=self._first_existing(ids) or ids[0]) from None
@@ -696,6 +702,41 @@ class SqlStore:
         ended: list[tuple[str, workflow.EndedState]] = [(job.id, None) for job in gone if job.has_dependents]
         if ended:
             self._dependencies_ended(conn, ended, _now(now))
+
+    # -- retention (retention.py) ---------------------------------------------------------------
+
+    def prune(self, where: CleanFilter, limit: int, now: float | None = None) -> list[Pruned]:
+        """Delete up to `limit` ended jobs matching `where` (oldest ended first) with their
+        attempts, labels and own edges, in one transaction; returns them (their log files are the
+        caller's to remove). A job some job that has not ended depends on is never taken. Rows a
+        concurrent prune holds are skipped (SKIP LOCKED), so daemons prune side by side without
+        waiting or taking a job twice. Callers loop until fewer than `limit` come back."""
+        with self._write() as conn:
+            gone = retention.take(conn, where, limit, skip_locked=conn.dialect.name == "postgresql")
+            # None expected (they were excluded), but a dependent enqueued in the same instant
+            # gets what every deletion gives it, never an edge to nothing it waits on forever.
+            ended: list[tuple[str, workflow.EndedState]] = [(p.id, None) for p in gone if p.had_dependents]
+            if ended:
+                self._dependencies_ended(conn, ended, _now(now))
+        return gone
+
+    def prune_preview(self, where: CleanFilter, limit: int) -> tuple[int, list[str]]:
+        """What `prune` with `where` would take now: how many jobs, and the first `limit` ids
+        (oldest ended first). Reads only."""
+        with self._read() as conn:
+            return retention.preview(conn, where, limit)
+
+    def runs_of(self, ids: Sequence[str]) -> dict[str, int]:
+        """The attempts started so far of each job among `ids` that exists (a missing id is left out)."""
+        with self._read() as conn:
+            return retention.runs_of(conn, ids)
+
+    def reclaim_space(self, max_pages: int, keep_fraction: float) -> int:
+        """Give free pages of the database file back to the file system, keeping `keep_fraction`
+        of its pages free for reuse and at most `max_pages` per call; returns how many free pages
+        are still above what is kept (0: done). Nothing to do by default: a server database
+        reclaims space with its own (auto)vacuum."""
+        return 0
 
     # -- workflow (workflow.py) -----------------------------------------------------------------
 

@@ -174,6 +174,10 @@ _CANCEL_DEPENDENT = (
 )
 
 
+#: PRAGMA auto_vacuum's value for INCREMENTAL.
+_INCREMENTAL = 2
+
+
 class SqliteStore(SqlStore):
     """SQLite in WAL mode: a writer engine that takes the lock up front, a reader that never blocks on it."""
 
@@ -315,6 +319,55 @@ class SqliteStore(SqlStore):
         blocked) in a queue neither paused nor full; None if there is none."""
         with self._read() as conn:
             return conn.execute(_NEXT_DUE).scalar()
+
+    def migrate(self, *, may_create: bool = True, queue_id: str | None = None) -> SchemaPlan:
+        """As SqlStore.migrate; then a file made before revision 0007, without incremental
+        auto-vacuum, is switched to it (one VACUUM, which rewrites the file once)."""
+        plan = super().migrate(may_create=may_create, queue_id=queue_id)
+        self.ensure_incremental_vacuum()
+        return plan
+
+    def ensure_incremental_vacuum(self) -> bool:
+        """Switch the file to `auto_vacuum=INCREMENTAL` if it is not (SQLite takes the switch
+        only with a VACUUM, outside any transaction); returns whether it had to."""
+        if self.path is None:
+            return False
+        with translate_db_errors(where=self.where), self.write_engine.connect() as conn:
+            dbapi = _driver(conn)
+            if dbapi.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
+                return False
+            started = time.monotonic()
+            size = self.path.stat().st_size
+            dbapi.execute("PRAGMA auto_vacuum=INCREMENTAL").fetchall()
+            dbapi.execute("VACUUM").fetchall()
+            log.info("switched %s to incremental auto-vacuum (one VACUUM of %.1f MB in %.1f s)", self.path,
+                     size / 1e6, time.monotonic() - started)
+        return True
+
+    def reclaim_space(self, max_pages: int, keep_fraction: float) -> int:
+        """Give free pages back to the file system, keeping `keep_fraction` of the file's pages
+        free (new jobs reuse them without growing the file) and at most `max_pages` in this step
+        (`PRAGMA incremental_vacuum`, a short write transaction of its own); returns how many
+        free pages are still above what is kept (0: done)."""
+        with translate_db_errors(where=self.where), self.write_engine.connect() as conn:
+            dbapi = _driver(conn)
+            pages = int(dbapi.execute("PRAGMA page_count").fetchone()[0])
+            free = int(dbapi.execute("PRAGMA freelist_count").fetchone()[0])
+            extra = free - int(pages * keep_fraction)
+            if extra <= 0:
+                return 0
+            step = min(extra, int(max_pages))
+            # Through sqlite3_exec (executescript), which steps the pragma to its end: the driver's
+            # execute() steps a statement without result columns once, which frees one page.
+            dbapi.executescript(f"PRAGMA incremental_vacuum({step});")
+            return max(0, extra - step)
+
+    def space(self) -> tuple[int, int]:
+        """(pages in the file, of them free): what `reclaim_space` may give back."""
+        with translate_db_errors(where=self.where, writing=False), self.read_engine.connect() as conn:
+            dbapi = _driver(conn)
+            return (int(dbapi.execute("PRAGMA page_count").fetchone()[0]),
+                    int(dbapi.execute("PRAGMA freelist_count").fetchone()[0]))
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the database so it cannot grow while the daemon runs."""
@@ -497,6 +550,9 @@ def _create_private(path: Path) -> None:
         try:
             conn = sqlite3.connect(partial)
             try:
+                # Before any table exists, so that it takes effect without a VACUUM (retention
+                # frees pages; `reclaim_space` gives them back to the file system).
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL").fetchall()
                 conn.execute("PRAGMA journal_mode=WAL").fetchall()
             finally:
                 conn.close()
