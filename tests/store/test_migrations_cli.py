@@ -57,7 +57,7 @@ def test_migrate_dry_run_lists_without_applying(baseline: Daemon) -> None:
     assert r.returncode == 0, r.stderr
     assert f"store: {path}" in r.stdout
     assert "current revision: 0001 (made before Alembic" in r.stdout
-    assert "pending: 5\n  0002  Record the queue's identity" in r.stdout
+    assert "pending: 6\n  0002  Record the queue's identity" in r.stdout
     assert "\n  0003  Typed outcomes and retry rules per job" in r.stdout
     assert "\n  0004  Workflow: named queues" in r.stdout
     assert "\n  0005  Daemon identity: where a daemon runs" in r.stdout
@@ -155,7 +155,7 @@ def test_postgresql_baseline_upgrades_through_migrate(daemon_factory: Callable[.
         load_baseline(url)
         d = daemon_factory(db_url=url)
         dry = queuectld(d, "migrate", "--dry-run")
-        assert dry.returncode == 0 and "pending: 5\n  0002" in dry.stdout, dry.stderr
+        assert dry.returncode == 0 and "pending: 6\n  0002" in dry.stdout, dry.stderr
         r = queuectld(d, "migrate")
         assert r.returncode == 0 and "now at revision 0007" in r.stdout, r.stderr
         d.start()

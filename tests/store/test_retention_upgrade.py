@@ -1,6 +1,6 @@
 """Revision 0007 on a database with jobs in place, and SQLite's space given back.
 
-A revision-0005 database (made by the revisions up to 0005, then used by the store as that
+A revision-0006 database (made by the revisions up to 0006, then used by the store as that
 release would, with ended and waiting jobs and attempts) upgrades in place: every job is still
 there, the new index serves the pruner, the retention keys are 0 (an upgrade deletes nothing by
 itself), and on SQLite the file is switched to incremental auto-vacuum. After a prune, SQLite's
@@ -24,10 +24,10 @@ from tests.store.helpers import T0, add, assert_counts_exact, claim, finish, new
 from tests.store.test_migrations import raw
 
 
-def test_a_0005_database_with_jobs_upgrades_to_0007_in_place(store_url: str) -> None:
+def test_a_0006_database_with_jobs_upgrades_to_0007_in_place(store_url: str) -> None:
     with raw(store_url) as conn:
-        schema._run(conn, "upgrade", "0005")
-        conn.execute(text("UPDATE meta SET value = '5' WHERE key = 'schema_version'"))
+        schema._run(conn, "upgrade", "0006")
+        conn.execute(text("UPDATE meta SET value = '6' WHERE key = 'schema_version'"))
     path = sqlite_path(store_url)
     if path is not None:  # made by that release: no incremental auto-vacuum
         assert sqlite3.connect(path).execute("PRAGMA auto_vacuum").fetchone() == (0,)
