@@ -386,13 +386,13 @@ class Scheduler:
             attempt.recorded()
             if self.running.get(attempt.job.id) is attempt:
                 del self.running[attempt.job.id]
-        stopped = {a.job.id: a.kill_reason for a, _ in batch}
-        started = {a.job.id: a.job for a, _ in batch}
+        by_id = {a.job.id: a for a, _ in batch}
         for fa, job in results:
-            reason = stopped.get(fa.job_id)
+            ended = by_id.get(fa.job_id)
+            reason = ended.kill_reason if ended is not None else None
             log_result(fa, job, canceled=reason is KillReason.CANCELED, paused=reason is KillReason.PAUSED)
-            ran = started.get(fa.job_id)
-            if self.metrics.enabled and ran is not None:
+            if self.metrics.enabled and ended is not None:
+                ran = ended.job  # as claimed: its queue and when it started
                 self.metrics.attempt_finished(ran.queue, fa.outcome.kind.value,
                                               "lost" if job is None else job.state.value,
                                               None if ran.started_at is None else fa.finished_at - ran.started_at)
