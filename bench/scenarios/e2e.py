@@ -170,7 +170,8 @@ def run(settings: BenchSettings, details: dict[str, Any]) -> list[Figure]:
         figures += _figures(n, slots, settings, runs, rates, enqueue_ms, first=slots == settings.slots[0])
     if not settings.pg_url:
         figures.append(Figure(SCENARIO, "PostgreSQL", float("nan"), "jobs/s",
-                              note="skipped: set QUEUECTL_BENCH_PG_URL to a server the bench may create a database on"))
+                              note="skipped: set QUEUECTL_BENCH_PG_URL to a server the bench may create a database on"
+                                   + (" (procrastinate, of --peers, runs there too)" if settings.peers else "")))
     if settings.peers:
         details["side_by_side"] = {"slots": list(settings.slots), "labels": LABELS, "rows": side,
                                    "missing": peer_mod.missing()}
