@@ -82,6 +82,8 @@ def queue_run(n: int, slots: int, settings: BenchSettings, tag: str, db_url: str
         return {"wall_s": t1 - t0, "enqueue_s": t_enq - t0,
                 "daemon_cpu_s": sum(b[0] - a[0] for a, b in zip(cpu0, cpu1, strict=True)),
                 "shells_cpu_s": sum(b[1] - a[1] for a, b in zip(cpu0, cpu1, strict=True)),
+                # each daemon's shells: with two, that the second one ran jobs too
+                "shells_cpu_s_each": [b[1] - a[1] for a, b in zip(cpu0, cpu1, strict=True)],
                 "client_cpu_s": children_cpu_s() - client0}
 
 
@@ -214,10 +216,13 @@ def _figures(n: int, slots: int, settings: BenchSettings, runs: dict[str, list[d
                           target=PG_VS_SQLITE,
                           note="baseline: queuectl on SQLite, same run; CPU per job: daemon and keeper "
                                + _cpu_note(runs["pg_file"], n)))
+        each = [sum(x) for x in zip(*(q["shells_cpu_s_each"] for q in runs["pg_two"]), strict=True)]
+        second = each[1] / sum(each) if sum(each) else 0.0
         out.append(Figure(SCENARIO, f"PostgreSQL, two daemons, C={slots} each", rates["pg_two"], "jobs/s",
                           baseline=rates["pg_file"], ratio=rates["pg_two"] / rates["pg_file"],
-                          note="baseline: one daemon, same run; separate state dirs, one database; CPU per job: both daemons "
-                               + "and keepers " + _cpu_note(runs["pg_two"], n)))
+                          note="baseline: one daemon, same run; separate state dirs, one database, jobs sent to the "
+                               f"first; the second ran {second:.0%} of the shells (by their CPU); CPU per job: both "
+                               "daemons and keepers " + _cpu_note(runs["pg_two"], n)))
     if "pg_rpc" in rates:
         if "procrastinate" in rates:
             out.append(Figure(SCENARIO, f"PostgreSQL, job.enqueue per job vs procrastinate, C={slots}",

@@ -38,7 +38,7 @@ def test_the_table_prints_each_verdict_beside_its_target() -> None:
     assert "—" in lines[4]
 
 
-def _runs(wall: float, **extra: float) -> list[dict[str, float]]:
+def _runs(wall: float, **extra: object) -> list[dict[str, object]]:
     return [{"wall_s": wall, "enqueue_s": wall / 2, "daemon_cpu_s": 1.0, "worker_cpu_s": 1.0,
              "shells_cpu_s": 1.0, "cpu_s": 1.0, **extra}]
 
@@ -47,7 +47,7 @@ def test_the_end_to_end_rows_carry_the_issue_14_targets_against_their_same_run_b
     n = 1000
     walls = {"xargs": 0.5, "sqlite_file": 1.0, "sqlite_rpc": 2.0, "huey": 1.5, "procrastinate": 4.0,
              "pg_file": 3.0, "pg_two": 2.5, "pg_rpc": 3.0}
-    runs = {k: _runs(v) for k, v in walls.items()}
+    runs = {k: _runs(v, shells_cpu_s_each=[0.75, 0.25]) for k, v in walls.items()}
     rates = {k: n / v for k, v in walls.items()}
     enqueue_ms = {k: 0.5 for k in walls if k != "xargs"}
     got = {f.metric: f for f in e2e._figures(n, 2, BenchSettings(), runs, rates, enqueue_ms, first=True)}
@@ -61,6 +61,7 @@ def test_the_end_to_end_rows_carry_the_issue_14_targets_against_their_same_run_b
     assert file_vs_sqlite.ratio == pytest.approx(1 / 3) and file_vs_sqlite.met is False
     two = got["PostgreSQL, two daemons, C=2 each"]
     assert two.ratio == pytest.approx(3.0 / 2.5) and two.target is None
+    assert "the second ran 25% of the shells" in two.note
     assert got["N=1,000 `true`, C=2"].ratio == pytest.approx(0.5)
     assert got["SQLite, job.enqueue per job vs huey, C=2"].ratio == pytest.approx(0.75)
 
