@@ -68,6 +68,8 @@ def queue_run(n: int, slots: int, settings: BenchSettings, tag: str, db_url: str
         c = stack.enter_context(d.client())
         jobs = write_lines(d.root / "jobs.txt", "true", n)
         c.status()  # connect now, not inside the measurement
+        if stats is not None:
+            stats.mark()
         cpu0 = [x.cpu_s() for x in ds]
         client0 = children_cpu_s()
         t0 = clock()
