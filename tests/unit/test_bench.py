@@ -152,3 +152,21 @@ def test_the_done_counter_stamps_the_nth_completion_and_says_how_far_it_got() ->
         assert done.wait(3, 5) > 0
     finally:
         done.close()
+
+
+def test_the_two_daemons_traces_are_merged_and_the_schema_ddl_left_out(tmp_path) -> None:
+    stats = pgstats.PgStats("postgresql+psycopg://postgres@127.0.0.1:5432/none")
+    stats.mode, stats._dir = "sqltrace", tmp_path
+    prefixes = [stats.daemon_prefix(), stats.daemon_prefix()]
+    assert prefixes[0] is not None and prefixes[1] is not None and prefixes[0][-2] != prefixes[1][-2]
+    traces = [
+        {"COMMIT": [3, 0.003, 0.002, 0, None], "CREATE TABLE jobs (id text)": [1, 0.5, 0.5, 0, None]},
+        {"COMMIT": [1, 0.001, 0.001, 0, None], "UPDATE jobs SET x = 1": [2, 0.001, 0.0006, 2, {}]},
+    ]
+    for prefix, trace in zip(prefixes, traces, strict=True):
+        assert prefix is not None
+        with open(prefix[-2], "wb") as fh:
+            pickle.dump(trace, fh)
+    got = stats.collect(explain=False)["statements"]
+    assert [(s["statement"], s["calls"]) for s in got] == [("COMMIT", 4), ("UPDATE jobs SET x = 1", 2)]
+    assert got[0]["total_ms"] == pytest.approx(4.0) and got[0]["max_ms"] == pytest.approx(2.0)
