@@ -165,7 +165,11 @@ def run(settings: BenchSettings, details: dict[str, Any]) -> list[Figure]:
         for r in range(settings.rounds):
             for key, one in variants.items():
                 runs[key].append(one(r))
-        details[f"e2e_c{slots}"] = {"jobs": n, "slots": slots, **runs}
+        # "queue" and e2e_pg_cC keep the keys of the JSON files before the peers
+        details[f"e2e_c{slots}"] = {"jobs": n, "slots": slots, "xargs": runs["xargs"], "queue": runs["sqlite_file"],
+                                    **{k: v for k, v in runs.items() if k not in ("xargs", "sqlite_file", "pg_file")}}
+        if "pg_file" in runs:
+            details[f"e2e_pg_c{slots}"] = {"jobs": n, "slots": slots, "queue": runs["pg_file"]}
         rates = {k: n / median([x["wall_s"] for x in v]) for k, v in runs.items()}
         enqueue_ms = {k: median([x["enqueue_s"] for x in v]) / n * 1000 for k, v in runs.items() if k != "xargs"}
         for key in runs:
