@@ -339,6 +339,19 @@ def release(
         print(f"released {_count(answer)} held job(s)")
 
 
+@app.command()
+def hold(
+    job_ids: Annotated[list[str], typer.Argument(help="Waiting jobs, by id.", autocompletion=completion.job_ids)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Hold waiting jobs: they stay queued but start only after `queuectl release`; all or none."""
+    answer = client().hold(_ids("IDS", job_ids))
+    if as_json:
+        render().print_json(answer)
+    else:
+        print(f"held {_count(answer)} job(s)")
+
+
 def _count(answer: Any) -> Any:
     """How many jobs a bulk answer (CountResult) took."""
     return answer.get("count", len(answer.get("ids") or [])) if isinstance(answer, dict) else answer

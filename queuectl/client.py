@@ -461,6 +461,10 @@ class Client:
             return self.call("job.release", {"ids": job_ids})
         return self.call("job.release", {"filter": _present({"queue": queue, "label": label})})
 
+    def hold(self, job_ids: list[str]) -> dict[str, Any]:
+        """Hold waiting jobs (never started until released): all of them or none. A CountResult."""
+        return self.call("job.hold", {"ids": job_ids})
+
     def restart(self, job_ids: list[str]) -> dict[str, Any]:
         """Run finished jobs (completed, dead, canceled) again, their history kept: all of them
         or none. A CountResult."""
@@ -588,6 +592,12 @@ class Client:
     def status(self) -> dict[str, Any]:
         """Worker counts and job counts per state."""
         return self.call("daemon.status", {})
+
+    def daemons(self) -> list[dict[str, Any]]:
+        """Every live daemon sharing the store (DaemonView: id, host, pid, slots, active, claiming,
+        heartbeat_at), the one answering first."""
+        result: list[dict[str, Any]] = self.call("daemon.list", {})["daemons"]
+        return result
 
     def config_get(self, key: str) -> Any:
         """One config value."""

@@ -343,6 +343,13 @@ class RestartParams(Params):
     ids: Annotated[list[JobId], Field(min_length=1, max_length=10_000)]
 
 
+class HoldParams(Params):
+    """Hold waiting jobs (pending, or failed awaiting a retry), all or none: they stay stored and
+    never start until `job.release`."""
+
+    ids: Annotated[list[JobId], Field(min_length=1, max_length=10_000)]
+
+
 class EditParams(Params):
     """Change a job that is not running (`job.edit`); only the fields given change. `delay_s`
     sets its run time to now + delay, `run_at` to that instant (either reschedules a waiting job:
@@ -683,6 +690,12 @@ class DaemonView(Result):
     heartbeat_at: datetime
 
 
+class DaemonsResult(Result):
+    """`daemon.list`: every live daemon sharing the store, the one answering first."""
+
+    daemons: list[DaemonView]
+
+
 class StoreView(Result):
     """The store's health as this daemon sees it."""
 
@@ -768,6 +781,7 @@ METHODS: dict[str, type[Params]] = {
     "job.logs": LogsParams,
     "job.explain": JobRef,
     "job.release": ReleaseParams,
+    "job.hold": HoldParams,
     "job.restart": RestartParams,
     "job.edit": EditParams,
     "queue.add": QueueAddParams,
@@ -796,6 +810,7 @@ METHODS: dict[str, type[Params]] = {
     "workers.start": WorkersStartParams,
     "workers.stop": WorkersStopParams,
     "daemon.status": EmptyParams,
+    "daemon.list": EmptyParams,
     "daemon.stop": EmptyParams,
     "daemon.handover": EmptyParams,
     "daemon.hello": HelloParams,

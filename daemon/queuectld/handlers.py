@@ -35,7 +35,7 @@ from queuectld.store.base import (
     Store,
 )
 from queuectld.store_threads import StoreThreads
-from queuectld.views import attempt_view, dependency_views, env_view, job_view, queue_view, ts
+from queuectld.views import attempt_view, dependency_views, env_view, job_view, queue_view, ts, ts_of
 
 __all__ = ["HANDLERS", "Context", "Encoded", "attempt_view", "job_view"]
 
@@ -370,6 +370,15 @@ async def _workers(ctx: Context) -> p.WorkersView:
                          claiming=ctx.scheduler.claiming, daemons=len(daemons))
 
 
+async def daemon_list(ctx: Context, params: p.EmptyParams) -> p.DaemonsResult:
+    """daemon.list: the live daemons sharing the store (this one first, as it is now; its peers as
+    of their last heartbeat), for `queuectl web`'s daemons page."""
+    return p.DaemonsResult(daemons=[
+        p.DaemonView(id=d.id, host=d.host, pid=d.pid, slots=d.slots, active=d.active, claiming=d.claiming,
+                     heartbeat_at=ts_of(d.heartbeat_at))
+        for d in await workflow.live_daemons(ctx)])
+
+
 async def status(ctx: Context, params: p.EmptyParams) -> p.StatusResult:
     """daemon.status: answers even when the store fails, with the counts and queues left out and
     the store's state saying why."""
@@ -484,6 +493,7 @@ HANDLERS: dict[str, Handler] = {
     "workers.start": workers_start,
     "workers.stop": workers_stop,
     "daemon.status": status,
+    "daemon.list": daemon_list,
     "daemon.stop": stop,
     "daemon.handover": handover,
     "daemon.hello": hello,

@@ -759,6 +759,13 @@ class SqlStore:
                 self._announce(conn)
         return released
 
+    def hold(self, ids: Sequence[str], now: float) -> list[Job]:
+        """Hold waiting jobs in one transaction, so that none starts until released: all of `ids`
+        or none (JobNotFound for a missing one, InvalidState for one running, ended or held).
+        Returns them as they are now, in the order given."""
+        with self._write() as conn:
+            return workflow.hold(conn, ids, now)
+
     def release_matching(self, where: JobFilter, now: float, limit: int) -> list[str]:
         """Release up to `limit` held jobs matching `where` (oldest first) in one transaction;
         returns their ids. Callers loop until fewer than `limit` come back."""
