@@ -779,6 +779,29 @@ def top() -> None:
     live.run(c)
 
 
+@app.command()
+def web(
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to serve on (loopback unless --allow-remote).")]
+    = "127.0.0.1:8765",
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Serve a non-loopback address (needs TLS).")]
+    = False,
+    tls_cert: Annotated[Optional[str], typer.Option("--tls-cert", help="TLS certificate (PEM).")] = None,
+    tls_key: Annotated[Optional[str], typer.Option("--tls-key", help="TLS private key (PEM).")] = None,
+    web_token_file: Annotated[
+        Optional[str], typer.Option("--web-token-file", help="Login token from this file (or $QUEUECTL_WEB_TOKEN); "
+                                    "default: a random one, printed in the URL.")
+    ] = None,
+) -> None:
+    """Serve the web dashboard (pip install 'queuectl[web]'): a client of the daemon, like this CLI."""
+    from queuectl.web import serve
+
+    def connect() -> Client:
+        return Client(_options.get("socket"), token_file=_options.get("token_file"), tls_ca=_options.get("tls_ca"))
+
+    serve.run(serve.WebOptions(listen, allow_remote, tls_cert, tls_key, web_token_file), connect,
+              str(connect().address))
+
+
 @jobs_app.command("delete")
 def jobs_delete(job_id: Annotated[str, typer.Argument(help="Job to delete (not while it runs).", autocompletion=completion.job_ids)]) -> None:
     """Delete a job and its output."""
