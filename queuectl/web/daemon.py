@@ -26,6 +26,7 @@ class Daemon:
         self._connect = connect
         self._idle: list[Client] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     def call_sync(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """One request, its result or the daemon's error raised (a QueuectlError)."""
@@ -48,7 +49,8 @@ class Daemon:
 
     def _put_back(self, client: Client) -> None:
         with self._lock:
-            if len(self._idle) < IDLE_CONNECTIONS:
+            # A call still running in its thread when the app stopped closes its connection here.
+            if not self._closed and len(self._idle) < IDLE_CONNECTIONS:
                 self._idle.append(client)
                 return
         client.close()
@@ -60,6 +62,7 @@ class Daemon:
     def close(self) -> None:
         """Close the idle connections."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for client in idle:
             client.close()
