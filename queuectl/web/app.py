@@ -67,7 +67,7 @@ def templates() -> jinja2.Environment:
 
 
 def _state(request: Request) -> WebState:
-    return request.app.state.web  # type: ignore[no-any-return]
+    return request.app.state.web
 
 
 def _session(request: Request) -> auth.Session | None:

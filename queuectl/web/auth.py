@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 #: How long a session lasts from login.
@@ -32,13 +33,13 @@ class Session:
 class Sessions:
     """The sessions of one web process, and the token that opens one."""
 
-    def __init__(self, token: str, clock: object = time.monotonic) -> None:
+    def __init__(self, token: str, clock: Callable[[], float] = time.monotonic) -> None:
         self._token = token.encode()
         self._clock = clock
         self._by_id: dict[str, Session] = {}
 
     def _now(self) -> float:
-        return self._clock()  # type: ignore[operator,no-any-return]
+        return self._clock()
 
     def token_ok(self, token: str) -> bool:
         """Whether `token` is the login token (constant time)."""

@@ -28,6 +28,10 @@
       if (focused && live.contains(focused) && /^(INPUT|SELECT|TEXTAREA)$/.test(focused.tagName)) return;
       live.innerHTML = e.data;
       setConn(true);
+      // A job's edit form is for a waiting job: hide it once the job has started or ended.
+      var edit = document.getElementById("edit");
+      var marker = live.querySelector("[data-waiting]");
+      if (edit && marker) edit.hidden = marker.dataset.waiting !== "1";
     });
     es.addEventListener("down", function (e) { setConn(false, e.data); });
     es.onopen = function () { setConn(true); };
