@@ -215,6 +215,21 @@ class Client:
                 self._sock = None
                 self._reader = None
 
+    def stale(self) -> bool:
+        """Whether this kept connection should not be reused: between requests nothing arrives, so
+        a socket with something to read has been closed by the daemon (it restarted, or dropped
+        an idle connection). Checked without waiting. A closed-and-forgotten connection is not
+        stale: the next call reconnects."""
+        if self._sock is None:
+            return False
+        import select
+
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
     def __enter__(self) -> Client:
         return self
 

@@ -32,6 +32,8 @@ class Daemon:
         """One request, its result or the daemon's error raised (a QueuectlError)."""
         with self._lock:
             client = self._idle.pop() if self._idle else None
+        if client is not None and client.stale():
+            client.close()  # the daemon restarted or dropped it: reconnect rather than fail this call
         if client is None:
             client = self._connect()
         try:

@@ -189,3 +189,14 @@ def test_the_chart_counts_what_ended(browser_like: TestClient, web_daemon: Daemo
         web_daemon.wait_state(f"ch{i}", "completed")
     wait_until(lambda: "rect" in browser_like.get("/").text and "(0 in all)" not in browser_like.get("/").text,
                what="the chart to count the ended jobs")
+
+
+def test_pages_keep_working_across_a_daemon_restart(browser_like: TestClient, web_daemon: Daemon) -> None:
+    for _ in range(3):  # several kept connections, all of them to the daemon that goes
+        assert browser_like.get("/queues").status_code == 200
+    web_daemon.stop()
+    assert browser_like.get("/").status_code == 502
+    assert "not running" in browser_like.get("/").text
+    web_daemon.start()
+    for path in ("/", "/jobs", "/queues", "/daemons"):
+        assert browser_like.get(path).status_code == 200, path
