@@ -19,6 +19,8 @@ from urllib.parse import urlencode
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -37,6 +39,8 @@ LIVE_EVERY_S = 1.0
 LIVE_MAX_S = 300.0
 #: How often the overview's chart is sampled while no one looks at it.
 SAMPLE_EVERY_S = 10.0
+#: The Host names a loopback dashboard answers to.
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 #: A wrong login waits this long, so a token cannot be guessed quickly.
 WRONG_LOGIN_DELAY_S = 0.5
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -234,7 +238,10 @@ def action_route(act: actions.Action) -> Callable[[Request], Awaitable[Response]
 async def logout(request: Request) -> Response:
     """POST /logout (with the CSRF token): the session ends."""
     session = _session(request)
-    form = await read_form(request)
+    try:
+        form = await read_form(request)
+    except FormTooLarge:
+        return _refuse("form too large", 413)
     if session is not None and auth.csrf_ok(session, form.get("csrf")):
         _state(request).sessions.logout(session.id)
     response = RedirectResponse("/login", status_code=303)
@@ -264,9 +271,12 @@ class SecurityHeaders:
 
 
 def create_app(daemon: Daemon, token: str, *, secure_cookie: bool = False, daemon_address: str = "",
-               sample_every_s: float = SAMPLE_EVERY_S) -> Any:
-    """The dashboard for `daemon`, opened by `token`."""
-    state = WebState(daemon, auth.Sessions(token), templates(), chart.Throughput(), secure_cookie, daemon_address)
+               sample_every_s: float = SAMPLE_EVERY_S, allowed_hosts: list[str] | None = None) -> Any:
+    """The dashboard for `daemon`, opened by `token`. `allowed_hosts`: the Host headers served
+    (None: any); on loopback only loopback names, so a page of another site whose name was
+    rebound to 127.0.0.1 gets 400, not the dashboard."""
+    state = WebState(daemon, auth.Sessions(token), templates(), chart.Throughput(min_gap_s=min(5.0, sample_every_s)),
+                     secure_cookie, daemon_address)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -302,6 +312,7 @@ def create_app(daemon: Daemon, token: str, *, secure_cookie: bool = False, daemo
         *[Route(path, action_route(act), methods=["POST"]) for path, act in actions.ACTIONS],
         Mount("/static", StaticFiles(packages=[("queuectl.web", "static")]), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.web = state
     return SecurityHeaders(app)

@@ -21,11 +21,16 @@ HEIGHT = 120
 class Throughput:
     """An hour of (time, ended jobs per queue) samples."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_gap_s: float = 5.0) -> None:
         self._samples: deque[tuple[float, dict[str, int]]] = deque()
+        #: Samples closer than this to the previous one are skipped: every open overview samples
+        #: as it refreshes, and the hour's samples stay bounded however many there are.
+        self.min_gap_s = min_gap_s
 
     def sample(self, now: float, queues: list[dict[str, object]]) -> None:
         """Record each queue's completed + dead count at `now` (seconds, any steady clock)."""
+        if self._samples and now - self._samples[-1][0] < self.min_gap_s:
+            return
         ended = {str(q["name"]): int(q.get("completed", 0) or 0) + int(q.get("dead", 0) or 0)  # type: ignore[call-overload]
                  for q in queues}
         self._samples.append((now, ended))

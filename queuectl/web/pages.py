@@ -19,6 +19,7 @@ PAGE_JOBS = 50
 #: A text search reads at most this many jobs per page it shows (then offers to read further),
 #: so a search in a million jobs costs a bounded number of the daemon's keyset pages.
 SEARCH_SCAN_JOBS = 20_000
+SEARCH_PAGE_JOBS = 200
 STATES = ("pending", "processing", "failed", "completed", "dead", "canceled")
 OUTCOMES = ("exit", "signal", "timeout", "killed", "worker-lost", "spawn-failed", "canceled", "requeued", "snoozed")
 
@@ -64,17 +65,17 @@ async def jobs(daemon: Daemon, query: QueryParams, throughput: chart.Throughput)
         page = await daemon.call("job.list", {**params, "limit": PAGE_JOBS, **({"cursor": cursor} if cursor else {})})
         found, next_cursor = page["jobs"], page.get("next_cursor")
     else:
+        # Pages of SEARCH_PAGE_JOBS, so a page shows at most PAGE_JOBS + SEARCH_PAGE_JOBS matches and
+        # "search further" goes on exactly where this one stopped (a cursor marks a page's end).
         next_cursor = cursor
         while True:
-            page = await daemon.call("job.list", {**params, "limit": 1000,
+            page = await daemon.call("job.list", {**params, "limit": SEARCH_PAGE_JOBS,
                                                   **({"cursor": next_cursor} if next_cursor else {})})
             scanned += len(page["jobs"])
             found.extend(j for j in page["jobs"] if _matches(j, text))
             next_cursor = page.get("next_cursor")
             if next_cursor is None or len(found) >= PAGE_JOBS or scanned >= SEARCH_SCAN_JOBS:
                 break
-        # More matches than a page: the rest are found again by the next search from this cursor.
-        found = found[:PAGE_JOBS * 4]
     queues = (await daemon.call("queue.list"))["queues"]
     return {"jobs": found, "next_cursor": next_cursor, "filters": {"state": state, "queue": queue, "label": label,
             "q": text}, "cursor": cursor, "scanned": scanned, "queues": queues, "states": STATES}

@@ -109,7 +109,7 @@ def run(options: WebOptions, connect: Any, daemon_address: str) -> None:
     connect().call("daemon.status")  # a daemon that is not there is one line of error, not a page
     import uvicorn
 
-    from queuectl.web.app import create_app
+    from queuectl.web.app import LOOPBACK_HOSTS, create_app
     from queuectl.web.daemon import Daemon
 
     sock = bind(host, port)
@@ -123,7 +123,9 @@ def run(options: WebOptions, connect: Any, daemon_address: str) -> None:
     else:
         print(f"log in at {url}login with the token from "
               f"{options.web_token_file or '$QUEUECTL_WEB_TOKEN'}", flush=True)
-    app = create_app(Daemon(connect), token, secure_cookie=bool(options.tls_cert), daemon_address=daemon_address)
+    # On loopback, only loopback Host names: a page whose name was rebound to 127.0.0.1 gets 400.
+    app = create_app(Daemon(connect), token, secure_cookie=bool(options.tls_cert), daemon_address=daemon_address,
+                     allowed_hosts=sorted({*LOOPBACK_HOSTS, host}) if is_loopback(host) else None)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             ssl_certfile=options.tls_cert, ssl_keyfile=options.tls_key,
                             timeout_graceful_shutdown=2, proxy_headers=False, server_header=False)

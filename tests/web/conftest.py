@@ -17,7 +17,7 @@ pytest.importorskip("starlette", reason="the web extra (starlette, uvicorn, jinj
 from starlette.testclient import TestClient  # noqa: E402
 
 from queuectl.client import Client  # noqa: E402
-from queuectl.web.app import create_app  # noqa: E402
+from queuectl.web.app import LOOPBACK_HOSTS, create_app  # noqa: E402
 from queuectl.web.daemon import Daemon as DaemonCalls  # noqa: E402
 from tests.conftest import Daemon  # noqa: E402
 
@@ -43,7 +43,7 @@ def web_daemon() -> Iterator[Daemon]:
 def make_app(d: Daemon) -> object:
     """The dashboard for daemon `d`, opened by TOKEN."""
     return create_app(DaemonCalls(lambda: Client(str(d.socket))), TOKEN, daemon_address=str(d.socket),
-                      sample_every_s=0.5)
+                      sample_every_s=0.5, allowed_hosts=LOOPBACK_HOSTS)
 
 
 @pytest.fixture

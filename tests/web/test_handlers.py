@@ -20,6 +20,12 @@ def test_every_page_needs_a_login(anon: TestClient) -> None:
     assert anon.post("/queues/default/pause", data={"csrf": "x"}).status_code == 403
 
 
+def test_another_host_name_is_refused(anon: TestClient) -> None:
+    # DNS rebinding: a page of another site whose name now points at 127.0.0.1.
+    assert anon.get("/login", headers={"host": "evil.example:8765"}).status_code == 400
+    assert anon.get("/login", headers={"host": "localhost:8765"}).status_code == 200
+
+
 def test_a_wrong_token_opens_nothing(anon: TestClient) -> None:
     r = anon.post("/login", data={"token": "wrong"})
     assert r.status_code == 401 and "Wrong token" in r.text
