@@ -59,6 +59,9 @@ class WebState:
     throughput: chart.Throughput
     secure_cookie: bool
     daemon_address: str
+    #: Set when the server is told to stop: the live streams end at their next turn, so the
+    #: server's graceful shutdown finds no request still running.
+    stopping: bool = False
 
 
 def templates() -> jinja2.Environment:
@@ -140,7 +143,7 @@ async def live(request: Request) -> Response:
         yield "retry: 2000\n\n"
         last = None
         ends = time.monotonic() + LIVE_MAX_S
-        while time.monotonic() < ends and state.sessions.get(session.id) is not None:
+        while time.monotonic() < ends and not state.stopping and state.sessions.get(session.id) is not None:
             try:
                 ctx = await pages.PAGES[name](state.daemon, query, state.throughput)
                 html = template.render(page=name, csrf=session.csrf, now=time.time(), query=dict(query),
@@ -164,7 +167,7 @@ async def log_stream(request: Request) -> Response:
     if _session(request) is None:
         return PlainTextResponse("log in first", status_code=401)
     resume = request.headers.get("last-event-id")
-    events = log_events(state.daemon, request.path_params["id"], resume, LIVE_MAX_S)
+    events = log_events(state.daemon, request.path_params["id"], resume, LIVE_MAX_S, lambda: state.stopping)
 
     async def stream() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
@@ -255,8 +258,9 @@ class SecurityHeaders:
     HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
                (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY")]
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, web: WebState) -> None:
         self.app = app
+        self.web = web  #: the app's state (`serve` sets `stopping` on it)
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -315,4 +319,4 @@ def create_app(daemon: Daemon, token: str, *, secure_cookie: bool = False, daemo
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.web = state
-    return SecurityHeaders(app)
+    return SecurityHeaders(app, state)

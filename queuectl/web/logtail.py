@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from queuectl import errors
 from queuectl.web.daemon import Daemon
@@ -37,13 +37,15 @@ def _latest(job: dict[str, object]) -> int | None:
     return max(numbers) if numbers else None
 
 
-async def log_events(daemon: Daemon, job_id: str, last_event_id: str | None, max_s: float) -> AsyncIterator[Event]:
-    """The events of one stream, for at most `max_s` seconds (the browser reconnects)."""
+async def log_events(daemon: Daemon, job_id: str, last_event_id: str | None, max_s: float,
+                     stopping: Callable[[], bool] = lambda: False) -> AsyncIterator[Event]:
+    """The events of one stream, for at most `max_s` seconds (the browser reconnects), or until
+    `stopping()` (the server is stopping)."""
     ends = time.monotonic() + max_s
     position = _resume(last_event_id)
     attempt: int | None = position[0] if position else None
     offset = position[1] if position else 0
-    while time.monotonic() < ends:
+    while time.monotonic() < ends and not stopping():
         try:
             job = await daemon.call("job.get", {"id": job_id})
             latest = _latest(job)
@@ -60,7 +62,7 @@ async def log_events(daemon: Daemon, job_id: str, last_event_id: str | None, max
                         yield "log", chunk["data"], f"{attempt}:{offset}"
             if attempt is not None:
                 finished = False
-                while not finished and time.monotonic() < ends:
+                while not finished and time.monotonic() < ends and not stopping():
                     chunk = await daemon.call("job.logs", {"id": job_id, "attempt": attempt, "offset": offset,
                                                            "follow": True})
                     offset = chunk["next_offset"]

@@ -129,7 +129,12 @@ def run(options: WebOptions, connect: Any, daemon_address: str) -> None:
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             ssl_certfile=options.tls_cert, ssl_keyfile=options.tls_key,
                             timeout_graceful_shutdown=2, proxy_headers=False, server_header=False)
-    server = uvicorn.Server(config)
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            app.web.stopping = True  # end the live streams, so shutdown has no request to wait for
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
     try:
         server.run(sockets=[sock])
     finally:
