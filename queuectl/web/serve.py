@@ -137,6 +137,9 @@ def run(options: WebOptions, connect: Any, daemon_address: str) -> None:
     server = Server(config)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn stops on Ctrl-C, then raises it again: stopping is how this command ends
     finally:
         sock.close()
+    print("queuectl web: stopped", flush=True)
     sys.stdout.flush()
