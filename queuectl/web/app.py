@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -124,6 +125,9 @@ def page_route(name: str) -> Callable[[Request], Awaitable[Response]]:
 
 
 def _sse(event: str, data: str, event_id: str | None = None) -> str:
+    """One server-sent event. A CR ends a line for the browser's parser as LF does, so both
+    become LF here: no text of a job's can start a field of its own."""
+    data = data.replace("\r\n", "\n").replace("\r", "\n")
     lines = "".join(f"data: {line}\n" for line in data.split("\n"))
     return (f"id: {event_id}\n" if event_id else "") + f"event: {event}\n{lines}\n"
 
@@ -172,7 +176,8 @@ async def log_stream(request: Request) -> Response:
     async def stream() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
         async for event, data, event_id in events:
-            yield _sse(event, data, event_id)
+            # Output as JSON text: one line whatever it holds (CRs of progress bars included).
+            yield _sse(event, json.dumps(data) if event == "log" else data, event_id)
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 

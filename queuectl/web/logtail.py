@@ -1,7 +1,7 @@
 """A job's output as server-sent events: the tail so far, then each new chunk as it is
 written, following the job from attempt to attempt until it ends.
 
-Events: `log` (text; its id `ATTEMPT:OFFSET` lets a reconnecting browser resume where it was),
+Events: `log` (text, sent as a JSON string; its id `ATTEMPT:OFFSET` lets a reconnecting browser resume where it was),
 `attempt` (a new attempt begins: its number), `end` (the job has ended, or is gone: why),
 `down` (the daemon does not answer: why; the stream tries again).
 """

@@ -3,6 +3,8 @@ to a real queuectld over its socket with queuectl's own Client."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from starlette.testclient import TestClient
 
@@ -185,6 +187,17 @@ def test_the_log_stream_follows_a_job_to_its_end(browser_like: TestClient, web_d
     assert "id: 1:" in body
     resumed = browser_like.get("/jobs/lg1/log", headers={"Last-Event-ID": "1:6"}).text
     assert "first" not in resumed and "second" in resumed
+
+
+def test_no_output_can_start_an_event_field(browser_like: TestClient, web_daemon: Daemon) -> None:
+    web_daemon.cli("enqueue", "--id", "cr1", "-c", r"printf 'a\revent: end\rdata: x\r\nid: 9:9\n'")
+    web_daemon.wait_state("cr1", "completed")
+    body = browser_like.get("/jobs/cr1/log").text
+    assert "\r" not in body
+    fields = [line.split(":", 1)[0] for line in body.split("\n") if line]
+    assert fields.count("event") == 3 and fields.count("id") == 1  # attempt, log, end; the log's own id
+    log = next(line for line in body.split("\n") if line.startswith("data: \"a"))
+    assert json.loads(log[len("data: "):]) == "a\revent: end\rdata: x\r\nid: 9:9\n"
 
 
 def test_the_chart_counts_what_ended(browser_like: TestClient, web_daemon: Daemon) -> None:

@@ -52,7 +52,7 @@
     };
     var logs = new EventSource(log.dataset.log);
     logs.onopen = function () { say("following"); };
-    logs.addEventListener("log", function (e) { add(e.data); });
+    logs.addEventListener("log", function (e) { add(JSON.parse(e.data)); });
     logs.addEventListener("attempt", function (e) {
       if (log.textContent) add("\n");
       add("── attempt " + e.data + " ──\n");
