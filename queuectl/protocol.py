@@ -243,6 +243,7 @@ class ListParams(Params):
     label: Label | None = None
     limit: PageLimit | None = None  #: at most this many in this page (the daemon caps it)
     cursor: Cursor | None = None  #: `next_cursor` of the previous page; omitted for the first
+    newest_first: bool = False  #: the newest job first (its cursors continue that order only)
 
 
 class DlqListParams(Params):
@@ -253,6 +254,7 @@ class DlqListParams(Params):
     label: Label | None = None
     limit: PageLimit | None = None  #: at most this many in this page (the daemon caps it)
     cursor: Cursor | None = None  #: `next_cursor` of the previous page; omitted for the first
+    newest_first: bool = False  #: the newest job first (its cursors continue that order only)
 
 
 class DlqRetryParams(Params):

@@ -53,12 +53,15 @@ def _matches(job: dict[str, Any], text: str) -> bool:
 
 
 async def jobs(daemon: Daemon, query: QueryParams, throughput: chart.Throughput) -> dict[str, Any]:
-    """One page of jobs by cursor (state, queue, label through job.list's indexes); with a text,
-    the matches among the next SEARCH_SCAN_JOBS jobs, and the cursor to read further."""
+    """One page of jobs by cursor, newest first unless `order=oldest` (state, queue, label through
+    job.list's indexes); with a text, the matches among the next SEARCH_SCAN_JOBS jobs, and the
+    cursor to read further."""
     state = _choice(query.get("state"), STATES)
     queue, label, text = _name(query.get("queue")), _name(query.get("label")), (query.get("q") or "").strip()
     cursor = _name(query.get("cursor"))
-    params = {k: v for k, v in {"state": state, "queue": queue, "label": label}.items() if v}
+    oldest = query.get("order") == "oldest"
+    params: dict[str, Any] = {k: v for k, v in {"state": state, "queue": queue, "label": label}.items() if v}
+    params["newest_first"] = not oldest
     scanned = 0
     found: list[dict[str, Any]] = []
     if not text:
@@ -78,7 +81,8 @@ async def jobs(daemon: Daemon, query: QueryParams, throughput: chart.Throughput)
                 break
     queues = (await daemon.call("queue.list"))["queues"]
     return {"jobs": found, "next_cursor": next_cursor, "filters": {"state": state, "queue": queue, "label": label,
-            "q": text}, "cursor": cursor, "scanned": scanned, "queues": queues, "states": STATES}
+            "q": text, "order": "oldest" if oldest else ""}, "cursor": cursor, "scanned": scanned, "queues": queues,
+            "states": STATES}
 
 
 async def job(daemon: Daemon, query: QueryParams, throughput: chart.Throughput) -> dict[str, Any]:
@@ -93,11 +97,13 @@ async def dlq(daemon: Daemon, query: QueryParams, throughput: chart.Throughput) 
     """One page of dead jobs (outcome, queue, label), with how each one died."""
     outcome = _choice(query.get("outcome"), OUTCOMES)
     queue, label, cursor = _name(query.get("queue")), _name(query.get("label")), _name(query.get("cursor"))
+    oldest = query.get("order") == "oldest"
     params = {k: v for k, v in {"outcome": outcome, "queue": queue, "label": label, "cursor": cursor}.items() if v}
-    page = await daemon.call("dlq.list", {**params, "limit": PAGE_JOBS})
+    page = await daemon.call("dlq.list", {**params, "limit": PAGE_JOBS, "newest_first": not oldest})
     status = await daemon.call("daemon.status")
     return {"jobs": page["jobs"], "next_cursor": page.get("next_cursor"), "cursor": cursor,
-            "filters": {"outcome": outcome, "queue": queue, "label": label}, "outcomes": OUTCOMES,
+            "filters": {"outcome": outcome, "queue": queue, "label": label, "order": "oldest" if oldest else ""},
+            "outcomes": OUTCOMES,
             "dead": status.get("counts", {}).get("dead", 0)}
 
 

@@ -116,7 +116,11 @@ def test_jobs_filter_by_state_and_text_and_page_by_cursor(browser_like: TestClie
     web_daemon.cli("queue", "pause", "pages")
     lines = "".join(f'{{"id": "pg-{i:03d}", "command": "echo needle-{i}", "queue": "pages"}}\n' for i in range(120))
     web_daemon.cli("enqueue", "--file", "-", input=lines)
-    first = browser_like.get("/jobs", params={"queue": "pages"}).text
+    newest = browser_like.get("/jobs", params={"queue": "pages"}).text
+    assert "pg-119" in newest and "pg-070" in newest and "pg-069" not in newest
+    nxt = newest.split('rel="next" href="/jobs?')[1].split('"')[0].replace("&amp;", "&")
+    assert "pg-069" in browser_like.get(f"/jobs?{nxt}").text
+    first = browser_like.get("/jobs", params={"queue": "pages", "order": "oldest"}).text
     assert "pg-000" in first and "pg-049" in first and "pg-050" not in first
     cursor = first.split('rel="next" href="/jobs?')[1].split('"')[0].replace("&amp;", "&")
     second = browser_like.get(f"/jobs?{cursor}").text
