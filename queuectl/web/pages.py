@@ -46,6 +46,19 @@ async def overview(daemon: Daemon, query: QueryParams, throughput: chart.Through
             "chart_w": chart.WIDTH, "chart_h": chart.HEIGHT}
 
 
+async def _listed(daemon: Daemon, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One page of `method`; from a daemon older than `newest_first`, the page oldest first (its
+    answer then says `oldest_only`)."""
+    try:
+        page: dict[str, Any] = await daemon.call(method, params)
+        return page
+    except errors.InvalidParams as exc:
+        if not params.get("newest_first") or "newest_first" not in exc.message:
+            raise
+    page = await daemon.call(method, {k: v for k, v in params.items() if k != "newest_first"})
+    return {**page, "oldest_only": True}
+
+
 def _matches(job: dict[str, Any], text: str) -> bool:
     needle = text.lower()
     hay = [job.get("id") or "", job.get("command") or "", job.get("last_error") or "", *(job.get("labels") or [])]
@@ -65,15 +78,20 @@ async def jobs(daemon: Daemon, query: QueryParams, throughput: chart.Throughput)
     scanned = 0
     found: list[dict[str, Any]] = []
     if not text:
-        page = await daemon.call("job.list", {**params, "limit": PAGE_JOBS, **({"cursor": cursor} if cursor else {})})
+        page = await _listed(daemon, "job.list", {**params, "limit": PAGE_JOBS,
+                                                  **({"cursor": cursor} if cursor else {})})
         found, next_cursor = page["jobs"], page.get("next_cursor")
+        oldest = oldest or bool(page.get("oldest_only"))
     else:
         # Pages of SEARCH_PAGE_JOBS, so a page shows at most PAGE_JOBS + SEARCH_PAGE_JOBS matches and
         # "search further" goes on exactly where this one stopped (a cursor marks a page's end).
         next_cursor = cursor
         while True:
-            page = await daemon.call("job.list", {**params, "limit": SEARCH_PAGE_JOBS,
-                                                  **({"cursor": next_cursor} if next_cursor else {})})
+            page = await _listed(daemon, "job.list", {**params, "limit": SEARCH_PAGE_JOBS,
+                                                      **({"cursor": next_cursor} if next_cursor else {})})
+            if page.get("oldest_only"):
+                oldest = True
+                params.pop("newest_first", None)
             scanned += len(page["jobs"])
             found.extend(j for j in page["jobs"] if _matches(j, text))
             next_cursor = page.get("next_cursor")
@@ -99,7 +117,8 @@ async def dlq(daemon: Daemon, query: QueryParams, throughput: chart.Throughput) 
     queue, label, cursor = _name(query.get("queue")), _name(query.get("label")), _name(query.get("cursor"))
     oldest = query.get("order") == "oldest"
     params = {k: v for k, v in {"outcome": outcome, "queue": queue, "label": label, "cursor": cursor}.items() if v}
-    page = await daemon.call("dlq.list", {**params, "limit": PAGE_JOBS, "newest_first": not oldest})
+    page = await _listed(daemon, "dlq.list", {**params, "limit": PAGE_JOBS, "newest_first": not oldest})
+    oldest = oldest or bool(page.get("oldest_only"))
     status = await daemon.call("daemon.status")
     return {"jobs": page["jobs"], "next_cursor": page.get("next_cursor"), "cursor": cursor,
             "filters": {"outcome": outcome, "queue": queue, "label": label, "order": "oldest" if oldest else ""},

@@ -78,3 +78,26 @@ def test_without_the_extra_queuectl_web_says_how_to_install_it() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert r.stderr.strip().splitlines() == ["error: The web dashboard needs its extra: pip install 'queuectl[web]'"]
+
+
+def test_an_older_daemon_without_newest_first_is_listed_oldest_first() -> None:
+    import asyncio
+
+    from starlette.datastructures import QueryParams
+
+    from queuectl.web import pages
+
+    sent: list[dict[str, object]] = []
+
+    class OldDaemon:
+        async def call(self, method: str, params: dict[str, object] | None = None) -> object:
+            sent.append({"method": method, **(params or {})})
+            if (params or {}).get("newest_first") is not None:
+                raise errors.InvalidParams(detail="newest_first: Extra inputs are not permitted")
+            if method == "queue.list":
+                return {"queues": []}
+            return {"jobs": [{"id": "a", "command": "x"}], "next_cursor": None}
+
+    ctx = asyncio.run(pages.jobs(OldDaemon(), QueryParams(""), chart.Throughput()))  # type: ignore[arg-type]
+    assert [j["id"] for j in ctx["jobs"]] == ["a"] and ctx["filters"]["order"] == "oldest"
+    assert [s.get("newest_first") for s in sent if s["method"] == "job.list"] == [True, None]
