@@ -28,7 +28,8 @@ def test_another_host_name_is_refused(anon: TestClient) -> None:
     assert anon.get("/login", headers={"host": "localhost:8765"}).status_code == 200
 
 
-def test_a_wrong_token_opens_nothing(anon: TestClient) -> None:
+def test_a_wrong_token_opens_nothing(anon: TestClient, web_daemon: Daemon) -> None:
+    assert str(web_daemon.socket) not in anon.get("/login").text  # nothing about the daemon before a login
     r = anon.post("/login", data={"token": "wrong"})
     assert r.status_code == 401 and "Wrong token" in r.text
     assert "queuectl_session" not in r.cookies
