@@ -339,6 +339,19 @@ def release(
         print(f"released {_count(answer)} held job(s)")
 
 
+@app.command()
+def hold(
+    job_ids: Annotated[list[str], typer.Argument(help="Waiting jobs, by id.", autocompletion=completion.job_ids)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Hold waiting jobs: they stay queued but start only after `queuectl release`; all or none."""
+    answer = client().hold(_ids("IDS", job_ids))
+    if as_json:
+        render().print_json(answer)
+    else:
+        print(f"held {_count(answer)} job(s)")
+
+
 def _count(answer: Any) -> Any:
     """How many jobs a bulk answer (CountResult) took."""
     return answer.get("count", len(answer.get("ids") or [])) if isinstance(answer, dict) else answer
@@ -764,6 +777,29 @@ def top() -> None:
     c = client()
     c.status()  # a daemon that is not there is one line of error, not a screen
     live.run(c)
+
+
+@app.command()
+def web(
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to serve on (loopback unless --allow-remote).")]
+    = "127.0.0.1:8765",
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Serve a non-loopback address (needs TLS).")]
+    = False,
+    tls_cert: Annotated[Optional[str], typer.Option("--tls-cert", help="TLS certificate (PEM).")] = None,
+    tls_key: Annotated[Optional[str], typer.Option("--tls-key", help="TLS private key (PEM).")] = None,
+    web_token_file: Annotated[
+        Optional[str], typer.Option("--web-token-file", help="Login token from this file (or $QUEUECTL_WEB_TOKEN); "
+                                    "default: a random one, printed in the URL.")
+    ] = None,
+) -> None:
+    """Serve the web dashboard (pip install 'queuectl[web]'): a client of the daemon, like this CLI."""
+    from queuectl.web import serve
+
+    def connect() -> Client:
+        return Client(_options.get("socket"), token_file=_options.get("token_file"), tls_ca=_options.get("tls_ca"))
+
+    serve.run(serve.WebOptions(listen, allow_remote, tls_cert, tls_key, web_token_file), connect,
+              str(connect().address))
 
 
 @jobs_app.command("delete")

@@ -215,6 +215,21 @@ class Client:
                 self._sock = None
                 self._reader = None
 
+    def stale(self) -> bool:
+        """Whether this kept connection should not be reused: between requests nothing arrives, so
+        a socket with something to read has been closed by the daemon (it restarted, or dropped
+        an idle connection). Checked without waiting. A closed-and-forgotten connection is not
+        stale: the next call reconnects."""
+        if self._sock is None:
+            return False
+        import select
+
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
     def __enter__(self) -> Client:
         return self
 
@@ -461,6 +476,10 @@ class Client:
             return self.call("job.release", {"ids": job_ids})
         return self.call("job.release", {"filter": _present({"queue": queue, "label": label})})
 
+    def hold(self, job_ids: list[str]) -> dict[str, Any]:
+        """Hold waiting jobs (never started until released): all of them or none. A CountResult."""
+        return self.call("job.hold", {"ids": job_ids})
+
     def restart(self, job_ids: list[str]) -> dict[str, Any]:
         """Run finished jobs (completed, dead, canceled) again, their history kept: all of them
         or none. A CountResult."""
@@ -588,6 +607,12 @@ class Client:
     def status(self) -> dict[str, Any]:
         """Worker counts and job counts per state."""
         return self.call("daemon.status", {})
+
+    def daemons(self) -> list[dict[str, Any]]:
+        """Every live daemon sharing the store (DaemonView: id, host, pid, slots, active, claiming,
+        heartbeat_at), the one answering first."""
+        result: list[dict[str, Any]] = self.call("daemon.list", {})["daemons"]
+        return result
 
     def config_get(self, key: str) -> Any:
         """One config value."""

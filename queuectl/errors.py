@@ -264,6 +264,18 @@ class CronExists(QueuectlError):
     code = 1033
 
 
+class WebUnavailable(QueuectlError):
+    """The web dashboard needs its extra: pip install 'queuectl[web]'"""
+
+    code = 1034
+
+
+class WebListenRefused(QueuectlError):
+    """queuectl web will not listen on {address}: {detail}"""
+
+    code = 1035
+
+
 def _all_subclasses(cls: type[QueuectlError]) -> list[type[QueuectlError]]:
     out: list[type[QueuectlError]] = []
     for sub in cls.__subclasses__():

@@ -243,6 +243,7 @@ class ListParams(Params):
     label: Label | None = None
     limit: PageLimit | None = None  #: at most this many in this page (the daemon caps it)
     cursor: Cursor | None = None  #: `next_cursor` of the previous page; omitted for the first
+    newest_first: bool = False  #: the newest job first (its cursors continue that order only)
 
 
 class DlqListParams(Params):
@@ -253,6 +254,7 @@ class DlqListParams(Params):
     label: Label | None = None
     limit: PageLimit | None = None  #: at most this many in this page (the daemon caps it)
     cursor: Cursor | None = None  #: `next_cursor` of the previous page; omitted for the first
+    newest_first: bool = False  #: the newest job first (its cursors continue that order only)
 
 
 class DlqRetryParams(Params):
@@ -339,6 +341,13 @@ class ReleaseParams(Params):
 class RestartParams(Params):
     """Run finished jobs (completed, dead or canceled) again as a new series of attempts, their
     history kept (`job.restart`): all of `ids` or none."""
+
+    ids: Annotated[list[JobId], Field(min_length=1, max_length=10_000)]
+
+
+class HoldParams(Params):
+    """Hold waiting jobs (pending, or failed awaiting a retry), all or none: they stay stored and
+    never start until `job.release`."""
 
     ids: Annotated[list[JobId], Field(min_length=1, max_length=10_000)]
 
@@ -683,6 +692,12 @@ class DaemonView(Result):
     heartbeat_at: datetime
 
 
+class DaemonsResult(Result):
+    """`daemon.list`: every live daemon sharing the store, the one answering first."""
+
+    daemons: list[DaemonView]
+
+
 class StoreView(Result):
     """The store's health as this daemon sees it."""
 
@@ -768,6 +783,7 @@ METHODS: dict[str, type[Params]] = {
     "job.logs": LogsParams,
     "job.explain": JobRef,
     "job.release": ReleaseParams,
+    "job.hold": HoldParams,
     "job.restart": RestartParams,
     "job.edit": EditParams,
     "queue.add": QueueAddParams,
@@ -796,6 +812,7 @@ METHODS: dict[str, type[Params]] = {
     "workers.start": WorkersStartParams,
     "workers.stop": WorkersStopParams,
     "daemon.status": EmptyParams,
+    "daemon.list": EmptyParams,
     "daemon.stop": EmptyParams,
     "daemon.handover": EmptyParams,
     "daemon.hello": HelloParams,

@@ -35,7 +35,7 @@ from queuectld.store.base import (
     Store,
 )
 from queuectld.store_threads import StoreThreads
-from queuectld.views import attempt_view, dependency_views, env_view, job_view, queue_view, ts
+from queuectld.views import attempt_view, dependency_views, env_view, job_view, queue_view, ts, ts_of
 
 __all__ = ["HANDLERS", "Context", "Encoded", "attempt_view", "job_view"]
 
@@ -116,25 +116,29 @@ def _details(store: Store, envs: EnvCache, job_id: str) -> tuple[Job, list[Attem
 
 async def list_jobs(ctx: Context, params: p.ListParams) -> Encoded:
     """job.list: one page, of one state, last outcome, queue and label when they are given."""
-    return await _page(ctx, params.state, params.outcome, params.limit, params.cursor, params.queue, params.label)
+    return await _page(ctx, params.state, params.outcome, params.limit, params.cursor, params.queue, params.label,
+                       params.newest_first)
 
 
 async def _page(ctx: Context, state: JobState | None, outcome: OutcomeKind | None, limit: int | None,
-                cursor: str | None, queue: str | None = None, label: str | None = None) -> Encoded:
-    after = None if cursor is None else paging.decode_cursor(cursor, state, outcome)
+                cursor: str | None, queue: str | None = None, label: str | None = None,
+                newest_first: bool = False) -> Encoded:
+    after = None if cursor is None else paging.decode_cursor(cursor, state, outcome, newest_first=newest_first)
     size = min(limit or p.MAX_PAGE_JOBS, p.MAX_PAGE_JOBS)
-    return await ctx.db.page(_encode_page, ctx.db.store, state, outcome, size, after, queue, label)
+    return await ctx.db.page(_encode_page, ctx.db.store, state, outcome, size, after, queue, label, newest_first)
 
 
 def _encode_page(store: Store, state: JobState | None, outcome: OutcomeKind | None, size: int,
-                 after: ListPosition | None, queue: str | None = None, label: str | None = None) -> Encoded:
+                 after: ListPosition | None, queue: str | None = None, label: str | None = None,
+                 newest_first: bool = False) -> Encoded:
     """Read and encode one page, in the page thread: at 1,000 jobs building the views and their
     JSON is ~15 ms of CPU that the event loop (and `status`) should not wait behind."""
     # One more than asked: is there a next page?
-    listed = store.list_page(state, size + 1, after, outcome=outcome, queue=queue, label=label)
+    listed = store.list_page(state, size + 1, after, outcome=outcome, queue=queue, label=label,
+                             newest_first=newest_first)
     page = listed[:size]
     text = paging.page_json([job_view(job).model_dump_json() for job, _ in page], [pos for _, pos in page],
-                            state, more=len(listed) > size, outcome=outcome)
+                            state, more=len(listed) > size, outcome=outcome, newest_first=newest_first)
     return Encoded(text)
 
 
@@ -230,7 +234,8 @@ def _decode(data: bytes, *, final: bool) -> tuple[str, int]:
 
 async def dlq_list(ctx: Context, params: p.DlqListParams) -> Encoded:
     """dlq.list: one page, of one last outcome, queue and label when they are given."""
-    return await _page(ctx, JobState.DEAD, params.outcome, params.limit, params.cursor, params.queue, params.label)
+    return await _page(ctx, JobState.DEAD, params.outcome, params.limit, params.cursor, params.queue, params.label,
+                       params.newest_first)
 
 
 async def dlq_retry(ctx: Context, params: p.DlqRetryParams) -> p.CountResult:
@@ -370,6 +375,15 @@ async def _workers(ctx: Context) -> p.WorkersView:
                          claiming=ctx.scheduler.claiming, daemons=len(daemons))
 
 
+async def daemon_list(ctx: Context, params: p.EmptyParams) -> p.DaemonsResult:
+    """daemon.list: the live daemons sharing the store (this one first, as it is now; its peers as
+    of their last heartbeat), for `queuectl web`'s daemons page."""
+    return p.DaemonsResult(daemons=[
+        p.DaemonView(id=d.id, host=d.host, pid=d.pid, slots=d.slots, active=d.active, claiming=d.claiming,
+                     heartbeat_at=ts_of(d.heartbeat_at))
+        for d in await workflow.live_daemons(ctx)])
+
+
 async def status(ctx: Context, params: p.EmptyParams) -> p.StatusResult:
     """daemon.status: answers even when the store fails, with the counts and queues left out and
     the store's state saying why."""
@@ -484,6 +498,7 @@ HANDLERS: dict[str, Handler] = {
     "workers.start": workers_start,
     "workers.stop": workers_stop,
     "daemon.status": status,
+    "daemon.list": daemon_list,
     "daemon.stop": stop,
     "daemon.handover": handover,
     "daemon.hello": hello,

@@ -26,16 +26,19 @@ _JOB_ID = re.compile(JOB_ID_PATTERN)  # fullmatch: `$` alone would let a final n
 _MAX_ROWID = 2**63 - 1
 
 
-def encode_cursor(state: JobState | None, position: ListPosition, outcome: OutcomeKind | None = None) -> str:
-    """The cursor that continues a listing of `state` (and `outcome`) after `position`."""
-    body = [CURSOR_VERSION, _listing_key(state, outcome), position.created_at, position.id, position.rowid]
+def encode_cursor(state: JobState | None, position: ListPosition, outcome: OutcomeKind | None = None, *,
+                  newest_first: bool = False) -> str:
+    """The cursor that continues a listing of `state` (and `outcome`, in its order) after `position`."""
+    body = [CURSOR_VERSION, _listing_key(state, outcome, newest_first), position.created_at, position.id,
+            position.rowid]
     text = json.dumps(body, separators=(",", ":"))
     return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode("ascii")
 
 
-def decode_cursor(cursor: str, state: JobState | None, outcome: OutcomeKind | None = None) -> ListPosition:
+def decode_cursor(cursor: str, state: JobState | None, outcome: OutcomeKind | None = None, *,
+                  newest_first: bool = False) -> ListPosition:
     """The position a cursor continues from; InvalidParams unless it is one `encode_cursor` made
-    for a listing of the same `state` and `outcome`."""
+    for a listing of the same `state` and `outcome`, in the same order."""
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
         body = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
@@ -46,7 +49,7 @@ def decode_cursor(cursor: str, state: JobState | None, outcome: OutcomeKind | No
     version, listed, created_at, job_id, rowid = body
     if version != CURSOR_VERSION or isinstance(version, bool):
         raise _bad("it is not a cursor this daemon made")
-    wanted = _listing_key(state, outcome)
+    wanted = _listing_key(state, outcome, newest_first)
     if listed != wanted:
         raise _bad(f"it continues a listing of {_listing(listed)}, not of {_listing(wanted)}")
     if isinstance(created_at, bool) or not isinstance(created_at, (int, float)) or not math.isfinite(created_at):
@@ -59,7 +62,7 @@ def decode_cursor(cursor: str, state: JobState | None, outcome: OutcomeKind | No
 
 
 def page_json(encoded_jobs: Sequence[str], positions: Sequence[ListPosition], state: JobState | None,
-              *, more: bool, outcome: OutcomeKind | None = None) -> str:
+              *, more: bool, outcome: OutcomeKind | None = None, newest_first: bool = False) -> str:
     """A JobsResult's JSON from jobs already encoded one by one: as many as fit MAX_PAGE_BYTES
     (at least one), and `next_cursor` after the last of them when any job is left out or `more`
     follow in the store."""
@@ -72,7 +75,8 @@ def page_json(encoded_jobs: Sequence[str], positions: Sequence[ListPosition], st
             break
         size += cost
         end += 1
-    cursor = encode_cursor(state, positions[end - 1], outcome) if end and (more or end < len(encoded_jobs)) else None
+    cursor = (encode_cursor(state, positions[end - 1], outcome, newest_first=newest_first)
+              if end and (more or end < len(encoded_jobs)) else None)
     return f'{{"jobs":[{",".join(encoded_jobs[:end])}],"next_cursor":{json.dumps(cursor)}}}'
 
 
@@ -80,11 +84,14 @@ def _no_constant(name: str) -> float:
     raise ValueError(name)
 
 
-def _listing_key(state: JobState | None, outcome: OutcomeKind | None) -> str | None:
-    """`dead`, `dead/timeout`, `/timeout` (every state, one outcome), or None (everything)."""
+def _listing_key(state: JobState | None, outcome: OutcomeKind | None, newest_first: bool = False) -> str | None:
+    """`dead`, `dead/timeout`, `/timeout` (every state, one outcome), or None (everything);
+    newest first adds `<` (`<`, `dead<`, `dead/timeout<`), so an oldest-first cursor is as it was."""
     if outcome is None:
-        return None if state is None else state.value
-    return f"{'' if state is None else state.value}/{outcome.value}"
+        key = None if state is None else state.value
+    else:
+        key = f"{'' if state is None else state.value}/{outcome.value}"
+    return f"{key or ''}<" if newest_first else key
 
 
 def _listing(key: object) -> str:
@@ -92,9 +99,10 @@ def _listing(key: object) -> str:
         return "every state"
     if not isinstance(key, str):
         return "something else"
-    state, _, outcome = key.partition("/")
+    order = " newest first" if key.endswith("<") else ""
+    state, _, outcome = key.rstrip("<").partition("/")
     what = f"state {state!r}" if state else "every state"
-    return f"{what} with outcome {outcome!r}" if outcome else what
+    return (f"{what} with outcome {outcome!r}" if outcome else what) + order
 
 
 def _bad(why: str) -> InvalidParams:

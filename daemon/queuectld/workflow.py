@@ -90,6 +90,13 @@ async def release(ctx: Context, params: p.ReleaseParams) -> p.CountResult:
             return _count(taken, count)
 
 
+async def hold(ctx: Context, params: p.HoldParams) -> p.CountResult:
+    """job.hold: waiting jobs held (never started until released), all or none."""
+    held = await ctx.db.write(ctx.db.store.hold, list(dict.fromkeys(params.ids)), ctx.now())
+    ctx.scheduler.jobs_changed()  # a held job may have been the next due one
+    return _count([job.id for job in held], len(held))
+
+
 async def restart(ctx: Context, params: p.RestartParams) -> p.CountResult:
     """job.restart: finished jobs back to pending as a new series of attempts, all or none."""
     restarted = await ctx.db.write(ctx.db.store.restart, list(dict.fromkeys(params.ids)), ctx.now())
@@ -205,6 +212,7 @@ def _count(ids: list[str], count: int) -> p.CountResult:
 HANDLERS: dict[str, Handler] = {
     "job.explain": explain_job,
     "job.release": release,
+    "job.hold": hold,
     "job.restart": restart,
     "job.edit": edit,
     "queue.add": queue_add,

@@ -129,6 +129,18 @@ def test_a_held_job_waits_for_release(inproc_factory: DaemonFactory, backend: st
     assert {j["state"] for j in jobs.values()} == {"completed"}
 
 
+def test_hold_keeps_a_waiting_job_until_release(inproc_factory: DaemonFactory, backend: str) -> None:
+    d = inproc_factory(backend=backend)
+    add(d, "later", "true", delay_s=600)
+    assert call(d, "job.hold", ids=["later"]) == {"count": 1, "ids": ["later"]}
+    assert d.job("later")["held"] is True
+    assert (explain(d, "later") or {})["kind"] == "held"
+    assert call(d, "job.release", ids=["later"])["count"] == 1
+    assert d.job("later")["held"] is False
+    daemons = call(d, "daemon.list")["daemons"]
+    assert len(daemons) == 1 and daemons[0]["slots"] >= 1 and daemons[0]["heartbeat_at"]
+
+
 def test_edit_changes_a_waiting_job_and_refuses_a_running_one(inproc_factory: DaemonFactory, backend: str,
                                                               short_root: Path) -> None:
     d = inproc_factory(backend=backend)

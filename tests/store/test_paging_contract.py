@@ -23,12 +23,13 @@ from tests.store.helpers import T0, add, claim, finish, new_job
 STATES = [None, JobState.PENDING]
 
 
-def page_through(store: Store, state: JobState | None, size: int, between=None) -> list[list[Job]]:
+def page_through(store: Store, state: JobState | None, size: int, between=None,
+                 newest_first: bool = False) -> list[list[Job]]:
     """Every page of a listing, calling `between(page_number)` after each page is read."""
     pages: list[list[Job]] = []
     after: ListPosition | None = None
     while True:
-        listed = store.list_page(state, size, after)
+        listed = store.list_page(state, size, after, newest_first=newest_first)
         assert len(listed) <= size
         if not listed:
             return pages
@@ -59,6 +60,15 @@ def test_pages_hold_every_job_once_in_order(store: Store, state: JobState | None
     pages = page_through(store, state, size)
     assert [job.id for page in pages for job in page] == expected
     assert all(len(page) == size for page in pages[:-1])
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("size", [1, 4, 23])
+def test_newest_first_pages_hold_every_job_once_in_reverse(store: Store, state: JobState | None, size: int) -> None:
+    ids = _fill(store)
+    expected = [i for i in ids if state is None or store.get(i).state is state]
+    pages = page_through(store, state, size, newest_first=True)
+    assert [job.id for page in pages for job in page] == expected[::-1]
 
 
 def test_an_empty_store_has_no_page(store: Store) -> None:
@@ -122,8 +132,10 @@ def test_a_cursor_without_the_row_sqlite_lists_by_is_invalid(store: Store, store
         store.list_page(None, 10, ListPosition(T0, "a", None))
 
 
+@pytest.mark.parametrize("newest_first", [False, True])
 @pytest.mark.parametrize("state", STATES)
-def test_a_page_is_served_by_an_index_without_offset(store: Store, store_url: str, state: JobState | None) -> None:
+def test_a_page_is_served_by_an_index_without_offset(store: Store, store_url: str, state: JobState | None,
+                                                     newest_first: bool) -> None:
     """The production statement, captured as it runs, then explained: it walks an index from the
     position on and stops at the limit, so a page deep in a million jobs costs what the first does."""
     for i in range(50):
@@ -136,9 +148,9 @@ def test_a_page_is_served_by_an_index_without_offset(store: Store, store_url: st
     engine = store.read_engine  # type: ignore[attr-defined]
     event.listen(engine, "before_cursor_execute", capture)
     try:
-        first = store.list_page(state, 10, None)
+        first = store.list_page(state, 10, None, newest_first=newest_first)
         statements.clear()
-        store.list_page(state, 10, first[-1][1])
+        store.list_page(state, 10, first[-1][1], newest_first=newest_first)
     finally:
         event.remove(engine, "before_cursor_execute", capture)
     [(statement, parameters)] = [s for s in statements if "FROM jobs" in s[0]]
@@ -148,7 +160,9 @@ def test_a_page_is_served_by_an_index_without_offset(store: Store, store_url: st
         raw = conn.connection.driver_connection
         if store_url.startswith("sqlite"):
             plan = " | ".join(row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {statement}", parameters))
-            index = "INTEGER PRIMARY KEY (rowid>?)" if state is None else "INDEX ix_jobs_state_created (state=? AND created_at>?)"
+            op = "<" if newest_first else ">"
+            index = (f"INTEGER PRIMARY KEY (rowid{op}?)" if state is None
+                     else f"INDEX ix_jobs_state_created (state=? AND created_at{op}?)")
             assert f"SEARCH jobs USING {index}" in plan, plan
             assert "SCAN" not in plan, plan
             # Only rows sharing one created_at may be sorted by id: never the whole listing.
@@ -163,7 +177,7 @@ def test_a_page_is_served_by_an_index_without_offset(store: Store, store_url: st
             plan = " | ".join(row[0] for row in cur.fetchall())
             raw.rollback()
             index = "ix_jobs_created" if state is None else "ix_jobs_state_created"
-            assert f"Index Scan using {index}" in plan, plan
+            assert f"Index Scan {'Backward ' if newest_first else ''}using {index}" in plan, plan
             assert "Seq Scan" not in plan, plan
             assert "Sort  (" not in plan.replace("Incremental Sort", ""), plan  # ties only, by id
 

@@ -302,6 +302,21 @@ def test_release_is_all_or_none(store: Store) -> None:
     assert not store.get("h1").held and not store.get("h2").held
 
 
+def test_hold_is_all_or_none_and_only_for_waiting_jobs(store: Store) -> None:
+    enqueue(store, job("w1"), job("w2"), job("h", held=True))
+    with pytest.raises(InvalidState):
+        store.hold(["w1", "h"], T0 + 1)
+    with pytest.raises(JobNotFound):
+        store.hold(["w1", "nope"], T0 + 1)
+    assert not store.get("w1").held
+    got = store.hold(["w2", "w1"], T0 + 1)
+    assert [(j.id, j.held) for j in got] == [("w2", True), ("w1", True)]
+    assert store.get("w1").held and store.get("w2").held
+    assert_counts_exact(store)
+    store.release(["w1"], T0 + 2)
+    assert not store.get("w1").held
+
+
 def test_release_matching_takes_what_the_filter_says(store: Store) -> None:
     add_queue(store, "q")
     enqueue(store, job("a", held=True, queue="q", at=T0 + 1), job("b", held=True, labels=["x"], at=T0 + 2),

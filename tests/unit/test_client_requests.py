@@ -31,6 +31,7 @@ CANNED: dict[str, Any] = {
     "config.set": {"value": 1},
     "config.list": {"config": {}},
     "queue.list": {"queues": []},
+    "daemon.list": {"daemons": []},
     "job.explain": None,
     "daemon.hello": {"protocol_version": protocol.PROTOCOL_VERSION, "version": "0.1.0"},
 }
@@ -141,6 +142,8 @@ def test_every_client_method_sends_valid_params(recorded: tuple[Client, Recorder
     c.release(queue="batch", label="nightly")
     c.release(label="nightly")
     c.restart(["job-1"])
+    c.hold(["job-1", "b"])
+    c.daemons()
     c.edit("job-1", command="echo new", priority=3, queue="batch", max_retries=1, timeout_s=5.0, delay_s=10.0,
            after=["a"], after_any=[], labels=["l"])
     c.edit("job-1", clear_timeout=True)

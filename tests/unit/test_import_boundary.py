@@ -10,7 +10,8 @@ import pytest
 
 #: Never loaded by `import queuectl.cli`: the daemon and SQLAlchemy are not the client's business;
 #: pydantic and rich load lazily, only for the commands that need them.
-FORBIDDEN = ("sqlalchemy", "queuectld", "pydantic", "pydantic_core", "rich")
+FORBIDDEN = ("sqlalchemy", "queuectld", "pydantic", "pydantic_core", "rich", "starlette", "uvicorn", "jinja2",
+             "httpx")
 
 _PROBE = """
 import importlib, json, sys
@@ -35,3 +36,10 @@ def test_client_side_imports_nothing_heavy(module: str) -> None:
 def test_probe_can_fail() -> None:
     # The same probe does see these packages when they are imported, so an empty answer above means something.
     assert loaded_roots("queuectl.protocol") == ["pydantic", "pydantic_core"]
+
+
+def test_the_web_dashboard_is_a_client_too() -> None:
+    # `queuectl web` talks to the daemon with queuectl's Client only: never the daemon or SQLAlchemy.
+    out = subprocess.run([sys.executable, "-c", _PROBE, "queuectl.web.app", "sqlalchemy", "queuectld", "starlette"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(out.stdout) == ["starlette"]

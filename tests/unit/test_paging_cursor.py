@@ -137,3 +137,16 @@ def test_any_forged_body_decodes_or_is_invalid_params(body: list[Any]) -> None:
     except InvalidParams:
         return
     assert isinstance(position, ListPosition) and position.id
+
+
+@pytest.mark.parametrize("state", [None, JobState.DEAD])
+def test_a_cursor_is_for_the_order_it_listed(state: JobState | None) -> None:
+    position = ListPosition(1795811538.75, "raw-1", 7)
+    newest = encode_cursor(state, position, newest_first=True)
+    assert decode_cursor(newest, state, newest_first=True) == position
+    with pytest.raises(InvalidParams, match="newest first"):
+        decode_cursor(newest, state)
+    with pytest.raises(InvalidParams, match="not of"):
+        decode_cursor(encode_cursor(state, position), state, newest_first=True)
+    # Oldest-first cursors are what they were before the order existed.
+    assert encode_cursor(state, position) == encode_cursor(state, position, newest_first=False)

@@ -395,18 +395,21 @@ class SqlStore:
     def list_page(
         self, state: JobState | None, limit: int | None, after: ListPosition | None,
         outcome: OutcomeKind | None = None, queue: str | None = None, label: str | None = None,
+        newest_first: bool = False,
     ) -> list[tuple[Job, ListPosition]]:
         """Up to `limit` jobs oldest first, optionally of one state, of one last outcome, of one
         queue and with one label, after the position `after` (taken from an earlier page), each
         with its own position. Keyset paging on an index, no OFFSET: a page costs the same at any
         depth and any store size. The outcome and the queue are filtered on the rows the index
         walks (no index of their own, which every finish would pay for): a page of a rare one
-        reads past the others; a label is looked up in job_labels."""
+        reads past the others; a label is looked up in job_labels. `newest_first` walks the same
+        index backwards."""
         query = select(*LIST_COLUMNS, *self._list_extra())
         query = query.where(*workflow.job_conditions(JobFilter(state, outcome, queue, label)))
         if after is not None:
-            query = query.where(self._list_after(state, after))
-        query = query.order_by(*self._list_order(state))
+            query = query.where(self._list_before(state, after) if newest_first else self._list_after(state, after))
+        order = self._list_order(state)
+        query = query.order_by(*([column.desc() for column in order] if newest_first else order))
         if limit is not None:
             query = query.limit(limit)
         with self._read() as conn:
@@ -423,6 +426,13 @@ class SqlStore:
         return and_(
             jobs.c.created_at >= after.created_at,
             or_(jobs.c.created_at > after.created_at, jobs.c.id > after.id),
+        )
+
+    def _list_before(self, state: JobState | None, after: ListPosition) -> Any:
+        """Rows past `after` in _list_order reversed (newest first), as _list_after."""
+        return and_(
+            jobs.c.created_at <= after.created_at,
+            or_(jobs.c.created_at < after.created_at, jobs.c.id < after.id),
         )
 
     def _list_extra(self) -> tuple[Any, ...]:
@@ -766,6 +776,13 @@ class SqlStore:
             if due:
                 self._announce(conn)
         return released
+
+    def hold(self, ids: Sequence[str], now: float) -> list[Job]:
+        """Hold waiting jobs in one transaction, so that none starts until released: all of `ids`
+        or none (JobNotFound for a missing one, InvalidState for one running, ended or held).
+        Returns them as they are now, in the order given."""
+        with self._write() as conn:
+            return workflow.hold(conn, ids, now)
 
     def release_matching(self, where: JobFilter, now: float, limit: int) -> list[str]:
         """Release up to `limit` held jobs matching `where` (oldest first) in one transaction;

@@ -338,6 +338,13 @@ class SqliteStore(SqlStore):
             raise InvalidParams(detail="cursor: not from this daemon's listing; list again without it")
         return _ROWID > after.rowid
 
+    def _list_before(self, state: JobState | None, after: ListPosition) -> Any:
+        if state is not None:
+            return super()._list_before(state, after)
+        if after.rowid is None:
+            raise InvalidParams(detail="cursor: not from this daemon's listing; list again without it")
+        return _ROWID < after.rowid
+
     def _list_extra(self) -> tuple[Any, ...]:
         return (_ROWID.label("list_rowid"),)
 

@@ -473,6 +473,27 @@ def release(conn: Connection, ids: Sequence[str], now: float) -> tuple[list[Job]
     return released, any(_claimable(j) for j in released)
 
 
+def hold(conn: Connection, ids: Sequence[str], now: float) -> list[Job]:
+    """Hold every one of `ids` (each waiting: pending or failed, and not held), or none:
+    JobNotFound / InvalidState for the first missing / running, ended or already held one. The
+    update is conditional on the state read, so a job claimed meanwhile fails the whole call."""
+    ids = unique(ids)
+    found = _read(conn, ids)
+    for job_id in ids:
+        job = found.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id=job_id)
+        if job.state.value not in _WAITING or job.held:
+            raise InvalidState(job_id=job_id, state=job.state.value + (" and held" if job.held else ""),
+                               action="hold (only waiting jobs that are not held are held)")
+    for chunk in chunks(ids):
+        changed = conn.execute(update(jobs).where(jobs.c.id.in_(chunk), jobs.c.held == 0,
+                                                  jobs.c.state.in_(list(_WAITING))).values(held=1, updated_at=now))
+        if changed.rowcount != len(chunk):
+            raise InvalidState(job_id=chunk[0], state="started meanwhile", action="hold (nothing was held)")
+    return [_replace(found[job_id], held=True, updated_at=now) for job_id in ids]
+
+
 def release_matching(conn: Connection, where: JobFilter, now: float, limit: int) -> tuple[list[str], bool]:
     """Release up to `limit` held jobs matching `where`, oldest first; their ids, and whether one
     became claimable."""
