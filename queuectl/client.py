@@ -500,6 +500,11 @@ class Client:
         return self.call("queue.set", {"name": name, **({"concurrency": concurrency} if concurrency is not None
                                                         else {}), **({"unlimited": True} if unlimited else {})})
 
+    def ended_per_minute(self, minutes: int = 60) -> dict[str, Any]:
+        """Jobs ended (completed or dead) per minute over the last `minutes`: EndedPerMinuteResult."""
+        result: dict[str, Any] = self.call("job.ended_per_minute", {"minutes": minutes})
+        return result
+
     def queue_list(self) -> list[dict[str, Any]]:
         """Every queue (QueueView), by name."""
         result: list[dict[str, Any]] = self.call("queue.list", {})["queues"]

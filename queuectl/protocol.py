@@ -287,6 +287,20 @@ class DlqPurgeParams(Params):
     all: bool = False
 
 
+class EndedPerMinuteParams(Params):
+    """How many jobs ended (completed or dead) in each of the last `minutes` minutes
+    (`job.ended_per_minute`): what `queuectl web` starts its throughput chart from."""
+
+    minutes: Annotated[int, Field(ge=1, le=1440, strict=True)] = 60
+
+
+class EndedPerMinuteResult(Result):
+    """`job.ended_per_minute`: one count per minute, oldest first, the last one ending at `until`."""
+
+    counts: list[int]
+    until: datetime
+
+
 class CleanParams(Params):
     """Delete ended jobs with their attempts and output (`job.clean`): those in `states`
     (default: completed, canceled and dead; a state that has not ended is refused) that ended
@@ -802,6 +816,7 @@ METHODS: dict[str, type[Params]] = {
     "cron.resume": CronRef,
     "cron.run": CronRef,
     "job.clean": CleanParams,
+    "job.ended_per_minute": EndedPerMinuteParams,
     "dlq.list": DlqListParams,
     "dlq.retry": DlqRetryParams,
     "dlq.retry_all": DlqRetryAllParams,

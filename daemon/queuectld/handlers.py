@@ -375,6 +375,14 @@ async def _workers(ctx: Context) -> p.WorkersView:
                          claiming=ctx.scheduler.claiming, daemons=len(daemons))
 
 
+async def ended_per_minute(ctx: Context, params: p.EndedPerMinuteParams) -> p.EndedPerMinuteResult:
+    """job.ended_per_minute: the jobs that ended (completed or dead) per minute, from the store, so
+    that a throughput chart opened now shows the hour before it (every daemon's jobs)."""
+    now = ctx.now()
+    counts = await ctx.db.read(ctx.db.store.ended_per_minute, now, params.minutes)
+    return p.EndedPerMinuteResult(counts=counts, until=ts_of(now))
+
+
 async def daemon_list(ctx: Context, params: p.EmptyParams) -> p.DaemonsResult:
     """daemon.list: the live daemons sharing the store (this one first, as it is now; its peers as
     of their last heartbeat), for `queuectl web`'s daemons page."""
@@ -488,6 +496,7 @@ HANDLERS: dict[str, Handler] = {
     **retention.HANDLERS,
     **workflow.HANDLERS,
     **cron_service.HANDLERS,
+    "job.ended_per_minute": ended_per_minute,
     "dlq.list": dlq_list,
     "dlq.retry": dlq_retry,
     "dlq.retry_all": dlq_retry_all,

@@ -36,6 +36,8 @@ def _choice(value: str | None, allowed: tuple[str, ...]) -> str | None:
 
 async def overview(daemon: Daemon, query: QueryParams, throughput: chart.Throughput) -> dict[str, Any]:
     """Per queue: depth, held, running/limit, paused, oldest waiting; the counts; the chart."""
+    if not throughput.seeded:
+        await _seed(daemon, throughput)
     status = await daemon.call("daemon.status")
     now = time.monotonic()
     throughput.sample(now, status.get("queues", []))
@@ -44,6 +46,19 @@ async def overview(daemon: Daemon, query: QueryParams, throughput: chart.Through
     return {"status": status, "queues": status.get("queues", []), "counts": status.get("counts", {}),
             "bars": bars, "top": top, "last_hour": sum(counts), "covered_s": throughput.covered_s(now),
             "chart_w": chart.WIDTH, "chart_h": chart.HEIGHT}
+
+
+async def _seed(daemon: Daemon, throughput: chart.Throughput) -> None:
+    """Start the chart from the store's hour (once; a daemon without `job.ended_per_minute`
+    leaves it to the samples)."""
+    try:
+        answer = await daemon.call("job.ended_per_minute", {"minutes": chart.BUCKETS})
+    except errors.MethodNotFound:
+        throughput.seed(time.monotonic(), None)
+        return
+    except errors.QueuectlError:
+        return  # the store or the daemon failing: the page says so from `daemon.status`; next page tries again
+    throughput.seed(time.monotonic(), [int(n) for n in answer["counts"]])
 
 
 async def _listed(daemon: Daemon, method: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -528,3 +528,25 @@ def test_queues_in_two_schemas_of_one_database_do_not_wake_each_other(store: Sto
                 assert heard.wait(10)
         finally:
             other.close()
+
+
+# -- ended_per_minute ---------------------------------------------------------------------------
+
+
+def test_ended_per_minute_counts_completed_and_dead_jobs_by_the_minute_they_ended(store: Store) -> None:
+    # Ends (seconds after T0) and the minute of a 60-minute window from T0 each falls in. 119 s
+    # is minute 1, not 2 (PostgreSQL's CAST would round it up: floor it is).
+    ends = {"e-before": (-5, 0), "e0": (10, 0), "e70": (70, 0), "e119": (119, 0), "e-dead": (130, 1),
+            "e59": (3590, 0), "e-now": (3600, 0)}
+    add(store, *(new_job(job_id, max_retries=0, at=T0 - 100) for job_id in [*ends, "still-running", "e-canceled"]),
+        now=T0 - 100)
+    got = {j.id: j for j in claim(store, now=T0 - 10)}
+    for job_id, (offset, code) in ends.items():
+        finish(store, got[job_id], code, now=T0 + offset)
+    store.cancel("e-canceled", T0 + 20)  # canceled is not counted (as in `top` and the queue counts)
+    counts = store.ended_per_minute(T0 + 3600, 60)
+    expected = [0] * 60
+    expected[0], expected[1], expected[2], expected[59] = 1, 2, 1, 1
+    assert counts == expected
+    assert store.ended_per_minute(T0 + 3600, 1) == [1]
+    assert sum(store.ended_per_minute(T0 + 7200, 1440)) == 7  # every one of them, e-before included

@@ -31,6 +31,7 @@ CANNED: dict[str, Any] = {
     "config.set": {"value": 1},
     "config.list": {"config": {}},
     "queue.list": {"queues": []},
+    "job.ended_per_minute": {"counts": [], "until": "2026-01-01T00:00:00Z"},
     "daemon.list": {"daemons": []},
     "job.explain": None,
     "daemon.hello": {"protocol_version": protocol.PROTOCOL_VERSION, "version": "0.1.0"},
@@ -152,6 +153,8 @@ def test_every_client_method_sends_valid_params(recorded: tuple[Client, Recorder
     c.queue_set("batch", 2)
     c.queue_set("batch", unlimited=True)
     c.queue_list()
+    c.ended_per_minute()
+    c.ended_per_minute(1440)
     c.queue_get("batch")
     c.queue_rm("batch")
     c.queue_pause(["batch", "default"])

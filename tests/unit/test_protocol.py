@@ -18,6 +18,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "job.cancel": {"id": "a"},
     "job.delete": {"id": "a"},
     "job.clean": {},
+    "job.ended_per_minute": {},
     "job.wait": {"ids": ["a"]},
     "job.logs": {"id": "a"},
     "job.explain": {"id": "a"},
@@ -173,6 +174,9 @@ def test_params_models_are_documented_and_frozen(method: str) -> None:
         ("job.clean", "older_than_s", "7d"),
         ("job.clean", "queue", "a b"),
         ("job.clean", "dry_run", "yes"),
+        ("job.ended_per_minute", "minutes", 0),
+        ("job.ended_per_minute", "minutes", 1441),
+        ("job.ended_per_minute", "minutes", "60"),
     ],
 )
 def test_wrong_types_and_ranges_are_rejected(method: str, field: str, value: Any) -> None:

@@ -26,6 +26,23 @@ def test_throughput_counts_per_minute_and_ignores_drops() -> None:
     assert top == 5 and bars[-2].h == chart.HEIGHT and bars[0].h == 0
 
 
+def test_throughput_starts_from_the_stores_hour_and_samples_from_then_on() -> None:
+    t = chart.Throughput()
+    assert not t.seeded
+    store_says = [0] * chart.BUCKETS
+    store_says[-1], store_says[-3], store_says[0] = 7, 4, 2  # the minute just ended, 3 ago, 60 ago
+    t.seed(5000.0, store_says)
+    t.sample(5000.0, [{"name": "a", "completed": 100}])
+    t.sample(5020.0, [{"name": "a", "completed": 103}])
+    counts = t.per_minute(5020.0)  # 20 s later: each seeded minute falls in the bucket of its end
+    assert t.seeded and t.covered_s(5020.0) == chart.WINDOW_S
+    assert counts[-1] == 3 + 7  # sampled since, and the store's minute that ended at the seed
+    assert counts[-3] == 4 and counts[0] == 2 and sum(counts) == 3 + 7 + 4 + 2
+    assert sum(t.per_minute(5000.0 + 70.0)) == 3 + 7 + 4  # later, the oldest seeded minute has left the hour
+    t.seed(5000.0, None)  # a daemon without job.ended_per_minute: the samples alone
+    assert t.per_minute(5020.0)[-1] == 3 and sum(t.per_minute(5020.0)) == 3 and t.covered_s(5020.0) == 20.0
+
+
 @pytest.mark.parametrize(("listen", "allow", "tls", "ok"), [
     ("127.0.0.1:8765", False, False, True),
     ("localhost:0", False, False, True),

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Float,
+    Integer,
     RootTransaction,
     and_,
     delete,
@@ -853,6 +854,25 @@ class SqlStore:
         when its oldest waiting job was created. From counters and an index, never a scan."""
         with self._read() as conn:
             return queues.infos(conn, self._queue_count_rows(conn))
+
+    def ended_per_minute(self, now: float, minutes: int) -> list[int]:
+        """Jobs that ended completed or dead in each of the last `minutes` minutes before `now`
+        (the store's clock), oldest first: one range read of ix_jobs_ended per state (jobs
+        retention has deleted meanwhile are not counted)."""
+        since = now - 60.0 * minutes
+        age = (jobs.c.finished_at - since) / 60.0
+        # Truncation is floor here (the ages are not negative); PostgreSQL's CAST rounds instead.
+        minute = (func.floor(age) if self.read_engine.dialect.name == "postgresql" else age).cast(Integer)
+        counts = [0] * minutes
+        with self._read() as conn:
+            for state in (JobState.COMPLETED.value, JobState.DEAD.value):
+                rows = conn.execute(
+                    select(minute, func.count()).where(jobs.c.state == state, jobs.c.finished_at >= since,
+                                                       jobs.c.finished_at < now).group_by(minute))
+                for m, n in rows:
+                    if 0 <= int(m) < minutes:
+                        counts[int(m)] += int(n)
+        return counts
 
     def queue_counts(self) -> QueueCounts:
         """Every queue's numbers and each queue's jobs per state, in one read: from the counters
