@@ -15,14 +15,16 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Float, cast, create_engine, func, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Engine, Float, cast, create_engine, event, func, select, text
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 
 from queuectld.jobs import Job
+from queuectld.store import pg_enqueue, workflow
+from queuectld.store.base import EnvSnapshot, NewJob
 from queuectld.store.errors import is_driver_error, to_domain_error
 from queuectld.store.rows import JOB_COLUMNS_SQL, job_from_row
 from queuectld.store.sql import SqlStore, translate_db_errors
@@ -104,6 +106,37 @@ VACUUM_EVERY_S = 60.0
 _DB_NOW = cast(func.extract("epoch", func.clock_timestamp()), Float)
 
 
+#: A pooled connection unused for this long is pinged before it is used again, so that one the
+#: server dropped meanwhile (a restart, an idle timeout) is replaced instead of failing the call
+#: it was taken for. One in steady use is not pinged: the ping was a sixth of an enqueue's round
+#: trips, and a connection lost while busy fails its statement with or without one.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's pool_pre_ping, only for connections idle for PING_AFTER_IDLE_S or more."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "connect")
+    def connected(dbapi_conn: Any, record: Any) -> None:
+        record.info["used_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        if time.monotonic() - record.info.get("used_at", float("-inf")) < PING_AFTER_IDLE_S:
+            return
+        try:
+            alive = dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error:
+            alive = False
+        if not alive:
+            raise DisconnectionError("the pooled connection is gone")  # the pool connects anew
+
+    @event.listens_for(engine, "checkin")
+    def checkin(dbapi_conn: Any, record: Any) -> None:
+        record.info["used_at"] = time.monotonic()
+
+
 class PostgresStore(SqlStore):
     """PostgreSQL: the multi-host store."""
 
@@ -111,7 +144,8 @@ class PostgresStore(SqlStore):
     shared_clock = True
 
     def __init__(self, url: str) -> None:
-        engine = create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+        engine = create_engine(url, pool_size=4, max_overflow=4)
+        _ping_when_idle(engine)
         super().__init__(engine, engine)
         self.where = f"the PostgreSQL database {engine.url.database or ''} on {engine.url.host or 'localhost'}"
         self._channel: str | None = None  #: channel_of(the schema), read at the first announce
@@ -163,11 +197,43 @@ class PostgresStore(SqlStore):
         with self._read() as conn:
             return conn.execute(_NEXT_DUE).scalar()
 
-    def _announce(self, conn: Connection) -> None:
-        # Delivered at commit, and only if the transaction commits.
+    def _channel_of(self, conn: Connection) -> str:
         if self._channel is None:
             self._channel = channel_of(conn.exec_driver_sql("SELECT current_schema()").scalar_one())
-        conn.exec_driver_sql(f"NOTIFY {self._channel}")
+        return self._channel
+
+    def _announce(self, conn: Connection) -> None:
+        # Delivered at commit, and only if the transaction commits.
+        conn.exec_driver_sql(f"NOTIFY {self._channel_of(conn)}")
+
+    def _add_plain(self, new: Sequence[NewJob], now: float, envs: Sequence[EnvSnapshot]) -> bool:
+        """A batch smaller than COPY's, without dependencies, in one autocommit statement on the
+        driver (see pg_enqueue); others take the shared path."""
+        if len(new) >= workflow.COPY_FROM or any(j.after or j.after_any for j in new):
+            return False
+        import psycopg
+
+        with translate_db_errors(where=self.where), self.write_engine.connect() as conn:
+            channel = self._channel_of(conn)
+            conn.rollback()  # the channel's read began a transaction (once per store)
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            raw: Any = conn.connection.dbapi_connection
+            try:
+                with raw.cursor() as cur:
+                    found = cur.execute(pg_enqueue.ENQUEUE, pg_enqueue.params(new, now, envs, channel)).fetchone()[0]
+            except psycopg.Error as exc:
+                if raw.broken or raw.closed:
+                    conn.invalidate()
+                lost = pg_enqueue.answer_lost(exc)
+                if lost is not None:
+                    log.error("the enqueue's outcome is unknown: %s", lost.fields["detail"])
+                    raise lost from None
+                if isinstance(exc, psycopg.errors.IntegrityError):  # as SQLAlchemy raises it: the caller knows it
+                    raise IntegrityError("INSERT INTO jobs", None, exc) from exc
+                raise
+        pg_enqueue.check_queues([j.queue for j in new], found)
+        self._after_commit()
+        return True
 
     def listen(self, on_jobs: Callable[[], None]) -> Callable[[], None]:
         """LISTEN on a connection of its own, in a thread; reconnects after a failure."""
