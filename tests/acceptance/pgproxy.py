@@ -3,7 +3,7 @@
 It sits between a client (the daemon) and the real server, relays every byte, and parses the
 frontend messages just enough to follow each connection's transactions: the SQL text of simple
 `Query` ('Q') and extended `Parse` ('P') messages since the last COMMIT/ROLLBACK. A trap armed
-with `lose_commit_answer(needle)` fires on the first simple-protocol `COMMIT` whose transaction
+with `lose_commit_answer(needle)` fires on the first `COMMIT` whose transaction
 ran a statement containing `needle`: the COMMIT goes through to the server, the server's whole
 answer to it (CommandComplete, ReadyForQuery) is read and dropped, and both sides are closed.
 The server has committed; the client sees its connection die while it waits for the answer.
@@ -17,8 +17,9 @@ connect fails straight away as it would against a server that is down (the port 
 proxy's, so nothing else can take it meanwhile); then connections are relayed again.
 
 psycopg 3 (through SQLAlchemy) sends `BEGIN` and `COMMIT` as simple queries, and its statements
-as Parse/Bind/Execute (checked with `capture=True`, which keeps every frontend message's type
-and text in `messages`). Connect with `sslmode=disable`: the proxy cannot read TLS.
+as Parse/Bind/Execute; in pipeline mode (PostgreSQL's turn) `BEGIN` and `COMMIT` are Parse
+messages too (checked with `capture=True`, which keeps every frontend message's type and text in
+`messages`). Connect with `sslmode=disable`: the proxy cannot read TLS.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class _Link:
                     self.proxy.messages.append((kind.decode(), text or ""))
                 if text is not None:
                     word = text.strip().rstrip(";").strip().upper()
-                    if kind == b"Q" and word == "COMMIT":
+                    if word == "COMMIT":  # a simple query, or a Parse in pipeline mode (the turn's)
                         self.trap = self.proxy._take_trap("\n".join(transaction))
                         transaction, explicit = [], False
                     elif word in ("ROLLBACK", "ABORT"):

@@ -22,12 +22,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Float, cast, create_engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 
-from queuectld.jobs import Job
-from queuectld.store import pg_enqueue, workflow
+from queuectld.store import pg_enqueue, pg_turn, workflow
 from queuectld.store.base import EnvSnapshot, NewJob
 from queuectld.store.errors import is_driver_error, to_domain_error
-from queuectld.store.rows import JOB_COLUMNS_SQL, job_from_row
 from queuectld.store.sql import SqlStore, translate_db_errors
+from queuectld.store.turn import TurnWrites
 
 log = logging.getLogger(__name__)
 
@@ -43,45 +42,6 @@ def channel_of(schema: str) -> str:
         return CHANNEL
     return f"{CHANNEL}_{hashlib.sha256(schema.encode()).hexdigest()[:16]}"
 
-# Before the claim, in the same transaction: lock the rows of the queues with a limit, in name
-# order (no deadlock between claimers). A second daemon's claim waits here until the first one
-# commits; its claim statement then runs on a new snapshot (READ COMMITTED) that sees the jobs
-# the first one took, so the two never exceed a limit together. FOR NO KEY UPDATE conflicts with
-# itself but not with the FOR KEY SHARE an enqueue takes to check that its queue exists.
-_LOCK_LIMITED = text(
-    "SELECT name FROM queues WHERE concurrency IS NOT NULL AND paused = 0 ORDER BY name FOR NO KEY UPDATE"
-)
-# The claim: each queue that is not paused contributes at most its share (its room under its
-# limit, counted on ix_jobs_running, or the whole claim) of due claimable rows, walked in order on
-# ix_jobs_due and locked SKIP LOCKED; of those, priority first, then a fair turn between queues
-# (the n-th due job of each queue at that priority before any queue's n+1-th), then due time.
-_CLAIM = text(
-    """
-    WITH room AS (
-        SELECT q.name, CASE WHEN q.concurrency IS NULL THEN :limit
-                            ELSE LEAST(:limit, q.concurrency - (SELECT count(*) FROM jobs r
-                                                                 WHERE r.queue = q.name AND r.state = 'processing'))
-                       END AS n
-          FROM queues q WHERE q.paused = 0
-    ), due AS (
-        SELECT c.id, c.priority, c.next_run_at,
-               row_number() OVER (PARTITION BY c.queue, c.priority ORDER BY c.next_run_at) AS turn
-          FROM room CROSS JOIN LATERAL (
-               SELECT j.id, j.queue, j.priority, j.next_run_at FROM jobs j
-                WHERE j.queue = room.name AND j.state IN ('pending', 'failed') AND j.held = 0 AND j.deps_left = 0
-                  AND j.next_run_at <= :now
-                ORDER BY j.priority DESC, j.next_run_at
-                LIMIT GREATEST(room.n, 0)
-                FOR UPDATE SKIP LOCKED) c
-    ), picked AS (
-        SELECT id FROM due ORDER BY priority DESC, turn, next_run_at LIMIT :limit
-    )
-    UPDATE jobs
-       SET state = 'processing', owner = :owner, host = :host, lease_expires_at = :lease,
-           run = run + 1, started_at = :now, updated_at = :now, pid = NULL, proc_start = NULL
-      FROM picked WHERE jobs.id = picked.id
-    RETURNING """ + ", ".join(f"jobs.{name}" for name in JOB_COLUMNS_SQL.split(", "))
-)
 # The earliest due time of a job the claim could take: claimable, in a queue neither paused nor
 # full; one probe of ix_jobs_next per such queue.
 _NEXT_DUE = text(
@@ -177,10 +137,48 @@ class PostgresStore(SqlStore):
             "SELECT queue, state, held, sum(n) FROM queue_count_deltas GROUP BY queue, state, held HAVING sum(n) <> 0"
         ).all()
 
-    def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
-        conn.execute(_LOCK_LIMITED)
-        rows = conn.execute(_CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
-        return [job_from_row(r) for r in rows]
+    @contextmanager
+    def _turn_writes(self) -> Iterator[TurnWrites]:
+        """The turn on a pooled connection's psycopg connection, pipelined, its BEGIN and COMMIT
+        queued with its statements (pg_turn.py). An error that ends the connection or the
+        session while the COMMIT was on its way is OutcomeUnknown; any other error (an ERROR
+        with a SQLSTATE) aborted the transaction: nothing was written, and it is translated."""
+        import psycopg
+
+        with translate_db_errors(where=self.where):
+            conn = self.write_engine.connect()
+        try:
+            with translate_db_errors(where=self.where):
+                channel = self._channel_of(conn)
+                conn.rollback()  # the channel's read began a transaction (once per store)
+                raw: Any = conn.connection.dbapi_connection
+                raw.autocommit = True
+            writes = pg_turn.PgTurnWrites(conn, channel)
+            try:
+                with translate_db_errors(where=self.where):
+                    writes.begin()
+                    try:
+                        yield writes
+                    except BaseException:
+                        writes.rollback()
+                        raise
+                    try:
+                        writes.commit()
+                    except psycopg.Error as exc:
+                        lost = pg_enqueue.answer_lost(exc)
+                        if lost is not None:
+                            log.error("the commit's outcome is unknown: %s", lost.fields["detail"])
+                            raise lost from None
+                        writes.rollback()
+                        raise
+                self._after_commit()
+            finally:
+                if raw.closed or raw.broken or raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.invalidate()  # gone, or in a state nobody should inherit
+                else:
+                    raw.autocommit = False  # back to the pool as SQLAlchemy left it
+        finally:
+            conn.close()
 
     def clock_now(self) -> float:
         """The database server's clock now (clock_timestamp()), in seconds since the epoch."""
