@@ -102,6 +102,9 @@ class PostgresStore(SqlStore):
 
     #: Every host's daemons share the database's clock (see `clock_now`).
     shared_clock = True
+    #: Writers wait only for the rows they touch: enqueues may run beside the scheduler's turns
+    #: (StoreThreads gives them a thread of their own), as other daemons' writes do anyway.
+    concurrent_writes = True
 
     def __init__(self, url: str) -> None:
         engine = create_engine(url, pool_size=4, max_overflow=4)
