@@ -7,11 +7,10 @@ locks, the claim, the claimed attempt rows, COMMIT. Waiting on them was most of 
 thread's time, and the writer thread was what bounded PostgreSQL end to end.
 
 Here each write takes all its rows in one statement (arrays, one bind parameter per column:
-never near the 65,535 parameter limit), the claim inserts its attempt rows itself (a CTE of the
-same statement), and the statements are sent in psycopg's pipeline mode: a statement whose
-answer the turn does not read is queued, and goes with the next one it reads. So a turn is
-three round trips: [BEGIN, pids, ended jobs locked], [job and attempt rows of the ends, NOTIFY,
-queue locks, claim], [COMMIT]. The queue locks stay a statement of their own before the claim: the
+never near the 65,535 parameter limit), and the statements are sent in psycopg's pipeline mode:
+a statement whose answer the turn does not read is queued, and goes with the next one it reads.
+So a turn is three round trips: [BEGIN, pids, ended jobs locked], [job and attempt rows of the
+ends, NOTIFY, queue locks, claim], [the claimed jobs' attempt rows, COMMIT]. The queue locks stay a statement of their own before the claim: the
 claim must take its snapshot after they are granted (READ COMMITTED gives each statement its
 own), so that it sees the jobs a peer's claim took while it waited (see postgres.py).
 
@@ -75,8 +74,7 @@ LOCK_LIMITED = "SELECT name FROM queues WHERE concurrency IS NOT NULL AND paused
 # The claim: each queue that is not paused contributes at most its share (its room under its
 # limit, counted on ix_jobs_running, or the whole claim) of due claimable rows, walked in order on
 # ix_jobs_due and locked SKIP LOCKED; of those, priority first, then a fair turn between queues
-# (the n-th due job of each queue at that priority before any queue's n+1-th), then due time. The
-# claimed jobs' attempt rows are inserted by the same statement.
+# (the n-th due job of each queue at that priority before any queue's n+1-th), then due time.
 CLAIM = """
 WITH room AS (
     SELECT q.name, CASE WHEN q.concurrency IS NULL THEN %(limit)s
@@ -96,17 +94,16 @@ WITH room AS (
             FOR UPDATE SKIP LOCKED) c
 ), picked AS (
     SELECT id FROM due ORDER BY priority DESC, turn, next_run_at LIMIT %(limit)s
-), claimed AS (
-    UPDATE jobs
-       SET state = 'processing', owner = %(owner)s, host = %(host)s, lease_expires_at = %(lease)s,
-           run = run + 1, started_at = %(now)s, updated_at = %(now)s, pid = NULL, proc_start = NULL
-      FROM picked WHERE jobs.id = picked.id
-    RETURNING """ + ", ".join(f"jobs.{name}" for name in JOB_COLUMNS_SQL.split(", ")) + """
-), started AS (
-    INSERT INTO attempts (job_id, attempt, started_at, owner, host)
-    SELECT id, run, %(now)s, %(owner)s, %(host)s FROM claimed
 )
-SELECT * FROM claimed
+UPDATE jobs
+   SET state = 'processing', owner = %(owner)s, host = %(host)s, lease_expires_at = %(lease)s,
+       run = run + 1, started_at = %(now)s, updated_at = %(now)s, pid = NULL, proc_start = NULL
+  FROM picked WHERE jobs.id = picked.id
+RETURNING """ + ", ".join(f"jobs.{name}" for name in JOB_COLUMNS_SQL.split(", "))
+#: The claimed jobs' attempt rows: queued after the claim is read, so they go with the COMMIT.
+_START_ATTEMPTS = """
+INSERT INTO attempts (job_id, attempt, started_at, owner, host)
+SELECT id, run, %(now)s, %(owner)s, %(host)s FROM unnest(%(id)s::text[], %(run)s::int[]) AS u(id, run)
 """
 
 
@@ -213,7 +210,11 @@ class PgTurnWrites:
         """See TurnWrites."""
         self._send(LOCK_LIMITED)
         rows = self._rows(CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
-        return [row_job(row) for row in rows]
+        claimed = [row_job(row) for row in rows]
+        if claimed:
+            self._send(_START_ATTEMPTS, {"id": [j.id for j in claimed], "run": [j.run for j in claimed],
+                                         "now": now, "owner": owner, "host": host})
+        return claimed
 
     def announce(self) -> None:
         """See TurnWrites. (Delivered at commit, and only if the transaction commits.)"""
