@@ -107,6 +107,13 @@ SELECT id, run, %(now)s, %(owner)s, %(host)s FROM unnest(%(id)s::text[], %(run)s
 """
 
 
+def unusable(raw: Any) -> bool:
+    """Whether a psycopg connection is closed or its session is lost (no more statements on it)."""
+    import psycopg
+
+    return bool(raw.closed) or raw.pgconn.status != psycopg.pq.ConnStatus.OK
+
+
 class PgTurnWrites:
     """TurnWrites on the psycopg connection of a SQLAlchemy write transaction (PostgreSQL's one
     write path of a turn), in pipeline mode until a step needs SQLAlchemy; `close()` ends it."""
@@ -139,7 +146,7 @@ class PgTurnWrites:
             self.close()
         except Exception:  # noqa: BLE001  # the failure being raised already says what went wrong
             pass
-        if not (self._raw.closed or self._raw.broken):
+        if not unusable(self._raw):
             self._raw.rollback()  # ROLLBACK unless the server has no transaction open
 
     # -- pipeline mode --------------------------------------------------------------------------

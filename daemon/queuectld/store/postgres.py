@@ -176,7 +176,7 @@ class PostgresStore(SqlStore):
                         raise
                 self._after_commit()
             finally:
-                if raw.closed or raw.broken or raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                if pg_turn.unusable(raw) or raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     conn.invalidate()  # gone, or in a state nobody should inherit
                 else:
                     raw.autocommit = False  # back to the pool as SQLAlchemy left it
@@ -223,7 +223,7 @@ class PostgresStore(SqlStore):
                 with raw.cursor() as cur:
                     found = cur.execute(pg_enqueue.ENQUEUE, pg_enqueue.params(new, now, envs, channel)).fetchone()[0]
             except psycopg.Error as exc:
-                if raw.broken or raw.closed:
+                if pg_turn.unusable(raw):
                     conn.invalidate()
                 lost = pg_enqueue.answer_lost(exc)
                 if lost is not None:
