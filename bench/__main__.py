@@ -10,8 +10,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import machine
-from bench.report import Figure, notes, table, write_json
+from bench import machine, peers
+from bench.report import Figure, notes, side_by_side, table, write_json
 from bench.scenarios import DEFAULT, SCENARIOS
 from bench.settings import QUICK, BenchSettings
 
@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the daemons' log level (default INFO, queuectld's own default)")
     ap.add_argument("--profile", type=Path, dest="profile_dir", metavar="DIR",
                     help="record each daemon with py-spy (raw folded stacks) into DIR")
+    ap.add_argument("--peers", action="store_true", default=None,
+                    help="end to end also with huey and procrastinate, and queuectl sending one job.enqueue per job "
+                         "(needs the bench extra)")
+    ap.add_argument("--pg-stats", action="store_true", default=None,
+                    help="print the PostgreSQL runs' top statements by total time (pg_stat_statements, else "
+                         "timed in the daemon, with EXPLAIN ANALYZE of the hottest)")
+    ap.add_argument("--roundtrip-calls", type=int, help="job.enqueue round trips timed per store (default 1,000)")
     return ap
 
 
@@ -67,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     info = machine.describe(REPO)
     print(f"machine: {machine.summary_line(info)}", file=sys.stderr)
+    missing = peers.missing() if settings.peers else []
+    if missing:
+        print(peers.missing_message(missing), file=sys.stderr)
 
     figures: list[Figure] = []
     details: dict[str, Any] = {"seconds": {}}
@@ -90,6 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     print(table(figures))
     if notes(figures):
         print("\nNotes:\n" + notes(figures))
+    if "side_by_side" in details:
+        print("\nSide by side (same run; ratios to xargs -P C):\n" + side_by_side(details["side_by_side"]))
+    if missing:
+        print("\n" + peers.missing_message(missing))
+    if details.get("pg_stats"):
+        from bench.pgstats import format_stats
+
+        for label, result in details["pg_stats"].items():
+            print("\n" + format_stats(label, result))
     for name, why in failed.items():
         print(f"\nscenario {name} FAILED: {why}")
     if args.json_out:

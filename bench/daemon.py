@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from bench.measure import process_cpu_s
 from queuectl.client import Client
 from queuectl.errors import DaemonUnreachable
 
@@ -44,7 +45,8 @@ class Daemon:
     """
 
     def __init__(self, workers: int, *, log_level: str = "INFO", profile_to: Path | None = None,
-                 db_url: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
+                 db_url: str | None = None, extra_args: tuple[str, ...] = (),
+                 launcher: tuple[str, ...] | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="qb", dir="/tmp"))  # mode 0700, as the daemon demands
         self.state_dir = self.root / "s"
         self.socket = self.root / "q.sock"
@@ -54,6 +56,8 @@ class Daemon:
         self.profile_to = profile_to
         self.db_url = db_url  #: None: SQLite in the state dir
         self.extra_args = extra_args  #: more queuectld flags
+        #: argv that runs queuectld with the flags after it (`--pg-stats`' statement timer); None: the console script
+        self.launcher = launcher
         self.proc: subprocess.Popen[bytes] | None = None
         self._spies: list[subprocess.Popen[bytes]] = []
         self.env = clean_env()
@@ -62,7 +66,7 @@ class Daemon:
 
     def start(self) -> Daemon:
         """Start queuectld and return once its socket answers."""
-        cmd = [executable("queuectld"), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
+        cmd = [*(self.launcher or (executable("queuectld"),)), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
                "--workers", str(self.workers), "--log-level", self.log_level, "--log-file", str(self.log_path)]
         if self.db_url:
             cmd += ["--db", self.db_url]
@@ -169,16 +173,9 @@ class Daemon:
         children they have reaped (the jobs' shells: the keeper's), from /proc/PID/stat."""
         own = shells = 0.0
         for pid in (self.pid, *self.keeper_pids()):
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as fh:
-                    stat = fh.read()
-            except FileNotFoundError:
-                continue  # a keeper that has just exited
-            fields = stat[stat.rfind(b")") + 2 :].split()  # comm may contain spaces: split after it
-            utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-            tick = os.sysconf("SC_CLK_TCK")
-            own += (utime + stime) / tick
-            shells += (cutime + cstime) / tick
+            o, c = process_cpu_s(pid)  # (0, 0) for a keeper that has just exited
+            own += o
+            shells += c
         return own, shells
 
     def keeper_pids(self) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import resource
 import subprocess
 import time
@@ -54,6 +55,20 @@ def children_cpu_s() -> float:
     """CPU seconds (user + system) of every child of this process reaped so far, and theirs."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
+
+
+def process_cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of process `pid` itself, and of the children it has reaped,
+    from /proc/PID/stat; (0, 0) once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except FileNotFoundError:
+        return 0.0, 0.0
+    fields = stat[stat.rfind(b")") + 2 :].split()  # comm may contain spaces: split after it
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (utime + stime) / tick, (cutime + cstime) / tick
 
 
 def write_lines(path: Path, line: str, count: int) -> Path:

@@ -22,6 +22,9 @@ _PROJECT = ("queuectld/", "queuectl/")
 #: the event loop's epoll, an executor thread waiting for work, lock and condition waits.
 _IDLE = {"EpollSelector.select", "_worker", "Condition.wait", "Event.wait", "Thread.join",
          "Thread._wait_for_tstate_lock", "SimpleQueue.get"}
+#: Frames below which a wait is idle too: a PostgreSQL connection waiting for NOTIFYs (the same
+#: leaf, psycopg's Connection.wait, is busy when it waits for a statement's result).
+_IDLE_UNDER = ("Connection.notifies",)
 
 
 def _name(frame: str, with_line: bool) -> str:
@@ -30,6 +33,14 @@ def _name(frame: str, with_line: bool) -> str:
         return frame
     where = m["file"] + (f":{m['line']}" if with_line and m["line"] else "")
     return f"{where} {m['func']}"
+
+
+def _is_idle(frames: list[str]) -> bool:
+    """Whether a sample's stack is a thread waiting for work (see _IDLE and _IDLE_UNDER)."""
+    leaf = _FRAME.match(frames[-1])
+    if leaf and leaf["func"] in _IDLE:
+        return True
+    return any(f.startswith(_IDLE_UNDER) for f in frames[-3:])
 
 
 def summarise(path: Path, top: int) -> str:
@@ -46,7 +57,7 @@ def summarise(path: Path, top: int) -> str:
         frames = stack.split(";")
         thread = re.sub(r"^thread \(\d+\): ", "", frames[0]).rstrip("_0123456789")
         frames = frames[1:]
-        if frames and _FRAME.match(frames[-1]) and _FRAME.match(frames[-1])["func"] in _IDLE:
+        if frames and _is_idle(frames):
             idle += n
             continue
         total += n

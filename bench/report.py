@@ -83,6 +83,34 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
+def markdown(rows: list[list[str]]) -> str:
+    """Rows (the first is the header) as an aligned Markdown table."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(rows[0], widths, strict=True)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows[1:]]
+    return "\n".join(lines)
+
+
+def side_by_side(doc: dict[str, Any]) -> str:
+    """The peers' table, as issue 14 lays it out: each system's rate at each C with its ratio to
+    xargs in the same run, and its enqueue cost per job (at each C, while the jobs run).
+
+    `doc`: {"slots": [C...], "labels": {key: label}, "rows": {key: {C: {"rate", "x_xargs",
+    "enqueue_ms"?}}}} (JSON turns the C keys into strings; both are read)."""
+    slots = doc["slots"]
+    rows = [["system", *(f"C={c} jobs/s (x xargs)" for c in slots), "enqueue per job"]]
+    for key, label in doc["labels"].items():
+        got = doc["rows"].get(key)
+        if not got:
+            continue
+        at = [got.get(c) or got.get(str(c)) for c in slots]
+        cells = ["" if a is None else f"{a['rate']:,.0f} ({a['x_xargs']:.2f}x)" for a in at]
+        enq = [f"{a['enqueue_ms']:.2f}" for a in at if a is not None and "enqueue_ms" in a]
+        rows.append([label, *cells, " / ".join(enq) + " ms" if enq else "-"])
+    return markdown(rows)
+
+
 def notes(figures: list[Figure]) -> str:
     """The notes of the figures that have one, as a bullet list under the table."""
     return "\n".join(f"- {f.scenario} / {f.metric}: {f.note}" for f in figures if f.note)

@@ -32,6 +32,9 @@ class BenchSettings:
     soak_pg: bool = False  #: the soak on a scratch PostgreSQL database (QUEUECTL_BENCH_PG_URL) instead of SQLite
     log_level: str = "INFO"  #: the daemon's default, so jobs pay for the log lines users get
     profile_dir: Path | None = None  #: record each daemon with py-spy into this directory
+    peers: bool = False  #: also run huey and procrastinate on the end-to-end workload (the `bench` extra)
+    pg_stats: bool = False  #: capture the PostgreSQL runs' statements (pg_stat_statements or the daemon's timer)
+    roundtrip_calls: int = 1_000  #: `job.enqueue` round trips timed over an open connection, per store
     #: A PostgreSQL server for the PostgreSQL rows (the bench creates a database there and drops it);
     #: unset: those rows are skipped, with the reason.
     pg_url: str | None = field(default_factory=lambda: os.environ.get("QUEUECTL_BENCH_PG_URL") or None)
@@ -39,5 +42,5 @@ class BenchSettings:
 
 QUICK = BenchSettings(
     e2e_jobs=300, batch_jobs=5_000, single_runs=5, dispatch_jobs=40, scale_jobs=20_000, scale_small_jobs=1_000,
-    scale_rpc_calls=30, claim_jobs=100, retry_jobs=40, soak_jobs=5_000,
+    scale_rpc_calls=30, claim_jobs=100, roundtrip_calls=100, retry_jobs=40, soak_jobs=5_000,
 )

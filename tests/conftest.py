@@ -22,6 +22,9 @@ import pytest
 
 BIN_DIR = Path(sys.executable).parent
 PG_URL = os.environ.get("QUEUECTL_TEST_PG_URL")
+# The default state dir (and with it the clients' hello cache) of everything the tests run is a
+# temporary one: a test must never write into the home directory of whoever runs the suite.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="qctl-xdg-state-")
 
 
 def executable(name: str) -> str:

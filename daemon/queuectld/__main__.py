@@ -203,9 +203,7 @@ def _is_loopback(host: str) -> bool:
 
 def setup_logging(level: str, log_file: Path | None, log_format: str = "text") -> None:
     """One line per event, with UTC timestamps: text, or one JSON object per line (`json`)."""
-    import time
-
-    from queuectld.logfile import CoalescingStreamHandler, ReopeningFileHandler
+    from queuectld.logfile import CoalescingStreamHandler, ReopeningFileHandler, TextFormatter
 
     if log_file is not None:
         handler: logging.Handler = ReopeningFileHandler(log_file)  # SIGHUP reopens it (app.serve)
@@ -216,8 +214,7 @@ def setup_logging(level: str, log_file: Path | None, log_format: str = "text") -
 
         formatter: logging.Formatter = JsonFormatter()
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
-        formatter.converter = time.gmtime
+        formatter = TextFormatter()
     handler.setFormatter(formatter)
     # No caller, thread or process lookups per record: the format uses none of them, and the
     # scheduler logs two lines per job (logging's documented optimisations).

@@ -47,6 +47,11 @@ The first request must be `hello`; until then nothing else is accepted.
   kill_grace_s, deadline_grace_s, ack?}` (keeper_wire.SpawnSpec) -> `{pid}` (null when it could not start: its
   `spawn_failed` end follows as an event). Error `exists` if the key runs or its end is unacked.
   `ack` (a list of keys) acks those ends first, as `ack` does: the daemon's acks ride along.
+  Since version 3 the environment may go by reference instead of `env`: `env_ref` names an
+  environment this connection defined, `env_set` (an object) lays the attempt's own variables
+  over it; `env_def` ({ref: {name: value}}) defines environments first, `env_drop` ([refs])
+  forgets them before that. The daemon sends each shared environment once per connection, not
+  with every spawn (it was most of a spawn's bytes); definitions belong to the connection.
 - `extend {deadlines: {key: seconds_from_now}, backward?: bool}` -> `{unknown: [keys not running]}`.
 - `kill {key, reason, grace_s?}` -> `{found: bool}`: SIGTERM to the group, SIGKILL after the grace;
   the end's outcome is `killed` with `reason` (if the shell was still running).

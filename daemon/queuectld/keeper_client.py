@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,7 @@ from typing import Any
 from queuectld.keeper import EXIT_ANOTHER_KEEPER
 from queuectld.keeper_wire import DEADLINE_ERROR, Ended, EndKind, SpawnSpec
 
-__all__ = ["DEADLINE_ERROR", "NOREPLY_VERSION", "EndKind", "Ended", "KeeperBusy", "KeeperClient",
+__all__ = ["DEADLINE_ERROR", "ENVREF_VERSION", "NOREPLY_VERSION", "EndKind", "Ended", "KeeperBusy", "KeeperClient",
            "KeeperConnectionLost", "KeeperError", "KeeperListing", "KeeperUnreachable", "RunningAttempt", "SpawnSpec",
            "attempt_key", "connect_keeper", "ensure_keeper", "keeper_socket_path", "split_attempt_key"]
 
@@ -38,6 +38,10 @@ START_LOCK_NAME = "keeper.start.lock"
 LOG_NAME = "keeper.log"
 #: The keeper protocol version from which `"noreply": true` and `spawn`'s `ack` are understood.
 NOREPLY_VERSION = 2
+#: The keeper protocol version from which `spawn` takes its environment by reference.
+ENVREF_VERSION = 3
+#: Shared environments one connection keeps defined at the keeper (the oldest used is dropped).
+ENVIRONMENTS_DEFINED = 32
 #: How long a request waits for its reply before the keeper is taken for frozen or gone.
 REQUEST_TIMEOUT_S = 10.0
 #: How long `ensure_keeper` waits for a keeper it started to accept connections.
@@ -134,6 +138,9 @@ class KeeperClient:
         self._forgotten: set[int] = set()  #: sent by `post(forget=True)`: their replies are dropped
         self._send_lock = threading.Lock()
         self._closed = False
+        #: The environments defined at the keeper on this connection (`environment_params`), by
+        #: ref, least recently used first.
+        self._environments: OrderedDict[str, None] = OrderedDict()
 
     @classmethod
     def connect(cls, path: Path | str, *, takeover: bool = False, timeout_s: float = REQUEST_TIMEOUT_S) -> KeeperClient:
@@ -205,6 +212,20 @@ class KeeperClient:
         with what follows. `before_send(id)` runs first, so that a reply read at once by another
         thread finds what it belongs to. Returns the request's id."""
         return self._send(op, params, posted=not forget, forgotten=forget, lazy=lazy, before_send=before_send)
+
+    def environment_params(self, ref: str, shared: dict[str, str]) -> dict[str, Any]:
+        """What a `spawn` by reference to `ref` must carry besides `env_ref`: the definition of
+        `shared` the first time (and after it was dropped), and the oldest definition to drop
+        when more than ENVIRONMENTS_DEFINED would be kept. To be called under the send (from
+        `post`'s before_send), so that the keeper reads definitions in the order they were made."""
+        if ref in self._environments:
+            self._environments.move_to_end(ref)
+            return {}
+        params: dict[str, Any] = {"env_def": {ref: shared}}
+        self._environments[ref] = None
+        if len(self._environments) > ENVIRONMENTS_DEFINED:
+            params["env_drop"] = [self._environments.popitem(last=False)[0]]
+        return params
 
     def posted_replies(self) -> dict[int, dict[str, Any]]:
         """The replies to `post`ed requests read so far, by request id: each `{"result": ...}` or

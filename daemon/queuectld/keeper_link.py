@@ -28,12 +28,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from queuectld import cgroups, proctree
 from queuectld.jobs import Job, Outcome, OutcomeKind
 from queuectld.keeper_client import (
     DEADLINE_ERROR,
+    ENVREF_VERSION,
     NOREPLY_VERSION,
     Ended,
     EndKind,
@@ -45,7 +46,7 @@ from queuectld.keeper_client import (
     attempt_key,
     connect_keeper,
 )
-from queuectld.runner import SNOOZE_FILE_ENV, KillReason, read_snooze_file, remove_quietly
+from queuectld.runner import SNOOZE_FILE_ENV, AttemptEnvironment, KillReason, read_snooze_file, remove_quietly
 from queuectld.store.base import RunKey
 
 log = logging.getLogger("queuectld.keeper")
@@ -131,20 +132,23 @@ class KeeperAttempt:
 
     # -- runner.Attempt's interface -------------------------------------------------------------
 
-    def spawn(self, env: dict[str, str], umask: int) -> None:
+    def spawn(self, environment: AttemptEnvironment | dict[str, str], umask: int) -> None:
         """In the writer thread, right after the claim committed: ask the keeper to start the
-        shell, without waiting (its answer is read on the loop). `env` gains $QUEUECTL_SNOOZE_FILE."""
-        env[SNOOZE_FILE_ENV] = self.snooze_file
+        shell, without waiting (its answer is read on the loop). The environment gains
+        $QUEUECTL_SNOOZE_FILE; its shared part goes to the keeper once per connection."""
+        if isinstance(environment, dict):  # a whole environment, none of it shared
+            environment = AttemptEnvironment("", {}, environment)
+        own = {**environment.own, SNOOZE_FILE_ENV: self.snooze_file}
         if self._problem is not None:
             return
         grace = deadline_grace(self.link.lease_s, self.kill_grace_s)
         lease_left = self.link.lease_s - (time.monotonic() - self.lease_from)
         deadline = deadline_in(lease_left, self.link.lease_s, grace) if self.link.fencing else NO_DEADLINE_S
-        spec = SpawnSpec(key=self.key, command=self.job.command, cwd=self.cwd, env=env, umask=umask,
+        spec = SpawnSpec(key=self.key, command=self.job.command, cwd=self.cwd, env=own, umask=umask,
                          log_path=self.log_file, output_max_bytes=self.output_max_bytes, timeout_s=self.timeout_s,
                          deadline_s=deadline, kill_grace_s=self.kill_grace_s, deadline_grace_s=grace)
         try:
-            self.link.spawn(self, spec)
+            self.link.spawn(self, spec, environment.ref, environment.shared)
         except KeeperError as exc:  # KeeperConnectionLost, KeeperDown: `watch` settles it on the loop
             self._send_failed = str(exc) or "the job keeper is not reachable"
 
@@ -331,24 +335,26 @@ class KeeperLink:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def spawn(self, attempt: KeeperAttempt, spec: SpawnSpec) -> None:
+    def spawn(self, attempt: KeeperAttempt, spec: SpawnSpec, env_ref: str = "", shared_env: dict[str, str] | None = None
+              ) -> None:
         """From the store's writer thread: ask the keeper to start `attempt`, without waiting (the
         keeper forks and execs); the answer reaches `attempt.spawned` or `attempt.refused` on the
-        loop. Raises KeeperDown or KeeperConnectionLost (the attempt's `watch` handles them)."""
+        loop. Its environment is `shared_env` (named `env_ref`) with `spec.env` laid over it.
+        Raises KeeperDown or KeeperConnectionLost (the attempt's `watch` handles them)."""
         client = self.client
         if client is None or self._closing:
             raise KeeperDown("the job keeper is being started again")
 
-        params = spec.to_wire()
-        if (client.keeper_version or 0) >= NOREPLY_VERSION:
-            acks = self._take_acks()
-            if acks:
-                params["ack"] = acks
+        version = client.keeper_version or 0
+        params = spawn_params(spec, version, env_ref, shared_env, self._take_acks() if version >= NOREPLY_VERSION else [])
+        by_reference = "env_ref" in params
 
         def register(request_id: int) -> None:  # before the send: the answer may be read at once
             with self._lock:
                 self._spawning[request_id] = attempt
                 self.attempts[attempt.key] = attempt
+            if by_reference:  # under the client's send lock: definitions go out in the order made
+                params.update(client.environment_params(env_ref, shared_env or {}))
 
         client.post("spawn", params, lazy=True, before_send=register)
         attempt.spawn_sent = True
@@ -545,6 +551,21 @@ class KeeperLink:
         except KeeperError:
             pass
         client.close()
+
+
+def spawn_params(spec: SpawnSpec, keeper_version: int, env_ref: str, shared_env: dict[str, str] | None,
+                 acks: list[str]) -> dict[str, Any]:
+    """A `spawn` request's params for a keeper of `keeper_version`: the environment by reference
+    (`env_ref`, and `spec.env` as `env_set`; its definition is added at the send) from version 3,
+    else whole; the acks riding along (version 2 on)."""
+    params = spec.to_wire()
+    if keeper_version >= ENVREF_VERSION:
+        params["env_set"], params["env_ref"] = params.pop("env"), env_ref
+    elif shared_env:
+        params["env"] = {**shared_env, **spec.env}
+    if acks:
+        params["ack"] = acks
+    return params
 
 
 def kill_attempt_processes(keys: list[RunKey], cgroup: str | None) -> int:

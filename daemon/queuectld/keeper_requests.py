@@ -14,8 +14,10 @@ from queuectld.keeper_wire import EndKind, SpawnSpec, non_negative
 if TYPE_CHECKING:
     from queuectld.keeper_server import Connection, Keeper
 
-#: 2: `noreply` requests, and acks riding along with `spawn`.
-PROTOCOL_VERSION = 2
+#: 2: `noreply` requests, and acks riding along with `spawn`. 3: environments by reference.
+PROTOCOL_VERSION = 3
+#: The most environments one connection may have defined at once (the daemon keeps far fewer).
+MAX_ENVIRONMENTS = 1024
 
 Handler = Callable[["Keeper", "Connection", dict[str, Any]], dict[str, Any]]
 
@@ -54,9 +56,12 @@ def _spawn(keeper: Keeper, conn: Connection, params: dict[str, Any]) -> dict[str
     acked = params.pop("ack", None)  # ends the daemon has recorded since: an ack riding along
     if isinstance(acked, list):
         _ack(keeper, conn, {"keys": acked})
+    by_reference = "env_ref" in params
+    if by_reference:  # first, whatever follows: the daemon counts its definitions as made
+        params["env"] = _referenced_environment(conn, params)
     if keeper.shutting_down:
         raise RequestError("shutting_down", "the keeper is shutting down")
-    spec = SpawnSpec.from_wire(params)
+    spec = SpawnSpec.from_wire(params, env_checked=by_reference)
     if spec.key in keeper.attempts or spec.key in keeper.ended:
         raise RequestError("exists", f"attempt {spec.key} is running or its end is not acked")
     attempt = KeptAttempt(spec, time.monotonic(), keeper.tracker)
@@ -66,6 +71,33 @@ def _spawn(keeper: Keeper, conn: Connection, params: dict[str, Any]) -> dict[str
     keeper.watch(attempt)
     keeper.after_reply.append(lambda: keeper.after_change(attempt))  # a spawn failure's end follows the reply
     return {"pid": attempt.pid}
+
+
+def _referenced_environment(conn: Connection, params: dict[str, Any]) -> dict[str, str]:
+    """A version-3 spawn's environment: its `env_drop` and `env_def` applied to the connection's
+    environments first, then `env_ref`'s with `env_set` laid over it. ValueError says what is wrong
+    (and then nothing was dropped or defined)."""
+    drop, define = params.pop("env_drop", None) or [], params.pop("env_def", None) or {}
+    ref, own = params.pop("env_ref"), params.pop("env_set", None) or {}
+    if not isinstance(drop, list) or not all(isinstance(r, str) for r in drop):
+        raise ValueError("spawn: env_drop must be a list of strings")
+    if not isinstance(define, dict) or not all(isinstance(r, str) and _is_environment(e) for r, e in define.items()):
+        raise ValueError("spawn: env_def must be an object of ref: {name: value}")
+    if not isinstance(ref, str) or not _is_environment(own):
+        raise ValueError("spawn: env_ref must be a string and env_set an object of strings")
+    known = conn.environments
+    if len(set(known) - set(drop) | set(define)) > MAX_ENVIRONMENTS:
+        raise ValueError(f"spawn: more than {MAX_ENVIRONMENTS} environments defined; drop some")
+    if not (ref in define or ref in known and ref not in drop):
+        raise ValueError(f"spawn: environment {ref!r} is not defined on this connection")
+    for r in drop:
+        known.pop(r, None)
+    known.update(define)
+    return {**known[ref], **own}
+
+
+def _is_environment(env: object) -> bool:
+    return isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
 
 
 def _extend(keeper: Keeper, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:

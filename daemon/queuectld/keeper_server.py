@@ -40,6 +40,8 @@ class Connection:
         self.outbox = bytearray()
         self.is_daemon = False  #: it said hello and is the one daemon connection
         self.closed = False
+        #: The environments it defined (spawn's env_def), by ref: checked once, used by reference.
+        self.environments: dict[str, dict[str, str]] = {}
 
     def send(self, message: dict[str, Any]) -> None:
         """Queue one line; the loop writes it when the socket can take it."""

@@ -43,8 +43,9 @@ class SpawnSpec:
     deadline_grace_s: float | None = None
 
     @classmethod
-    def from_wire(cls, params: dict[str, Any]) -> SpawnSpec:
-        """Check and convert a request's params; ValueError says what is wrong."""
+    def from_wire(cls, params: dict[str, Any], *, env_checked: bool = False) -> SpawnSpec:
+        """Check and convert a request's params; ValueError says what is wrong. `env_checked`:
+        the environment was put together from parts already checked (keeper_requests)."""
         try:
             spec = cls(key=params["key"], command=params["command"], cwd=params["cwd"], env=params["env"],
                        umask=params.get("umask", 0o022), log_path=params["log_path"],
@@ -58,8 +59,8 @@ class SpawnSpec:
         for name in ("key", "command", "cwd", "log_path"):
             if not isinstance(getattr(spec, name), str) or not getattr(spec, name):
                 raise ValueError(f"spawn: {name} must be a non-empty string")
-        if not isinstance(spec.env, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in spec.env.items()):
+        if not env_checked and (not isinstance(spec.env, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in spec.env.items())):
             raise ValueError("spawn: env must be an object of strings")
         if not _is_int(spec.umask) or not 0 <= spec.umask <= 0o777:
             raise ValueError("spawn: umask must be an integer from 0 to 0o777")

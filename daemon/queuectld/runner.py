@@ -17,6 +17,7 @@ import signal
 import stat
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,9 @@ SECRET_ENV = ("QUEUECTL_TOKEN", "QUEUECTL_TOKEN_FILE", "QUEUECTL_DB", "PGPASSWOR
 #: environment too (the user's QUEUECTL_TOKEN, say, is theirs to pass on; these are not).
 DAEMON_ONLY_ENV = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "QUEUECTL_FAULT_POINT", FORCE_ENV)
 
-__all__ = ["Attempt", "KillReason", "Phase", "base_environment", "cwd_problem", "job_environment", "log_path",
-           "process_start_time", "read_snooze_file", "remove_quietly", "snooze_path"]
+__all__ = ["BASE_ENVIRONMENT_REF", "Attempt", "AttemptEnvironment", "KillReason", "Phase", "attempt_variables",
+           "base_environment", "cwd_problem", "job_environment", "log_path", "process_start_time", "read_snooze_file",
+           "remove_quietly", "shared_environment", "snooze_path"]
 
 
 def log_path(logs_dir: Path | str, job_id: str, run: int) -> str:
@@ -68,11 +70,30 @@ def base_environment(daemon_env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in daemon_env.items() if k not in SECRET_ENV}
 
 
-def job_environment(base: dict[str, str], job: Job, owner: str, snapshot: EnvSnapshot | None = None) -> dict[str, str]:
-    """A job's environment: its snapshot (the whole environment; or, when `clean`, its variables
-    laid over `base`), or `base_environment(...)` when it has none; then the job's and the
-    attempt's identity on top (QUEUECTL_ATTEMPT_ID marks every process of the attempt for the
-    tracker and for recovery). The Attempt adds $QUEUECTL_SNOOZE_FILE when it spawns."""
+@dataclass(frozen=True, slots=True)
+class AttemptEnvironment:
+    """An attempt's environment in two parts: `shared`, the same dict for every attempt of its
+    snapshot (or of none: the daemon's base), named by `ref` and never changed; and `own`, the
+    attempt's identity variables laid over it. The job keeper is sent `shared` once per
+    connection and `own` with each spawn (keeper protocol 3)."""
+
+    ref: str
+    shared: dict[str, str]
+    own: dict[str, str]
+
+    def merged(self) -> dict[str, str]:
+        """The whole environment, as the shell gets it."""
+        return {**self.shared, **self.own}
+
+
+#: AttemptEnvironment.ref of the daemon's base environment (a job enqueued without one).
+BASE_ENVIRONMENT_REF = "base"
+
+
+def shared_environment(base: dict[str, str], snapshot: EnvSnapshot | None = None) -> dict[str, str]:
+    """What every attempt of `snapshot` starts from: the snapshot (the whole environment; or, when
+    `clean`, its variables laid over `base`), or `base` when there is none; without the
+    variables only the daemon may set."""
     if snapshot is None:
         env = dict(base)
     elif snapshot.clean:
@@ -81,11 +102,20 @@ def job_environment(base: dict[str, str], job: Job, owner: str, snapshot: EnvSna
         env = dict(snapshot.vars)
     for name in DAEMON_ONLY_ENV:  # a client's shell may carry them too: they would confuse the attempt
         env.pop(name, None)
-    env["QUEUECTL_JOB_ID"] = job.id
-    env["QUEUECTL_ATTEMPT"] = str(job.run)
-    env["QUEUECTL_OWNER"] = owner
-    env[proctree.ATTEMPT_ID_ENV] = proctree.attempt_id(owner, job.id, job.run)
     return env
+
+
+def attempt_variables(job: Job, owner: str) -> dict[str, str]:
+    """The job's and the attempt's identity, laid over its shared environment
+    (QUEUECTL_ATTEMPT_ID marks every process of the attempt for the tracker and for recovery)."""
+    return {"QUEUECTL_JOB_ID": job.id, "QUEUECTL_ATTEMPT": str(job.run), "QUEUECTL_OWNER": owner,
+            proctree.ATTEMPT_ID_ENV: proctree.attempt_id(owner, job.id, job.run)}
+
+
+def job_environment(base: dict[str, str], job: Job, owner: str, snapshot: EnvSnapshot | None = None) -> dict[str, str]:
+    """A job's whole environment: `shared_environment` with `attempt_variables` on top. The
+    Attempt adds $QUEUECTL_SNOOZE_FILE when it spawns."""
+    return {**shared_environment(base, snapshot), **attempt_variables(job, owner)}
 
 
 class Phase(Enum):
@@ -200,13 +230,14 @@ class Attempt:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def spawn(self, env: dict[str, str], umask: int) -> None:
+    def spawn(self, environment: AttemptEnvironment | dict[str, str], umask: int) -> None:
         """Start the shell. Blocking (the calling thread waits, vfork-style, until the child has
         exec'd /bin/sh), so the scheduler calls it off the event loop; then `watch` on the loop.
-        A failure is kept and reported by `watch` as the attempt's outcome. `env` gains
-        $QUEUECTL_SNOOZE_FILE (the caller's dict is changed: it is the attempt's own)."""
+        A failure is kept and reported by `watch` as the attempt's outcome. The environment
+        gains $QUEUECTL_SNOOZE_FILE (a dict given is changed: it is the attempt's own)."""
         # Nothing may escape from here: the claim has committed, and an attempt that raised
         # instead of failing would leave its job `processing` with no one to run or end it.
+        env = environment.merged() if isinstance(environment, AttemptEnvironment) else environment
         env[SNOOZE_FILE_ENV] = self.snooze_file
         if self._spawn_problem is not None:  # set by `cannot_start` before the spawn
             return

@@ -35,6 +35,9 @@ log = logging.getLogger("queuectld.scheduler")
 BUSY_RETRY_S = 0.5
 #: After any other store failure (full disk, damaged page, ...) the retries slow down to this.
 STORE_RETRY_MAX_S = 5.0
+#: Shared environments built and kept for the next attempts of their snapshot (one per batch or
+#: shell that enqueued: a few are live at a time).
+SHARED_ENVIRONMENTS_KEPT = 32
 #: An attempt the daemon runs: through its job keeper, or (`--no-keeper`) as its own child.
 AnyAttempt = KeeperAttempt | Attempt
 #: The config keys LifecyclePolicy.from_config reads: the policy is rebuilt when one changes.
@@ -64,6 +67,8 @@ class Scheduler:
         self.running: dict[str, AnyAttempt] = {}
         self._umask = umask
         self._env = runner.base_environment(dict(os.environ))
+        #: Shared environments by AttemptEnvironment.ref (see `_environment`), oldest first.
+        self._shared_envs: dict[str, dict[str, str]] = {}
         #: Environment snapshots by id, shared with `show` (content-addressed: never stale).
         self.envs = EnvCache()
         self._logs_dir = str(settings.logs_dir)
@@ -481,7 +486,7 @@ class Scheduler:
             snapshot = None if job.env_id is None else envs.get(job.env_id)
             if job.env_id is not None and snapshot is None:
                 attempt.cannot_start(f"its environment (snapshot {job.env_id[:12]}) could not be read: {env_problem}")
-            attempt.spawn(runner.job_environment(self._env, job, self.owner, snapshot), self._umask)
+            attempt.spawn(self._environment(job, snapshot), self._umask)
             started.append(attempt)
         return results, started, next_due
 
@@ -525,6 +530,18 @@ class Scheduler:
             message = exc.message if isinstance(exc, QueuectlError) else f"{type(exc).__name__}: {exc}"
             log.warning("could not read %d environment snapshot(s): %s", len(wanted), message)
             return {}, message
+
+    def _environment(self, job: Job, snapshot: EnvSnapshot | None) -> runner.AttemptEnvironment:
+        """The attempt's environment: the shared part built once per snapshot (a batch's jobs all
+        share one) and kept for the next ones, the attempt's own variables on top."""
+        ref = runner.BASE_ENVIRONMENT_REF if snapshot is None else snapshot.id
+        shared = self._shared_envs.get(ref)
+        if shared is None:
+            shared = runner.shared_environment(self._env, snapshot)
+            if len(self._shared_envs) >= SHARED_ENVIRONMENTS_KEPT:
+                del self._shared_envs[next(iter(self._shared_envs))]  # the oldest built
+            self._shared_envs[ref] = shared
+        return runner.AttemptEnvironment(ref, shared, runner.attempt_variables(job, self.owner))
 
     def _attempt(self, job: Job, policy: LifecyclePolicy, lease_from: float) -> AnyAttempt:
         """The attempt of a claimed (or adopted) job, its lease set at `lease_from` (monotonic)."""

@@ -14,8 +14,9 @@ handler), and each outcome is reported to the store's health (`status`, logging 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from queue import SimpleQueue
 from typing import Any, TypeVar
 
 from queuectl.errors import QueuectlError
@@ -26,6 +27,73 @@ from queuectld.store_health import StoreHealth
 
 T = TypeVar("T")
 
+#: What a StoreThread's queue carries: the call, and the loop and future its outcome goes to.
+_Call = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
+class StoreThread:
+    """One thread running calls in order, each outcome handed straight to an asyncio future.
+
+    What run_in_executor does, with less on the way: no concurrent.futures.Future between the
+    thread and the loop, no chaining of two futures' states. Every store call of the daemon comes
+    through here (a turn, an enqueue), so this was a tenth of the event loop's time per job."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: SimpleQueue[_Call | None] = SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._started = False
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        """Queue `call`; its result (or exception) settles the returned future on the caller's loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new store calls after shutdown")
+            if not self._started:
+                self._started = True
+                self._thread.start()
+            self._calls.put((call, loop, future))
+        return future
+
+    def shutdown(self) -> None:
+        """Run what is queued, then stop the thread (waits for it)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            started = self._started
+            self._calls.put(None)
+        if started:
+            self._thread.join()
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            call, loop, future = item
+            settle: Callable[[asyncio.Future[Any], Any], None]
+            try:
+                outcome: Any = call()
+                settle = _set_result
+            except BaseException as exc:  # to the awaiting coroutine, as run_in_executor does
+                outcome, settle = exc, _set_exception
+            try:
+                loop.call_soon_threadsafe(settle, future, outcome)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits for this outcome any more
+            del item, call, outcome  # not kept alive until the next call
+
+
+def _set_result(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():  # the awaiting task may have been cancelled meanwhile
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
 
 class StoreThreads:
     """Runs Store methods in dedicated threads and awaits them."""
@@ -35,14 +103,14 @@ class StoreThreads:
         self.health = StoreHealth(getattr(store, "data_dir", None))
         self.metrics: Metrics = Metrics()  #: what `--metrics` serves (a no-op without)
         self._where: str = getattr(store, "where", "the database")
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-write")
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="store-read")
-        self._pages = ThreadPoolExecutor(1, thread_name_prefix="store-pages")
-        self._background = ThreadPoolExecutor(1, thread_name_prefix="store-background")
+        self._writer = StoreThread("store-write")
+        self._reader = StoreThread("store-read")
+        self._pages = StoreThread("store-pages")
+        self._background = StoreThread("store-background")
         # Where the database takes concurrent writers (PostgreSQL: row locks, not a file lock), new
         # jobs go in through a thread of their own: an enqueue then never waits behind a turn.
-        self._adder = (ThreadPoolExecutor(1, thread_name_prefix="store-enqueue")
-                       if getattr(store, "concurrent_writes", False) else self._writer)
+        self._adder = (StoreThread("store-enqueue") if getattr(store, "concurrent_writes", False)
+                       else self._writer)
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a writing store call in the writer thread."""
@@ -57,11 +125,10 @@ class StoreThreads:
         """Run a reading store call in the reader thread."""
         return await self._run(self._reader, False, fn, args, kwargs)
 
-    async def _run(self, pool: ThreadPoolExecutor, writing: bool, fn: Callable[..., T], args: tuple[Any, ...],
+    async def _run(self, thread: StoreThread, writing: bool, fn: Callable[..., T], args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> T:
-        loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(pool, self._guarded, writing, fn, args, kwargs)
+            result = await thread.submit(lambda: self._guarded(writing, fn, args, kwargs))
         except QueuectlError as exc:
             self.health.failed(exc)
             self.metrics.store_error(type(exc).__name__)
@@ -91,8 +158,8 @@ class StoreThreads:
 
     def shutdown(self) -> None:
         """Finish queued calls and stop the threads."""
-        self._writer.shutdown(wait=True)
-        self._adder.shutdown(wait=True)
-        self._reader.shutdown(wait=True)
-        self._pages.shutdown(wait=True)
-        self._background.shutdown(wait=True)
+        self._writer.shutdown()
+        self._adder.shutdown()  # the writer itself where there is no enqueue thread (a no-op then)
+        self._reader.shutdown()
+        self._pages.shutdown()
+        self._background.shutdown()

@@ -34,11 +34,15 @@ def require_queues(conn: Connection, names: Iterable[str]) -> None:
     then sees its jobs) instead of removing a queue that jobs are being put into; claims (FOR NO
     KEY UPDATE) do not wait for it. For enqueue and edit (store-jobs)."""
     wanted = unique(list(names))
+    # Straight to the driver: this runs in every enqueue, and building the statement through
+    # SQLAlchemy (an expanding IN, FOR KEY SHARE) cost three times the query itself.
+    lock = " FOR KEY SHARE" if conn.dialect.name == "postgresql" else ""
+    mark = "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
     found: set[str] = set()
     for chunk in chunks(wanted):
-        found.update(conn.execute(
-            select(queues.c.name).where(queues.c.name.in_(chunk)).with_for_update(read=True, key_share=True)
-        ).scalars())
+        marks = ",".join([mark] * len(chunk))
+        found.update(name for (name,) in conn.exec_driver_sql(
+            f"SELECT name FROM queues WHERE name IN ({marks}){lock}", tuple(chunk)))
     for name in wanted:
         if name not in found:
             raise QueueNotFound(name=name)

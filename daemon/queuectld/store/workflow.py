@@ -71,10 +71,15 @@ def insert_envs(conn: Connection, snapshots: Sequence[EnvSnapshot]) -> None:
     """Store each snapshot once: one already there (the same id is the same content) is kept."""
     if not snapshots:
         return
-    rows = [{"id": e.id, "clean": int(e.clean), "vars": json.dumps(e.vars, sort_keys=True, ensure_ascii=False)}
-            for e in {e.id: e for e in snapshots}.values()]
+    rows = [{"id": id_, "clean": clean, "vars": vars_} for id_, clean, vars_ in env_rows(snapshots)]
     dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     conn.execute(dialect_insert(envs).on_conflict_do_nothing(index_elements=["id"]), rows)
+
+
+def env_rows(snapshots: Sequence[EnvSnapshot]) -> list[tuple[str, int, str]]:
+    """(id, clean, vars as JSON) of each distinct snapshot: an envs row (the one encoding of it)."""
+    return [(e.id, int(e.clean), json.dumps(e.vars, sort_keys=True, ensure_ascii=False))
+            for e in {e.id: e for e in snapshots}.values()]
 
 
 def envs_of(conn: Connection, ids: Collection[str]) -> dict[str, EnvSnapshot]:
