@@ -124,7 +124,7 @@ async def _store_jobs(ctx: Context, new: list[NewJob], replace: bool, now: float
     if replace:
         done = await ctx.db.write(_replace_jobs, ctx.db.store, ctx.settings.logs_dir, new, now, snapshots)
     else:
-        done = await ctx.db.write(ctx.db.store.enqueue, new, replace=False, now=now, envs=snapshots)
+        done = await ctx.db.add(ctx.db.store.enqueue, new, replace=False, now=now, envs=snapshots)
     for snapshot in snapshots:  # its jobs' first turn finds them without a store call
         ctx.scheduler.envs.add(snapshot)
     return done

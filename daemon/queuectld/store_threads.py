@@ -1,5 +1,6 @@
 """Store calls off the event loop: one writer thread (writes are serial anyway), one reader, one
-for the pages of `list`, and one for long maintenance calls (retention's vacuum).
+for the pages of `list`, one for long maintenance calls (retention's vacuum), and on PostgreSQL
+one for new jobs.
 
 With SQLite in WAL mode the readers never wait for the writer, so `status` and `list` keep
 answering while a write waits for another process's lock; and `status` never queues behind the
@@ -106,10 +107,19 @@ class StoreThreads:
         self._reader = StoreThread("store-read")
         self._pages = StoreThread("store-pages")
         self._background = StoreThread("store-background")
+        # Where the database takes concurrent writers (PostgreSQL: row locks, not a file lock), new
+        # jobs go in through a thread of their own: an enqueue then never waits behind a turn.
+        self._adder = (StoreThread("store-enqueue") if getattr(store, "concurrent_writes", False)
+                       else self._writer)
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a writing store call in the writer thread."""
         return await self._run(self._writer, True, fn, args, kwargs)
+
+    async def add(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run an enqueue (without replace): in the enqueue thread where the store takes
+        concurrent writes, else in the writer thread."""
+        return await self._run(self._adder, True, fn, args, kwargs)
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a reading store call in the reader thread."""
@@ -149,6 +159,7 @@ class StoreThreads:
     def shutdown(self) -> None:
         """Finish queued calls and stop the threads."""
         self._writer.shutdown()
+        self._adder.shutdown()  # the writer itself where there is no enqueue thread (a no-op then)
         self._reader.shutdown()
         self._pages.shutdown()
         self._background.shutdown()

@@ -3,10 +3,13 @@
 It sits between a client (the daemon) and the real server, relays every byte, and parses the
 frontend messages just enough to follow each connection's transactions: the SQL text of simple
 `Query` ('Q') and extended `Parse` ('P') messages since the last COMMIT/ROLLBACK. A trap armed
-with `lose_commit_answer(needle)` fires on the first simple-protocol `COMMIT` whose transaction
+with `lose_commit_answer(needle)` fires on the first `COMMIT` whose transaction
 ran a statement containing `needle`: the COMMIT goes through to the server, the server's whole
 answer to it (CommandComplete, ReadyForQuery) is read and dropped, and both sides are closed.
 The server has committed; the client sees its connection die while it waits for the answer.
+A statement run outside an explicit transaction (autocommit: no BEGIN before it) commits by
+itself at the Sync that ends it, so there the trap fires on that Sync, and the answer dropped is
+the statement's own.
 
 `outage(seconds)` plays the server going away and coming back: every relayed connection is cut
 at once, and for `seconds` every new one is refused: accepted and reset at once, so the client's
@@ -14,8 +17,9 @@ connect fails straight away as it would against a server that is down (the port 
 proxy's, so nothing else can take it meanwhile); then connections are relayed again.
 
 psycopg 3 (through SQLAlchemy) sends `BEGIN` and `COMMIT` as simple queries, and its statements
-as Parse/Bind/Execute (checked with `capture=True`, which keeps every frontend message's type
-and text in `messages`). Connect with `sslmode=disable`: the proxy cannot read TLS.
+as Parse/Bind/Execute; in pipeline mode (PostgreSQL's turn) `BEGIN` and `COMMIT` are Parse
+messages too (checked with `capture=True`, which keeps every frontend message's type and text in
+`messages`). Connect with `sslmode=disable`: the proxy cannot read TLS.
 """
 
 from __future__ import annotations
@@ -178,10 +182,12 @@ class _Link:
         self.client = client
         self.server = server
         self.trap: Trap | None = None  #: set while the answer to a trapped COMMIT is being dropped
+        self.trapped_statement = False  #: the trap is on an autocommit statement's Sync, not a COMMIT
 
     def frontend(self) -> None:
         """Client to server: the startup packet(s), then typed messages, each parsed and forwarded."""
         transaction: list[str] = []
+        explicit = False  #: a BEGIN was sent and its COMMIT/ROLLBACK not yet
         try:
             while True:  # untyped start-up packets: SSL/GSS requests, then the StartupMessage
                 head = _read(self.client, 4)
@@ -198,13 +204,18 @@ class _Link:
                     self.proxy.messages.append((kind.decode(), text or ""))
                 if text is not None:
                     word = text.strip().rstrip(";").strip().upper()
-                    if kind == b"Q" and word == "COMMIT":
+                    if word == "COMMIT":  # a simple query, or a Parse in pipeline mode (the turn's)
                         self.trap = self.proxy._take_trap("\n".join(transaction))
-                        transaction = []
+                        transaction, explicit = [], False
                     elif word in ("ROLLBACK", "ABORT"):
-                        transaction = []
+                        transaction, explicit = [], False
                     else:
+                        explicit = explicit or word.startswith("BEGIN")
                         transaction.append(text)
+                elif kind == b"S" and not explicit and transaction:  # an autocommit statement commits here
+                    self.trap = self.proxy._take_trap("\n".join(transaction))
+                    self.trapped_statement = self.trap is not None
+                    transaction = []
                 self.server.sendall(kind + head + body)
         except OSError:
             pass
@@ -223,8 +234,10 @@ class _Link:
                 if trap is None:
                     self.client.sendall(kind + head + body)
                     continue
-                if kind == b"C" and body.rstrip(b"\0") == b"COMMIT":
+                if kind == b"C" and (self.trapped_statement or body.rstrip(b"\0") == b"COMMIT"):
                     trap.committed = True
+                if kind == b"E":  # the statement failed: its transaction did not commit
+                    trap.committed = False
                 if kind == b"Z":  # ReadyForQuery: the server's answer is complete, and dropped
                     self._cut()
                     trap.fired.set()

@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from queuectld.store import turn
 from queuectld.store.base import Store
 from queuectld.store.open import open_store
 
@@ -44,19 +43,11 @@ def pg_schema() -> Iterator[str]:
         admin.dispose()
 
 
-def _sqlalchemy_turn_on_sqlite(*args: object, **kwargs: object) -> None:
-    raise AssertionError("a SQLite store ran the SQLAlchemy turn (turn.SqlTurnWrites): SQLite's one turn path "
-                         "is sqlite.RawTurnWrites")
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A URL of an empty database on each backend (no store opened yet).
-
-    On SQLite the SQLAlchemy turn is made to fail: every contract test of finish, claims and
-    strays then proves that it ran SQLite's production path, the raw one (test_turn_path.py)."""
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database on each backend (no store opened yet). Each dialect's turn
+    runs on its own driver; SqlStore has none to fall back to (test_turn_path.py)."""
     if request.param == "sqlite":
-        monkeypatch.setattr(turn.SqlTurnWrites, "__init__", _sqlalchemy_turn_on_sqlite)
         yield f"sqlite:///{tmp_path / 'queuectl.db'}"
         return
     if not PG_URL:

@@ -18,8 +18,8 @@ from sqlalchemy import create_engine, text
 
 from queuectl.errors import InvalidParams, QueueExists, QueueNotEmpty, QueueNotFound
 from queuectld.jobs import JobState, OutcomeKind
+from queuectld.store import pg_turn, schema, turn
 from queuectld.store import queues as store_queues
-from queuectld.store import schema, turn
 from queuectld.store.base import DaemonInfo, Store
 from queuectld.store.open import open_store
 from tests.store.helpers import (
@@ -367,7 +367,7 @@ def test_claims_racing_with_held_claims_stay_under_the_limit(store_url: str, sto
         release = threading.Event()
         result: dict[str, Any] = {}
 
-        writes_cls = turn.SqlTurnWrites
+        writes_cls = pg_turn.PgTurnWrites
         original_claim = writes_cls.claim
 
         def slow_claim(self: Any, *args: Any) -> Any:

@@ -1,10 +1,10 @@
 """The scheduler's turn has one write path per dialect, and the contract suite runs exactly it.
 
-On SQLite the turn (finish, finish_and_claim, claim_due, release_strays) runs on the driver
-(sqlite.RawTurnWrites), on PostgreSQL over SQLAlchemy (turn.SqlTurnWrites); the logic above the
-statements (turn.py) is shared. conftest.py makes the SQLAlchemy turn fail on SQLite, so every
-contract test of those methods proves it ran the raw path; the tests here show that guard bites,
-and that a SQLite turn costs the statements it always did, none of them through SQLAlchemy.
+On SQLite the turn (finish, finish_and_claim, claim_due, release_strays) runs on the sqlite3
+driver (sqlite.RawTurnWrites), on PostgreSQL on psycopg, pipelined (pg_turn.PgTurnWrites); the
+logic above the statements (turn.py) is shared, and SqlStore has no turn of its own to fall back
+to. The tests here show that, and what a turn costs on each: its statements, none of them through
+SQLAlchemy, and on PostgreSQL its round trips to the server.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ import pytest
 from sqlalchemy import event
 
 from queuectld.jobs import JobState, Outcome, OutcomeKind
+from queuectld.store import pg_turn, postgres
 from queuectld.store import sqlite as sqlite_store
-from queuectld.store import turn
 from queuectld.store.base import FinishedAttempt, SpawnedAttempt, Store
+from queuectld.store.open import open_store
 from queuectld.store.sql import SqlStore
+from tests.acceptance.pgproxy import PgProxy
 from tests.store.helpers import HOST, LEASE_S, OWNER, POLICY, T0, add, claim, new_job
 
 
@@ -26,35 +28,77 @@ def _is_sqlite(store_url: str) -> bool:
     return store_url.startswith("sqlite")
 
 
-def test_the_guard_stops_the_sqlalchemy_turn_on_sqlite(store: Store, store_url: str,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    if not _is_sqlite(store_url):
-        pytest.skip("the guard is SQLite's")
+def test_the_shared_store_has_no_turn_to_fall_back_to(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     add(store, "a")
-    # Were SQLite's store to take the shared SQLAlchemy path, the contract tests would fail:
-    monkeypatch.setattr(sqlite_store.SqliteStore, "_turn_writes", SqlStore._turn_writes)
-    with pytest.raises(AssertionError, match="SQLAlchemy turn"):
+    monkeypatch.setattr(type(store), "_turn_writes", SqlStore._turn_writes)
+    with pytest.raises(NotImplementedError):
         claim(store)
     assert store.get("a").state is JobState.PENDING
 
 
-def test_postgresql_turns_run_over_sqlalchemy(store: Store, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_postgresql_turns_run_on_the_driver(store: Store, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if _is_sqlite(store_url):
         pytest.skip("SQLite runs its own")
-    made: list[turn.SqlTurnWrites] = []
-    original = turn.SqlTurnWrites.__init__
+    made: list[pg_turn.PgTurnWrites] = []
+    original = pg_turn.PgTurnWrites.__init__
 
-    def counting(self: turn.SqlTurnWrites, *args: Any) -> None:
+    def counting(self: pg_turn.PgTurnWrites, *args: Any) -> None:
         made.append(self)
         original(self, *args)
 
-    monkeypatch.setattr(turn.SqlTurnWrites, "__init__", counting)
+    monkeypatch.setattr(pg_turn.PgTurnWrites, "__init__", counting)
     add(store, "a", new_job("b", at=T0 + 1))
     [a] = claim(store, limit=1)
     store.finish_and_claim([FinishedAttempt("a", a.run, OWNER, Outcome(OutcomeKind.EXIT, exit_code=0), T0 + 2)],
                            POLICY, [], OWNER, HOST, 1, T0 + 2, LEASE_S)
     store.release_strays(OWNER, [], T0 + 3)
     assert len(made) == 3
+
+
+def test_a_postgresql_turn_is_ten_statements_in_three_round_trips(store_url: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    if _is_sqlite(store_url):
+        pytest.skip("PostgreSQL's pipelined turn")
+    monkeypatch.setattr(postgres, "PING_AFTER_IDLE_S", 3600.0)  # no pool ping in the count
+    proxy = PgProxy(capture=True)
+    store = open_store(proxy.url(store_url))
+    try:
+        add(store, *(new_job(f"j{i}", at=T0 + i / 10) for i in range(6)))
+        a, b, c = claim(store, limit=3, now=T0 + 1)
+        through_sqlalchemy: list[str] = []
+        engine = store.write_engine  # type: ignore[attr-defined]
+
+        def listener(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+            through_sqlalchemy.append(statement)
+
+        event.listen(engine, "before_cursor_execute", listener)
+        proxy.messages.clear()
+        try:
+            results, claimed = store.finish_and_claim(
+                [FinishedAttempt(a.id, a.run, OWNER, Outcome(OutcomeKind.EXIT, exit_code=0), T0 + 2),
+                 FinishedAttempt(b.id, b.run, OWNER, Outcome(OutcomeKind.EXIT, exit_code=1), T0 + 2)],
+                POLICY, [SpawnedAttempt(c.id, c.run, OWNER, pid=42, proc_start=7)], OWNER, HOST, 2, T0 + 2, LEASE_S)
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        sent = list(proxy.messages)
+        assert [job.state for _, job in results if job is not None] == [JobState.COMPLETED, JobState.FAILED]
+        assert [j.id for j in claimed] == ["j3", "j4"]
+        assert store.get(c.id).pid == 42
+        assert store.attempts_of("j3")[-1].owner == OWNER
+    finally:
+        store.close()
+        proxy.close()
+    assert through_sqlalchemy == []
+    statements = [" ".join(text.split())[:24] for kind, text in sent if kind in ("P", "Q")]
+    assert statements == [
+        "BEGIN ISOLATION LEVEL RE", "UPDATE jobs SET pid = u.", "SELECT id, command, stat", "WITH e AS ( SELECT * FRO",
+        "SELECT pg_notify($1, '')", "SELECT name FROM queues ", "WITH room AS ( SELECT q.",
+        "INSERT INTO attempts (jo", "COMMIT"]
+    # What makes the client wait for the server: a Flush before each read, and the Sync that
+    # ends the pipeline (sent with a Flush after it, in the same round trip). No simple query:
+    # BEGIN and COMMIT are pipelined with the statements.
+    waits = [kind for kind, _ in sent if kind in ("S", "H", "Q")]
+    assert waits == ["H", "H", "S", "H"], waits
 
 
 class _CountingCursor:

@@ -28,7 +28,7 @@ from queuectl.errors import (
     QueueNotFound,
 )
 from queuectld.jobs import Job, JobState, encode_labels
-from queuectld.store import turn
+from queuectld.store import pg_turn
 from queuectld.store.base import DeadFilter, Dependency, EnvSnapshot, JobEdit, JobFilter, NewJob, Store
 from queuectld.store.models import envs, job_deps, job_labels, queues
 from tests.store.helpers import POLICY, T0, announcements, assert_counts_exact, claim, finish, new_job
@@ -274,7 +274,7 @@ def test_a_turn_without_dependents_never_looks_for_them(store: Store, monkeypatc
         raise AssertionError("looked for dependents of jobs that have none")
 
     monkeypatch.setattr(sqlite.RawTurnWrites, "dependencies_ended", refuse)
-    monkeypatch.setattr(turn.SqlTurnWrites, "dependencies_ended", refuse)
+    monkeypatch.setattr(pg_turn.PgTurnWrites, "dependencies_ended", refuse)
     enqueue(store, job("a", at=T0 + 1), job("b", at=T0 + 2))
     end(store, "a")
     end(store, "b", 1)

@@ -132,7 +132,7 @@ class FakeDb:
     async def read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
 
-    write = page = read
+    write = add = page = read
 
 
 @dataclass

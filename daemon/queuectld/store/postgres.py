@@ -15,17 +15,18 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Float, cast, create_engine, func, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Engine, Float, cast, create_engine, event, func, select, text
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 
-from queuectld.jobs import Job
+from queuectld.store import pg_enqueue, pg_turn, workflow
+from queuectld.store.base import EnvSnapshot, NewJob
 from queuectld.store.errors import is_driver_error, to_domain_error
-from queuectld.store.rows import JOB_COLUMNS_SQL, job_from_row
 from queuectld.store.sql import SqlStore, translate_db_errors
+from queuectld.store.turn import TurnWrites
 
 log = logging.getLogger(__name__)
 
@@ -41,45 +42,6 @@ def channel_of(schema: str) -> str:
         return CHANNEL
     return f"{CHANNEL}_{hashlib.sha256(schema.encode()).hexdigest()[:16]}"
 
-# Before the claim, in the same transaction: lock the rows of the queues with a limit, in name
-# order (no deadlock between claimers). A second daemon's claim waits here until the first one
-# commits; its claim statement then runs on a new snapshot (READ COMMITTED) that sees the jobs
-# the first one took, so the two never exceed a limit together. FOR NO KEY UPDATE conflicts with
-# itself but not with the FOR KEY SHARE an enqueue takes to check that its queue exists.
-_LOCK_LIMITED = text(
-    "SELECT name FROM queues WHERE concurrency IS NOT NULL AND paused = 0 ORDER BY name FOR NO KEY UPDATE"
-)
-# The claim: each queue that is not paused contributes at most its share (its room under its
-# limit, counted on ix_jobs_running, or the whole claim) of due claimable rows, walked in order on
-# ix_jobs_due and locked SKIP LOCKED; of those, priority first, then a fair turn between queues
-# (the n-th due job of each queue at that priority before any queue's n+1-th), then due time.
-_CLAIM = text(
-    """
-    WITH room AS (
-        SELECT q.name, CASE WHEN q.concurrency IS NULL THEN :limit
-                            ELSE LEAST(:limit, q.concurrency - (SELECT count(*) FROM jobs r
-                                                                 WHERE r.queue = q.name AND r.state = 'processing'))
-                       END AS n
-          FROM queues q WHERE q.paused = 0
-    ), due AS (
-        SELECT c.id, c.priority, c.next_run_at,
-               row_number() OVER (PARTITION BY c.queue, c.priority ORDER BY c.next_run_at) AS turn
-          FROM room CROSS JOIN LATERAL (
-               SELECT j.id, j.queue, j.priority, j.next_run_at FROM jobs j
-                WHERE j.queue = room.name AND j.state IN ('pending', 'failed') AND j.held = 0 AND j.deps_left = 0
-                  AND j.next_run_at <= :now
-                ORDER BY j.priority DESC, j.next_run_at
-                LIMIT GREATEST(room.n, 0)
-                FOR UPDATE SKIP LOCKED) c
-    ), picked AS (
-        SELECT id FROM due ORDER BY priority DESC, turn, next_run_at LIMIT :limit
-    )
-    UPDATE jobs
-       SET state = 'processing', owner = :owner, host = :host, lease_expires_at = :lease,
-           run = run + 1, started_at = :now, updated_at = :now, pid = NULL, proc_start = NULL
-      FROM picked WHERE jobs.id = picked.id
-    RETURNING """ + ", ".join(f"jobs.{name}" for name in JOB_COLUMNS_SQL.split(", "))
-)
 # The earliest due time of a job the claim could take: claimable, in a queue neither paused nor
 # full; one probe of ix_jobs_next per such queue.
 _NEXT_DUE = text(
@@ -104,14 +66,49 @@ VACUUM_EVERY_S = 60.0
 _DB_NOW = cast(func.extract("epoch", func.clock_timestamp()), Float)
 
 
+#: A pooled connection unused for this long is pinged before it is used again, so that one the
+#: server dropped meanwhile (a restart, an idle timeout) is replaced instead of failing the call
+#: it was taken for. One in steady use is not pinged: the ping was a sixth of an enqueue's round
+#: trips, and a connection lost while busy fails its statement with or without one.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's pool_pre_ping, only for connections idle for PING_AFTER_IDLE_S or more."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "connect")
+    def connected(dbapi_conn: Any, record: Any) -> None:
+        record.info["used_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        if time.monotonic() - record.info.get("used_at", float("-inf")) < PING_AFTER_IDLE_S:
+            return
+        try:
+            alive = dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error:
+            alive = False
+        if not alive:
+            raise DisconnectionError("the pooled connection is gone")  # the pool connects anew
+
+    @event.listens_for(engine, "checkin")
+    def checkin(dbapi_conn: Any, record: Any) -> None:
+        record.info["used_at"] = time.monotonic()
+
+
 class PostgresStore(SqlStore):
     """PostgreSQL: the multi-host store."""
 
     #: Every host's daemons share the database's clock (see `clock_now`).
     shared_clock = True
+    #: Writers wait only for the rows they touch: enqueues may run beside the scheduler's turns
+    #: (StoreThreads gives them a thread of their own), as other daemons' writes do anyway.
+    concurrent_writes = True
 
     def __init__(self, url: str) -> None:
-        engine = create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+        engine = create_engine(url, pool_size=4, max_overflow=4)
+        _ping_when_idle(engine)
         super().__init__(engine, engine)
         self.where = f"the PostgreSQL database {engine.url.database or ''} on {engine.url.host or 'localhost'}"
         self._channel: str | None = None  #: channel_of(the schema), read at the first announce
@@ -143,10 +140,48 @@ class PostgresStore(SqlStore):
             "SELECT queue, state, held, sum(n) FROM queue_count_deltas GROUP BY queue, state, held HAVING sum(n) <> 0"
         ).all()
 
-    def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
-        conn.execute(_LOCK_LIMITED)
-        rows = conn.execute(_CLAIM, {"owner": owner, "host": host, "lease": now + lease_s, "now": now, "limit": limit})
-        return [job_from_row(r) for r in rows]
+    @contextmanager
+    def _turn_writes(self) -> Iterator[TurnWrites]:
+        """The turn on a pooled connection's psycopg connection, pipelined, its BEGIN and COMMIT
+        queued with its statements (pg_turn.py). An error that ends the connection or the
+        session while the COMMIT was on its way is OutcomeUnknown; any other error (an ERROR
+        with a SQLSTATE) aborted the transaction: nothing was written, and it is translated."""
+        import psycopg
+
+        with translate_db_errors(where=self.where):
+            conn = self.write_engine.connect()
+        try:
+            with translate_db_errors(where=self.where):
+                channel = self._channel_of(conn)
+                conn.rollback()  # the channel's read began a transaction (once per store)
+                raw: Any = conn.connection.dbapi_connection
+                raw.autocommit = True
+            writes = pg_turn.PgTurnWrites(conn, channel)
+            try:
+                with translate_db_errors(where=self.where):
+                    writes.begin()
+                    try:
+                        yield writes
+                    except BaseException:
+                        writes.rollback()
+                        raise
+                    try:
+                        writes.commit()
+                    except psycopg.Error as exc:
+                        lost = pg_enqueue.answer_lost(exc)
+                        if lost is not None:
+                            log.error("the commit's outcome is unknown: %s", lost.fields["detail"])
+                            raise lost from None
+                        writes.rollback()
+                        raise
+                self._after_commit()
+            finally:
+                if pg_turn.unusable(raw) or raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.invalidate()  # gone, or in a state nobody should inherit
+                else:
+                    raw.autocommit = False  # back to the pool as SQLAlchemy left it
+        finally:
+            conn.close()
 
     def clock_now(self) -> float:
         """The database server's clock now (clock_timestamp()), in seconds since the epoch."""
@@ -163,11 +198,43 @@ class PostgresStore(SqlStore):
         with self._read() as conn:
             return conn.execute(_NEXT_DUE).scalar()
 
-    def _announce(self, conn: Connection) -> None:
-        # Delivered at commit, and only if the transaction commits.
+    def _channel_of(self, conn: Connection) -> str:
         if self._channel is None:
             self._channel = channel_of(conn.exec_driver_sql("SELECT current_schema()").scalar_one())
-        conn.exec_driver_sql(f"NOTIFY {self._channel}")
+        return self._channel
+
+    def _announce(self, conn: Connection) -> None:
+        # Delivered at commit, and only if the transaction commits.
+        conn.exec_driver_sql(f"NOTIFY {self._channel_of(conn)}")
+
+    def _add_plain(self, new: Sequence[NewJob], now: float, envs: Sequence[EnvSnapshot]) -> bool:
+        """A batch smaller than COPY's, without dependencies, in one autocommit statement on the
+        driver (see pg_enqueue); others take the shared path."""
+        if len(new) >= workflow.COPY_FROM or any(j.after or j.after_any for j in new):
+            return False
+        import psycopg
+
+        with translate_db_errors(where=self.where), self.write_engine.connect() as conn:
+            channel = self._channel_of(conn)
+            conn.rollback()  # the channel's read began a transaction (once per store)
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            raw: Any = conn.connection.dbapi_connection
+            try:
+                with raw.cursor() as cur:
+                    found = cur.execute(pg_enqueue.ENQUEUE, pg_enqueue.params(new, now, envs, channel)).fetchone()[0]
+            except psycopg.Error as exc:
+                if pg_turn.unusable(raw):
+                    conn.invalidate()
+                lost = pg_enqueue.answer_lost(exc)
+                if lost is not None:
+                    log.error("the enqueue's outcome is unknown: %s", lost.fields["detail"])
+                    raise lost from None
+                if isinstance(exc, psycopg.errors.IntegrityError):  # as SQLAlchemy raises it: the caller knows it
+                    raise IntegrityError("INSERT INTO jobs", None, exc) from exc
+                raise
+        pg_enqueue.check_queues([j.queue for j in new], found)
+        self._after_commit()
+        return True
 
     def listen(self, on_jobs: Callable[[], None]) -> Callable[[], None]:
         """LISTEN on a connection of its own, in a thread; reconnects after a failure."""

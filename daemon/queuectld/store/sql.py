@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from sqlalchemy import (
@@ -261,16 +261,11 @@ class SqlStore:
         exists raises IntegrityError, and nothing of the batch is written."""
         return False
 
-    def _claim(self, conn: Connection, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
-        """Move up to `limit` due jobs to processing in one statement (dialect specific)."""
-        raise NotImplementedError
-
-    @contextmanager
-    def _turn_writes(self) -> Iterator[TurnWrites]:
+    def _turn_writes(self) -> AbstractContextManager[TurnWrites]:
         """A write transaction and the turn's statements in it: the one write path of every
-        turn (finish, claim, strays). Here over SQLAlchemy; SQLite runs its own on the driver."""
-        with self._write() as conn:
-            yield turn.SqlTurnWrites(conn, self._claim, self._announce)
+        turn (finish, claim, strays), on each dialect's driver (sqlite.RawTurnWrites,
+        pg_turn.PgTurnWrites)."""
+        raise NotImplementedError
 
     def checkpoint(self) -> None:
         """Periodic maintenance (e.g. SQLite's WAL checkpoint)."""

@@ -281,7 +281,7 @@ class SqliteStore(SqlStore):
 
     @contextmanager
     def _turn_writes(self) -> Iterator[TurnWrites]:
-        """The turn on the writer's own driver connection: the same statements as SqlTurnWrites
+        """The turn on the writer's own driver connection: the same statements as PostgreSQL's
         (a turn costs the same four to six), without SQLAlchemy's per-statement work."""
         with self._raw_write() as cur:
             yield RawTurnWrites(cur)

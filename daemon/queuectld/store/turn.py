@@ -1,8 +1,9 @@
 """The scheduler's turn: record started processes, end attempts, claim due jobs, in one transaction.
 
 The logic is written once, here, over `TurnWrites`: the handful of statements a turn runs,
-implemented once per dialect (`SqlTurnWrites` below over SQLAlchemy, for PostgreSQL;
-`sqlite.RawTurnWrites` on the driver, for SQLite's speed). Every path that ends or claims an
+implemented once per dialect, each on its driver (`sqlite.RawTurnWrites`; `pg_turn.PgTurnWrites`,
+pipelined), because a turn is the daemon's hottest write and SQLAlchemy's per-statement work
+cost more than the databases' own there. Every path that ends or claims an
 attempt goes through it: `finish`, `finish_and_claim`, `claim_due` and `release_strays`. So the
 store contract suite, which calls those, runs exactly the production path of each dialect.
 
@@ -16,7 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, select
 
 from queuectld.jobs import (
     TERMINAL_STATES,
@@ -28,10 +29,9 @@ from queuectld.jobs import (
     OutcomeKind,
     after_attempt,
 )
-from queuectld.store import models, workflow
+from queuectld.store import models
 from queuectld.store.base import FinishedAttempt, RunKey, SpawnedAttempt
-from queuectld.store.models import attempts, jobs
-from queuectld.store.rows import LIST_COLUMNS, chunks, job_from_row, unique
+from queuectld.store.rows import unique
 
 #: Why an attempt was put back by `release_strays` (kept in its attempt row).
 STRAY_ERROR = "never started here: this daemon does not run it (e.g. the answer to its claim was lost); not counted"
@@ -200,104 +200,6 @@ def requeue_running(writes: TurnWrites, queues: Sequence[str] | None, now: float
              for job_id, run, owner in writes.running_in(queues)]
     results = end_attempts(writes, ended, _STRAY_POLICY)
     return [(fa.job_id, fa.run) for fa, after in results if after is not None]
-
-
-# -- over SQLAlchemy (PostgreSQL) ------------------------------------------------------------------
-
-_FENCE = (
-    jobs.c.id == bindparam("k_id"),
-    jobs.c.run == bindparam("k_run"),
-    jobs.c.owner == bindparam("k_owner"),
-    jobs.c.state == JobState.PROCESSING.value,
-)
-_JOB_END_COLUMNS = ("state", "attempts", "next_run_at", "last_error", "exit_code", "signal", "last_outcome",
-                    "finished_at", "updated_at", "output_tail", "owner", "lease_expires_at", "pid", "proc_start")
-_RECORD_PROCESS = update(jobs).where(*_FENCE).values(pid=bindparam("v_pid"), proc_start=bindparam("v_start"))
-_END_JOB = update(jobs).where(*_FENCE).values(**{name: bindparam(f"v_{name}") for name in _JOB_END_COLUMNS})
-_END_ATTEMPT = (
-    update(attempts)
-    .where(attempts.c.job_id == bindparam("k_id"), attempts.c.attempt == bindparam("k_run"))
-    .values(finished_at=bindparam("v_finished_at"), outcome=bindparam("v_outcome"),
-            exit_code=bindparam("v_exit_code"), signal=bindparam("v_signal"), error=bindparam("v_error"))
-)
-
-
-class SqlTurnWrites:
-    """TurnWrites over a SQLAlchemy connection in a transaction; the claim statement is the dialect's."""
-
-    def __init__(self, conn: Connection, claim: Callable[[Connection, str, str, int, float, float], list[Job]],
-                 announce: Callable[[Connection], None]) -> None:
-        self.conn = conn
-        self._claim = claim
-        self._announce = announce
-
-    def record_processes(self, spawned: Sequence[SpawnedAttempt]) -> None:
-        """See TurnWrites."""
-        self.conn.execute(_RECORD_PROCESS, [
-            {"k_id": sp.job_id, "k_run": sp.run, "k_owner": sp.owner, "v_pid": sp.pid, "v_start": sp.proc_start}
-            for sp in spawned
-        ])
-
-    def processing(self, ids: Sequence[str]) -> dict[str, Job]:
-        """See TurnWrites."""
-        current: dict[str, Job] = {}
-        for chunk in chunks(ids):
-            rows = self.conn.execute(
-                select(*LIST_COLUMNS)
-                .where(jobs.c.id.in_(chunk), jobs.c.state == JobState.PROCESSING.value)
-                .with_for_update()
-            )
-            current.update((row.id, job_from_row(row)) for row in rows)
-        return current
-
-    def held_by(self, owner: str) -> list[RunKey]:
-        """See TurnWrites."""
-        rows = self.conn.execute(
-            select(jobs.c.id, jobs.c.run).where(jobs.c.owner == owner, jobs.c.state == JobState.PROCESSING.value)
-        )
-        return [(r.id, r.run) for r in rows]
-
-    def write_ends(self, settled: Sequence[Settled]) -> None:
-        """See TurnWrites."""
-        self.conn.execute(_END_JOB, [
-            {"k_id": s.finished.job_id, "k_run": s.finished.run, "k_owner": s.finished.owner,
-             **{f"v_{k}": v for k, v in s.job_values().items()}}
-            for s in settled
-        ])
-        self.conn.execute(_END_ATTEMPT, [
-            {"k_id": s.finished.job_id, "k_run": s.finished.run, "v_finished_at": s.finished.finished_at,
-             "v_outcome": s.finished.outcome.kind.value, "v_exit_code": s.finished.outcome.exit_code,
-             "v_signal": s.finished.outcome.signal, "v_error": s.attempt_error}
-            for s in settled
-        ])
-
-    def claim(self, owner: str, host: str, limit: int, now: float, lease_s: float) -> list[Job]:
-        """See TurnWrites."""
-        claimed = self._claim(self.conn, owner, host, limit, now, lease_s)
-        if claimed:
-            self.conn.execute(insert(attempts), [
-                {"job_id": j.id, "attempt": j.run, "started_at": now, "owner": owner, "host": host} for j in claimed
-            ])
-        return claimed
-
-    def announce(self) -> None:
-        """See TurnWrites."""
-        self._announce(self.conn)
-
-    def dependencies_ended(self, ended: Sequence[tuple[str, JobState]], now: float) -> bool:
-        """See TurnWrites."""
-        return workflow.apply_dependency_ends(workflow.SqlDependencyWrites(self.conn), ended, now)
-
-    def announce_freed(self, queues: Collection[str]) -> None:
-        """See TurnWrites."""
-        announce_freed(self.conn, queues, self._announce)
-
-    def running_in(self, queues: Sequence[str] | None) -> list[tuple[str, int, str]]:
-        """See TurnWrites."""
-        query = select(jobs.c.id, jobs.c.run, jobs.c.owner).where(jobs.c.state == JobState.PROCESSING.value)
-        if queues is not None:
-            query = query.where(jobs.c.queue.in_(list(queues)))
-        return [(r.id, r.run, r.owner or "") for r in self.conn.execute(query)]
 
 
 def announce_freed(conn: Connection, queues: Collection[str], announce: Callable[[Connection], None]) -> None:
