@@ -61,15 +61,12 @@ def purge(conn: Connection, ids: Sequence[str]) -> list[Job]:
     """Delete every one of `ids` (all dead) with its attempts; JobNotFound / InvalidState for
     the first that is missing / not dead, and nothing is deleted. Returns the jobs as they were."""
     ids = unique(ids)
-    found = _read(conn, ids)
-    for job_id in ids:
-        job = found.get(job_id)
-        if job is None:
-            raise JobNotFound(job_id=job_id)
+    chosen = workflow.every_job(ids, _read(conn, ids))
+    for job in chosen:
         if job.state is not JobState.DEAD:
-            raise InvalidState(job_id=job_id, state=job.state.value, action="dlq purge (only dead jobs are purged)")
+            raise InvalidState(job_id=job.id, state=job.state.value, action="dlq purge (only dead jobs are purged)")
     _delete(conn, ids)
-    return [found[job_id] for job_id in ids]
+    return chosen
 
 
 def purge_matching(conn: Connection, where: DeadFilter, limit: int) -> list[Job]:

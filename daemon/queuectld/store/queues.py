@@ -8,7 +8,7 @@ never a scan of the jobs table. Concurrency limits and pauses are enforced by th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, text, update
@@ -33,16 +33,22 @@ def require_queues(conn: Connection, names: Iterable[str]) -> None:
     locked FOR KEY SHARE until the transaction ends, so a concurrent `queue_rm` waits for it (and
     then sees its jobs) instead of removing a queue that jobs are being put into; claims (FOR NO
     KEY UPDATE) do not wait for it. For enqueue and edit (store-jobs)."""
-    wanted = unique(list(names))
     # Straight to the driver: this runs in every enqueue, and building the statement through
     # SQLAlchemy (an expanding IN, FOR KEY SHARE) cost three times the query itself.
-    lock = " FOR KEY SHARE" if conn.dialect.name == "postgresql" else ""
-    mark = "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
+    postgresql = conn.dialect.name == "postgresql"
+    require_queue_names(conn.exec_driver_sql, names, lock=" FOR KEY SHARE" if postgresql else "",
+                        mark="%s" if postgresql else "?")
+
+
+def require_queue_names(run: Callable[[str, tuple[str, ...]], Iterable[Any]], names: Iterable[str], *,
+                        lock: str = "", mark: str = "?") -> None:
+    """require_queues on a driver's `run(sql, params)` (a DBAPI cursor's execute, or a
+    connection's exec_driver_sql): `lock` is appended to the query, `mark` is its placeholder."""
+    wanted = unique(list(names))
     found: set[str] = set()
     for chunk in chunks(wanted):
         marks = ",".join([mark] * len(chunk))
-        found.update(name for (name,) in conn.exec_driver_sql(
-            f"SELECT name FROM queues WHERE name IN ({marks}){lock}", tuple(chunk)))
+        found.update(name for (name,) in run(f"SELECT name FROM queues WHERE name IN ({marks}){lock}", tuple(chunk)))
     for name in wanted:
         if name not in found:
             raise QueueNotFound(name=name)

@@ -20,10 +20,10 @@ from sqlalchemy import ColumnClause, Connection, Engine, create_engine, event, l
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from queuectl.errors import InvalidParams, OutcomeUnknown, QueueNotFound
+from queuectl.errors import InvalidParams, OutcomeUnknown
 from queuectld.jobs import Job, JobState
 from queuectld.settings import fault_point
-from queuectld.store import sqlite_file, workflow
+from queuectld.store import queues, sqlite_file, workflow
 from queuectld.store.base import EnvSnapshot, ListPosition, NewJob, RunKey, SpawnedAttempt
 from queuectld.store.errors import StoreFault, classify, to_domain_error
 from queuectld.store.rows import IN_CHUNK, JOB_COLUMNS_SQL, chunks, row_job
@@ -254,19 +254,14 @@ class SqliteStore(SqlStore):
         if len(new) > PLAIN_MAX_JOBS or any(j.after or j.after_any for j in new):
             return False
         with self._raw_write() as cur:
-            wanted = sorted({j.queue for j in new})
-            found = {name for (name,) in cur.execute(
-                f"SELECT name FROM queues WHERE name IN ({','.join('?' * len(wanted))})", wanted)}
-            for name in wanted:
-                if name not in found:
-                    raise QueueNotFound(name=name)
+            queues.require_queue_names(cur.execute, sorted({j.queue for j in new}))
             if envs:
                 cur.executemany(_INSERT_ENV, workflow.env_rows(envs))
             try:
                 cur.executemany(_INSERT, [n[:_BOUND] for n in new])
             except sqlite3.IntegrityError as exc:  # an id that exists: the caller sorts out repeats
                 raise IntegrityError(_INSERT, None, exc) from None
-            labels = [(label, j.id) for j in new if j.labels for label in j.labels.split(",")]
+            labels = workflow.label_rows(new)
             if labels:
                 cur.executemany(_INSERT_LABEL, labels)
             count_inserted(cur, new)

@@ -121,6 +121,11 @@ class Links:
         return any(not j.held and (left is None or left[i] == 0) for i, j in enumerate(new))
 
 
+def label_rows(new: Sequence[NewJob]) -> list[tuple[str, str]]:
+    """(label, job id) of each label of each job: the batch's job_labels rows."""
+    return [(label, j.id) for j in new if j.labels for label in j.labels.split(",")]
+
+
 def plan_links(conn: Connection, new: Sequence[NewJob], keep_dependents: Collection[str] = ()) -> Links:
     """The Links of a batch about to be inserted. A dependency must be an earlier job of the batch
     or a job that exists (DependencyNotFound); one outside the batch that already ended dead or
@@ -136,7 +141,7 @@ def plan_links(conn: Connection, new: Sequence[NewJob], keep_dependents: Collect
         if j.labels:
             has_labels = True
     if has_labels:
-        links.labels = [(label, j.id) for j in new if j.labels for label in j.labels.split(",")]
+        links.labels = label_rows(new)
     if keep_dependents:
         links.has_dependents = [1 if j.id in keep_dependents else 0 for j in new]
     if not has_edges:
@@ -460,12 +465,9 @@ def release(conn: Connection, ids: Sequence[str], now: float) -> tuple[list[Job]
     missing / not held. Returns the jobs as they are now and whether one became claimable."""
     ids = unique(ids)
     found = _read(conn, ids)
-    for job_id in ids:
-        job = found.get(job_id)
-        if job is None:
-            raise JobNotFound(job_id=job_id)
+    for job in every_job(ids, found):
         if not job.held:
-            raise InvalidState(job_id=job_id, state=f"{job.state.value} and not held",
+            raise InvalidState(job_id=job.id, state=f"{job.state.value} and not held",
                                action="release (only held jobs are released)")
     for chunk in chunks(ids):
         conn.execute(update(jobs).where(jobs.c.id.in_(chunk)).values(held=0, updated_at=now))
@@ -479,12 +481,9 @@ def hold(conn: Connection, ids: Sequence[str], now: float) -> list[Job]:
     update is conditional on the state read, so a job claimed meanwhile fails the whole call."""
     ids = unique(ids)
     found = _read(conn, ids)
-    for job_id in ids:
-        job = found.get(job_id)
-        if job is None:
-            raise JobNotFound(job_id=job_id)
+    for job in every_job(ids, found):
         if job.state.value not in _WAITING or job.held:
-            raise InvalidState(job_id=job_id, state=job.state.value + (" and held" if job.held else ""),
+            raise InvalidState(job_id=job.id, state=job.state.value + (" and held" if job.held else ""),
                                action="hold (only waiting jobs that are not held are held)")
     for chunk in chunks(ids):
         changed = conn.execute(update(jobs).where(jobs.c.id.in_(chunk), jobs.c.held == 0,
@@ -602,11 +601,7 @@ def restart(conn: Connection, ids: Sequence[str], now: float) -> tuple[list[Job]
     kept; deps_left is recounted, the jobs restarted together counting as pending; waiting
     dependents of a restarted job wait for it again. Returns the jobs and whether one is claimable."""
     ids = unique(ids)
-    found = _read(conn, ids)
-    for job_id in ids:
-        if job_id not in found:
-            raise JobNotFound(job_id=job_id)
-    return put_back(conn, [found[job_id] for job_id in ids], now)
+    return put_back(conn, every_job(ids, _read(conn, ids)), now)
 
 
 def put_back(conn: Connection, chosen: Sequence[Job], now: float) -> tuple[list[Job], bool]:
@@ -656,6 +651,15 @@ def canceled_dependents(conn: Connection, ids: Sequence[str]) -> list[Job]:
                     nxt.append(r.id)
         frontier = nxt
     return sorted(found.values(), key=lambda j: (j.created_at, j.id))
+
+
+def every_job(ids: Sequence[str], found: dict[str, Job]) -> list[Job]:
+    """The jobs of `ids`, in order, from what a read `found`: JobNotFound for the first missing
+    (the all-or-none requests: release, hold, restart, dlq purge)."""
+    for job_id in ids:
+        if job_id not in found:
+            raise JobNotFound(job_id=job_id)
+    return [found[job_id] for job_id in ids]
 
 
 def _read(conn: Connection, ids: Sequence[str]) -> dict[str, Job]:
