@@ -21,7 +21,7 @@ _PROJECT = ("queuectld/", "queuectl/")
 #: Leaf frames of a thread that waits (py-spy's idle detection does not always catch them here):
 #: the event loop's epoll, an executor thread waiting for work, lock and condition waits.
 _IDLE = {"EpollSelector.select", "_worker", "Condition.wait", "Event.wait", "Thread.join",
-         "Thread._wait_for_tstate_lock", "SimpleQueue.get"}
+         "Thread._wait_for_tstate_lock", "SimpleQueue.get", "StoreThread._wait_for_call"}
 #: Frames below which a wait is idle too: a PostgreSQL connection waiting for NOTIFYs (the same
 #: leaf, psycopg's Connection.wait, is busy when it waits for a statement's result).
 _IDLE_UNDER = ("Connection.notifies",)

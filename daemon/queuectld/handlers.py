@@ -147,6 +147,7 @@ async def cancel(ctx: Context, params: p.JobRef) -> p.JobView:
     job, before = await ctx.db.write(ctx.db.store.cancel, params.id, ctx.now())
     if before is JobState.PROCESSING:
         ctx.scheduler.kill_local(params.id, runner.KillReason.CANCELED)
+    ctx.scheduler.jobs_changed()  # a dependent --after-any it may now run
     return job_view(job)
 
 
@@ -154,6 +155,7 @@ async def delete_job(ctx: Context, params: p.JobRef) -> p.JobView:
     """job.delete"""
     job = await ctx.db.write(ctx.db.store.delete, params.id)
     _remove_logs(ctx.settings.logs_dir, [job])
+    ctx.scheduler.jobs_changed()  # its dependents were canceled: wake their `wait`s
     return job_view(job)
 
 

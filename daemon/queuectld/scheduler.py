@@ -471,12 +471,6 @@ class Scheduler:
             [fa for _, fa in batch], policy, live, self.owner, self.settings.host, free, self.clock.now(), self.settings.lease_s
         )
         # Committed: from here on nothing may fail the turn, or the claimed jobs would never start.
-        if self._in_doubt:
-            results = self._already_recorded(results)
-        try:
-            next_due = store.next_due_at() if 0 < free and len(claimed) < free else None
-        except QueuectlError:
-            next_due = self.clock.now() + STORE_RETRY_MAX_S  # unknown: look again in a while
         if claimed and self._fault == "after-claim":
             _crash("after-claim")
         envs, env_problem = self._snapshots(claimed)
@@ -488,6 +482,14 @@ class Scheduler:
                 attempt.cannot_start(f"its environment (snapshot {job.env_id[:12]}) could not be read: {env_problem}")
             attempt.spawn(self._environment(job, snapshot), self._umask)
             started.append(attempt)
+        # After the spawns, not before: with idle slots the next due time is a read transaction
+        # that the claimed jobs would otherwise wait for (dispatch latency).
+        if self._in_doubt:
+            results = self._already_recorded(results)
+        try:
+            next_due = store.next_due_at() if 0 < free and len(claimed) < free else None
+        except QueuectlError:
+            next_due = self.clock.now() + STORE_RETRY_MAX_S  # unknown: look again in a while
         return results, started, next_due
 
     def _already_recorded(self, results: list[tuple[FinishedAttempt, Job | None]]

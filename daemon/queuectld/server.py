@@ -135,7 +135,9 @@ class Server:
             while True:
                 timeout = max(0.0, first_deadline - loop.time()) if first else IDLE_S
                 try:
-                    line = await asyncio.wait_for(reader.readline(), timeout)
+                    # asyncio.timeout, not wait_for: no task made per request line
+                    async with asyncio.timeout(timeout):
+                        line = await reader.readline()
                 except TimeoutError:
                     if first:
                         log.debug("closed a connection that sent no request within %gs", self._first_request_s)
@@ -173,9 +175,12 @@ class Server:
         client that does not read costs its one reply and WRITE_CHUNK of buffer, not a second
         copy in the transport. False when it does not take the reply within WRITE_S."""
         try:
+            if len(reply) <= WRITE_CHUNK:
+                writer.write(reply)
+                if writer.transport.get_write_buffer_size() == 0:
+                    return True  # the socket took it all at once (most replies): nothing to wait for
             async with asyncio.timeout(WRITE_S):
                 if len(reply) <= WRITE_CHUNK:
-                    writer.write(reply)
                     await writer.drain()
                     return True
                 view = memoryview(reply)

@@ -69,8 +69,13 @@ class StoreThread:
         if started:
             self._thread.join()
 
+    def _wait_for_call(self) -> _Call | None:
+        # A frame of its own: py-spy shows the C wait as this frame, so a profile can tell the
+        # thread idle (bench/profile.py) rather than busy in _serve.
+        return self._calls.get()
+
     def _serve(self) -> None:
-        while (item := self._calls.get()) is not None:
+        while (item := self._wait_for_call()) is not None:
             call, loop, future = item
             settle: Callable[[asyncio.Future[Any], Any], None]
             try:

@@ -48,6 +48,19 @@ def test_after_runs_a_job_once_its_dependencies_completed(inproc_factory: Daemon
         ("b", False, "completed"), ("x", True, "dead")]
 
 
+def test_a_dependent_after_any_starts_at_once_when_its_dependency_is_canceled(
+        inproc_factory: DaemonFactory, backend: str) -> None:
+    # A long lease: the scheduler's idle recheck (a third of it) is 100 s, so the dependent
+    # starts within the settle's time only if the cancel itself wakes the scheduler. On
+    # PostgreSQL it used to be woken by its own NOTIFY, which its listener now skips.
+    d = inproc_factory(backend=backend, lease_s=300)
+    add(d, "x", "true", hold=True)
+    add(d, "j", "true", after_any=["x"])
+    assert explain(d, "j")["kind"] == "dependency"
+    call(d, "job.cancel", id="x")
+    assert d.settle("j", timeout=20)["j"]["state"] == "completed"
+
+
 def test_a_batch_may_name_earlier_jobs_of_the_same_batch(inproc_factory: DaemonFactory, backend: str,
                                                          short_root: Path) -> None:
     d = inproc_factory(backend=backend, workers=4)

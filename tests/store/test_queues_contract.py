@@ -550,3 +550,35 @@ def test_ended_per_minute_counts_completed_and_dead_jobs_by_the_minute_they_ende
     assert counts == expected
     assert store.ended_per_minute(T0 + 3600, 1) == [1]
     assert sum(store.ended_per_minute(T0 + 7200, 1440)) == 7  # every one of them, e-before included
+
+
+def test_a_store_does_not_hear_its_own_announcements_but_hears_a_peers(store: Store, store_url: str) -> None:
+    # Its own writes wake its daemon's scheduler themselves (as on SQLite); hearing them too cost
+    # an enqueue a wake-up of the listening thread, the loop and a turn (PostgresStore.announcer).
+    if store_url.startswith("sqlite"):
+        pytest.skip("one host uses a SQLite store: nothing to announce")
+    heard: list[int] = []
+    connected = threading.Event()
+
+    def on_jobs() -> None:
+        heard.append(1)
+        connected.set()
+
+    stop = store.listen(on_jobs)
+    peer = open_store(store_url)
+    try:
+        assert connected.wait(10)  # the listener calls once on connecting
+        heard.clear()
+        for i in range(3):  # three announcements of its own, first
+            add(store, f"mine-{i}")
+        add(peer, "theirs")  # delivered after those (NOTIFYs come in commit order)
+        deadline = threading.Event()
+        for _ in range(100):
+            if heard:
+                break
+            deadline.wait(0.1)
+        deadline.wait(1.0)  # any announcement of its own would have come before the peer's
+        assert heard == [1]
+    finally:
+        stop()
+        peer.close()

@@ -92,7 +92,7 @@ def test_a_postgresql_turn_is_ten_statements_in_three_round_trips(store_url: str
     statements = [" ".join(text.split())[:24] for kind, text in sent if kind in ("P", "Q")]
     assert statements == [
         "BEGIN ISOLATION LEVEL RE", "UPDATE jobs SET pid = u.", "SELECT id, command, stat", "WITH e AS ( SELECT * FRO",
-        "SELECT pg_notify($1, '')", "SELECT name FROM queues ", "WITH room AS ( SELECT q.",
+        "SELECT pg_notify($1, $2)", "SELECT name FROM queues ", "WITH room AS ( SELECT q.",
         "INSERT INTO attempts (jo", "COMMIT"]
     # What makes the client wait for the server: a Flush before each read, and the Sync that
     # ends the pipeline (sent with a Flush after it, in the same round trip). No simple query:

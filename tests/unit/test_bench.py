@@ -141,6 +141,13 @@ def test_a_connection_waiting_for_notifies_counts_as_idle_but_one_waiting_for_a_
     assert profile._is_idle(listen) and not profile._is_idle(query)
 
 
+def test_a_store_thread_waiting_for_its_next_call_counts_as_idle_but_one_running_a_call_does_not() -> None:
+    waiting = ["Thread.run (threading.py:975)", "StoreThread._serve (queuectld/store_threads.py:77)",
+               "StoreThread._wait_for_call (queuectld/store_threads.py:74)"]
+    serving = ["Thread.run (threading.py:975)", "StoreThread._serve (queuectld/store_threads.py:81)"]
+    assert profile._is_idle(waiting) and not profile._is_idle(serving)
+
+
 def test_the_done_counter_stamps_the_nth_completion_and_says_how_far_it_got() -> None:
     done = DoneCounter()
     try:

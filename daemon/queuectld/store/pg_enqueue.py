@@ -54,17 +54,19 @@ WITH q AS (
     INSERT INTO job_labels (label, job_id)
     SELECT * FROM unnest(%(l_label)s::text[], %(l_job)s::text[]) WHERE {_FOUND}
 )
-SELECT array(SELECT name FROM q), CASE WHEN %(announce)s AND {_FOUND} THEN pg_notify(%(channel)s, '') END
+SELECT array(SELECT name FROM q), CASE WHEN %(announce)s AND {_FOUND} THEN pg_notify(%(channel)s, %(announcer)s) END
 """
 
 
-def params(new: Sequence[NewJob], now: float, envs: Sequence[EnvSnapshot], channel: str) -> dict[str, Any]:
-    """The bind parameters of ENQUEUE for `new` (no dependencies) and their snapshots."""
+def params(new: Sequence[NewJob], now: float, envs: Sequence[EnvSnapshot], channel: str,
+           announcer: str = "") -> dict[str, Any]:
+    """The bind parameters of ENQUEUE for `new` (no dependencies) and their snapshots; `announcer`
+    is the NOTIFY payload (PostgresStore.announcer)."""
     queues = unique([j.queue for j in new])
     snapshots = list({e.id: e for e in envs}.values())
     labels = [(label, j.id) for j in new if j.labels for label in j.labels.split(",")]
     return {
-        "queues": queues, "n_queues": len(queues), "now": now, "channel": channel,
+        "queues": queues, "n_queues": len(queues), "now": now, "channel": channel, "announcer": announcer,
         "announce": any(not j.held for j in new),
         "e_id": [e.id for e in snapshots], "e_clean": [int(e.clean) for e in snapshots],
         "e_vars": [json.dumps(e.vars, sort_keys=True, ensure_ascii=False) for e in snapshots],

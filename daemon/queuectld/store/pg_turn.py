@@ -62,7 +62,7 @@ UPDATE attempts SET finished_at = e.finished_at, outcome = e.outcome, exit_code 
 """
 #: NOTIFY at commit if one of the queues has a concurrency limit (see TurnWrites.announce_freed).
 _ANNOUNCE_FREED = """
-SELECT pg_notify(%(channel)s, '') FROM queues
+SELECT pg_notify(%(channel)s, %(announcer)s) FROM queues
  WHERE name = ANY(%(queues)s::text[]) AND concurrency IS NOT NULL LIMIT 1
 """
 # Before the claim, in the same transaction: lock the rows of the queues with a limit, in name
@@ -118,9 +118,10 @@ class PgTurnWrites:
     """TurnWrites on the psycopg connection of a SQLAlchemy write transaction (PostgreSQL's one
     write path of a turn), in pipeline mode until a step needs SQLAlchemy; `close()` ends it."""
 
-    def __init__(self, conn: Connection, channel: str) -> None:
+    def __init__(self, conn: Connection, channel: str, announcer: str = "") -> None:
         self.conn = conn
         self.channel = channel  #: where this queue's daemons listen (postgres.channel_of)
+        self.announcer = announcer  #: the NOTIFY payload: PostgresStore.announcer (hex, no quoting needed)
         self._raw: Any = conn.connection.dbapi_connection
         self._pipeline = ExitStack()
         self._piped = False
@@ -225,7 +226,7 @@ class PgTurnWrites:
 
     def announce(self) -> None:
         """See TurnWrites. (Delivered at commit, and only if the transaction commits.)"""
-        self._send(f"NOTIFY {self.channel}")
+        self._send(f"NOTIFY {self.channel}, '{self.announcer}'")
 
     def dependencies_ended(self, ended: Sequence[tuple[str, JobState]], now: float) -> bool:
         """See TurnWrites."""
@@ -233,7 +234,7 @@ class PgTurnWrites:
 
     def announce_freed(self, queues: Collection[str]) -> None:
         """See TurnWrites."""
-        self._send(_ANNOUNCE_FREED, {"channel": self.channel, "queues": sorted(queues)})
+        self._send(_ANNOUNCE_FREED, {"channel": self.channel, "announcer": self.announcer, "queues": sorted(queues)})
 
     def running_in(self, queues: Sequence[str] | None) -> list[tuple[str, int, str]]:
         """See TurnWrites."""

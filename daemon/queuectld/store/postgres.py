@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -112,6 +113,10 @@ class PostgresStore(SqlStore):
         super().__init__(engine, engine)
         self.where = f"the PostgreSQL database {engine.url.database or ''} on {engine.url.host or 'localhost'}"
         self._channel: str | None = None  #: channel_of(the schema), read at the first announce
+        #: The payload of this store's announcements: its own listener skips them (the writes that
+        #: made them wake this daemon's scheduler themselves, as on SQLite), so an enqueue does not
+        #: also wake the listening thread, the loop and a turn that competes with it for the GIL.
+        self.announcer = os.urandom(8).hex()
         self._autovacuum: bool | None = None  #: the server's `autovacuum`, read at the first reclaim
         self._vacuumed_at = float("-inf")
 
@@ -156,7 +161,7 @@ class PostgresStore(SqlStore):
                 conn.rollback()  # the channel's read began a transaction (once per store)
                 raw: Any = conn.connection.dbapi_connection
                 raw.autocommit = True
-            writes = pg_turn.PgTurnWrites(conn, channel)
+            writes = pg_turn.PgTurnWrites(conn, channel, self.announcer)
             try:
                 with translate_db_errors(where=self.where):
                     writes.begin()
@@ -205,7 +210,7 @@ class PostgresStore(SqlStore):
 
     def _announce(self, conn: Connection) -> None:
         # Delivered at commit, and only if the transaction commits.
-        conn.exec_driver_sql(f"NOTIFY {self._channel_of(conn)}")
+        conn.exec_driver_sql(f"NOTIFY {self._channel_of(conn)}, '{self.announcer}'")
 
     def _add_plain(self, new: Sequence[NewJob], now: float, envs: Sequence[EnvSnapshot]) -> bool:
         """A batch smaller than COPY's, without dependencies, in one autocommit statement on the
@@ -221,7 +226,7 @@ class PostgresStore(SqlStore):
             raw: Any = conn.connection.dbapi_connection
             try:
                 with raw.cursor() as cur:
-                    found = cur.execute(pg_enqueue.ENQUEUE, pg_enqueue.params(new, now, envs, channel)).fetchone()[0]
+                    found = cur.execute(pg_enqueue.ENQUEUE, pg_enqueue.params(new, now, envs, channel, self.announcer)).fetchone()[0]
             except psycopg.Error as exc:
                 if pg_turn.unusable(raw):
                     conn.invalidate()
@@ -237,7 +242,9 @@ class PostgresStore(SqlStore):
         return True
 
     def listen(self, on_jobs: Callable[[], None]) -> Callable[[], None]:
-        """LISTEN on a connection of its own, in a thread; reconnects after a failure."""
+        """LISTEN on a connection of its own, in a thread; reconnects after a failure. `on_jobs`
+        runs for every other store's announcement (this one's own are skipped: see `announcer`),
+        and once on each (re)connection."""
         stop = threading.Event()
         conninfo = self.write_engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -257,8 +264,9 @@ class PostgresStore(SqlStore):
                             failing = None
                         on_jobs()  # anything announced while we were not listening
                         while not stop.is_set():
-                            for _ in conn.notifies(timeout=1.0, stop_after=1):
-                                on_jobs()
+                            for note in conn.notifies(timeout=1.0, stop_after=1):
+                                if note.payload != self.announcer:  # a peer's, or an older daemon's ('')
+                                    on_jobs()
                 except Exception as exc:  # the database restarted, the network dropped, ...
                     driver = is_driver_error(exc)
                     message = (to_domain_error(exc, where=self.where, writing=False).message if driver
