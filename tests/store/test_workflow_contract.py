@@ -601,3 +601,35 @@ def test_moving_a_job_to_another_queue_moves_its_count(store: Store) -> None:
     enqueue(store, job("a"), job("b"))
     store.edit("a", JobEdit(queue="q"), T0 + 1)
     assert (store.queue_get("q").pending, store.queue_get("default").pending) == (1, 1)
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_a_job_enqueued_alone_is_stored_as_the_same_job_in_a_batch(store: Store, held: bool) -> None:
+    # On PostgreSQL a single job without labels has a statement of its own (pg_enqueue.ENQUEUE_ONE):
+    # every field, its environment, its queue check and its count must come out as the batch's.
+    store.queue_add("work", None, T0)
+    env = EnvSnapshot.make({"PATH": "/bin", "TOKEN": "s3cret"}, False)
+
+    def job(job_id: str) -> NewJob:
+        return new_job(job_id, command="echo hi", max_retries=5, priority=3, timeout_s=12.5, retry_rules="e=2",
+                       backoff_base=1.5, backoff_max_s=30.0)._replace(queue="work", cwd="/tmp", env_id=env.id,
+                                                                       held=held)
+
+    store.enqueue([job("alone")], replace=False, now=T0, envs=[env])
+    store.enqueue([job("batch-1"), job("batch-2")], replace=False, now=T0, envs=[env])
+    alone, batched = store.get("alone"), store.get("batch-1")
+    assert {**vars_of(alone), "id": None} == {**vars_of(batched), "id": None}
+    assert alone.env_id == env.id and store.envs_of([env.id]) == {env.id: env}
+    assert store.counts()["pending"] == 3
+    with pytest.raises(QueueNotFound):
+        store.enqueue([job("nowhere")._replace(queue="nope")], replace=False, now=T0, envs=[env])
+    with pytest.raises(JobNotFound):
+        store.get("nowhere")
+    assert store.counts()["pending"] == 3
+    again = store.enqueue([job("alone")], replace=False, now=T0, envs=[env])  # a repeat: kept as it is
+    assert again.existing == ["alone"] and store.counts()["pending"] == 3
+
+
+def vars_of(job: Job) -> dict[str, Any]:
+    """A job's fields by name."""
+    return {name: getattr(job, name) for name in job.__dataclass_fields__}

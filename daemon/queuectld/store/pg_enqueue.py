@@ -9,6 +9,11 @@ SHARE (as `queues.require_queues` does) in a CTE, and the environment snapshots,
 their labels are inserted from arrays (one bind parameter per column, whatever the batch's
 size), each only if every queue was found; NOTIFY goes with it (`pg_notify`).
 
+One job without labels (most `job.enqueue` calls) has a statement of its own with one bind
+parameter per field, ENQUEUE_ONE: the same writes without the arrays, whose dumping and
+unnesting were a quarter of the statement's round trip (0.46 -> 0.35 ms, measured on the
+driver). The contract suite runs both (a single job and a batch).
+
 A batch with dependencies, a replace, or one of COPY's size (workflow.COPY_FROM) takes the
 shared path. A job whose id exists fails the statement (unique violation) and nothing of it is
 written: the caller then takes the shared path, which sorts repeats from conflicts.
@@ -56,6 +61,43 @@ WITH q AS (
 )
 SELECT array(SELECT name FROM q), CASE WHEN %(announce)s AND {_FOUND} THEN pg_notify(%(channel)s, %(announcer)s) END
 """
+
+
+ENQUEUE_ONE = f"""
+WITH q AS (
+    SELECT name FROM queues WHERE name = %(queue)s::text FOR KEY SHARE
+), e AS (
+    INSERT INTO envs (id, clean, vars)
+    SELECT %(e_id)s::text, %(e_clean)s::int, %(e_vars)s::text FROM q WHERE %(e_id)s::text IS NOT NULL
+    ON CONFLICT (id) DO NOTHING
+), j AS (
+    INSERT INTO jobs (id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at,
+                      updated_at, run, retry_rules, backoff_base, backoff_max_s, queue, cwd, env_id, labels, held,
+                      deps_left, has_dependents)
+    SELECT %(id)s::text, %(command)s::text, '{JobState.PENDING.value}', 0, %(max_retries)s::int, %(priority)s::int,
+           %(timeout_s)s::float8, %(next_run_at)s::float8, %(created_at)s::float8, %(now)s::float8, 0,
+           %(retry_rules)s::text, %(backoff_base)s::float8, %(backoff_max_s)s::float8, q.name, %(cwd)s::text,
+           %(env_id)s::text, NULL, %(held)s::int, 0, 0
+      FROM q
+)
+SELECT array(SELECT name FROM q),
+       CASE WHEN %(announce)s::bool AND EXISTS (SELECT 1 FROM q) THEN pg_notify(%(channel)s::text, %(announcer)s::text) END
+"""
+
+
+def one_params(job: NewJob, now: float, envs: Sequence[EnvSnapshot], channel: str, announcer: str) -> dict[str, Any]:
+    """The bind parameters of ENQUEUE_ONE for `job` (no labels, no dependencies) and its snapshot
+    (`envs` holds no other)."""
+    snapshot = next((e for e in envs if e.id == job.env_id), None) if job.env_id is not None else None
+    return {
+        "queue": job.queue, "now": now, "channel": channel, "announcer": announcer, "announce": not job.held,
+        "e_id": None if snapshot is None else snapshot.id, "e_clean": None if snapshot is None else int(snapshot.clean),
+        "e_vars": None if snapshot is None else json.dumps(snapshot.vars, sort_keys=True, ensure_ascii=False),
+        "id": job.id, "command": job.command, "max_retries": job.max_retries, "priority": job.priority,
+        "timeout_s": job.timeout_s, "next_run_at": job.next_run_at, "created_at": job.created_at,
+        "retry_rules": job.retry_rules, "backoff_base": job.backoff_base, "backoff_max_s": job.backoff_max_s,
+        "cwd": job.cwd, "env_id": job.env_id, "held": int(job.held),
+    }
 
 
 def params(new: Sequence[NewJob], now: float, envs: Sequence[EnvSnapshot], channel: str,

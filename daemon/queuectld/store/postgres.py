@@ -225,8 +225,13 @@ class PostgresStore(SqlStore):
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             raw: Any = conn.connection.dbapi_connection
             try:
+                if len(new) == 1 and not new[0].labels and all(e.id == new[0].env_id for e in envs):
+                    statement = pg_enqueue.ENQUEUE_ONE
+                    values = pg_enqueue.one_params(new[0], now, envs, channel, self.announcer)
+                else:
+                    statement, values = pg_enqueue.ENQUEUE, pg_enqueue.params(new, now, envs, channel, self.announcer)
                 with raw.cursor() as cur:
-                    found = cur.execute(pg_enqueue.ENQUEUE, pg_enqueue.params(new, now, envs, channel, self.announcer)).fetchone()[0]
+                    found = cur.execute(statement, values).fetchone()[0]
             except psycopg.Error as exc:
                 if pg_turn.unusable(raw):
                     conn.invalidate()
