@@ -304,17 +304,20 @@ class ConfigRefresh(Service):
 
 
 class Checkpoint(Service):
-    """The store's periodic checkpoint (SQLite: copy the WAL back so it cannot grow forever)."""
+    """The store's periodic checkpoint (SQLite: copy the WAL back so it cannot grow forever; at
+    least every `store.checkpoint_every_s`). In the background thread, not the writer's: it takes
+    no lock the scheduler's writes wait for, and its copy and sync would be a turn's delay."""
 
     name = "checkpoint"
 
     def __init__(self, db: StoreThreads, interval_s: float) -> None:
-        super().__init__(interval_s)
+        every = getattr(db.store, "checkpoint_every_s", None)
+        super().__init__(interval_s if every is None else min(interval_s, every))
         self.db = db
 
     async def run(self, now: float) -> float | None:
         """One checkpoint."""
-        await self.db.write(self.db.store.checkpoint)
+        await self.db.background(self.db.store.checkpoint)
         return None
 
 

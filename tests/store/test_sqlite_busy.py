@@ -85,3 +85,46 @@ def test_write_under_a_foreign_lock_raises_store_busy(store: Store, locker: sqli
     WRITES[write](store)
     after = finish(store, running, 0, now=T0 + 3)
     assert after is not None and after.state is JobState.COMPLETED
+
+
+def test_commits_do_not_checkpoint_at_a_thousand_pages_the_daemons_checkpoint_does(db_path: Path) -> None:
+    # SQLite's default auto-checkpoint copied the WAL back inside every ~45th turn's COMMIT, in the
+    # writer thread (the dispatch p99). The daemon checkpoints in a thread of its own instead.
+    store = open_store(f"sqlite:///{db_path}")
+    try:
+        for i in range(150):  # one job's claim and finish: each a commit of several pages
+            add(store, new_job(f"j{i}", at=T0))
+            finish(store, claim_one(store, f"j{i}", now=T0 + 1), 0, now=T0 + 2)
+        reader = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            # (busy, frames in the WAL, frames checkpointed): no commit has checkpointed, so the WAL
+            # holds every frame since the first; the read connection's own checkpoint copies them.
+            busy, frames, copied = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            reader.close()
+        assert busy == 0 and frames > 1000 and copied == frames
+        store.checkpoint()  # and the store's own works (nothing left to copy)
+    finally:
+        store.close()
+
+
+def test_the_daemon_checkpoints_a_sqlite_store_often_and_off_the_writer_thread() -> None:
+    from queuectld.maintenance import Checkpoint
+
+    class Db:
+        store = sqlite_store.SqliteStore.__new__(sqlite_store.SqliteStore)
+        threads: list[str] = []
+
+        async def background(self, fn: Callable[[], None]) -> None:
+            self.threads.append("background")
+
+        async def write(self, fn: Callable[[], None]) -> None:
+            self.threads.append("writer")
+
+    import asyncio
+
+    db = Db()
+    service = Checkpoint(db, interval_s=100.0)  # type: ignore[arg-type]
+    assert service.interval_s == sqlite_store.CHECKPOINT_EVERY_S <= 1.0
+    asyncio.run(service.run(0.0))
+    assert db.threads == ["background"]

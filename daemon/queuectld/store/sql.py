@@ -110,6 +110,8 @@ class SqlStore:
 
     #: Whether the store's clock is a database's that every host shares (see `clock_now`).
     shared_clock = False
+    #: The longest the daemon leaves between two `checkpoint`s (None: its maintenance interval).
+    checkpoint_every_s: float | None = None
 
     #: What holds the store, as DiskFull names it: "the disk holding {where} is full".
     where = "the database"

@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 5.0
 #: After a checkpoint the WAL is truncated to at most this size.
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
+#: SQLite checkpoints inside the COMMIT that takes the WAL past this many pages. At its default,
+#: 1,000, that was a turn every ~45 jobs (some 20 WAL frames a job) copying 4 MB and syncing
+#: the file in the writer thread: 3-5 ms a slot waited through, the dispatch p99. The daemon
+#: checkpoints every CHECKPOINT_EVERY_S in a thread of its own instead (SqliteStore.checkpoint,
+#: PASSIVE: writers go on meanwhile); this is only the backstop should that fall behind.
+WAL_AUTOCHECKPOINT_PAGES = 16_384
 #: SQLite's primary result codes for which a failed COMMIT committed nothing. SQLITE_BUSY: "the
 #: transaction remains active and the COMMIT can be retried later" (lang_transaction.html).
 #: SQLITE_FULL: in WAL mode the commit record is the last frame a COMMIT appends, so a write
@@ -181,8 +187,17 @@ _CANCEL_DEPENDENT = (
 _INCREMENTAL = 2
 
 
+#: How often the daemon checkpoints a SQLite store (maintenance.Checkpoint, off the writer thread):
+#: the WAL holds at most a few seconds' frames, and a hot page is copied back once per interval,
+#: not once per 1,000 frames.
+CHECKPOINT_EVERY_S = 0.5
+
+
 class SqliteStore(SqlStore):
     """SQLite in WAL mode: a writer engine that takes the lock up front, a reader that never blocks on it."""
+
+    #: maintenance.Checkpoint runs at least this often (see CHECKPOINT_EVERY_S).
+    checkpoint_every_s = CHECKPOINT_EVERY_S
 
     def __init__(self, url: str, *, sync: str = "normal", switch_to_wal: bool = True) -> None:
         database = make_url(url).database
@@ -399,7 +414,8 @@ class SqliteStore(SqlStore):
                     int(dbapi.execute("PRAGMA freelist_count").fetchone()[0]))
 
     def checkpoint(self) -> None:
-        """Copy the WAL back into the database so it cannot grow while the daemon runs."""
+        """Copy the WAL back into the database so it cannot grow while the daemon runs. PASSIVE:
+        it takes no lock a writer waits for, so the daemon runs it beside its writer thread."""
         # Outside any transaction: SQLite refuses to checkpoint inside one. The statement goes to
         # the driver directly, so translate_db_errors sees sqlite3's own errors (SQLITE_FULL, ...).
         with translate_db_errors(where=self.where), self.write_engine.connect() as conn:
@@ -626,6 +642,7 @@ def _engine(url: str, *, immediate: bool, sync: str, trace: _LostAnswer | None =
         cur.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
         cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         cur.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+        cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         cur.close()
         if trace is not None:
             dbapi_conn.set_trace_callback(trace.trace)
