@@ -59,3 +59,49 @@ def test_a_leftover_that_left_the_session_is_killed_when_its_job_exits(tracked_k
     assert (ended.outcome, ended.exit_code) == (EndKind.EXIT, 0)
     escaped = int(keeper.path("escaped").read_text())
     wait_until(lambda: not alive(escaped), timeout=5, what="the leftover to be killed")
+
+
+def test_a_starting_keeper_removes_the_empty_cgroups_of_keepers_that_are_gone(
+        monkeypatch: pytest.MonkeyPatch, start_keeper: Callable[..., KeeperUnderTest]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from queuectld import cgroups
+
+    monkeypatch.delenv(FORCE_ENV, raising=False)
+    base, why = cgroups.cgroup_base()
+    if base is None:
+        pytest.skip(f"no cgroup to make keepers' cgroups in: {why}")
+    gone = _a_pid_that_is_gone()
+    # A live process whose command line names the keeper module: its cgroup is not a dead one's.
+    lookalike = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "queuectld.keeper"])
+    busy_job = subprocess.Popen(["sleep", "60"])
+    made = {"empty": f"{base}/queuectl-{gone}-0badc0de", "busy": f"{base}/queuectl-{gone}-0badc0df",
+            "alive": f"{base}/queuectl-{lookalike.pid}-0badc0e0"}
+    try:
+        for path in made.values():
+            os.makedirs(f"{path}/1")
+        with open(f"{made['busy']}/1/cgroup.procs", "w") as fh:  # an orphaned job still runs there
+            fh.write(str(busy_job.pid))
+        keeper = start_keeper(idle_exit_s=60.0)
+        log = (keeper.state_dir / "keeper.log").read_text()
+        if TRACKER_LOG["cgroup"] not in log:
+            pytest.skip(f"the keeper cannot use the cgroup tracker here: {log.strip().splitlines()[-2:]}")
+        assert not os.path.exists(made["empty"])
+        assert f"removed the empty cgroup {made['empty']}" in log
+        assert os.path.isdir(made["busy"]) and os.path.isdir(made["alive"])
+    finally:
+        for proc in (lookalike, busy_job):
+            proc.kill()
+            proc.wait()
+        for path in made.values():
+            cgroups.remove_tree(path)
+
+
+def _a_pid_that_is_gone() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
