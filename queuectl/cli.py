@@ -11,6 +11,14 @@ from typing import Annotated, Any, Optional
 import typer
 
 from queuectl import completion, errors
+from queuectl.cli_options import (
+    BackoffBaseOpt,
+    BackoffMaxOpt,
+    NoRetryOnExitOpt,
+    NoRetryOnSignalOpt,
+    RetryOnExitOpt,
+    RetryOnTimeoutOpt,
+)
 from queuectl.client import Client
 
 app = typer.Typer(
@@ -121,25 +129,12 @@ def enqueue(
         typer.Option("--file", "-f", help="Add many jobs: one command per line, or JSON lines; - for stdin. "
                      "The other flags apply to every line that does not set its own."),
     ] = None,
-    retry_on_exit: Annotated[
-        Optional[str], typer.Option("--retry-on-exit", help="Only these exit codes retry, e.g. 1,75 (or none).")
-    ] = None,
-    no_retry_on_exit: Annotated[
-        Optional[str], typer.Option("--no-retry-on-exit", help="These exit codes never retry, e.g. 2,64-78.")
-    ] = None,
-    retry_on_timeout: Annotated[
-        Optional[bool],
-        typer.Option("--retry-on-timeout/--no-retry-on-timeout", help="Whether a timed-out attempt retries."),
-    ] = None,
-    no_retry_on_signal: Annotated[
-        Optional[str], typer.Option("--no-retry-on-signal", help="Dying of these signals never retries, e.g. KILL.")
-    ] = None,
-    backoff_base: Annotated[
-        Optional[str], typer.Option("--backoff-base", help="This job's backoff base (wait base**attempt seconds).")
-    ] = None,
-    backoff_max: Annotated[
-        Optional[str], typer.Option("--backoff-max", help="This job's longest backoff, e.g. 90, 10m, 1h.")
-    ] = None,
+    retry_on_exit: RetryOnExitOpt = None,
+    no_retry_on_exit: NoRetryOnExitOpt = None,
+    retry_on_timeout: RetryOnTimeoutOpt = None,
+    no_retry_on_signal: NoRetryOnSignalOpt = None,
+    backoff_base: BackoffBaseOpt = None,
+    backoff_max: BackoffMaxOpt = None,
     cwd: Annotated[
         Optional[str], typer.Option("--cwd", help="Run in this directory (default: the current one).")
     ] = None,

@@ -7,6 +7,14 @@ from typing import Annotated, Any, Optional
 import typer
 
 from queuectl import errors
+from queuectl.cli_options import (
+    BackoffBaseOpt,
+    BackoffMaxOpt,
+    NoRetryOnExitOpt,
+    NoRetryOnSignalOpt,
+    RetryOnExitOpt,
+    RetryOnTimeoutOpt,
+)
 
 cron_app = typer.Typer(help="Cron schedules: jobs enqueued at the slots of a cron spec, once per slot.",
                        no_args_is_help=True)
@@ -54,6 +62,12 @@ def cron_add(
         Optional[int], typer.Option("--max-retries", help="Retries after the first attempt (default: config).")
     ] = None,
     timeout: Annotated[Optional[str], typer.Option("--timeout", help="Per attempt before it is killed: seconds, or e.g. 5m, 1h30m.")] = None,
+    retry_on_exit: RetryOnExitOpt = None,
+    no_retry_on_exit: NoRetryOnExitOpt = None,
+    retry_on_timeout: RetryOnTimeoutOpt = None,
+    no_retry_on_signal: NoRetryOnSignalOpt = None,
+    backoff_base: BackoffBaseOpt = None,
+    backoff_max: BackoffMaxOpt = None,
     labels: Annotated[ListOpt, typer.Option("--label", help="Tag its jobs (repeatable).")] = None,
     cwd: Annotated[Optional[str], typer.Option("--cwd", help="Run in this directory (default: the current one).")
                    ] = None,
@@ -77,6 +91,8 @@ def cron_add(
     if not 1 <= max_catch_up <= 1000:
         raise errors.InvalidValue(key="--max-catch-up", detail=f"{max_catch_up}; expected 1 to 1000")
     opts = {"command": command, "max_retries": max_retries, "priority": priority, "timeout_s": timeout,
+            "retry_on_exit": retry_on_exit, "no_retry_on_exit": no_retry_on_exit, "retry_on_timeout": retry_on_timeout,
+            "no_retry_on_signal": no_retry_on_signal, "backoff_base": backoff_base, "backoff_max_s": backoff_max,
             "cwd": cwd, "env": env, "clean_env": clean_env, "queue": queue, "labels": labels}
     job = {"command": command, **enqueue_module.job_fields(opts), **enqueue_module.context(opts)}
     answer = _client().cron_add(_name(name), spec, job, tz=tz, catch_up=catch_up, max_catch_up=max_catch_up,

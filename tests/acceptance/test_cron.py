@@ -147,6 +147,24 @@ def test_pause_resume_run_and_rm(daemon: Daemon) -> None:
     assert daemon.job(job["id"])["schedule"] == "nightly"  # its jobs stay
 
 
+def test_a_schedules_own_retry_rules_and_backoff_reach_its_jobs(daemon: Daemon) -> None:
+    # `cron add` takes the retry flags `enqueue` does (one definition: queuectl/cli_options.py).
+    daemon.cli("cron", "add", "flaky", "@daily", "--command", "exit 3", "--max-retries", "5",
+               "--retry-on-exit", "1,2", "--no-retry-on-timeout", "--no-retry-on-signal", "KILL",
+               "--backoff-base", "1.5", "--backoff-max", "1m")
+    shown = daemon.json("cron", "show", "flaky")["job"]
+    assert (shown["retry_on_exit"], shown["retry_on_timeout"], shown["no_retry_on_signal"]) == ([1, 2], False, ["KILL"])
+    assert (shown["backoff_base"], shown["backoff_max_s"]) == (1.5, 60)
+    job = daemon.json("cron", "run", "flaky")
+    assert (job["retry_on_exit"], job["backoff_base"], job["backoff_max_s"]) == ([1, 2], 1.5, 60)
+    # exit 3 is not among the codes that retry: dead after one attempt, though 5 retries were allowed
+    dead = daemon.wait_state(job["id"], "dead")
+    assert dead["attempts"] == 1
+    assert_clean_failure(daemon.cli("cron", "add", "bad", "@daily", "--command", "true", "--retry-on-exit", "x",
+                                    check=False), "--retry-on-exit")
+    assert [c["name"] for c in daemon.json("cron", "list")] == ["flaky"]
+
+
 def test_a_daemon_without_croniter_starts_and_refuses_cron_requests(daemon_factory: Callable[..., Daemon],
                                                                     short_tmp: Path) -> None:
     shim = short_tmp / "no-croniter"
