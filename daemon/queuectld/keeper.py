@@ -79,7 +79,7 @@ import sys
 
 from queuectld.keeper_server import Keeper, say
 from queuectld.proctree import ChildReaper
-from queuectld.tracking import CgroupTracker, open_tracker, remove_dead_keepers_cgroups
+from queuectld.tracking import open_tracker
 
 
 def bind_socket(path: str) -> socket.socket:
@@ -143,9 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     reaper = ChildReaper()
     # Its own owner id: the cgroups it makes (queuectl-<pid>-<random>) are the keeper's, not a daemon's.
     tracker = open_tracker(f"keeper:{os.getpid()}:{os.urandom(4).hex()}", reaper)
-    if isinstance(tracker, CgroupTracker):
-        for gone in remove_dead_keepers_cgroups(os.path.dirname(tracker.root), tracker.root):
-            say(f"removed the empty cgroup {gone} of a keeper that is gone")
     reaper.enable()
     keeper = Keeper(listener, tracker, idle_exit_s=args.idle_exit_s, orphan_events_s=args.orphan_events_s)
     say(f"listening on {args.socket}")

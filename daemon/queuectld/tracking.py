@@ -244,38 +244,6 @@ def open_tracker(owner: str, reaper: ChildReaper) -> Tracker:
     return TreeTracker(reaper)
 
 
-#: A job keeper's cgroup under the base: queuectl-<pid>-<8 hex>, the owner_suffix of the owner id
-#: `keeper:<pid>:<random>` it tracks with (keeper.py).
-_KEEPER_CGROUP = re.compile(r"^queuectl-(\d+)-[0-9a-f]{8}$")
-
-
-def remove_dead_keepers_cgroups(base: str, own: str) -> list[str]:
-    """Remove the cgroups under `base` of job keepers that are gone and left nothing running in
-    them (a keeper killed -9 with its daemon cannot remove its own), and return them. Left alone:
-    `own`, any whose keeper pid runs a keeper, and any that still holds a process (an orphaned
-    job, which recovery looks for there)."""
-    removed = []
-    try:
-        entries = [e for e in os.scandir(base) if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return []
-    for entry in entries:
-        match = _KEEPER_CGROUP.match(entry.name)
-        if match is None or entry.path == own or _runs_a_keeper(int(match[1])) or cgroups.populated(entry.path):
-            continue
-        if cgroups.remove_tree(entry.path):
-            removed.append(entry.path)
-    return removed
-
-
-def _runs_a_keeper(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return b"queuectld.keeper" in fh.read()
-    except OSError:
-        return False
-
-
 def owner_suffix(owner: str) -> str:
     """What names an owner's cgroup, queuectl-<suffix>: the daemon's id (instance.new_daemon_id),
     or `<pid>-<random>` of an id `<host>:<pid>:<random>` made by a release before revision 0005."""
