@@ -311,7 +311,7 @@ class Checkpoint(Service):
     name = "checkpoint"
 
     def __init__(self, db: StoreThreads, interval_s: float) -> None:
-        every = getattr(db.store, "checkpoint_every_s", None)
+        every = db.store.checkpoint_every_s
         super().__init__(interval_s if every is None else min(interval_s, every))
         self.db = db
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from queuectld.jobs import JobState, Outcome, OutcomeKind
+from queuectld.jobs import Job, JobState, Outcome, OutcomeKind
 from queuectld.store import pg_turn, postgres
 from queuectld.store import sqlite as sqlite_store
 from queuectld.store.base import FinishedAttempt, SpawnedAttempt, Store
@@ -55,6 +55,26 @@ def test_postgresql_turns_run_on_the_driver(store: Store, store_url: str, monkey
     assert len(made) == 3
 
 
+def _turn_of_two_ends_and_a_spawn(store: Store, a: Job, b: Job, c: Job) -> tuple[Any, list[Job], list[str]]:
+    """One turn: `a` completed, `b` failed, `c`'s pid recorded, two jobs claimed. Returns its
+    results, the claimed jobs, and every statement that went through SQLAlchemy meanwhile."""
+    through_sqlalchemy: list[str] = []
+    engine = store.write_engine  # type: ignore[attr-defined]
+
+    def listener(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        through_sqlalchemy.append(statement)
+
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        results, claimed = store.finish_and_claim(
+            [FinishedAttempt(a.id, a.run, OWNER, Outcome(OutcomeKind.EXIT, exit_code=0), T0 + 2),
+             FinishedAttempt(b.id, b.run, OWNER, Outcome(OutcomeKind.EXIT, exit_code=1), T0 + 2)],
+            POLICY, [SpawnedAttempt(c.id, c.run, OWNER, pid=42, proc_start=7)], OWNER, HOST, 2, T0 + 2, LEASE_S)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    return results, claimed, through_sqlalchemy
+
+
 def test_a_postgresql_turn_is_ten_statements_in_three_round_trips(store_url: str,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     if _is_sqlite(store_url):
@@ -65,21 +85,8 @@ def test_a_postgresql_turn_is_ten_statements_in_three_round_trips(store_url: str
     try:
         add(store, *(new_job(f"j{i}", at=T0 + i / 10) for i in range(6)))
         a, b, c = claim(store, limit=3, now=T0 + 1)
-        through_sqlalchemy: list[str] = []
-        engine = store.write_engine  # type: ignore[attr-defined]
-
-        def listener(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-            through_sqlalchemy.append(statement)
-
-        event.listen(engine, "before_cursor_execute", listener)
         proxy.messages.clear()
-        try:
-            results, claimed = store.finish_and_claim(
-                [FinishedAttempt(a.id, a.run, OWNER, Outcome(OutcomeKind.EXIT, exit_code=0), T0 + 2),
-                 FinishedAttempt(b.id, b.run, OWNER, Outcome(OutcomeKind.EXIT, exit_code=1), T0 + 2)],
-                POLICY, [SpawnedAttempt(c.id, c.run, OWNER, pid=42, proc_start=7)], OWNER, HOST, 2, T0 + 2, LEASE_S)
-        finally:
-            event.remove(engine, "before_cursor_execute", listener)
+        results, claimed, through_sqlalchemy = _turn_of_two_ends_and_a_spawn(store, a, b, c)
         sent = list(proxy.messages)
         assert [job.state for _, job in results if job is not None] == [JobState.COMPLETED, JobState.FAILED]
         assert [j.id for j in claimed] == ["j3", "j4"]
@@ -130,20 +137,7 @@ def test_a_sqlite_turn_runs_on_the_driver_in_seven_statements(store: Store, stor
     original = sqlite_store.RawTurnWrites.__init__
     monkeypatch.setattr(sqlite_store.RawTurnWrites, "__init__",
                         lambda self, cur: original(self, _CountingCursor(cur, calls)))  # type: ignore[arg-type]
-    through_sqlalchemy: list[str] = []
-    engine = store.write_engine  # type: ignore[attr-defined]
-
-    def listener(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        through_sqlalchemy.append(statement)
-
-    event.listen(engine, "before_cursor_execute", listener)
-    try:
-        results, claimed = store.finish_and_claim(
-            [FinishedAttempt(a.id, a.run, OWNER, Outcome(OutcomeKind.EXIT, exit_code=0), T0 + 2),
-             FinishedAttempt(b.id, b.run, OWNER, Outcome(OutcomeKind.EXIT, exit_code=1), T0 + 2)],
-            POLICY, [SpawnedAttempt(c.id, c.run, OWNER, pid=42, proc_start=7)], OWNER, HOST, 2, T0 + 2, LEASE_S)
-    finally:
-        event.remove(engine, "before_cursor_execute", listener)
+    results, claimed, through_sqlalchemy = _turn_of_two_ends_and_a_spawn(store, a, b, c)
     assert [job.state for _, job in results if job is not None] == [JobState.COMPLETED, JobState.FAILED]
     assert [j.id for j in claimed] == ["j3", "j4"]
     # Spawn records, the locked read, job ends, attempt ends, the queues' room, the claim, its attempt rows:

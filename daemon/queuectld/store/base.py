@@ -300,6 +300,8 @@ class Store(Protocol):
 
     #: Whether the store's clock is a database's that every host shares (PostgreSQL).
     shared_clock: bool
+    #: The longest the daemon leaves between two `checkpoint`s (None: its maintenance interval).
+    checkpoint_every_s: float | None
 
     def enqueue(
         self, new: Sequence[NewJob], *, replace: bool, now: float, envs: Sequence[EnvSnapshot] = ()

@@ -31,6 +31,9 @@ from queuectld.store.base import EnvSnapshot, NewJob
 from queuectld.store.errors import describe
 from queuectld.store.rows import unique
 
+#: The columns both statements insert a job's row into, in the order of their SELECTs.
+_JOB_COLUMNS = ("id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at, updated_at, "
+                "run, retry_rules, backoff_base, backoff_max_s, queue, cwd, env_id, labels, held, deps_left, has_dependents")
 #: Every queue of the batch was found (`q` holds them, locked): the guard of each insert.
 _FOUND = "(SELECT count(*) FROM q) = %(n_queues)s"
 
@@ -42,9 +45,7 @@ WITH q AS (
     SELECT * FROM unnest(%(e_id)s::text[], %(e_clean)s::int[], %(e_vars)s::text[]) WHERE {_FOUND}
     ON CONFLICT (id) DO NOTHING
 ), j AS (
-    INSERT INTO jobs (id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at,
-                      updated_at, run, retry_rules, backoff_base, backoff_max_s, queue, cwd, env_id, labels, held,
-                      deps_left, has_dependents)
+    INSERT INTO jobs ({_JOB_COLUMNS})
     SELECT n.id, n.command, '{JobState.PENDING.value}', 0, n.max_retries, n.priority, n.timeout_s, n.next_run_at,
            n.created_at, %(now)s, 0, n.retry_rules, n.backoff_base, n.backoff_max_s, n.queue, n.cwd, n.env_id,
            n.labels, n.held, 0, 0
@@ -71,9 +72,7 @@ WITH q AS (
     SELECT %(e_id)s::text, %(e_clean)s::int, %(e_vars)s::text FROM q WHERE %(e_id)s::text IS NOT NULL
     ON CONFLICT (id) DO NOTHING
 ), j AS (
-    INSERT INTO jobs (id, command, state, attempts, max_retries, priority, timeout_s, next_run_at, created_at,
-                      updated_at, run, retry_rules, backoff_base, backoff_max_s, queue, cwd, env_id, labels, held,
-                      deps_left, has_dependents)
+    INSERT INTO jobs ({_JOB_COLUMNS})
     SELECT %(id)s::text, %(command)s::text, '{JobState.PENDING.value}', 0, %(max_retries)s::int, %(priority)s::int,
            %(timeout_s)s::float8, %(next_run_at)s::float8, %(created_at)s::float8, %(now)s::float8, 0,
            %(retry_rules)s::text, %(backoff_base)s::float8, %(backoff_max_s)s::float8, q.name, %(cwd)s::text,
@@ -85,6 +84,11 @@ SELECT array(SELECT name FROM q),
 """
 
 
+def _vars_json(snapshot: EnvSnapshot) -> str:
+    """An environment snapshot's variables as the envs row stores them."""
+    return json.dumps(snapshot.vars, sort_keys=True, ensure_ascii=False)
+
+
 def one_params(job: NewJob, now: float, envs: Sequence[EnvSnapshot], channel: str, announcer: str) -> dict[str, Any]:
     """The bind parameters of ENQUEUE_ONE for `job` (no labels, no dependencies) and its snapshot
     (`envs` holds no other)."""
@@ -92,7 +96,7 @@ def one_params(job: NewJob, now: float, envs: Sequence[EnvSnapshot], channel: st
     return {
         "queue": job.queue, "now": now, "channel": channel, "announcer": announcer, "announce": not job.held,
         "e_id": None if snapshot is None else snapshot.id, "e_clean": None if snapshot is None else int(snapshot.clean),
-        "e_vars": None if snapshot is None else json.dumps(snapshot.vars, sort_keys=True, ensure_ascii=False),
+        "e_vars": None if snapshot is None else _vars_json(snapshot),
         "id": job.id, "command": job.command, "max_retries": job.max_retries, "priority": job.priority,
         "timeout_s": job.timeout_s, "next_run_at": job.next_run_at, "created_at": job.created_at,
         "retry_rules": job.retry_rules, "backoff_base": job.backoff_base, "backoff_max_s": job.backoff_max_s,
@@ -101,7 +105,7 @@ def one_params(job: NewJob, now: float, envs: Sequence[EnvSnapshot], channel: st
 
 
 def params(new: Sequence[NewJob], now: float, envs: Sequence[EnvSnapshot], channel: str,
-           announcer: str = "") -> dict[str, Any]:
+           announcer: str) -> dict[str, Any]:
     """The bind parameters of ENQUEUE for `new` (no dependencies) and their snapshots; `announcer`
     is the NOTIFY payload (PostgresStore.announcer)."""
     queues = unique([j.queue for j in new])
@@ -111,7 +115,7 @@ def params(new: Sequence[NewJob], now: float, envs: Sequence[EnvSnapshot], chann
         "queues": queues, "n_queues": len(queues), "now": now, "channel": channel, "announcer": announcer,
         "announce": any(not j.held for j in new),
         "e_id": [e.id for e in snapshots], "e_clean": [int(e.clean) for e in snapshots],
-        "e_vars": [json.dumps(e.vars, sort_keys=True, ensure_ascii=False) for e in snapshots],
+        "e_vars": [_vars_json(e) for e in snapshots],
         "id": [j.id for j in new], "command": [j.command for j in new], "max_retries": [j.max_retries for j in new],
         "priority": [j.priority for j in new], "timeout_s": [j.timeout_s for j in new],
         "next_run_at": [j.next_run_at for j in new], "created_at": [j.created_at for j in new],

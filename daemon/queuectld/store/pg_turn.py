@@ -118,7 +118,7 @@ class PgTurnWrites:
     """TurnWrites on the psycopg connection of a SQLAlchemy write transaction (PostgreSQL's one
     write path of a turn), in pipeline mode until a step needs SQLAlchemy; `close()` ends it."""
 
-    def __init__(self, conn: Connection, channel: str, announcer: str = "") -> None:
+    def __init__(self, conn: Connection, channel: str, announcer: str) -> None:
         self.conn = conn
         self.channel = channel  #: where this queue's daemons listen (postgres.channel_of)
         self.announcer = announcer  #: the NOTIFY payload: PostgresStore.announcer (hex, no quoting needed)
